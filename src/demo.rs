@@ -1,0 +1,29 @@
+//! `tend demo`: a sample log directory and the built-in log-rotate recipe, so a new
+//! user sees a dry-run and a real run in one command, with no config and no root.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The shipped log-rotate recipe, embedded so `tend demo` works from any install.
+pub const LOG_ROTATE: &str = include_str!("../recipes/log-rotate.rhai");
+
+/// Create (or reset) the sample under `dir`; returns the path of the recipe copy.
+pub fn prepare(dir: &Path) -> Result<PathBuf> {
+    let io = |what: &str, e| Error::io(format!("demo: cannot {what} in {}", dir.display()), e);
+    let logs = dir.join("logs");
+    if logs.exists() {
+        std::fs::remove_dir_all(&logs).map_err(|e| io("reset logs", e))?;
+    }
+    std::fs::create_dir_all(&logs).map_err(|e| io("create logs", e))?;
+    let big: String = (0..4000)
+        .map(|i| format!("2026-11-28T10:{:02}:{:02} GET /api/items/{i} 200\n", i / 60 % 60, i % 60))
+        .collect();
+    std::fs::write(logs.join("app.log"), &big).map_err(|e| io("write app.log", e))?;
+    std::fs::write(logs.join("app.log.1"), "yesterday's requests\n").map_err(|e| io("write", e))?;
+    std::fs::write(logs.join("worker.log"), "small log, below min_size\n")
+        .map_err(|e| io("write worker.log", e))?;
+    let recipe = dir.join("log-rotate.rhai");
+    std::fs::write(&recipe, LOG_ROTATE).map_err(|e| io("write the recipe", e))?;
+    Ok(recipe)
+}

@@ -1,0 +1,97 @@
+//! Core recipe functions: `params`, `secret`, `host`, `log::*`, `time::*`, and the
+//! `size`/`duration` converters.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
+
+use super::{err, HostContext, Mode, RResult, DECLARED};
+use crate::event::Event;
+use crate::recipe::params::{self, parse_duration, parse_size};
+use crate::secret::{Secret, SecretDecl, REDACTED};
+
+pub fn register_types(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Secret>("secret")
+        .register_fn("to_string", |_: &mut Secret| REDACTED.to_string())
+        .register_fn("to_debug", |_: &mut Secret| REDACTED.to_string())
+        .register_type_with_name::<SecretDecl>("secret")
+        .register_fn("to_string", |_: &mut SecretDecl| "secret()".to_string())
+        .register_fn("secret", || SecretDecl)
+        .register_fn("size", |call: NativeCallContext, s: &str| -> RResult<i64> {
+            parse_size(s).ok_or_else(|| err(&call, format!("not a size: {s:?} (write like 10M, 1G)")))
+        })
+        .register_fn("duration", |call: NativeCallContext, s: &str| -> RResult<i64> {
+            parse_duration(s)
+                .ok_or_else(|| err(&call, format!("not a duration: {s:?} (write like 30s, 7d)")))
+        });
+}
+
+pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
+    let h = host.clone();
+    engine.register_fn("params", move |call: NativeCallContext, decl: Map| -> RResult<Map> {
+        let decls = params::declarations(&decl, &h.param_docs).map_err(|m| err(&call, m))?;
+        if h.mode == Mode::Declare {
+            *h.declared.lock().expect("lock") = Some(decls);
+            return Err(err(&call, DECLARED));
+        }
+        if h.ctx.current_step() > 0 {
+            return Err(err(&call, "params() must come before any operation"));
+        }
+        if h.params_done.swap(true, Ordering::SeqCst) {
+            return Err(err(&call, "params() may be called only once"));
+        }
+        let values = params::resolve(&decl, &decls, &h.given).map_err(|m| err(&call, m))?;
+        for v in values.values() {
+            if let Some(s) = v.clone().try_cast::<Secret>() {
+                h.add_secret(s.expose());
+            }
+        }
+        Ok(values)
+    });
+
+    let h = host.clone();
+    engine.register_fn("host", move || -> Map {
+        let info = h.ctx.target.info();
+        let mut m = Map::new();
+        m.insert("name".into(), info.name.clone().into());
+        m.insert("address".into(), info.address.clone().into());
+        m.insert("os".into(), info.os.clone().into());
+        m.insert("user".into(), info.user.clone().into());
+        let vars: Map = info
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+            .collect();
+        m.insert("vars".into(), vars.into());
+        m
+    });
+
+    let mut log = Module::new();
+    for level in ["info", "warn", "error"] {
+        let h = host.clone();
+        log.set_native_fn(level, move |msg: Dynamic| {
+            let message = h.redact(&msg.to_string());
+            (h.sink)(&Event::Log {
+                host: h.host(),
+                level: level.to_string(),
+                message,
+            });
+            Ok(())
+        });
+    }
+    engine.register_static_module("log", log.into());
+
+    let mut time = Module::new();
+    time.set_native_fn("now", || Ok(chrono::Utc::now().timestamp()));
+    time.set_native_fn("format", |epoch: i64, fmt: &str| {
+        use chrono::TimeZone;
+        Ok(chrono::Local
+            .timestamp_opt(epoch, 0)
+            .single()
+            .map(|t| t.format(fmt).to_string())
+            .unwrap_or_default())
+    });
+    engine.register_static_module("time", time.into());
+}

@@ -1,0 +1,290 @@
+//! The `fs` module of recipes: argument checking and conversion, then the operations
+//! of [`crate::ops::fs`].
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, Map, Module, NativeCallContext};
+
+use super::{err, HostContext, RResult};
+use crate::ops::fs::{self as op, LineSpec, LineState};
+use crate::secret::Secret;
+use crate::target::Kind;
+
+/// Options a function accepts; anything else is a typo worth reporting.
+fn check_keys(call: &NativeCallContext, f: &str, opts: &Map, allowed: &[&str]) -> RResult<()> {
+    for k in opts.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(err(
+                call,
+                format!("{f}: unknown option `{k}` (allowed: {})", allowed.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn mode_of(call: &NativeCallContext, v: &Dynamic) -> RResult<u32> {
+    let mode = if let Ok(i) = v.as_int() {
+        i
+    } else if let Some(s) = v.clone().try_cast::<String>() {
+        i64::from_str_radix(s.trim_start_matches("0o"), 8)
+            .map_err(|_| err(call, format!("mode {s:?} is not octal")))?
+    } else {
+        return Err(err(call, "mode must be an int like 0o644"));
+    };
+    if !(0..=0o7777).contains(&mode) {
+        return Err(err(call, format!("mode {mode:o} is out of range")));
+    }
+    Ok(mode as u32)
+}
+
+fn opt_mode(call: &NativeCallContext, opts: &Map) -> RResult<Option<u32>> {
+    opts.get("mode").map(|v| mode_of(call, v)).transpose()
+}
+
+fn opt_str(call: &NativeCallContext, opts: &Map, key: &str) -> RResult<Option<String>> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some(v) if v.is_unit() => Ok(None),
+        Some(v) => v
+            .clone()
+            .try_cast::<String>()
+            .map(Some)
+            .ok_or_else(|| err(call, format!("option `{key}` must be a string"))),
+    }
+}
+
+fn opt_bool(call: &NativeCallContext, opts: &Map, key: &str, default: bool) -> RResult<bool> {
+    match opts.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .as_bool()
+            .map_err(|_| err(call, format!("option `{key}` must be true or false"))),
+    }
+}
+
+/// File content from a string or a secret. Secret content is written but never diffed.
+fn content_of(call: &NativeCallContext, v: &Dynamic) -> RResult<(Vec<u8>, bool)> {
+    if let Some(s) = v.clone().try_cast::<Secret>() {
+        return Ok((s.expose().as_bytes().to_vec(), false));
+    }
+    if let Some(s) = v.clone().try_cast::<String>() {
+        return Ok((s.into_bytes(), true));
+    }
+    if let Some(b) = v.clone().try_cast::<rhai::Blob>() {
+        return Ok((b, true));
+    }
+    Err(err(call, format!("content must be a string, not {}", v.type_name())))
+}
+
+/// A file shipped beside the recipe (`src:`, templates). Only below the recipe's
+/// folder, like imports.
+fn recipe_file(call: &NativeCallContext, host: &HostContext, rel: &str) -> RResult<String> {
+    if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+        return Err(err(
+            call,
+            format!("{rel:?}: files used by a recipe must be in its folder (a relative path without ..)"),
+        ));
+    }
+    let path = host.recipe_dir.join(rel);
+    std::fs::read_to_string(&path)
+        .map_err(|e| err(call, format!("cannot read {}: {e}", path.display())))
+}
+
+fn render(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResult<String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_template(name, text)
+        .map_err(|e| err(call, format!("template {name}: {e}")))?;
+    let ctx: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars.clone()))
+        .map_err(|e| err(call, format!("template {name}: variables: {e}")))?;
+    env.get_template(name)
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| err(call, format!("template {name}: {e}")))
+}
+
+pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
+    let mut m = Module::new();
+
+    let h = host.clone();
+    m.set_native_fn("dir", move |call: NativeCallContext, path: &str| {
+        h.step(&call, |c| op::dir(c, path, None))
+    });
+    let h = host.clone();
+    m.set_native_fn("dir", move |call: NativeCallContext, path: &str, opts: Map| {
+        check_keys(&call, "fs::dir", &opts, &["mode"])?;
+        let mode = opt_mode(&call, &opts)?;
+        h.step(&call, |c| op::dir(c, path, mode))
+    });
+
+    let h = host.clone();
+    m.set_native_fn("file", move |call: NativeCallContext, path: &str, arg: Dynamic| {
+        let (content, show, mode) = if let Some(opts) = arg.clone().try_cast::<Map>() {
+            check_keys(&call, "fs::file", &opts, &["content", "src", "template", "vars", "mode"])?;
+            let mode = opt_mode(&call, &opts)?;
+            let (content, show) = if let Some(v) = opts.get("content") {
+                content_of(&call, v)?
+            } else if let Some(src) = opt_str(&call, &opts, "src")? {
+                (recipe_file(&call, &h, &src)?.into_bytes(), true)
+            } else if let Some(tpl) = opt_str(&call, &opts, "template")? {
+                let vars = opts
+                    .get("vars")
+                    .and_then(|v| v.clone().try_cast::<Map>())
+                    .unwrap_or_default();
+                let text = recipe_file(&call, &h, &tpl)?;
+                (render(&call, &tpl, &text, &vars)?.into_bytes(), true)
+            } else {
+                return Err(err(&call, "fs::file: give `content`, `src` or `template`"));
+            };
+            (content, show, mode)
+        } else {
+            let (c, s) = content_of(&call, &arg)?;
+            (c, s, None)
+        };
+        h.step(&call, |c| op::file(c, "fs::file", path, &content, mode, show))
+    });
+
+    let h = host.clone();
+    let template = move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, mode: Option<u32>| {
+        let text = recipe_file(&call, &h, tpl)?;
+        let content = render(&call, tpl, &text, &vars)?;
+        h.step(&call, |c| op::file(c, "fs::template", path, content.as_bytes(), mode, true))
+    };
+    let t2 = template.clone();
+    m.set_native_fn("template", move |call: NativeCallContext, path: &str, tpl: &str, vars: Map| {
+        t2(call, path, tpl, vars, None)
+    });
+    m.set_native_fn(
+        "template",
+        move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, opts: Map| {
+            check_keys(&call, "fs::template", &opts, &["mode"])?;
+            let mode = opt_mode(&call, &opts)?;
+            template(call, path, tpl, vars, mode)
+        },
+    );
+
+    let h = host.clone();
+    let line = move |call: NativeCallContext, path: &str, text: &str, opts: Map| {
+        check_keys(&call, "fs::line", &opts, &["regex", "state", "create"])?;
+        let regex = opt_str(&call, &opts, "regex")?
+            .map(|r| regex::Regex::new(&r).map_err(|e| err(&call, format!("fs::line: bad regex: {e}"))))
+            .transpose()?;
+        let state = match opt_str(&call, &opts, "state")?.as_deref() {
+            None | Some("present") => LineState::Present,
+            Some("absent") => LineState::Absent,
+            Some(s) => return Err(err(&call, format!("fs::line: state must be \"present\" or \"absent\", not {s:?}"))),
+        };
+        let spec = LineSpec {
+            line: text.to_string(),
+            regex,
+            state,
+            create: opt_bool(&call, &opts, "create", true)?,
+        };
+        h.step(&call, |c| op::line(c, path, &spec))
+    };
+    let l2 = line.clone();
+    m.set_native_fn("line", move |call: NativeCallContext, path: &str, text: &str| {
+        l2(call, path, text, Map::new())
+    });
+    m.set_native_fn("line", line);
+
+    let h = host.clone();
+    m.set_native_fn("link", move |call: NativeCallContext, path: &str, target: &str| {
+        h.step(&call, |c| op::link(c, path, target))
+    });
+    let h = host.clone();
+    m.set_native_fn("copy", move |call: NativeCallContext, src: &str, dest: &str| {
+        h.step(&call, |c| op::copy(c, src, dest, None))
+    });
+    let h = host.clone();
+    m.set_native_fn("copy", move |call: NativeCallContext, src: &str, dest: &str, opts: Map| {
+        check_keys(&call, "fs::copy", &opts, &["mode"])?;
+        let mode = opt_mode(&call, &opts)?;
+        h.step(&call, |c| op::copy(c, src, dest, mode))
+    });
+    let h = host.clone();
+    m.set_native_fn("rename", move |call: NativeCallContext, from: &str, to: &str| {
+        h.step(&call, |c| op::rename(c, from, to))
+    });
+    let h = host.clone();
+    m.set_native_fn("remove", move |call: NativeCallContext, path: &str| {
+        h.step(&call, |c| op::remove(c, path))
+    });
+    let h = host.clone();
+    m.set_native_fn("chmod", move |call: NativeCallContext, path: &str, mode: Dynamic| {
+        let mode = mode_of(&call, &mode)?;
+        h.step(&call, |c| op::chmod(c, path, mode))
+    });
+    let h = host.clone();
+    m.set_native_fn(
+        "chown",
+        move |call: NativeCallContext, path: &str, owner: &str, group: &str| {
+            let t = h.ctx.target.clone();
+            let uid = (!owner.is_empty())
+                .then(|| op::resolve_id(t.as_ref(), "/etc/passwd", owner))
+                .transpose()
+                .map_err(|e| err(&call, e.to_string()))?;
+            let gid = (!group.is_empty())
+                .then(|| op::resolve_id(t.as_ref(), "/etc/group", group))
+                .transpose()
+                .map_err(|e| err(&call, e.to_string()))?;
+            h.step(&call, |c| op::chown(c, path, uid, gid))
+        },
+    );
+
+    // Facts: read-only, never a step.
+    let h = host.clone();
+    m.set_native_fn("exists", move |call: NativeCallContext, path: &str| {
+        h.fact(&call, |c| Ok(c.target.stat(path)?.is_some()))
+    });
+    let h = host.clone();
+    m.set_native_fn("read", move |call: NativeCallContext, path: &str| {
+        h.fact(&call, |c| Ok(String::from_utf8_lossy(&c.target.read(path)?).into_owned()))
+    });
+    let h = host.clone();
+    m.set_native_fn("size", move |call: NativeCallContext, path: &str| {
+        h.fact(&call, |c| Ok(c.target.stat(path)?.map(|m| m.size as i64).unwrap_or(0)))
+    });
+    let h = host.clone();
+    m.set_native_fn("stat", move |call: NativeCallContext, path: &str| {
+        h.fact(&call, |c| {
+            let mut out = Map::new();
+            let meta = c.target.stat(path)?;
+            out.insert("exists".into(), meta.is_some().into());
+            if let Some(meta) = meta {
+                out.insert("type".into(), meta.kind.as_str().into());
+                out.insert("size".into(), (meta.size as i64).into());
+                out.insert("mode".into(), (meta.mode as i64).into());
+                out.insert("uid".into(), (meta.uid as i64).into());
+                out.insert("gid".into(), (meta.gid as i64).into());
+                out.insert("mtime".into(), meta.mtime.into());
+                if meta.kind == Kind::Symlink {
+                    out.insert("target".into(), c.target.read_link(path)?.into());
+                }
+            }
+            Ok(out)
+        })
+    });
+    let h = host.clone();
+    m.set_native_fn("glob", move |call: NativeCallContext, pattern: &str| {
+        h.fact(&call, |c| {
+            Ok(op::glob(c.target.as_ref(), pattern)?
+                .into_iter()
+                .map(Dynamic::from)
+                .collect::<Array>())
+        })
+    });
+    let h = host;
+    m.set_native_fn("list", move |call: NativeCallContext, path: &str| {
+        h.fact(&call, |c| {
+            Ok(c.target
+                .list_dir(path)?
+                .into_iter()
+                .map(Dynamic::from)
+                .collect::<Array>())
+        })
+    });
+
+    engine.register_static_module("fs", m.into());
+}

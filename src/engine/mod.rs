@@ -1,0 +1,316 @@
+//! The Rhai engine: sandbox limits, and the registration of operations per area
+//! (`fs`, `sh`/`archive`, and the core functions `params`, `host`, `log`, `time`).
+//!
+//! One engine is built per host and run; its functions close over that host's
+//! [`HostContext`] (the "control layer" pattern), so the compiled AST is shared while
+//! each host has its own target, journal and counters. The engine never sees a
+//! concrete target: only [`crate::ops::Ctx`].
+
+mod core;
+mod fs;
+mod sh;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position};
+
+use crate::event::{Event, Sink};
+use crate::ops::{Ctx, OpResult, StepReport};
+use crate::recipe::params::ParamDecl;
+use crate::recipe::resolver_fmt_pos;
+
+pub type RResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// Sandbox limits. Rhai leaves them all off by default, and its call-depth default
+/// differs between debug and release builds, so every one is set here.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 50_000_000,
+            timeout: None,
+        }
+    }
+}
+
+/// Marker error text: `params()` was reached while only collecting declarations.
+const DECLARED: &str = "\u{0}tend:params-declared";
+/// Marker error text: an operation was reached while only collecting declarations.
+const NO_PARAMS: &str = "\u{0}tend:no-params";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Evaluate only up to `params()`, to learn the declarations; touch nothing.
+    Declare,
+    Run,
+}
+
+/// Everything the functions of one host's engine share.
+pub struct HostContext {
+    pub ctx: Ctx,
+    pub recipe_dir: PathBuf,
+    pub mode: Mode,
+    pub given: Vec<(String, String)>,
+    pub param_docs: BTreeMap<String, String>,
+    pub sink: Sink,
+    pub changed: AtomicU64,
+    pub unknown: AtomicU64,
+    declared: Mutex<Option<Vec<ParamDecl>>>,
+    params_done: AtomicBool,
+    /// Secret values of this run, scrubbed from every error message.
+    secrets: Mutex<Vec<String>>,
+}
+
+impl HostContext {
+    pub fn new(
+        ctx: Ctx,
+        recipe_dir: PathBuf,
+        mode: Mode,
+        given: Vec<(String, String)>,
+        param_docs: BTreeMap<String, String>,
+        sink: Sink,
+    ) -> Self {
+        HostContext {
+            ctx,
+            recipe_dir,
+            mode,
+            given,
+            param_docs,
+            sink,
+            changed: AtomicU64::new(0),
+            unknown: AtomicU64::new(0),
+            declared: Mutex::new(None),
+            params_done: AtomicBool::new(false),
+            secrets: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        self.ctx.host().to_string()
+    }
+
+    pub fn declared(&self) -> Option<Vec<ParamDecl>> {
+        self.declared.lock().expect("lock").clone()
+    }
+
+    fn add_secret(&self, value: &str) {
+        if !value.is_empty() {
+            self.secrets.lock().expect("lock").push(value.to_string());
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in self.secrets.lock().expect("lock").iter() {
+            out = out.replace(s.as_str(), crate::secret::REDACTED);
+        }
+        out
+    }
+
+    fn emit(&self, event: Event) {
+        (self.sink)(&event);
+    }
+
+    fn guard(&self, call: &NativeCallContext) -> RResult<()> {
+        if self.mode == Mode::Declare {
+            return Err(err(call, NO_PARAMS));
+        }
+        Ok(())
+    }
+
+    /// Run one operation as a numbered step: report it, count it, and turn its error
+    /// into a script error at the calling line.
+    fn step(
+        &self,
+        call: &NativeCallContext,
+        f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
+    ) -> RResult<Map> {
+        self.guard(call)?;
+        let step = self.ctx.begin_step();
+        match f(&self.ctx) {
+            Ok(mut report) => {
+                self.ctx.finish_step();
+                if report.changed {
+                    self.changed.fetch_add(1, Ordering::SeqCst);
+                }
+                if report.unknown {
+                    self.unknown.fetch_add(1, Ordering::SeqCst);
+                }
+                report.diff = report.diff.map(|d| self.redact(&d));
+                report.stdout = report.stdout.map(|d| self.redact(&d));
+                report.stderr = report.stderr.map(|d| self.redact(&d));
+                report.subject = self.redact(&report.subject);
+                let map = report_map(&report);
+                self.emit(Event::Step {
+                    host: self.host(),
+                    step,
+                    report,
+                });
+                Ok(map)
+            }
+            Err(e) => {
+                let message = self.redact(&e.to_string());
+                Err(err(call, message))
+            }
+        }
+    }
+
+    /// A read-only fact: no step number, no event.
+    fn fact<T>(&self, call: &NativeCallContext, f: impl FnOnce(&Ctx) -> OpResult<T>) -> RResult<T> {
+        self.guard(call)?;
+        f(&self.ctx).map_err(|e| err(call, self.redact(&e.to_string())))
+    }
+}
+
+fn report_map(r: &StepReport) -> Map {
+    let mut m = Map::new();
+    m.insert("op".into(), r.op.into());
+    m.insert("changed".into(), r.changed.into());
+    m.insert("unknown".into(), r.unknown.into());
+    m.insert(
+        "paths".into(),
+        Dynamic::from_array(r.paths.iter().map(|p| p.clone().into()).collect()),
+    );
+    m.insert("diff".into(), r.diff.clone().unwrap_or_default().into());
+    if let Some(s) = &r.stdout {
+        m.insert("stdout".into(), s.clone().into());
+    }
+    if let Some(s) = &r.stderr {
+        m.insert("stderr".into(), s.clone().into());
+    }
+    if let Some(c) = r.code {
+        m.insert("code".into(), (c as i64).into());
+    }
+    m
+}
+
+/// A script error at the position of the call being made.
+pub fn err(call: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(message.into().into(), call.call_position()).into()
+}
+
+fn sandbox(engine: &mut Engine, limits: &Limits) {
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(64 * 1024 * 1024);
+    engine.set_max_array_size(1_000_000);
+    engine.set_max_map_size(100_000);
+    engine.set_max_modules(64);
+    engine.set_max_variables(10_000);
+    engine.set_max_functions(10_000);
+    engine.disable_symbol("eval");
+    if let Some(timeout) = limits.timeout {
+        let deadline = Instant::now() + timeout;
+        engine.on_progress(move |ops| {
+            if ops % 256 == 0 && Instant::now() >= deadline {
+                Some(Dynamic::from("timeout"))
+            } else {
+                None
+            }
+        });
+    }
+}
+
+/// The engine used to compile recipes and their modules: same limits and symbols
+/// as a run, no operations bound to any host.
+pub fn compiler() -> Engine {
+    let mut engine = Engine::new();
+    sandbox(&mut engine, &Limits::default());
+    core::register_types(&mut engine);
+    engine
+}
+
+/// The engine one host runs its recipe with.
+pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    sandbox(&mut engine, limits);
+    core::register_types(&mut engine);
+    core::register(&mut engine, host.clone());
+    fs::register(&mut engine, host.clone());
+    sh::register(&mut engine, host);
+    engine
+}
+
+/// How a script run ended, for people: `file:line:col: message`, with the call chain
+/// when the error happened inside a stdlib or recipe function.
+pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String {
+    let mut source = recipe.to_string();
+    let mut chain = Vec::new();
+    let mut e = error;
+    loop {
+        match e {
+            EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
+                chain.push(format!("{name}() called at {source}:{}", resolver_fmt_pos(*pos)));
+                if !src.is_empty() {
+                    source = src.clone();
+                }
+                e = inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, pos) => {
+                chain.push(format!("module {name} imported at {source}:{}", resolver_fmt_pos(*pos)));
+                e = inner;
+            }
+            _ => break,
+        }
+    }
+    let message = match e {
+        EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
+            format!("unknown function `{sig}` (check its name and arguments)")
+        }
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the recipe ran more than {} operations and was stopped (a runaway loop?); raise --max-operations if it really needs more",
+            limits.max_operations
+        ),
+        EvalAltResult::ErrorTerminated(_, _) => format!(
+            "the run exceeded its time limit of {} and was stopped",
+            humantime::format_duration(limits.timeout.unwrap_or_default())
+        ),
+        other => {
+            // Rhai appends "(line L, position P)"; the location is printed up front.
+            let text = other.to_string();
+            match text.rfind(" (line ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            }
+        }
+    };
+    let mut out = format!("{source}:{}: {message}", resolver_fmt_pos(e.position()));
+    for c in chain.iter().rev() {
+        out.push_str(&format!("\n    in {c}"));
+    }
+    out
+}
+
+pub fn is_declared_marker(e: &EvalAltResult) -> Option<bool> {
+    let mut e = e;
+    loop {
+        match e {
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | EvalAltResult::ErrorInModule(_, inner, _) => e = inner,
+            EvalAltResult::ErrorRuntime(v, _) => {
+                let s = v.to_string();
+                return match s.as_str() {
+                    DECLARED => Some(true),
+                    NO_PARAMS => Some(false),
+                    _ => None,
+                };
+            }
+            _ => return None,
+        }
+    }
+}
+
+pub fn position_of(e: &EvalAltResult) -> Position {
+    e.position()
+}

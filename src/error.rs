@@ -1,0 +1,105 @@
+//! The one error type the CLI sees, and the exit code each kind of failure maps to.
+//!
+//! Lower layers have their own small error enums (`TargetError`, `OpError`); they
+//! convert into `Error` at the boundary so that every message a user reads says
+//! what went wrong, where (file:line, host, path) and, when it can, what to do.
+
+use std::path::PathBuf;
+
+use crate::target::TargetError;
+
+/// Exit codes. Documented in `tend --help` and the README; scripts depend on them.
+pub mod exit {
+    /// Success; for a dry-run with `--detailed-exitcode`: nothing would change.
+    pub const OK: i32 = 0;
+    /// The run failed and nothing needed rolling back, or rollback was disabled.
+    pub const FAILED: i32 = 1;
+    /// Dry-run with `--detailed-exitcode`: there are changes to make.
+    pub const CHANGES: i32 = 2;
+    /// The run failed and every change it made was rolled back.
+    pub const ROLLED_BACK: i32 = 3;
+    /// The run failed and rollback could not undo everything (see the report).
+    pub const ROLLBACK_INCOMPLETE: i32 = 4;
+    /// Bad command line or parameter (`-p`).
+    pub const USAGE: i32 = 64;
+    /// The recipe does not compile or is otherwise invalid.
+    pub const RECIPE: i32 = 65;
+    /// A file, run id or host that was named does not exist.
+    pub const NOT_FOUND: i32 = 66;
+    /// The audit log failed verification.
+    pub const TAMPERED: i32 = 67;
+    /// Another run holds the lock of a host.
+    pub const LOCKED: i32 = 75;
+    /// tend itself failed (state dir not writable, I/O error…).
+    pub const INTERNAL: i32 = 70;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("cannot read recipe {path}: {source}")]
+    RecipeRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A compile error, a bad import or a bad parameter: `location` is `file:line:col`.
+    #[error("{location}: {message}")]
+    Recipe { location: String, message: String },
+
+    #[error("{0}")]
+    Param(String),
+
+    #[error("no run with id {0}; `tend runs` lists them")]
+    UnknownRun(String),
+
+    #[error("{0}")]
+    Target(#[from] TargetError),
+
+    #[error("host {host} is locked by another run ({holder}); wait for it or, if that run is dead, remove {lock}")]
+    Locked {
+        host: String,
+        holder: String,
+        lock: String,
+    },
+
+    #[error("audit log {path}: {message}")]
+    Audit { path: PathBuf, message: String },
+
+    #[error("audit log {path} failed verification: {message}")]
+    Tampered { path: PathBuf, message: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Param(_) => exit::USAGE,
+            Error::Recipe { .. } => exit::RECIPE,
+            Error::RecipeRead { .. } | Error::UnknownRun(_) => exit::NOT_FOUND,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::Tampered { .. } => exit::TAMPERED,
+            Error::Target(_) => exit::FAILED,
+            Error::Audit { .. } | Error::Io { .. } | Error::Other(_) => exit::INTERNAL,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,68 @@
+//! What a run reports as it goes. The runner emits events; the CLI renders them for
+//! people or as JSON Lines (`--json`), and the audit log keeps the ones that matter.
+//! Nothing below the CLI prints.
+
+use std::collections::BTreeMap;
+
+use crate::ops::StepReport;
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStart {
+        run_id: String,
+        recipe: String,
+        recipe_hash: String,
+        dry_run: bool,
+        hosts: Vec<String>,
+        params: BTreeMap<String, String>,
+    },
+    Step {
+        host: String,
+        step: u64,
+        #[serde(flatten)]
+        report: StepReport,
+    },
+    StepFailed {
+        host: String,
+        step: u64,
+        error: String,
+    },
+    Log {
+        host: String,
+        level: String,
+        message: String,
+    },
+    /// One undo record reverted (or that would be, in `rollback --dry-run`).
+    Undo {
+        host: String,
+        seq: u64,
+        op: String,
+        action: String,
+        result: String,
+    },
+    Rollback {
+        host: String,
+        reverted: u64,
+        /// What could not be undone, each with why.
+        incomplete: Vec<String>,
+    },
+    HostEnd {
+        host: String,
+        outcome: String,
+        changed: u64,
+        unknown: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    RunEnd {
+        run_id: String,
+        outcome: String,
+        changed: u64,
+        unknown: u64,
+        duration_ms: u64,
+    },
+}
+
+/// Where events go. A plain function so the CLI, tests and the daemon can each plug in.
+pub type Sink = std::sync::Arc<dyn Fn(&Event) + Send + Sync>;

@@ -1,0 +1,33 @@
+//! tend: run vetted maintenance recipes with an exact dry-run, automatic rollback and
+//! a tamper-evident audit log.
+//!
+//! How a run flows: [`cli`] parses the command line and calls [`runner::run`]. The
+//! runner loads the [`recipe`] (compiling it once, imports resolved from the embedded
+//! stdlib and the recipe's folder), checks its parameters without touching anything,
+//! takes the host lock and opens the host's [`journal`]. It then builds an [`engine`]
+//! whose functions (`fs::file`, `sh`, …) call the [`ops`]; each operation reads facts
+//! from a [`target`], writes its undo record ahead of the change, and makes it. A
+//! dry-run is the same run against a [`target::overlay::Overlay`] with no journal, so
+//! the plan is computed by the very code that would apply it. If the script fails,
+//! the journal is replayed in reverse. Every step is an [`event`]: the CLI renders it
+//! ([`report`]) and the [`audit`] log chains it.
+
+pub mod audit;
+pub mod cli;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod journal;
+pub mod ops;
+pub mod recipe;
+pub mod report;
+pub mod runner;
+pub mod secret;
+pub mod state;
+pub mod target;
+
+/// Entry point of the binary: parse `args`, run, return the exit code.
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    cli::main(args)
+}

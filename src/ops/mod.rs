@@ -1,0 +1,226 @@
+//! Operations: idempotent steps that read facts from a [`Target`], decide whether a
+//! change is needed, write an undo record ahead of the change, then make it.
+//!
+//! There is one implementation per operation. A dry-run runs it against an
+//! [`Overlay`](crate::target::overlay::Overlay) with no journal: the same code decides
+//! what changes, so the plan cannot drift from the run.
+
+pub mod archive;
+pub mod fs;
+pub mod sh;
+pub mod undo;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::journal::Journal;
+use crate::target::{Target, TargetError};
+use undo::Undo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("journal: {0}")]
+    Journal(String),
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+/// What one step did (or, in a dry-run, would do).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StepReport {
+    pub op: &'static str,
+    /// What the step acts on, for people: a path, `from -> to`, a command.
+    pub subject: String,
+    /// Every path the step creates, modifies or removes.
+    pub paths: Vec<String>,
+    pub changed: bool,
+    /// Dry-run only: an opaque command whose effect cannot be known without running it.
+    pub unknown: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// False when the step left a barrier: rollback cannot undo it.
+    pub reversible: bool,
+}
+
+impl StepReport {
+    pub fn unchanged(op: &'static str, subject: impl Into<String>) -> Self {
+        StepReport {
+            op,
+            subject: subject.into(),
+            reversible: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn changed(op: &'static str, subject: impl Into<String>, paths: Vec<String>) -> Self {
+        StepReport {
+            op,
+            subject: subject.into(),
+            paths,
+            changed: true,
+            reversible: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// What an operation needs besides its arguments: the target, and (in a real run) the
+/// journal that makes its change undoable.
+pub struct Ctx {
+    pub target: Arc<dyn Target>,
+    journal: Option<Arc<Journal>>,
+    /// Where old contents are saved, on the target itself so rollback needs no transfer.
+    backup_dir: String,
+    backup_dir_ready: AtomicBool,
+    backups: AtomicU64,
+    step: AtomicU64,
+}
+
+impl Ctx {
+    /// A real run: changes are journaled before they are made.
+    pub fn apply(target: Arc<dyn Target>, journal: Arc<Journal>, backup_dir: String) -> Self {
+        Ctx {
+            target,
+            journal: Some(journal),
+            backup_dir,
+            backup_dir_ready: AtomicBool::new(false),
+            backups: AtomicU64::new(0),
+            step: AtomicU64::new(0),
+        }
+    }
+
+    /// A dry-run: `target` should be an overlay; nothing is journaled.
+    pub fn plan(target: Arc<dyn Target>) -> Self {
+        Ctx {
+            target,
+            journal: None,
+            backup_dir: String::new(),
+            backup_dir_ready: AtomicBool::new(true),
+            backups: AtomicU64::new(0),
+            step: AtomicU64::new(0),
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.journal.is_none()
+    }
+
+    pub fn host(&self) -> &str {
+        &self.target.info().name
+    }
+
+    /// Start a new step; journal entries name the step they belong to.
+    pub fn begin_step(&self) -> u64 {
+        self.step.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The step's changes are all made: later rollbacks know it completed.
+    pub fn finish_step(&self) {
+        if let Some(j) = &self.journal {
+            let _ = j.mark_done();
+        }
+    }
+
+    pub fn current_step(&self) -> u64 {
+        self.step.load(Ordering::SeqCst)
+    }
+
+    /// Write-ahead: make `undo` durable before the change it reverses is made.
+    pub fn will(&self, op: &str, undo: Undo) -> OpResult<()> {
+        if let Some(j) = &self.journal {
+            j.append(self.current_step(), op, &undo)
+                .map_err(|e| OpError::Journal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Save the current contents of a regular file for rollback; returns where.
+    pub fn backup(&self, path: &str) -> OpResult<String> {
+        if self.dry_run() {
+            return Ok(String::new());
+        }
+        if !self.backup_dir_ready.load(Ordering::SeqCst) {
+            mkdir_p(self.target.as_ref(), &self.backup_dir, 0o700)?;
+            self.backup_dir_ready.store(true, Ordering::SeqCst);
+        }
+        let n = self.backups.fetch_add(1, Ordering::SeqCst) + 1;
+        let name = path.rsplit('/').next().unwrap_or("file");
+        let dest = crate::target::join(&self.backup_dir, &format!("{n:06}-{name}"));
+        self.target.copy_file(path, &dest)?;
+        Ok(dest)
+    }
+}
+
+/// Create `path` and any missing parents; returns the directories it created,
+/// outermost first.
+pub fn mkdir_p(target: &dyn Target, path: &str, mode: u32) -> OpResult<Vec<String>> {
+    let mut missing = Vec::new();
+    let mut p = path.trim_end_matches('/').to_string();
+    loop {
+        match target.stat(&p)? {
+            Some(m) if m.kind == crate::target::Kind::Dir => break,
+            Some(_) => {
+                return Err(OpError::Invalid(format!(
+                    "{p} exists and is not a directory"
+                )))
+            }
+            None => {
+                missing.push(p.clone());
+                let parent = crate::target::parent(&p).to_string();
+                if parent == p || parent == "." {
+                    break;
+                }
+                p = parent;
+            }
+        }
+    }
+    missing.reverse();
+    for dir in &missing {
+        target.mkdir(dir, mode)?;
+    }
+    Ok(missing)
+}
+
+/// A unified diff between two versions of a file, for people to read; capped so a
+/// rewritten log does not flood the terminal.
+pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
+    const MAX_LINES: usize = 400;
+    let (Ok(old_text), Ok(new_text)) = (
+        std::str::from_utf8(old.unwrap_or_default()),
+        std::str::from_utf8(new),
+    ) else {
+        return format!(
+            "Binary files differ ({} -> {} bytes)\n",
+            old.map(|o| o.len()).unwrap_or(0),
+            new.len()
+        );
+    };
+    let diff = similar::TextDiff::from_lines(old_text, new_text);
+    let from = if old.is_some() {
+        format!("a{path}")
+    } else {
+        "/dev/null".to_string()
+    };
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&from, &format!("b{path}"))
+        .to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= MAX_LINES {
+        return text;
+    }
+    let mut capped = lines[..MAX_LINES].join("\n");
+    capped.push_str(&format!("\n… ({} more diff lines)\n", lines.len() - MAX_LINES));
+    capped
+}

@@ -1,0 +1,121 @@
+//! `sh`: an opaque command. tend cannot know what it changes, so a dry-run does not
+//! run it (unless the recipe says it is read-only) and reports it as *unknown*, and
+//! a real run journals the recipe's `undo` command or, without one, a barrier.
+
+use std::time::Duration;
+
+use super::undo::Undo;
+use super::{Ctx, OpError, OpResult, StepReport};
+use crate::target::{ExecOutput, ExecRequest};
+
+#[derive(Debug, Clone, Default)]
+pub struct ShSpec {
+    pub command: String,
+    pub undo: Option<String>,
+    pub read_only: bool,
+    /// Skip when this path exists.
+    pub creates: Option<String>,
+    /// Skip when this command exits 0.
+    pub unless: Option<String>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub delay: Duration,
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+    /// Return a non-zero exit code in the result instead of failing the step.
+    pub allow_fail: bool,
+}
+
+const OP: &str = "sh";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
+    let t = ctx.target.as_ref();
+    let subject = spec.command.clone();
+    if let Some(path) = &spec.creates {
+        if t.stat(path)?.is_some() {
+            return Ok(StepReport::unchanged(OP, subject));
+        }
+    }
+    if let Some(check) = &spec.unless {
+        // A guard is a question, not a change: it runs in dry-runs too.
+        let mut req = ExecRequest::new(check.clone());
+        req.env = spec.env.clone();
+        req.timeout = spec.timeout;
+        if t.exec(&req)?.code == 0 {
+            return Ok(StepReport::unchanged(OP, subject));
+        }
+    }
+    if ctx.dry_run() && !spec.read_only {
+        let mut r = StepReport::unchanged(OP, subject);
+        r.unknown = true;
+        r.reversible = spec.undo.is_some();
+        return Ok(r);
+    }
+    if !spec.read_only {
+        let undo = match &spec.undo {
+            Some(cmd) => Undo::Command {
+                command: cmd.clone(),
+            },
+            None => Undo::Barrier {
+                what: format!("sh `{}` (no undo given)", spec.command),
+            },
+        };
+        ctx.will(OP, undo)?;
+    }
+    let out = run_with_retries(ctx, spec)?;
+    let mut r = if spec.read_only {
+        StepReport::unchanged(OP, subject)
+    } else {
+        let mut r = StepReport::changed(OP, subject, spec.creates.iter().cloned().collect());
+        r.reversible = spec.undo.is_some();
+        r
+    };
+    r.stdout = Some(text(&out.stdout));
+    r.stderr = Some(text(&out.stderr));
+    r.code = Some(out.code);
+    if out.timed_out {
+        return Err(OpError::Invalid(format!(
+            "`{}` timed out after {}",
+            spec.command,
+            humantime::format_duration(spec.timeout.unwrap_or_default())
+        )));
+    }
+    if out.code != 0 && !spec.allow_fail {
+        let stderr = text(&out.stderr);
+        let tail: Vec<&str> = stderr.trim_end().lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Err(OpError::Invalid(format!(
+            "`{}` exited with status {}{}",
+            spec.command,
+            out.code,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", tail.join(" | "))
+            }
+        )));
+    }
+    Ok(r)
+}
+
+fn run_with_retries(ctx: &Ctx, spec: &ShSpec) -> OpResult<ExecOutput> {
+    let req = ExecRequest {
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        stdin: spec.stdin.clone(),
+        timeout: spec.timeout,
+    };
+    let mut attempt = 0;
+    loop {
+        let out = ctx.target.exec(&req)?;
+        if out.code == 0 || attempt >= spec.retries {
+            return Ok(out);
+        }
+        attempt += 1;
+        std::thread::sleep(spec.delay);
+    }
+}

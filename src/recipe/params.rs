@@ -1,0 +1,235 @@
+//! Recipe parameters: declared in the recipe by `params(#{name: default, …})`, where
+//! the default fixes the type, and given on the command line as `-p name=value`.
+
+use std::collections::BTreeMap;
+
+use rhai::{Dynamic, Map};
+
+use crate::secret::{Secret, SecretDecl};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    String,
+    Int,
+    Float,
+    Bool,
+    /// Written like `"10M"`; the recipe sees bytes (an int).
+    Size,
+    /// Written like `"7d"`; the recipe sees seconds (an int).
+    Duration,
+    List,
+    Secret,
+}
+
+impl ParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Int => "int",
+            ParamType::Float => "float",
+            ParamType::Bool => "bool",
+            ParamType::Size => "size",
+            ParamType::Duration => "duration",
+            ParamType::List => "list",
+            ParamType::Secret => "secret",
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParamDecl {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// As written in the recipe; `None` for a required parameter.
+    pub default: Option<String>,
+    pub doc: String,
+}
+
+/// `"10M"`, `"1.5G"`, `"512K"`, `"100"`+`B`… Upper-case units, so `"10m"` stays a
+/// duration (ten minutes).
+pub fn parse_size(s: &str) -> Option<i64> {
+    let t = s.trim();
+    let unit_ok = t
+        .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
+        .trim()
+        .chars()
+        .next()
+        .is_some_and(|c| "BKMGTP".contains(c));
+    if !unit_ok {
+        return None;
+    }
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(t)
+        .ok()
+        .map(|n| n as i64)
+}
+
+/// `"30s"`, `"15m"`, `"2h"`, `"7d"`, `"1w"`, `"1h30m"`: seconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if !t.starts_with(|c: char| c.is_ascii_digit())
+        || !t.ends_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return None;
+    }
+    humantime::parse_duration(t)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+fn type_of(v: &Dynamic) -> Option<ParamType> {
+    if v.is::<SecretDecl>() {
+        Some(ParamType::Secret)
+    } else if v.is_bool() {
+        Some(ParamType::Bool)
+    } else if v.is_int() {
+        Some(ParamType::Int)
+    } else if v.is_float() {
+        Some(ParamType::Float)
+    } else if v.is_array() {
+        Some(ParamType::List)
+    } else if v.is_string() {
+        let s = v.clone().into_string().unwrap_or_default();
+        Some(if parse_size(&s).is_some() {
+            ParamType::Size
+        } else if parse_duration(&s).is_some() {
+            ParamType::Duration
+        } else {
+            ParamType::String
+        })
+    } else {
+        None
+    }
+}
+
+/// The declarations in `params(#{…})`, in name order, with docs from trailing comments.
+pub fn declarations(
+    decl: &Map,
+    docs: &BTreeMap<String, String>,
+) -> Result<Vec<ParamDecl>, String> {
+    let mut out = Vec::new();
+    for (name, v) in decl {
+        let ty = type_of(v).ok_or_else(|| {
+            format!(
+                "parameter `{name}`: its default must be a string, int, float, bool, list or secret(), not {}",
+                v.type_name()
+            )
+        })?;
+        out.push(ParamDecl {
+            name: name.to_string(),
+            ty,
+            default: (ty != ParamType::Secret).then(|| display_default(v)),
+            doc: docs.get(name.as_str()).cloned().unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+fn display_default(v: &Dynamic) -> String {
+    if v.is_array() {
+        let items: Vec<String> = v
+            .clone()
+            .into_array()
+            .unwrap_or_default()
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        items.join(",")
+    } else {
+        v.to_string()
+    }
+}
+
+fn names(decls: &[ParamDecl]) -> String {
+    if decls.is_empty() {
+        return "it takes no parameters".into();
+    }
+    let list: Vec<String> = decls
+        .iter()
+        .map(|d| format!("{} ({})", d.name, d.ty.as_str()))
+        .collect();
+    format!("it takes: {}", list.join(", "))
+}
+
+/// Check `-p` values against the declarations and build the map the recipe gets.
+pub fn resolve(
+    decl: &Map,
+    decls: &[ParamDecl],
+    given: &[(String, String)],
+) -> Result<Map, String> {
+    for (k, _) in given {
+        if !decl.contains_key(k.as_str()) {
+            return Err(format!("unknown parameter `{k}`; {}", names(decls)));
+        }
+    }
+    let mut out = Map::new();
+    for d in decls {
+        let default = decl.get(d.name.as_str()).cloned().unwrap_or(Dynamic::UNIT);
+        let raw = given.iter().rev().find(|(k, _)| *k == d.name).map(|(_, v)| v);
+        let value = match (raw, d.ty) {
+            (None, ParamType::Secret) => {
+                return Err(format!(
+                    "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
+                    d.name, d.name, d.name
+                ))
+            }
+            (None, ParamType::Size) => Dynamic::from_int(
+                parse_size(&default.into_string().unwrap_or_default()).unwrap_or(0),
+            ),
+            (None, ParamType::Duration) => Dynamic::from_int(
+                parse_duration(&default.into_string().unwrap_or_default()).unwrap_or(0),
+            ),
+            (None, _) => default,
+            (Some(raw), ty) => convert(&d.name, ty, raw)?,
+        };
+        out.insert(d.name.as_str().into(), value);
+    }
+    Ok(out)
+}
+
+fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
+    let bad = |what: &str| format!("parameter `{name}` is a {what}; got {raw:?}");
+    Ok(match ty {
+        ParamType::String => Dynamic::from(raw.to_string()),
+        ParamType::Int => Dynamic::from_int(raw.trim().parse().map_err(|_| bad("int"))?),
+        ParamType::Float => Dynamic::from_float(raw.trim().parse().map_err(|_| bad("float"))?),
+        ParamType::Bool => Dynamic::from_bool(match raw.trim() {
+            "true" | "yes" | "1" | "on" => true,
+            "false" | "no" | "0" | "off" => false,
+            _ => return Err(bad("bool (true/false)")),
+        }),
+        ParamType::Size => {
+            Dynamic::from_int(parse_size(raw).ok_or_else(|| bad("size (like 10M, 1G)"))?)
+        }
+        ParamType::Duration => Dynamic::from_int(
+            parse_duration(raw).ok_or_else(|| bad("duration (like 30s, 15m, 7d)"))?,
+        ),
+        ParamType::List => Dynamic::from_array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Dynamic::from(s.to_string()))
+                .collect(),
+        ),
+        ParamType::Secret => Dynamic::from(Secret::from_reference(name, raw)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10M"), Some(10 * 1024 * 1024));
+        assert_eq!(parse_size("1K"), Some(1024));
+        assert_eq!(parse_size("10m"), None);
+        assert_eq!(parse_size("10"), None);
+        assert_eq!(parse_duration("7d"), Some(7 * 86400));
+        assert_eq!(parse_duration("15m"), Some(900));
+        assert_eq!(parse_duration("/var/log"), None);
+    }
+}

@@ -1,0 +1,419 @@
+//! One run of a recipe: check its parameters, take the host lock, execute the script
+//! against the host's target (an overlay for a dry-run), journal every change, roll
+//! back on failure, and report events to the CLI and the audit log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::audit::AuditLog;
+use crate::engine::{self, HostContext, Limits, Mode};
+use crate::error::{Error, Result};
+use crate::event::{Event, Sink};
+use crate::journal::Journal;
+use crate::ops::undo::{Reverted, Undo};
+use crate::ops::Ctx;
+use crate::recipe::params::{ParamDecl, ParamType};
+use crate::recipe::Recipe;
+use crate::state::{new_run_id, RunMeta, StateDir};
+use crate::target::local::Local;
+use crate::target::overlay::Overlay;
+use crate::target::Target;
+
+pub struct RunRequest {
+    pub recipe: PathBuf,
+    pub params: Vec<(String, String)>,
+    pub dry_run: bool,
+    pub no_rollback: bool,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    RolledBack,
+    RollbackIncomplete,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::RollbackIncomplete => "rollback_incomplete",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub run_id: String,
+    pub outcome: Outcome,
+    pub changed: u64,
+    pub unknown: u64,
+    pub error: Option<String>,
+}
+
+fn null_sink() -> Sink {
+    Arc::new(|_: &Event| {})
+}
+
+/// Evaluate the recipe up to `params()` to learn and check its parameters, touching
+/// nothing. Shared by `run`, `check` and `show`.
+pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Vec<ParamDecl>> {
+    let target: Arc<dyn Target> = Arc::new(Overlay::new(Arc::new(Local::new())));
+    let host = Arc::new(HostContext::new(
+        Ctx::plan(target),
+        recipe.dir.clone(),
+        Mode::Declare,
+        given.to_vec(),
+        recipe.param_docs(),
+        null_sink(),
+    ));
+    let limits = Limits::default();
+    let engine = engine::for_host(host.clone(), &limits);
+    let display = recipe.path.display().to_string();
+    match engine.run_ast(&recipe.ast) {
+        Ok(()) => {}
+        Err(e) => match engine::is_declared_marker(&e) {
+            Some(true) => return Ok(host.declared().unwrap_or_default()),
+            Some(false) => {}
+            None => {
+                let text = engine::describe(&e, &display, &limits);
+                // Parameter problems are the caller's, not the recipe's.
+                return Err(if text.contains("parameter `") {
+                    Error::Param(text.split_once(": ").map(|(_, m)| m.to_string()).unwrap_or(text))
+                } else {
+                    let (location, message) = text.split_once(": ").unwrap_or(("", &text));
+                    Error::Recipe {
+                        location: location.to_string(),
+                        message: message.to_string(),
+                    }
+                });
+            }
+        },
+    }
+    if let Some((k, _)) = given.first() {
+        return Err(Error::Param(format!(
+            "unknown parameter `{k}`; {} declares no parameters",
+            display
+        )));
+    }
+    Ok(Vec::new())
+}
+
+/// Parameters as they may be recorded: secrets as `***`.
+fn recorded_params(decls: &[ParamDecl], given: &[(String, String)]) -> BTreeMap<String, String> {
+    given
+        .iter()
+        .map(|(k, v)| {
+            let secret = decls.iter().any(|d| d.name == *k && d.ty == ParamType::Secret);
+            let v = if secret { crate::secret::REDACTED.to_string() } else { v.clone() };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+fn audit_record(run_id: &str, user: &str, event: &Event) -> Option<serde_json::Value> {
+    let keep = match event {
+        Event::Step { report, .. } => report.changed || report.unknown,
+        Event::Log { .. } | Event::Undo { .. } => false,
+        _ => true,
+    };
+    if !keep {
+        return None;
+    }
+    let mut v = serde_json::to_value(event).ok()?;
+    let obj = v.as_object_mut()?;
+    obj.insert("run_id".into(), run_id.into());
+    obj.insert("user".into(), user.into());
+    // A full diff may be large; the audit keeps its size, the terminal showed it.
+    if let Some(diff) = obj.remove("diff") {
+        let text = diff.as_str().unwrap_or_default();
+        let added = text.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).count();
+        let removed = text.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count();
+        obj.insert("diff_summary".into(), format!("+{added} -{removed}").into());
+    }
+    obj.remove("stdout");
+    obj.remove("stderr");
+    Some(v)
+}
+
+/// A sink that also appends to the audit log (real runs only: a dry-run changes nothing).
+fn audited(sink: Sink, audit: Option<Arc<AuditLog>>, run_id: String, user: String) -> Sink {
+    Arc::new(move |e: &Event| {
+        if let Some(log) = &audit {
+            if let Some(rec) = audit_record(&run_id, &user, e) {
+                if let Err(err) = log.append(rec) {
+                    tracing::error!("audit log: {err}");
+                }
+            }
+        }
+        sink(e);
+    })
+}
+
+pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> {
+    let started = Instant::now();
+    let recipe = Recipe::load(&req.recipe)?;
+    let decls = declared_params(&recipe, &req.params)?;
+    let local: Arc<dyn Target> = Arc::new(Local::new());
+    let host = local.info().name.clone();
+    let user = local.info().user.clone();
+    let run_id = new_run_id();
+    let params = recorded_params(&decls, &req.params);
+    let mut meta = RunMeta {
+        run_id: run_id.clone(),
+        recipe: recipe.name.clone(),
+        recipe_path: recipe.path.display().to_string(),
+        hash: recipe.hash.clone(),
+        params: params.clone(),
+        user: user.clone(),
+        started: chrono::Utc::now().to_rfc3339(),
+        ended: None,
+        duration_ms: 0,
+        outcome: "running".into(),
+        changed: 0,
+        dry_run: req.dry_run,
+        hosts: vec![host.clone()],
+        pid: std::process::id(),
+    };
+    let audit = (!req.dry_run).then(|| Arc::new(AuditLog::new(state.root())));
+    let sink = audited(sink, audit, run_id.clone(), user);
+    let _lock = if req.dry_run {
+        None
+    } else {
+        state.write_meta(&meta)?;
+        Some(state.lock_host(&host, &run_id)?)
+    };
+    sink(&Event::RunStart {
+        run_id: run_id.clone(),
+        recipe: recipe.name.clone(),
+        recipe_hash: recipe.hash.clone(),
+        dry_run: req.dry_run,
+        hosts: vec![host.clone()],
+        params,
+    });
+
+    let (ctx, journal_path) = if req.dry_run {
+        (Ctx::plan(Arc::new(Overlay::new(local.clone()))), None)
+    } else {
+        let dir = state.host_dir(&run_id, &host)?;
+        let jpath = state.journal_path(&run_id, &host);
+        let journal = Journal::open(&jpath)
+            .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
+        let backup = dir.join("backup").display().to_string();
+        (Ctx::apply(local.clone(), Arc::new(journal), backup), Some(jpath))
+    };
+    let hctx = Arc::new(HostContext::new(
+        ctx,
+        recipe.dir.clone(),
+        Mode::Run,
+        req.params.clone(),
+        recipe.param_docs(),
+        sink.clone(),
+    ));
+    let engine = engine::for_host(hctx.clone(), &req.limits);
+    let result = engine.run_ast(&recipe.ast);
+    drop(engine);
+    let changed = hctx.changed.load(std::sync::atomic::Ordering::SeqCst);
+    let unknown = hctx.unknown.load(std::sync::atomic::Ordering::SeqCst);
+
+    let (outcome, error) = match result {
+        Ok(()) => (Outcome::Ok, None),
+        Err(e) => {
+            let message = hctx.redact(&engine::describe(&e, &recipe.path.display().to_string(), &req.limits));
+            sink(&Event::StepFailed {
+                host: host.clone(),
+                step: hctx.ctx.current_step(),
+                error: message.clone(),
+            });
+            let outcome = match (&journal_path, req.no_rollback) {
+                (Some(jpath), false) => {
+                    let report = rollback_host(local.as_ref(), jpath, false, &sink)?;
+                    if report.incomplete.is_empty() {
+                        Outcome::RolledBack
+                    } else {
+                        Outcome::RollbackIncomplete
+                    }
+                }
+                _ => Outcome::Failed,
+            };
+            (outcome, Some(message))
+        }
+    };
+    sink(&Event::HostEnd {
+        host: host.clone(),
+        outcome: outcome.as_str().into(),
+        changed,
+        unknown,
+        error: error.clone(),
+    });
+    let duration_ms = started.elapsed().as_millis() as u64;
+    sink(&Event::RunEnd {
+        run_id: run_id.clone(),
+        outcome: outcome.as_str().into(),
+        changed,
+        unknown,
+        duration_ms,
+    });
+    if !req.dry_run {
+        meta.outcome = outcome.as_str().into();
+        meta.changed = changed;
+        meta.ended = Some(chrono::Utc::now().to_rfc3339());
+        meta.duration_ms = duration_ms;
+        state.write_meta(&meta)?;
+    }
+    Ok(RunResult {
+        run_id,
+        outcome,
+        changed,
+        unknown,
+        error,
+    })
+}
+
+#[derive(Debug, Default)]
+pub struct RollbackReport {
+    pub reverted: u64,
+    /// What could not be undone, with why; empty when rollback was complete.
+    pub incomplete: Vec<String>,
+}
+
+/// Replay one host's journal in reverse. Goes on past a record it cannot revert, so
+/// as much as possible is undone, and says exactly what was not.
+pub fn rollback_host(
+    target: &dyn Target,
+    journal_path: &Path,
+    dry_run: bool,
+    sink: &Sink,
+) -> Result<RollbackReport> {
+    let host = target.info().name.clone();
+    let entries = Journal::read(journal_path)
+        .map_err(|e| Error::io(format!("cannot read journal {}", journal_path.display()), e))?;
+    let journal = if dry_run {
+        None
+    } else {
+        Some(
+            Journal::open(journal_path)
+                .map_err(|e| Error::io(format!("cannot open journal {}", journal_path.display()), e))?,
+        )
+    };
+    let mut report = RollbackReport::default();
+    for e in entries.iter().rev().filter(|e| !e.undone) {
+        let action = e.undo.describe();
+        let result = if dry_run {
+            match &e.undo {
+                Undo::Barrier { what } => {
+                    report.incomplete.push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
+                    "cannot undo".to_string()
+                }
+                _ => "would revert".to_string(),
+            }
+        } else if matches!(e.undo, Undo::Command { .. }) && !e.done {
+            report.incomplete.push(format!(
+                "step {} ({}) was interrupted; its undo ({action}) was not run: check by hand",
+                e.step, e.op
+            ));
+            "skipped".to_string()
+        } else {
+            match e.undo.revert(target) {
+                Ok(r) => {
+                    if let Some(j) = &journal {
+                        j.mark_undone(e.seq)
+                            .map_err(|err| Error::io("cannot update journal", err))?;
+                    }
+                    match r {
+                        Reverted::Done => {
+                            report.reverted += 1;
+                            "reverted".to_string()
+                        }
+                        Reverted::NotNeeded => "not needed".to_string(),
+                        Reverted::Impossible(what) => {
+                            report
+                                .incomplete
+                                .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
+                            "cannot undo".to_string()
+                        }
+                    }
+                }
+                Err(err) => {
+                    report
+                        .incomplete
+                        .push(format!("step {} ({}): {action} failed: {err}", e.step, e.op));
+                    format!("failed: {err}")
+                }
+            }
+        };
+        sink(&Event::Undo {
+            host: host.clone(),
+            seq: e.seq,
+            op: e.op.clone(),
+            action,
+            result,
+        });
+    }
+    sink(&Event::Rollback {
+        host,
+        reverted: report.reverted,
+        incomplete: report.incomplete.clone(),
+    });
+    Ok(report)
+}
+
+/// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
+pub fn rollback(
+    state: &StateDir,
+    run_id: &str,
+    only_host: Option<&str>,
+    dry_run: bool,
+    sink: Sink,
+) -> Result<RollbackReport> {
+    let mut meta = state.read_meta(run_id)?;
+    if meta.effective_outcome() == "running" {
+        return Err(Error::Other(format!(
+            "run {run_id} is still running (pid {}); roll it back when it ends",
+            meta.pid
+        )));
+    }
+    let user = Local::new().info().user.clone();
+    let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
+    let sink = audited(sink, audit, run_id.to_string(), user);
+    let mut total = RollbackReport::default();
+    let hosts: Vec<String> = meta
+        .hosts
+        .iter()
+        .filter(|h| only_host.is_none_or(|o| o == h.as_str()))
+        .cloned()
+        .collect();
+    if hosts.is_empty() {
+        return Err(Error::Usage(format!(
+            "run {run_id} has no host {}; its hosts: {}",
+            only_host.unwrap_or_default(),
+            meta.hosts.join(", ")
+        )));
+    }
+    for host in hosts {
+        let target: Arc<dyn Target> = Arc::new(Local::new());
+        let _lock = if dry_run { None } else { Some(state.lock_host(&host, run_id)?) };
+        let jpath = state.journal_path(run_id, &host);
+        if !jpath.exists() {
+            continue;
+        }
+        let r = rollback_host(target.as_ref(), &jpath, dry_run, &sink)?;
+        total.reverted += r.reverted;
+        total.incomplete.extend(r.incomplete);
+    }
+    if !dry_run {
+        meta.outcome = if total.incomplete.is_empty() {
+            "rolled_back".into()
+        } else {
+            "rollback_incomplete".into()
+        };
+        state.write_meta(&meta)?;
+    }
+    Ok(total)
+}

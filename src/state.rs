@@ -1,0 +1,199 @@
+//! The state directory: where runs, their journals and backups, the audit log and
+//! host locks live.
+//!
+//! ```text
+//! STATE/audit.jsonl, audit.head, audit.lock
+//! STATE/locks/HOST.lock
+//! STATE/runs/RUN_ID/run.json
+//! STATE/runs/RUN_ID/hosts/HOST/journal.jsonl
+//! STATE/runs/RUN_ID/hosts/HOST/backup/…        (local host; remote hosts keep theirs)
+//! ```
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// What is recorded about a run, in `run.json`. Written when it starts and again when
+/// it ends; one still saying `running` after its process died was interrupted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunMeta {
+    pub run_id: String,
+    pub recipe: String,
+    pub recipe_path: String,
+    pub hash: String,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub user: String,
+    pub started: String,
+    #[serde(default)]
+    pub ended: Option<String>,
+    #[serde(default)]
+    pub duration_ms: u64,
+    pub outcome: String,
+    #[serde(default)]
+    pub changed: u64,
+    pub dry_run: bool,
+    pub hosts: Vec<String>,
+    pub pid: u32,
+}
+
+impl RunMeta {
+    /// `running` becomes `interrupted` when the process that wrote it is gone.
+    pub fn effective_outcome(&self) -> String {
+        if self.outcome == "running" && !Path::new(&format!("/proc/{}", self.pid)).exists() {
+            "interrupted".into()
+        } else {
+            self.outcome.clone()
+        }
+    }
+}
+
+/// `/var/lib/tend` for root, else `$XDG_STATE_HOME/tend` (or `~/.local/state/tend`).
+pub fn default_root() -> PathBuf {
+    let is_root = fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/tend");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("tend");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/state/tend")
+}
+
+fn mkdirs(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| Error::io(format!("cannot create state directory {}", path.display()), e))
+}
+
+/// A host name safe to use as a file name.
+fn host_file(host: &str) -> String {
+    host.chars()
+        .map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect()
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Held for the duration of a run; the OS releases it if the process dies, so a
+/// crashed run never leaves a stale lock behind.
+pub struct HostLock {
+    _file: File,
+}
+
+impl StateDir {
+    pub fn open(root: &Path) -> Result<StateDir> {
+        mkdirs(root)?;
+        Ok(StateDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.runs_dir().join(run_id)
+    }
+
+    pub fn host_dir(&self, run_id: &str, host: &str) -> Result<PathBuf> {
+        let d = self.run_dir(run_id).join("hosts").join(host_file(host));
+        mkdirs(&d)?;
+        Ok(d)
+    }
+
+    pub fn journal_path(&self, run_id: &str, host: &str) -> PathBuf {
+        self.run_dir(run_id)
+            .join("hosts")
+            .join(host_file(host))
+            .join("journal.jsonl")
+    }
+
+    pub fn write_meta(&self, meta: &RunMeta) -> Result<()> {
+        let dir = self.run_dir(&meta.run_id);
+        mkdirs(&dir)?;
+        let text = serde_json::to_vec_pretty(meta).map_err(|e| Error::Other(e.to_string()))?;
+        write_atomic(&dir.join("run.json"), &text)
+            .map_err(|e| Error::io(format!("cannot write {}", dir.display()), e))
+    }
+
+    pub fn read_meta(&self, run_id: &str) -> Result<RunMeta> {
+        let path = self.run_dir(run_id).join("run.json");
+        let text = fs::read(&path).map_err(|_| Error::UnknownRun(run_id.to_string()))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    }
+
+    /// All runs, oldest first (run ids sort by time).
+    pub fn list_runs(&self) -> Result<Vec<RunMeta>> {
+        let mut ids: Vec<String> = match fs::read_dir(self.runs_dir()) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => return Ok(Vec::new()),
+        };
+        ids.sort();
+        Ok(ids.iter().filter_map(|id| self.read_meta(id).ok()).collect())
+    }
+
+    pub fn lock_host(&self, host: &str, run_id: &str) -> Result<HostLock> {
+        let dir = self.root.join("locks");
+        mkdirs(&dir)?;
+        let path = dir.join(format!("{}.lock", host_file(host)));
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(Error::Locked {
+                    host: host.to_string(),
+                    holder: holder.trim().to_string(),
+                    lock: path.display().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", path.display()), e))
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "run {run_id} (pid {})", std::process::id());
+        Ok(HostLock { _file: file })
+    }
+}
+
+/// `20261128-212233-4f2a`: sorts by time, unique enough across concurrent runs.
+pub fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let nanos = now.timestamp_subsec_nanos() as u64;
+    let salt = (nanos ^ ((std::process::id() as u64) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), (salt >> 48) as u16)
+}

@@ -1,0 +1,301 @@
+//! The machine tend runs on.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::{ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError};
+
+pub struct Local {
+    info: HostInfo,
+}
+
+impl Local {
+    pub fn new() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Local {
+            info: HostInfo {
+                name: "local".into(),
+                address: "localhost".into(),
+                os: std::env::consts::OS.into(),
+                user,
+                vars: Default::default(),
+            },
+        }
+    }
+
+    fn err(&self, path: &str, e: std::io::Error) -> TargetError {
+        TargetError::path(&self.info.name, path, describe_io(&e))
+    }
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// An io::Error as a sysadmin would phrase it, without Rust's "(os error N)" noise.
+fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "no such file or directory".into(),
+        PermissionDenied => "permission denied".into(),
+        AlreadyExists => "already exists".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        }
+    }
+}
+
+pub fn meta_of(m: &fs::Metadata) -> Meta {
+    let ft = m.file_type();
+    let kind = if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_file() {
+        Kind::File
+    } else {
+        Kind::Other
+    };
+    Meta {
+        kind,
+        size: m.len(),
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+    }
+}
+
+fn sync_dir(dir: &str) {
+    // Makes a rename durable. Failure here is not worth failing the step over.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl Target for Local {
+    fn info(&self) -> &HostInfo {
+        &self.info
+    }
+
+    fn stat(&self, path: &str) -> TResult<Option<Meta>> {
+        match fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(meta_of(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(20) => Ok(None), // ENOTDIR: a parent is a file
+            Err(e) => Err(self.err(path, e)),
+        }
+    }
+
+    fn read(&self, path: &str) -> TResult<Vec<u8>> {
+        fs::read(path).map_err(|e| self.err(path, e))
+    }
+
+    fn read_link(&self, path: &str) -> TResult<String> {
+        fs::read_link(path)
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|e| self.err(path, e))
+    }
+
+    fn list_dir(&self, path: &str) -> TResult<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path).map_err(|e| self.err(path, e))? {
+            let entry = entry.map_err(|e| self.err(path, e))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn write(&self, path: &str, data: &[u8], mode: u32) -> TResult<()> {
+        let dir = super::parent(path);
+        let old = fs::symlink_metadata(path).ok();
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tend-")
+            .tempfile_in(dir)
+            .map_err(|e| self.err(path, e))?;
+        tmp.write_all(data).map_err(|e| self.err(path, e))?;
+        let file = tmp.as_file();
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| self.err(path, e))?;
+        if let Some(old) = old.filter(|m| m.is_file()) {
+            // Keep the owner of the file being replaced; only root may, so ignore EPERM.
+            let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
+        }
+        file.sync_all().map_err(|e| self.err(path, e))?;
+        tmp.persist(path).map_err(|e| self.err(path, e.error))?;
+        sync_dir(dir);
+        Ok(())
+    }
+
+    fn copy_file(&self, from: &str, to: &str) -> TResult<()> {
+        let mut src = fs::File::open(from).map_err(|e| self.err(from, e))?;
+        let mode = src.metadata().map_err(|e| self.err(from, e))?.mode() & 0o7777;
+        let dir = super::parent(to);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tend-")
+            .tempfile_in(dir)
+            .map_err(|e| self.err(to, e))?;
+        std::io::copy(&mut src, tmp.as_file_mut()).map_err(|e| self.err(to, e))?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| self.err(to, e))?;
+        tmp.as_file().sync_all().map_err(|e| self.err(to, e))?;
+        tmp.persist(to).map_err(|e| self.err(to, e.error))?;
+        sync_dir(dir);
+        Ok(())
+    }
+
+    fn mkdir(&self, path: &str, mode: u32) -> TResult<()> {
+        fs::create_dir(path).map_err(|e| self.err(path, e))?;
+        // create_dir applies the umask; the recipe asked for this exact mode.
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| self.err(path, e))?;
+        sync_dir(super::parent(path));
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &str) -> TResult<()> {
+        fs::remove_file(path).map_err(|e| self.err(path, e))?;
+        sync_dir(super::parent(path));
+        Ok(())
+    }
+
+    fn remove_dir(&self, path: &str) -> TResult<()> {
+        fs::remove_dir(path).map_err(|e| self.err(path, e))?;
+        sync_dir(super::parent(path));
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> TResult<()> {
+        fs::rename(from, to).map_err(|e| self.err(from, e))?;
+        sync_dir(super::parent(to));
+        sync_dir(super::parent(from));
+        Ok(())
+    }
+
+    fn symlink(&self, link_target: &str, path: &str) -> TResult<()> {
+        std::os::unix::fs::symlink(link_target, path).map_err(|e| self.err(path, e))?;
+        sync_dir(super::parent(path));
+        Ok(())
+    }
+
+    fn chmod(&self, path: &str, mode: u32) -> TResult<()> {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| self.err(path, e))
+    }
+
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> TResult<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| self.err(path, e))
+    }
+
+    fn set_mtime(&self, path: &str, mtime: i64) -> TResult<()> {
+        let file = fs::File::options()
+            .write(true)
+            .open(path)
+            .or_else(|_| fs::File::open(path))
+            .map_err(|e| self.err(path, e))?;
+        let t = UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64);
+        file.set_modified(t).map_err(|e| self.err(path, e))
+    }
+
+    fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(&req.command)
+            .stdin(if req.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group, so a timeout kills the whole pipeline, not just sh.
+            .process_group(0);
+        for (k, v) in &req.env {
+            cmd.env(k, v);
+        }
+        let host = &self.info.name;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| TargetError::host(host, format!("cannot start /bin/sh: {e}")))?;
+        let stdin = req.stdin.clone();
+        let mut pipe_in = child.stdin.take();
+        let writer = std::thread::spawn(move || {
+            if let (Some(mut p), Some(data)) = (pipe_in.take(), stdin) {
+                let _ = p.write_all(&data);
+            }
+        });
+        let mut out = child.stdout.take().expect("piped");
+        let mut err = child.stderr.take().expect("piped");
+        let out_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = out.read_to_end(&mut buf);
+            buf
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            buf
+        });
+        let started = Instant::now();
+        let mut timed_out = false;
+        let wait_err = |e: std::io::Error| TargetError::host(host, format!("waiting for command: {e}"));
+        let status = match req.timeout {
+            None => child.wait().map_err(wait_err)?,
+            Some(limit) => loop {
+                if let Some(status) = child.try_wait().map_err(wait_err)? {
+                    break status;
+                }
+                if started.elapsed() >= limit {
+                    timed_out = true;
+                    kill_group(child.id());
+                    break child.wait().map_err(wait_err)?;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            },
+        };
+        let _ = writer.join();
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(ExecOutput {
+            code,
+            stdout,
+            stderr,
+            timed_out,
+        })
+    }
+}
+
+/// Kill the process group a timed-out command runs in. Costs a process, but only on
+/// timeout, and keeps tend free of `unsafe` and of a libc dependency.
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Seconds since the epoch, for mtimes and run ids.
+pub fn now_epoch() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

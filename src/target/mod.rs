@@ -1,0 +1,207 @@
+//! Where operations act. Every effect on a machine goes through [`Target`]: the
+//! local machine ([`local::Local`]), an SSH host, or the dry-run [`overlay::Overlay`]
+//! that wraps either and keeps planned writes in memory.
+//!
+//! Paths are POSIX strings, not `PathBuf`s, because a target may be another machine.
+//! `stat` never follows a final symlink (it is `lstat`): operations must see links as
+//! links to plan them correctly.
+
+pub mod local;
+pub mod overlay;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Facts about a host, shown to recipes as `host()`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HostInfo {
+    pub name: String,
+    pub address: String,
+    pub os: String,
+    pub user: String,
+    pub vars: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink => "symlink",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// What `lstat` says about a path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub kind: Kind,
+    pub size: u64,
+    /// Permission bits only (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// One command to run on a target through `sh -c`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub command: String,
+    /// Passed through the environment, never through argv, so secrets stay out of `ps`.
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Option<Duration>,
+}
+
+impl ExecRequest {
+    pub fn new(command: impl Into<String>) -> Self {
+        ExecRequest {
+            command: command.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{host}: {path}: {message}")]
+    Path {
+        host: String,
+        path: String,
+        message: String,
+    },
+    #[error("{host}: {message}")]
+    Host { host: String, message: String },
+}
+
+impl TargetError {
+    pub fn path(host: &str, path: &str, message: impl Into<String>) -> Self {
+        TargetError::Path {
+            host: host.to_string(),
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn host(host: &str, message: impl Into<String>) -> Self {
+        TargetError::Host {
+            host: host.to_string(),
+            message: message.into(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            TargetError::Path { message, .. } | TargetError::Host { message, .. } => message,
+        }
+    }
+}
+
+pub type TResult<T> = std::result::Result<T, TargetError>;
+
+/// The primitives every target provides. Operations are written against this and
+/// nothing else, so a new target (SSH, container…) needs no change to any operation.
+pub trait Target: Send + Sync {
+    fn info(&self) -> &HostInfo;
+
+    /// `lstat`: `None` when the path does not exist.
+    fn stat(&self, path: &str) -> TResult<Option<Meta>>;
+    fn read(&self, path: &str) -> TResult<Vec<u8>>;
+    fn read_link(&self, path: &str) -> TResult<String>;
+    /// Names (not paths) of the entries of a directory, sorted.
+    fn list_dir(&self, path: &str) -> TResult<Vec<String>>;
+
+    /// Create or replace a regular file atomically (temporary file + rename) and
+    /// durably (fsync), with `mode`. An existing file keeps its owner where permitted.
+    fn write(&self, path: &str, data: &[u8], mode: u32) -> TResult<()>;
+    /// Copy a regular file, keeping its mode; durable like `write`.
+    fn copy_file(&self, from: &str, to: &str) -> TResult<()> {
+        let data = self.read(from)?;
+        let mode = self.stat(from)?.map(|m| m.mode).unwrap_or(0o644);
+        self.write(to, &data, mode)
+    }
+    /// Create one directory (its parent must exist).
+    fn mkdir(&self, path: &str, mode: u32) -> TResult<()>;
+    /// Remove a file or a symlink.
+    fn remove_file(&self, path: &str) -> TResult<()>;
+    /// Remove an empty directory.
+    fn remove_dir(&self, path: &str) -> TResult<()>;
+    fn rename(&self, from: &str, to: &str) -> TResult<()>;
+    fn symlink(&self, link_target: &str, path: &str) -> TResult<()>;
+    fn chmod(&self, path: &str, mode: u32) -> TResult<()>;
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> TResult<()>;
+    fn set_mtime(&self, path: &str, mtime: i64) -> TResult<()>;
+
+    fn exec(&self, request: &ExecRequest) -> TResult<ExecOutput>;
+}
+
+/// The parent directory of a POSIX path (`/` for `/x`, `.` for a bare name).
+pub fn parent(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &trimmed[..i],
+        None => ".",
+    }
+}
+
+/// `dir` joined with `name`, without doubling the slash.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Quote a string for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents() {
+        assert_eq!(parent("/a/b"), "/a");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(parent("a"), ".");
+        assert_eq!(parent("/a/b/"), "/a");
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/var/log/app.log"), "/var/log/app.log");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+    }
+}
