@@ -223,7 +223,11 @@ fn state_dir(cli: &Cli) -> Result<StateDir> {
 }
 
 fn sink_for(json: bool, human: &Human, dry_run: bool) -> (Sink, Output) {
-    let out = if json { Output::Json } else { Output::Human(human.clone(), dry_run) };
+    let out = if json {
+        Output::Json
+    } else {
+        Output::Human(human.clone(), dry_run)
+    };
     (out.sink(), out)
 }
 
@@ -245,8 +249,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         }
         Command::Show { recipe, json } => {
             let r = Recipe::load(recipe)?;
-            let decls = runner::declared_params(&r, &[])
-                .or_else(|_| Ok::<_, Error>(Vec::new()))?;
+            let decls = runner::declared_params(&r, &[]).or_else(|_| Ok::<_, Error>(Vec::new()))?;
             let irreversible = r.irreversible_steps();
             if *json {
                 let v = serde_json::json!({
@@ -316,7 +319,10 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             let state = state_dir(cli)?;
             let log = AuditLog::new(state.root());
             let n = log.verify()?;
-            human.line(&format!("{}: {n} lines, chain intact", log.path().display()));
+            human.line(&format!(
+                "{}: {n} lines, chain intact",
+                log.path().display()
+            ));
             Ok(exit::OK)
         }
         Command::Demo { dir } => {
@@ -386,4 +392,3 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
         Outcome::RollbackIncomplete => exit::ROLLBACK_INCOMPLETE,
     })
 }
-

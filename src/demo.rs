@@ -17,7 +17,13 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&logs).map_err(|e| io("create logs", e))?;
     let big: String = (0..4000)
-        .map(|i| format!("2026-11-28T10:{:02}:{:02} GET /api/items/{i} 200\n", i / 60 % 60, i % 60))
+        .map(|i| {
+            format!(
+                "2026-11-28T10:{:02}:{:02} GET /api/items/{i} 200\n",
+                i / 60 % 60,
+                i % 60
+            )
+        })
         .collect();
     std::fs::write(logs.join("app.log"), &big).map_err(|e| io("write app.log", e))?;
     std::fs::write(logs.join("app.log.1"), "yesterday's requests\n").map_err(|e| io("write", e))?;

@@ -77,7 +77,11 @@ impl Human {
                 ..
             } => {
                 if !self.quiet {
-                    let mode = if *dry_run { " (dry-run: nothing will be changed)" } else { "" };
+                    let mode = if *dry_run {
+                        " (dry-run: nothing will be changed)"
+                    } else {
+                        ""
+                    };
                     println!("{} {recipe}  run {run_id}{mode}", self.paint(BOLD, "tend"));
                 }
             }
@@ -86,13 +90,19 @@ impl Human {
                     return;
                 }
                 let (mark, note) = if report.unknown {
-                    (self.paint(YELLOW, "?"), "  (not run in a dry-run: effect unknown)")
+                    (
+                        self.paint(YELLOW, "?"),
+                        "  (not run in a dry-run: effect unknown)",
+                    )
                 } else if report.changed {
                     (self.paint(YELLOW, "~"), "")
                 } else {
                     (self.paint(DIM, "="), "")
                 };
-                println!("  {mark} {host}  {:<18} {}{note}", report.op, report.subject);
+                println!(
+                    "  {mark} {host}  {:<18} {}{note}",
+                    report.op, report.subject
+                );
                 if let Some(d) = &report.diff {
                     if report.changed && (dry_run || self.verbose > 0) {
                         self.diff(d);
@@ -139,7 +149,10 @@ impl Human {
                 incomplete,
             } => {
                 if incomplete.is_empty() {
-                    println!("  {} {host}  rolled back {reverted} change(s)", self.paint(CYAN, "↺"));
+                    println!(
+                        "  {} {host}  rolled back {reverted} change(s)",
+                        self.paint(CYAN, "↺")
+                    );
                 } else {
                     println!(
                         "  {} {host}  rollback INCOMPLETE ({reverted} reverted); not undone:",
@@ -198,7 +211,11 @@ impl Human {
                 "  {:<14} {:<9}{default}{}",
                 d.name,
                 d.ty.as_str(),
-                if d.doc.is_empty() { String::new() } else { format!("  // {}", d.doc) }
+                if d.doc.is_empty() {
+                    String::new()
+                } else {
+                    format!("  // {}", d.doc)
+                }
             );
         }
         println!();
@@ -248,9 +265,9 @@ impl Human {
             let what = match s("event").as_str() {
                 "run_start" => format!("{} {}", s("recipe"), s("recipe_hash")),
                 "step" => format!("{} {} {}", s("op"), s("subject"), s("diff_summary")),
-                "step_failed" | "host_end" => {
-                    format!("{} {}", s("outcome"), s("error")).trim().to_string()
-                }
+                "step_failed" | "host_end" => format!("{} {}", s("outcome"), s("error"))
+                    .trim()
+                    .to_string(),
                 "run_end" => format!(
                     "{} changed={}",
                     s("outcome"),
@@ -259,7 +276,10 @@ impl Human {
                 "rollback" => format!(
                     "reverted={} incomplete={}",
                     e.get("reverted").and_then(|v| v.as_u64()).unwrap_or(0),
-                    e.get("incomplete").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0)
+                    e.get("incomplete")
+                        .and_then(|v| v.as_array())
+                        .map(|a| a.len())
+                        .unwrap_or(0)
                 ),
                 _ => String::new(),
             };
@@ -315,7 +335,10 @@ impl Output {
                 if dry_run {
                     h.line(&format!("rollback of {run_id}: dry-run, nothing changed"));
                 } else if report.incomplete.is_empty() {
-                    h.line(&format!("rollback of {run_id}: complete ({} reverted)", report.reverted));
+                    h.line(&format!(
+                        "rollback of {run_id}: complete ({} reverted)",
+                        report.reverted
+                    ));
                 } else {
                     h.line(&format!(
                         "rollback of {run_id}: INCOMPLETE, {} step(s) could not be undone",

@@ -85,7 +85,11 @@ pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Ve
                 let text = engine::describe(&e, &display, &limits);
                 // Parameter problems are the caller's, not the recipe's.
                 return Err(if text.contains("parameter `") {
-                    Error::Param(text.split_once(": ").map(|(_, m)| m.to_string()).unwrap_or(text))
+                    Error::Param(
+                        text.split_once(": ")
+                            .map(|(_, m)| m.to_string())
+                            .unwrap_or(text),
+                    )
                 } else {
                     let (location, message) = text.split_once(": ").unwrap_or(("", &text));
                     Error::Recipe {
@@ -110,15 +114,23 @@ fn recorded_params(decls: &[ParamDecl], given: &[(String, String)]) -> BTreeMap<
     given
         .iter()
         .map(|(k, v)| {
-            let secret = decls.iter().any(|d| d.name == *k && d.ty == ParamType::Secret);
-            let v = if secret { crate::secret::REDACTED.to_string() } else { v.clone() };
+            let secret = decls
+                .iter()
+                .any(|d| d.name == *k && d.ty == ParamType::Secret);
+            let v = if secret {
+                crate::secret::REDACTED.to_string()
+            } else {
+                v.clone()
+            };
             (k.clone(), v)
         })
         .collect()
 }
 
-fn audit_record(run_id: &str, user: &str, event: &Event) -> Option<serde_json::Value> {
+fn audit_record(run_id: &str, user: &str, dry_run: bool, event: &Event) -> Option<serde_json::Value> {
     let keep = match event {
+        // A plan is recorded (who looked at what), its steps are not: nothing changed.
+        _ if dry_run => matches!(event, Event::RunStart { .. } | Event::RunEnd { .. }),
         Event::Step { report, .. } => report.changed || report.unknown,
         Event::Log { .. } | Event::Undo { .. } => false,
         _ => true,
@@ -133,8 +145,14 @@ fn audit_record(run_id: &str, user: &str, event: &Event) -> Option<serde_json::V
     // A full diff may be large; the audit keeps its size, the terminal showed it.
     if let Some(diff) = obj.remove("diff") {
         let text = diff.as_str().unwrap_or_default();
-        let added = text.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).count();
-        let removed = text.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count();
+        let added = text
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .count();
+        let removed = text
+            .lines()
+            .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+            .count();
         obj.insert("diff_summary".into(), format!("+{added} -{removed}").into());
     }
     obj.remove("stdout");
@@ -142,11 +160,11 @@ fn audit_record(run_id: &str, user: &str, event: &Event) -> Option<serde_json::V
     Some(v)
 }
 
-/// A sink that also appends to the audit log (real runs only: a dry-run changes nothing).
-fn audited(sink: Sink, audit: Option<Arc<AuditLog>>, run_id: String, user: String) -> Sink {
+/// A sink that also appends to the audit log.
+fn audited(sink: Sink, audit: Option<Arc<AuditLog>>, run_id: String, user: String, dry_run: bool) -> Sink {
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
-            if let Some(rec) = audit_record(&run_id, &user, e) {
+            if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
                 if let Err(err) = log.append(rec) {
                     tracing::error!("audit log: {err}");
                 }
@@ -181,8 +199,8 @@ pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> 
         hosts: vec![host.clone()],
         pid: std::process::id(),
     };
-    let audit = (!req.dry_run).then(|| Arc::new(AuditLog::new(state.root())));
-    let sink = audited(sink, audit, run_id.clone(), user);
+    let audit = Some(Arc::new(AuditLog::new(state.root())));
+    let sink = audited(sink, audit, run_id.clone(), user, req.dry_run);
     let _lock = if req.dry_run {
         None
     } else {
@@ -206,7 +224,10 @@ pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> 
         let journal = Journal::open(&jpath)
             .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
         let backup = dir.join("backup").display().to_string();
-        (Ctx::apply(local.clone(), Arc::new(journal), backup), Some(jpath))
+        (
+            Ctx::apply(local.clone(), Arc::new(journal), backup),
+            Some(jpath),
+        )
     };
     let hctx = Arc::new(HostContext::new(
         ctx,
@@ -225,7 +246,11 @@ pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> 
     let (outcome, error) = match result {
         Ok(()) => (Outcome::Ok, None),
         Err(e) => {
-            let message = hctx.redact(&engine::describe(&e, &recipe.path.display().to_string(), &req.limits));
+            let message = hctx.redact(&engine::describe(
+                &e,
+                &recipe.path.display().to_string(),
+                &req.limits,
+            ));
             sink(&Event::StepFailed {
                 host: host.clone(),
                 step: hctx.ctx.current_step(),
@@ -294,21 +319,23 @@ pub fn rollback_host(
     let host = target.info().name.clone();
     let entries = Journal::read(journal_path)
         .map_err(|e| Error::io(format!("cannot read journal {}", journal_path.display()), e))?;
-    let journal = if dry_run {
-        None
-    } else {
-        Some(
-            Journal::open(journal_path)
-                .map_err(|e| Error::io(format!("cannot open journal {}", journal_path.display()), e))?,
-        )
-    };
+    let journal =
+        if dry_run {
+            None
+        } else {
+            Some(Journal::open(journal_path).map_err(|e| {
+                Error::io(format!("cannot open journal {}", journal_path.display()), e)
+            })?)
+        };
     let mut report = RollbackReport::default();
     for e in entries.iter().rev().filter(|e| !e.undone) {
         let action = e.undo.describe();
         let result = if dry_run {
             match &e.undo {
                 Undo::Barrier { what } => {
-                    report.incomplete.push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
+                    report
+                        .incomplete
+                        .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
                     "cannot undo".to_string()
                 }
                 _ => "would revert".to_string(),
@@ -341,9 +368,10 @@ pub fn rollback_host(
                     }
                 }
                 Err(err) => {
-                    report
-                        .incomplete
-                        .push(format!("step {} ({}): {action} failed: {err}", e.step, e.op));
+                    report.incomplete.push(format!(
+                        "step {} ({}): {action} failed: {err}",
+                        e.step, e.op
+                    ));
                     format!("failed: {err}")
                 }
             }
@@ -381,7 +409,7 @@ pub fn rollback(
     }
     let user = Local::new().info().user.clone();
     let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
-    let sink = audited(sink, audit, run_id.to_string(), user);
+    let sink = audited(sink, audit, run_id.to_string(), user, dry_run);
     let mut total = RollbackReport::default();
     let hosts: Vec<String> = meta
         .hosts
@@ -398,7 +426,11 @@ pub fn rollback(
     }
     for host in hosts {
         let target: Arc<dyn Target> = Arc::new(Local::new());
-        let _lock = if dry_run { None } else { Some(state.lock_host(&host, run_id)?) };
+        let _lock = if dry_run {
+            None
+        } else {
+            Some(state.lock_host(&host, run_id)?)
+        };
         let jpath = state.journal_path(run_id, &host);
         if !jpath.exists() {
             continue;

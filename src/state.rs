@@ -57,7 +57,9 @@ impl RunMeta {
 
 /// `/var/lib/tend` for root, else `$XDG_STATE_HOME/tend` (or `~/.local/state/tend`).
 pub fn default_root() -> PathBuf {
-    let is_root = fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/tend");
     }
@@ -73,13 +75,24 @@ fn mkdirs(path: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|e| Error::io(format!("cannot create state directory {}", path.display()), e))
+        .map_err(|e| {
+            Error::io(
+                format!("cannot create state directory {}", path.display()),
+                e,
+            )
+        })
 }
 
 /// A host name safe to use as a file name.
 fn host_file(host: &str) -> String {
     host.chars()
-        .map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -142,8 +155,7 @@ impl StateDir {
     pub fn read_meta(&self, run_id: &str) -> Result<RunMeta> {
         let path = self.run_dir(run_id).join("run.json");
         let text = fs::read(&path).map_err(|_| Error::UnknownRun(run_id.to_string()))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+        serde_json::from_slice(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
     /// All runs, oldest first (run ids sort by time).
@@ -156,7 +168,10 @@ impl StateDir {
             Err(_) => return Ok(Vec::new()),
         };
         ids.sort();
-        Ok(ids.iter().filter_map(|id| self.read_meta(id).ok()).collect())
+        Ok(ids
+            .iter()
+            .filter_map(|id| self.read_meta(id).ok())
+            .collect())
     }
 
     pub fn lock_host(&self, host: &str, run_id: &str) -> Result<HostLock> {
@@ -195,5 +210,9 @@ pub fn new_run_id() -> String {
     let now = chrono::Utc::now();
     let nanos = now.timestamp_subsec_nanos() as u64;
     let salt = (nanos ^ ((std::process::id() as u64) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    format!("{}-{:04x}", now.format("%Y%m%d-%H%M%S"), (salt >> 48) as u16)
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%d-%H%M%S"),
+        (salt >> 48) as u16
+    )
 }

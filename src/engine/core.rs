@@ -20,36 +20,44 @@ pub fn register_types(engine: &mut Engine) {
         .register_fn("to_string", |_: &mut SecretDecl| "secret()".to_string())
         .register_fn("secret", || SecretDecl)
         .register_fn("size", |call: NativeCallContext, s: &str| -> RResult<i64> {
-            parse_size(s).ok_or_else(|| err(&call, format!("not a size: {s:?} (write like 10M, 1G)")))
+            parse_size(s)
+                .ok_or_else(|| err(&call, format!("not a size: {s:?} (write like 10M, 1G)")))
         })
-        .register_fn("duration", |call: NativeCallContext, s: &str| -> RResult<i64> {
-            parse_duration(s)
-                .ok_or_else(|| err(&call, format!("not a duration: {s:?} (write like 30s, 7d)")))
-        });
+        .register_fn(
+            "duration",
+            |call: NativeCallContext, s: &str| -> RResult<i64> {
+                parse_duration(s).ok_or_else(|| {
+                    err(&call, format!("not a duration: {s:?} (write like 30s, 7d)"))
+                })
+            },
+        );
 }
 
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let h = host.clone();
-    engine.register_fn("params", move |call: NativeCallContext, decl: Map| -> RResult<Map> {
-        let decls = params::declarations(&decl, &h.param_docs).map_err(|m| err(&call, m))?;
-        if h.mode == Mode::Declare {
-            *h.declared.lock().expect("lock") = Some(decls);
-            return Err(err(&call, DECLARED));
-        }
-        if h.ctx.current_step() > 0 {
-            return Err(err(&call, "params() must come before any operation"));
-        }
-        if h.params_done.swap(true, Ordering::SeqCst) {
-            return Err(err(&call, "params() may be called only once"));
-        }
-        let values = params::resolve(&decl, &decls, &h.given).map_err(|m| err(&call, m))?;
-        for v in values.values() {
-            if let Some(s) = v.clone().try_cast::<Secret>() {
-                h.add_secret(s.expose());
+    engine.register_fn(
+        "params",
+        move |call: NativeCallContext, decl: Map| -> RResult<Map> {
+            let decls = params::declarations(&decl, &h.param_docs).map_err(|m| err(&call, m))?;
+            if h.mode == Mode::Declare {
+                *h.declared.lock().expect("lock") = Some(decls);
+                return Err(err(&call, DECLARED));
             }
-        }
-        Ok(values)
-    });
+            if h.ctx.current_step() > 0 {
+                return Err(err(&call, "params() must come before any operation"));
+            }
+            if h.params_done.swap(true, Ordering::SeqCst) {
+                return Err(err(&call, "params() may be called only once"));
+            }
+            let values = params::resolve(&decl, &decls, &h.given).map_err(|m| err(&call, m))?;
+            for v in values.values() {
+                if let Some(s) = v.clone().try_cast::<Secret>() {
+                    h.add_secret(s.expose());
+                }
+            }
+            Ok(values)
+        },
+    );
 
     let h = host.clone();
     engine.register_fn("host", move || -> Map {

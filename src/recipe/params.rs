@@ -106,10 +106,7 @@ fn type_of(v: &Dynamic) -> Option<ParamType> {
 }
 
 /// The declarations in `params(#{…})`, in name order, with docs from trailing comments.
-pub fn declarations(
-    decl: &Map,
-    docs: &BTreeMap<String, String>,
-) -> Result<Vec<ParamDecl>, String> {
+pub fn declarations(decl: &Map, docs: &BTreeMap<String, String>) -> Result<Vec<ParamDecl>, String> {
     let mut out = Vec::new();
     for (name, v) in decl {
         let ty = type_of(v).ok_or_else(|| {
@@ -155,11 +152,7 @@ fn names(decls: &[ParamDecl]) -> String {
 }
 
 /// Check `-p` values against the declarations and build the map the recipe gets.
-pub fn resolve(
-    decl: &Map,
-    decls: &[ParamDecl],
-    given: &[(String, String)],
-) -> Result<Map, String> {
+pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> Result<Map, String> {
     for (k, _) in given {
         if !decl.contains_key(k.as_str()) {
             return Err(format!("unknown parameter `{k}`; {}", names(decls)));
@@ -168,14 +161,16 @@ pub fn resolve(
     let mut out = Map::new();
     for d in decls {
         let default = decl.get(d.name.as_str()).cloned().unwrap_or(Dynamic::UNIT);
-        let raw = given.iter().rev().find(|(k, _)| *k == d.name).map(|(_, v)| v);
+        let raw = given
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == d.name)
+            .map(|(_, v)| v);
         let value = match (raw, d.ty) {
-            (None, ParamType::Secret) => {
-                return Err(format!(
-                    "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
-                    d.name, d.name, d.name
-                ))
-            }
+            (None, ParamType::Secret) => return Err(format!(
+                "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
+                d.name, d.name, d.name
+            )),
             (None, ParamType::Size) => Dynamic::from_int(
                 parse_size(&default.into_string().unwrap_or_default()).unwrap_or(0),
             ),

@@ -10,10 +10,7 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 use crate::error::{Error, Result};
 
 /// The stdlib, compiled into the binary so an installed `tend` works anywhere.
-pub const STDLIB: &[(&str, &str)] = &[(
-    "logrotate",
-    include_str!("../../stdlib/logrotate.rhai"),
-)];
+pub const STDLIB: &[(&str, &str)] = &[("logrotate", include_str!("../../stdlib/logrotate.rhai"))];
 
 pub fn stdlib_source(name: &str) -> Option<&'static str> {
     STDLIB.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
@@ -55,7 +52,11 @@ impl Resolver {
 }
 
 fn stdlib_names() -> String {
-    STDLIB.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    STDLIB
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl ModuleResolver for Resolver {
@@ -75,7 +76,10 @@ impl ModuleResolver for Resolver {
         })?;
         ast.set_source(display.clone());
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)?;
-        self.seen.lock().expect("resolver lock").push((display, text));
+        self.seen
+            .lock()
+            .expect("resolver lock")
+            .push((display, text));
         Ok(module.into())
     }
 }

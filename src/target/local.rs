@@ -17,7 +17,7 @@ impl Local {
     pub fn new() -> Self {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .unwrap_or_else(|_| user_of_this_process());
         Local {
             info: HostInfo {
                 name: "local".into(),
@@ -38,6 +38,23 @@ impl Default for Local {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The account name of our uid from /etc/passwd (cron and containers often have no
+/// $USER; the audit log still needs to say who).
+fn user_of_this_process() -> String {
+    let uid = fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// An io::Error as a sysadmin would phrase it, without Rust's "(os error N)" noise.
@@ -251,7 +268,8 @@ impl Target for Local {
         });
         let started = Instant::now();
         let mut timed_out = false;
-        let wait_err = |e: std::io::Error| TargetError::host(host, format!("waiting for command: {e}"));
+        let wait_err =
+            |e: std::io::Error| TargetError::host(host, format!("waiting for command: {e}"));
         let status = match req.timeout {
             None => child.wait().map_err(wait_err)?,
             Some(limit) => loop {

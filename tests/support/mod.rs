@@ -1,0 +1,193 @@
+//! Shared harness for end-to-end tests: run the real `tend` binary in a temp dir with
+//! its own state dir, and snapshot file trees byte for byte.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const TEND: &str = env!("CARGO_BIN_EXE_tend");
+
+/// A scratch world: `root` for files the recipe acts on, `state` for tend's state.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The `--json` event lines of stdout.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn run_id(&self) -> String {
+        self.events()
+            .iter()
+            .find(|e| e["event"] == "run_end")
+            .and_then(|e| e["run_id"].as_str().map(String::from))
+            .unwrap_or_else(|| panic!("no run_end event in:\n{}\n{}", self.stdout, self.stderr))
+    }
+
+    /// Paths reported changed by step events (dry-run: would change).
+    pub fn changed_paths(&self) -> std::collections::BTreeSet<String> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "step" && e["changed"] == true)
+            .flat_map(|e| {
+                e["paths"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| p.as_str().map(String::from))
+            })
+            .collect()
+    }
+
+    pub fn changed_count(&self) -> u64 {
+        self.events()
+            .iter()
+            .find(|e| e["event"] == "run_end")
+            .and_then(|e| e["changed"].as_u64())
+            .unwrap_or_else(|| panic!("no run_end in:\n{}\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code {} (wanted {code})\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        World { dir }
+    }
+
+    /// Where the files under test live.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `root/rel` as a string, for recipe parameters.
+    pub fn path(&self, rel: &str) -> String {
+        self.root().join(rel).display().to_string()
+    }
+
+    /// Write a recipe file (beside the root, not inside it) and return its path.
+    pub fn recipe(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn write(&self, rel: &str, content: &str) {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(TEND);
+        c.env("TEND_STATE_DIR", self.state())
+            .env("NO_COLOR", "1")
+            .env_remove("TEND_LOG")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn tend(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().unwrap())
+    }
+
+    /// `tend run RECIPE --json [extra…]`
+    pub fn run(&self, recipe: &Path, extra: &[&str]) -> Run {
+        let mut args = vec!["run", recipe.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        self.tend(&args)
+    }
+
+    pub fn snapshot(&self) -> Tree {
+        snapshot(&self.root())
+    }
+}
+
+/// Kind, mode and content (or link target) of every path under a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    File { mode: u32, bytes: Vec<u8> },
+    Dir { mode: u32 },
+    Link { target: String },
+}
+
+pub type Tree = BTreeMap<String, Entry>;
+
+pub fn snapshot(root: &Path) -> Tree {
+    let mut tree = Tree::new();
+    walk(root, &mut tree);
+    tree
+}
+
+fn walk(dir: &Path, tree: &mut Tree) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let key = p.display().to_string();
+        if m.file_type().is_symlink() {
+            let target = std::fs::read_link(&p).unwrap().display().to_string();
+            tree.insert(key, Entry::Link { target });
+        } else if m.is_dir() {
+            tree.insert(key, Entry::Dir { mode: m.mode() & 0o7777 });
+            walk(&p, tree);
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            tree.insert(key, Entry::File { mode: m.permissions().mode() & 0o7777, bytes });
+        }
+    }
+}
+
+/// Paths whose entry differs between two snapshots (added, removed or changed).
+pub fn diff(a: &Tree, b: &Tree) -> std::collections::BTreeSet<String> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// Panic with a readable list when two trees differ.
+#[track_caller]
+pub fn assert_same(before: &Tree, after: &Tree) {
+    let d = diff(before, after);
+    assert!(d.is_empty(), "file trees differ at: {d:#?}");
+}
