@@ -180,6 +180,10 @@ mod tests {
         assert!(entries[0].done && !entries[0].undone);
         assert!(!entries[1].done && entries[1].undone);
         let j = Journal::open(&path).unwrap();
-        assert_eq!(j.append(3, "x", &Undo::Remove { path: "/y".into() }).unwrap(), 3);
+        assert_eq!(
+            j.append(3, "x", &Undo::Remove { path: "/y".into() })
+                .unwrap(),
+            3
+        );
     }
 }

@@ -79,7 +79,12 @@ pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Ve
     match engine.run_ast(&recipe.ast) {
         Ok(()) => {}
         Err(e) => match engine::is_declared_marker(&e) {
-            Some(true) => return Ok(host.declared().unwrap_or_default()),
+            Some(true) => {
+                let decls = host.declared().unwrap_or_default();
+                check_given(&decls, given, false)
+                    .map_err(|m| Error::Param(format!("{display}: {m}")))?;
+                return Ok(decls);
+            }
             Some(false) => {}
             None => {
                 let text = engine::describe(&e, &display, &limits);
@@ -109,6 +114,40 @@ pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Ve
     Ok(Vec::new())
 }
 
+/// Check `-p` values against the declarations before anything runs, so that a typo
+/// is a usage error and not a failed run: unknown names, values of the wrong type and,
+/// with `all`, required parameters (secrets) that were not given.
+fn check_given(
+    decls: &[ParamDecl],
+    given: &[(String, String)],
+    all: bool,
+) -> std::result::Result<(), String> {
+    if let Some((k, _)) = given
+        .iter()
+        .find(|(k, _)| !decls.iter().any(|d| d.name == *k))
+    {
+        let list: Vec<String> = decls
+            .iter()
+            .map(|d| format!("{} ({})", d.name, d.ty.as_str()))
+            .collect();
+        return Err(if list.is_empty() {
+            format!("unknown parameter `{k}`; the recipe takes no parameters")
+        } else {
+            format!("unknown parameter `{k}`; it takes: {}", list.join(", "))
+        });
+    }
+    let names: rhai::Map = decls
+        .iter()
+        .map(|d| (d.name.as_str().into(), rhai::Dynamic::UNIT))
+        .collect();
+    let checked: Vec<ParamDecl> = decls
+        .iter()
+        .filter(|d| all || given.iter().any(|(k, _)| *k == d.name))
+        .cloned()
+        .collect();
+    crate::recipe::params::resolve(&names, &checked, given).map(|_| ())
+}
+
 /// Parameters as they may be recorded: secrets as `***`.
 fn recorded_params(decls: &[ParamDecl], given: &[(String, String)]) -> BTreeMap<String, String> {
     given
@@ -127,7 +166,12 @@ fn recorded_params(decls: &[ParamDecl], given: &[(String, String)]) -> BTreeMap<
         .collect()
 }
 
-fn audit_record(run_id: &str, user: &str, dry_run: bool, event: &Event) -> Option<serde_json::Value> {
+fn audit_record(
+    run_id: &str,
+    user: &str,
+    dry_run: bool,
+    event: &Event,
+) -> Option<serde_json::Value> {
     let keep = match event {
         // A plan is recorded (who looked at what), its steps are not: nothing changed.
         _ if dry_run => matches!(event, Event::RunStart { .. } | Event::RunEnd { .. }),
@@ -161,7 +205,13 @@ fn audit_record(run_id: &str, user: &str, dry_run: bool, event: &Event) -> Optio
 }
 
 /// A sink that also appends to the audit log.
-fn audited(sink: Sink, audit: Option<Arc<AuditLog>>, run_id: String, user: String, dry_run: bool) -> Sink {
+fn audited(
+    sink: Sink,
+    audit: Option<Arc<AuditLog>>,
+    run_id: String,
+    user: String,
+    dry_run: bool,
+) -> Sink {
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
             if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
@@ -178,6 +228,8 @@ pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> 
     let started = Instant::now();
     let recipe = Recipe::load(&req.recipe)?;
     let decls = declared_params(&recipe, &req.params)?;
+    check_given(&decls, &req.params, true)
+        .map_err(|m| Error::Param(format!("{}: {m}", recipe.path.display())))?;
     let local: Arc<dyn Target> = Arc::new(Local::new());
     let host = local.info().name.clone();
     let user = local.info().user.clone();
@@ -342,7 +394,7 @@ pub fn rollback_host(
             }
         } else if matches!(e.undo, Undo::Command { .. }) && !e.done {
             report.incomplete.push(format!(
-                "step {} ({}) was interrupted; its undo ({action}) was not run: check by hand",
+                "step {} ({}) did not finish (it failed or the run was killed); its undo ({action}) was not run: check by hand",
                 e.step, e.op
             ));
             "skipped".to_string()

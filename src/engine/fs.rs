@@ -16,7 +16,10 @@ fn check_keys(call: &NativeCallContext, f: &str, opts: &Map, allowed: &[&str]) -
         if !allowed.contains(&k.as_str()) {
             return Err(err(
                 call,
-                format!("{f}: unknown option `{k}` (allowed: {})", allowed.join(", ")),
+                format!(
+                    "{f}: unknown option `{k}` (allowed: {})",
+                    allowed.join(", ")
+                ),
             ));
         }
     }
@@ -74,7 +77,10 @@ fn content_of(call: &NativeCallContext, v: &Dynamic) -> RResult<(Vec<u8>, bool)>
     if let Some(b) = v.clone().try_cast::<rhai::Blob>() {
         return Ok((b, true));
     }
-    Err(err(call, format!("content must be a string, not {}", v.type_name())))
+    Err(err(
+        call,
+        format!("content must be a string, not {}", v.type_name()),
+    ))
 }
 
 /// A file shipped beside the recipe (`src:`, templates). Only below the recipe's
@@ -112,49 +118,68 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         h.step(&call, |c| op::dir(c, path, None))
     });
     let h = host.clone();
-    m.set_native_fn("dir", move |call: NativeCallContext, path: &str, opts: Map| {
-        check_keys(&call, "fs::dir", &opts, &["mode"])?;
-        let mode = opt_mode(&call, &opts)?;
-        h.step(&call, |c| op::dir(c, path, mode))
-    });
-
-    let h = host.clone();
-    m.set_native_fn("file", move |call: NativeCallContext, path: &str, arg: Dynamic| {
-        let (content, show, mode) = if let Some(opts) = arg.clone().try_cast::<Map>() {
-            check_keys(&call, "fs::file", &opts, &["content", "src", "template", "vars", "mode"])?;
+    m.set_native_fn(
+        "dir",
+        move |call: NativeCallContext, path: &str, opts: Map| {
+            check_keys(&call, "fs::dir", &opts, &["mode"])?;
             let mode = opt_mode(&call, &opts)?;
-            let (content, show) = if let Some(v) = opts.get("content") {
-                content_of(&call, v)?
-            } else if let Some(src) = opt_str(&call, &opts, "src")? {
-                (recipe_file(&call, &h, &src)?.into_bytes(), true)
-            } else if let Some(tpl) = opt_str(&call, &opts, "template")? {
-                let vars = opts
-                    .get("vars")
-                    .and_then(|v| v.clone().try_cast::<Map>())
-                    .unwrap_or_default();
-                let text = recipe_file(&call, &h, &tpl)?;
-                (render(&call, &tpl, &text, &vars)?.into_bytes(), true)
-            } else {
-                return Err(err(&call, "fs::file: give `content`, `src` or `template`"));
-            };
-            (content, show, mode)
-        } else {
-            let (c, s) = content_of(&call, &arg)?;
-            (c, s, None)
-        };
-        h.step(&call, |c| op::file(c, "fs::file", path, &content, mode, show))
-    });
+            h.step(&call, |c| op::dir(c, path, mode))
+        },
+    );
 
     let h = host.clone();
-    let template = move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, mode: Option<u32>| {
-        let text = recipe_file(&call, &h, tpl)?;
-        let content = render(&call, tpl, &text, &vars)?;
-        h.step(&call, |c| op::file(c, "fs::template", path, content.as_bytes(), mode, true))
-    };
+    m.set_native_fn(
+        "file",
+        move |call: NativeCallContext, path: &str, arg: Dynamic| {
+            let (content, show, mode) = if let Some(opts) = arg.clone().try_cast::<Map>() {
+                check_keys(
+                    &call,
+                    "fs::file",
+                    &opts,
+                    &["content", "src", "template", "vars", "mode"],
+                )?;
+                let mode = opt_mode(&call, &opts)?;
+                let (content, show) = if let Some(v) = opts.get("content") {
+                    content_of(&call, v)?
+                } else if let Some(src) = opt_str(&call, &opts, "src")? {
+                    (recipe_file(&call, &h, &src)?.into_bytes(), true)
+                } else if let Some(tpl) = opt_str(&call, &opts, "template")? {
+                    let vars = opts
+                        .get("vars")
+                        .and_then(|v| v.clone().try_cast::<Map>())
+                        .unwrap_or_default();
+                    let text = recipe_file(&call, &h, &tpl)?;
+                    (render(&call, &tpl, &text, &vars)?.into_bytes(), true)
+                } else {
+                    return Err(err(&call, "fs::file: give `content`, `src` or `template`"));
+                };
+                (content, show, mode)
+            } else {
+                let (c, s) = content_of(&call, &arg)?;
+                (c, s, None)
+            };
+            h.step(&call, |c| {
+                op::file(c, "fs::file", path, &content, mode, show)
+            })
+        },
+    );
+
+    let h = host.clone();
+    let template =
+        move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, mode: Option<u32>| {
+            let text = recipe_file(&call, &h, tpl)?;
+            let content = render(&call, tpl, &text, &vars)?;
+            h.step(&call, |c| {
+                op::file(c, "fs::template", path, content.as_bytes(), mode, true)
+            })
+        };
     let t2 = template.clone();
-    m.set_native_fn("template", move |call: NativeCallContext, path: &str, tpl: &str, vars: Map| {
-        t2(call, path, tpl, vars, None)
-    });
+    m.set_native_fn(
+        "template",
+        move |call: NativeCallContext, path: &str, tpl: &str, vars: Map| {
+            t2(call, path, tpl, vars, None)
+        },
+    );
     m.set_native_fn(
         "template",
         move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, opts: Map| {
@@ -168,12 +193,19 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let line = move |call: NativeCallContext, path: &str, text: &str, opts: Map| {
         check_keys(&call, "fs::line", &opts, &["regex", "state", "create"])?;
         let regex = opt_str(&call, &opts, "regex")?
-            .map(|r| regex::Regex::new(&r).map_err(|e| err(&call, format!("fs::line: bad regex: {e}"))))
+            .map(|r| {
+                regex::Regex::new(&r).map_err(|e| err(&call, format!("fs::line: bad regex: {e}")))
+            })
             .transpose()?;
         let state = match opt_str(&call, &opts, "state")?.as_deref() {
             None | Some("present") => LineState::Present,
             Some("absent") => LineState::Absent,
-            Some(s) => return Err(err(&call, format!("fs::line: state must be \"present\" or \"absent\", not {s:?}"))),
+            Some(s) => {
+                return Err(err(
+                    &call,
+                    format!("fs::line: state must be \"present\" or \"absent\", not {s:?}"),
+                ))
+            }
         };
         let spec = LineSpec {
             line: text.to_string(),
@@ -184,38 +216,54 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         h.step(&call, |c| op::line(c, path, &spec))
     };
     let l2 = line.clone();
-    m.set_native_fn("line", move |call: NativeCallContext, path: &str, text: &str| {
-        l2(call, path, text, Map::new())
-    });
+    m.set_native_fn(
+        "line",
+        move |call: NativeCallContext, path: &str, text: &str| l2(call, path, text, Map::new()),
+    );
     m.set_native_fn("line", line);
 
     let h = host.clone();
-    m.set_native_fn("link", move |call: NativeCallContext, path: &str, target: &str| {
-        h.step(&call, |c| op::link(c, path, target))
-    });
+    m.set_native_fn(
+        "link",
+        move |call: NativeCallContext, path: &str, target: &str| {
+            h.step(&call, |c| op::link(c, path, target))
+        },
+    );
     let h = host.clone();
-    m.set_native_fn("copy", move |call: NativeCallContext, src: &str, dest: &str| {
-        h.step(&call, |c| op::copy(c, src, dest, None))
-    });
+    m.set_native_fn(
+        "copy",
+        move |call: NativeCallContext, src: &str, dest: &str| {
+            h.step(&call, |c| op::copy(c, src, dest, None))
+        },
+    );
     let h = host.clone();
-    m.set_native_fn("copy", move |call: NativeCallContext, src: &str, dest: &str, opts: Map| {
-        check_keys(&call, "fs::copy", &opts, &["mode"])?;
-        let mode = opt_mode(&call, &opts)?;
-        h.step(&call, |c| op::copy(c, src, dest, mode))
-    });
+    m.set_native_fn(
+        "copy",
+        move |call: NativeCallContext, src: &str, dest: &str, opts: Map| {
+            check_keys(&call, "fs::copy", &opts, &["mode"])?;
+            let mode = opt_mode(&call, &opts)?;
+            h.step(&call, |c| op::copy(c, src, dest, mode))
+        },
+    );
     let h = host.clone();
-    m.set_native_fn("rename", move |call: NativeCallContext, from: &str, to: &str| {
-        h.step(&call, |c| op::rename(c, from, to))
-    });
+    m.set_native_fn(
+        "rename",
+        move |call: NativeCallContext, from: &str, to: &str| {
+            h.step(&call, |c| op::rename(c, from, to))
+        },
+    );
     let h = host.clone();
     m.set_native_fn("remove", move |call: NativeCallContext, path: &str| {
         h.step(&call, |c| op::remove(c, path))
     });
     let h = host.clone();
-    m.set_native_fn("chmod", move |call: NativeCallContext, path: &str, mode: Dynamic| {
-        let mode = mode_of(&call, &mode)?;
-        h.step(&call, |c| op::chmod(c, path, mode))
-    });
+    m.set_native_fn(
+        "chmod",
+        move |call: NativeCallContext, path: &str, mode: Dynamic| {
+            let mode = mode_of(&call, &mode)?;
+            h.step(&call, |c| op::chmod(c, path, mode))
+        },
+    );
     let h = host.clone();
     m.set_native_fn(
         "chown",
@@ -240,11 +288,15 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     });
     let h = host.clone();
     m.set_native_fn("read", move |call: NativeCallContext, path: &str| {
-        h.fact(&call, |c| Ok(String::from_utf8_lossy(&c.target.read(path)?).into_owned()))
+        h.fact(&call, |c| {
+            Ok(String::from_utf8_lossy(&c.target.read(path)?).into_owned())
+        })
     });
     let h = host.clone();
     m.set_native_fn("size", move |call: NativeCallContext, path: &str| {
-        h.fact(&call, |c| Ok(c.target.stat(path)?.map(|m| m.size as i64).unwrap_or(0)))
+        h.fact(&call, |c| {
+            Ok(c.target.stat(path)?.map(|m| m.size as i64).unwrap_or(0))
+        })
     });
     let h = host.clone();
     m.set_native_fn("stat", move |call: NativeCallContext, path: &str| {

@@ -149,6 +149,13 @@ impl HostContext {
                 report.stdout = report.stdout.map(|d| self.redact(&d));
                 report.stderr = report.stderr.map(|d| self.redact(&d));
                 report.subject = self.redact(&report.subject);
+                // As the file system names them (`a//b/./c/` is `a/b/c`), so that the
+                // reported paths compare equal to the ones that changed.
+                report.paths = report
+                    .paths
+                    .iter()
+                    .map(|p| crate::target::overlay::norm(p))
+                    .collect();
                 let map = report_map(&report);
                 self.emit(Event::Step {
                     host: self.host(),
@@ -250,14 +257,20 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
     loop {
         match e {
             EvalAltResult::ErrorInFunctionCall(name, src, inner, pos) => {
-                chain.push(format!("{name}() called at {source}:{}", resolver_fmt_pos(*pos)));
+                chain.push(format!(
+                    "{name}() called at {source}:{}",
+                    resolver_fmt_pos(*pos)
+                ));
                 if !src.is_empty() {
                     source = src.clone();
                 }
                 e = inner;
             }
             EvalAltResult::ErrorInModule(name, inner, pos) => {
-                chain.push(format!("module {name} imported at {source}:{}", resolver_fmt_pos(*pos)));
+                chain.push(format!(
+                    "module {name} imported at {source}:{}",
+                    resolver_fmt_pos(*pos)
+                ));
                 e = inner;
             }
             _ => break,

@@ -12,7 +12,15 @@ use crate::recipe::params::parse_duration;
 use crate::secret::Secret;
 
 const SH_OPTIONS: &[&str] = &[
-    "undo", "read_only", "creates", "unless", "timeout", "retries", "delay", "env", "stdin",
+    "undo",
+    "read_only",
+    "creates",
+    "unless",
+    "timeout",
+    "retries",
+    "delay",
+    "env",
+    "stdin",
     "allow_fail",
 ];
 
@@ -23,7 +31,10 @@ fn text_or_secret(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<S
     if v.is_string() || v.is_int() || v.is_bool() || v.is_float() {
         return Ok(v.to_string());
     }
-    Err(err(call, format!("sh: `{key}` must be a string or a secret")))
+    Err(err(
+        call,
+        format!("sh: `{key}` must be a string or a secret"),
+    ))
 }
 
 fn duration(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<Duration> {
@@ -33,7 +44,12 @@ fn duration(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<Duratio
     let s = v.to_string();
     parse_duration(&s)
         .map(|n| Duration::from_secs(n as u64))
-        .ok_or_else(|| err(call, format!("sh: `{key}` must be a duration like \"30s\", not {s:?}")))
+        .ok_or_else(|| {
+            err(
+                call,
+                format!("sh: `{key}` must be a duration like \"30s\", not {s:?}"),
+            )
+        })
 }
 
 fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> {
@@ -79,7 +95,10 @@ fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> 
             other => {
                 return Err(err(
                     call,
-                    format!("sh: unknown option `{other}` (allowed: {})", SH_OPTIONS.join(", ")),
+                    format!(
+                        "sh: unknown option `{other}` (allowed: {})",
+                        SH_OPTIONS.join(", ")
+                    ),
                 ))
             }
         }
@@ -94,15 +113,22 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         h.step(&call, |c| sh(c, &spec))
     });
     let h = host.clone();
-    engine.register_fn("sh", move |call: NativeCallContext, command: &str, opts: Map| {
-        let spec = spec(&call, command, &opts)?;
-        h.step(&call, |c| sh(c, &spec))
-    });
+    engine.register_fn(
+        "sh",
+        move |call: NativeCallContext, command: &str, opts: Map| {
+            let spec = spec(&call, command, &opts)?;
+            h.step(&call, |c| sh(c, &spec))
+        },
+    );
 
     let mut m = Module::new();
     let compress = move |call: NativeCallContext, path: &str, format: &str| {
-        let format = Format::parse(format)
-            .ok_or_else(|| err(&call, format!("archive::compress: format must be \"gzip\" or \"zstd\", not {format:?}")))?;
+        let format = Format::parse(format).ok_or_else(|| {
+            err(
+                &call,
+                format!("archive::compress: format must be \"gzip\" or \"zstd\", not {format:?}"),
+            )
+        })?;
         host.step(&call, |c| archive::compress(c, path, format))
     };
     let c2 = compress.clone();

@@ -83,9 +83,9 @@ pub fn file(
         Some(m) if m.kind == Kind::File => Some(t.read(path)?),
         Some(m) => {
             return Err(invalid(format!(
-                "{path} is a {}; {op} only replaces regular files (remove it first with fs::remove)",
-                m.kind.as_str()
-            )))
+            "{path} is a {}; {op} only replaces regular files (remove it first with fs::remove)",
+            m.kind.as_str()
+        )))
         }
     };
     let want_mode = mode.or(meta.as_ref().map(|m| m.mode)).unwrap_or(0o644);
@@ -262,7 +262,10 @@ pub fn copy(ctx: &Ctx, src: &str, dest: &str, mode: Option<u32>) -> OpResult<Ste
         .stat(src)?
         .ok_or_else(|| invalid(format!("{src} does not exist")))?;
     if m.kind != Kind::File {
-        return Err(invalid(format!("{src} is a {}, not a file", m.kind.as_str())));
+        return Err(invalid(format!(
+            "{src} is a {}, not a file",
+            m.kind.as_str()
+        )));
     }
     let content = t.read(src)?;
     let mut r = file(ctx, OP, dest, &content, Some(mode.unwrap_or(m.mode)), true)?;
@@ -278,11 +281,17 @@ pub fn rename(ctx: &Ctx, from: &str, to: &str) -> OpResult<StepReport> {
     let subject = format!("{from} -> {to}");
     let src = t.stat(from)?;
     let dst = t.stat(to)?;
-    let Some(_) = src else {
+    let Some(src) = src else {
         if dst.is_some() {
             return Ok(StepReport::unchanged(OP, subject));
         }
         return Err(invalid(format!("{from} does not exist")));
+    };
+    // A directory moves with everything in it: each of those paths changes too.
+    let inside = if src.kind == Kind::Dir {
+        descendants(t, from)?
+    } else {
+        Vec::new()
     };
     if let Some(d) = dst {
         match d.kind {
@@ -303,7 +312,24 @@ pub fn rename(ctx: &Ctx, from: &str, to: &str) -> OpResult<StepReport> {
         },
     )?;
     t.rename(from, to)?;
-    Ok(StepReport::changed(OP, subject, vec![from.into(), to.into()]))
+    let mut paths = vec![from.to_string()];
+    paths.extend(inside.iter().map(|rel| join(from, rel)));
+    paths.push(to.to_string());
+    paths.extend(inside.iter().map(|rel| join(to, rel)));
+    Ok(StepReport::changed(OP, subject, paths))
+}
+
+/// Every path below directory `dir`, relative to it (symlinks are not followed).
+fn descendants(t: &dyn Target, dir: &str) -> OpResult<Vec<String>> {
+    let mut out = Vec::new();
+    for name in t.list_dir(dir)? {
+        let child = join(dir, &name);
+        if matches!(t.stat(&child)?, Some(m) if m.kind == Kind::Dir) {
+            out.extend(descendants(t, &child)?.into_iter().map(|r| join(&name, &r)));
+        }
+        out.push(name);
+    }
+    Ok(out)
 }
 
 /// Journal how to bring back `path` (a file or symlink about to be replaced or removed).
@@ -383,6 +409,13 @@ pub fn chmod(ctx: &Ctx, path: &str, mode: u32) -> OpResult<StepReport> {
     let m = t
         .stat(path)?
         .ok_or_else(|| invalid(format!("{path} does not exist")))?;
+    if m.kind == Kind::Symlink {
+        // chmod would follow the link and change (and on rollback, reset) its target.
+        return Err(invalid(format!(
+            "{path} is a symlink; a symlink has no mode of its own: chmod its target {}",
+            t.read_link(path)?
+        )));
+    }
     if m.mode == mode {
         return Ok(StepReport::unchanged(OP, path));
     }
@@ -447,7 +480,11 @@ pub fn resolve_id(t: &dyn Target, db: &str, name: &str) -> OpResult<u32> {
 pub fn glob(t: &dyn Target, pattern: &str) -> OpResult<Vec<String>> {
     let absolute = pattern.starts_with('/');
     let parts: Vec<&str> = pattern.split('/').filter(|p| !p.is_empty()).collect();
-    let start = if absolute { "/".to_string() } else { ".".to_string() };
+    let start = if absolute {
+        "/".to_string()
+    } else {
+        ".".to_string()
+    };
     let mut found = Vec::new();
     walk(t, &start, &parts, &mut found)?;
     let mut out: Vec<String> = found
@@ -474,9 +511,8 @@ fn walk(t: &dyn Target, dir: &str, parts: &[&str], out: &mut Vec<String>) -> OpR
         out.push(dir.to_string());
         return Ok(());
     };
-    let is_dir = |p: &str| -> OpResult<bool> {
-        Ok(matches!(t.stat(p)?, Some(m) if m.kind == Kind::Dir))
-    };
+    let is_dir =
+        |p: &str| -> OpResult<bool> { Ok(matches!(t.stat(p)?, Some(m) if m.kind == Kind::Dir)) };
     if *first == "**" {
         walk(t, dir, rest, out)?; // zero directories
         if is_dir(dir)? {

@@ -221,6 +221,9 @@ pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
         return text;
     }
     let mut capped = lines[..MAX_LINES].join("\n");
-    capped.push_str(&format!("\n… ({} more diff lines)\n", lines.len() - MAX_LINES));
+    capped.push_str(&format!(
+        "\n… ({} more diff lines)\n",
+        lines.len() - MAX_LINES
+    ));
     capped
 }

@@ -19,21 +19,45 @@ pub enum Undo {
         meta: Meta,
     },
     /// `path` did not exist (file or symlink): remove whatever is there.
-    Remove { path: String },
+    Remove {
+        path: String,
+    },
     /// Directory `path` did not exist: remove it (it must be empty again by then).
-    RemoveDir { path: String },
+    RemoveDir {
+        path: String,
+    },
     /// `path` was a symlink to `target`.
-    Relink { path: String, target: String },
+    Relink {
+        path: String,
+        target: String,
+    },
     /// `path` was an empty-or-not directory with this mode and owner; recreate it.
-    MakeDir { path: String, meta: Meta },
-    Chmod { path: String, mode: u32 },
-    Chown { path: String, uid: u32, gid: u32 },
+    MakeDir {
+        path: String,
+        meta: Meta,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
     /// `from` was renamed to `to`: rename it back.
-    Rename { from: String, to: String },
+    Rename {
+        from: String,
+        to: String,
+    },
     /// A command the recipe gave as the undo of a `sh` step.
-    Command { command: String },
+    Command {
+        command: String,
+    },
     /// Cannot be undone; rollback reports it and goes on with earlier steps.
-    Barrier { what: String },
+    Barrier {
+        what: String,
+    },
 }
 
 /// What reverting one record came to.
@@ -140,7 +164,10 @@ impl Undo {
                 Ok(Reverted::Done)
             }
             Undo::Rename { from, to } => {
-                if t.stat(to)?.is_none() && t.stat(from)?.is_some() {
+                // Later steps are undone by now, so a `from` that exists was never
+                // renamed (the rename failed, or the run died before it): moving `to`
+                // back would clobber it with what `to` held before.
+                if t.stat(from)?.is_some() {
                     return Ok(Reverted::NotNeeded);
                 }
                 t.rename(to, from)?;

@@ -54,7 +54,7 @@ pub struct Overlay {
 }
 
 /// `a//b/./c/` → `a/b/c`. `..` is left alone: it cannot be resolved without the target.
-fn norm(path: &str) -> String {
+pub fn norm(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     if path.starts_with('/') {
         out.push('/');
@@ -226,12 +226,7 @@ impl Overlay {
     }
 
     /// Copy a directory tree (as the plan sees it) to `to` as overlay nodes.
-    fn materialize(
-        &self,
-        nodes: &mut BTreeMap<String, Node>,
-        from: &str,
-        to: &str,
-    ) -> TResult<()> {
+    fn materialize(&self, nodes: &mut BTreeMap<String, Node>, from: &str, to: &str) -> TResult<()> {
         let node = self.node_of(nodes, from)?;
         let is_dir = matches!(node, Node::Dir { .. });
         let node = match node {
@@ -521,10 +516,12 @@ mod tests {
     #[test]
     fn rename_and_remove() {
         let (_d, o, root) = setup();
-        o.rename(&format!("{root}/a"), &format!("{root}/b")).unwrap();
+        o.rename(&format!("{root}/a"), &format!("{root}/b"))
+            .unwrap();
         assert_eq!(o.read(&format!("{root}/b")).unwrap(), b"A");
         assert!(o.stat(&format!("{root}/a")).unwrap().is_none());
-        o.rename(&format!("{root}/d"), &format!("{root}/e")).unwrap();
+        o.rename(&format!("{root}/d"), &format!("{root}/e"))
+            .unwrap();
         assert_eq!(o.read(&format!("{root}/e/x")).unwrap(), b"X");
         assert!(o.stat(&format!("{root}/d/x")).unwrap().is_none());
         assert_eq!(o.list_dir(&root).unwrap(), vec!["b", "e"]);

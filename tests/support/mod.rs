@@ -135,6 +135,19 @@ impl World {
         self.tend(&args)
     }
 
+    /// `tend run RECIPE --json [extra…]` with extra environment variables (e.g. a
+    /// PATH that puts a failing stand-in for a tool first).
+    pub fn run_env(&self, recipe: &Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut args = vec!["run", recipe.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let mut c = self.command();
+        c.args(&args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Run::from(c.output().unwrap())
+    }
+
     pub fn snapshot(&self) -> Tree {
         snapshot(&self.root())
     }
@@ -157,7 +170,10 @@ pub fn snapshot(root: &Path) -> Tree {
 }
 
 fn walk(dir: &Path, tree: &mut Tree) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let p = e.path();
@@ -167,11 +183,22 @@ fn walk(dir: &Path, tree: &mut Tree) {
             let target = std::fs::read_link(&p).unwrap().display().to_string();
             tree.insert(key, Entry::Link { target });
         } else if m.is_dir() {
-            tree.insert(key, Entry::Dir { mode: m.mode() & 0o7777 });
+            tree.insert(
+                key,
+                Entry::Dir {
+                    mode: m.mode() & 0o7777,
+                },
+            );
             walk(&p, tree);
         } else {
             let bytes = std::fs::read(&p).unwrap();
-            tree.insert(key, Entry::File { mode: m.permissions().mode() & 0o7777, bytes });
+            tree.insert(
+                key,
+                Entry::File {
+                    mode: m.permissions().mode() & 0o7777,
+                    bytes,
+                },
+            );
         }
     }
 }
@@ -190,4 +217,53 @@ pub fn diff(a: &Tree, b: &Tree) -> std::collections::BTreeSet<String> {
 pub fn assert_same(before: &Tree, after: &Tree) {
     let d = diff(before, after);
     assert!(d.is_empty(), "file trees differ at: {d:#?}");
+}
+
+/// Helpers for building trees and recipes with files beside them (ops, rollback and
+/// bad-input tests).
+impl World {
+    /// Write `rel` next to the recipe (for `src:` files, templates, imports), creating
+    /// parent folders.
+    pub fn beside(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// A recipe whose text says `ROOT` for [`World::root`].
+    pub fn recipe_in_root(&self, name: &str, text: &str) -> PathBuf {
+        self.recipe(
+            name,
+            &text.replace("ROOT", &self.root().display().to_string()),
+        )
+    }
+
+    /// `root/rel` with `content` and exactly `mode`.
+    pub fn write_mode(&self, rel: &str, content: &str, mode: u32) {
+        self.write(rel, content);
+        std::fs::set_permissions(self.root().join(rel), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+
+    /// Directory `root/rel` (and parents) with exactly `mode`.
+    pub fn mkdir(&self, rel: &str, mode: u32) {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Symlink `root/rel` -> `target` (taken as is).
+    pub fn symlink(&self, rel: &str, target: &str) {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, p).unwrap();
+    }
+
+    /// `tend runs --json`, one value per run.
+    pub fn runs(&self) -> Vec<serde_json::Value> {
+        let r = self.tend(&["runs", "--json"]);
+        r.assert_code(0);
+        r.events()
+    }
 }
