@@ -39,7 +39,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    #[error("cannot read recipe {path}: {source}")]
+    #[error("cannot read recipe {path}: {}", crate::error::describe_io(source))]
     RecipeRead {
         path: PathBuf,
         source: std::io::Error,
@@ -71,7 +71,7 @@ pub enum Error {
     #[error("audit log {path} failed verification: {message}")]
     Tampered { path: PathBuf, message: String },
 
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", crate::error::describe_io(source))]
     Io {
         context: String,
         source: std::io::Error,
@@ -98,6 +98,23 @@ impl Error {
             Error::Tampered { .. } => exit::TAMPERED,
             Error::Target(_) => exit::FAILED,
             Error::Audit { .. } | Error::Io { .. } | Error::Other(_) => exit::INTERNAL,
+        }
+    }
+}
+
+/// An io::Error as a sysadmin would phrase it, without Rust's "(os error N)" noise.
+pub fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "no such file or directory".into(),
+        PermissionDenied => "permission denied".into(),
+        AlreadyExists => "already exists".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
         }
     }
 }

@@ -365,9 +365,8 @@ fn file_src_outside_the_recipe_folder_is_refused() {
 
 /// The refusal of an import should name its line like every other recipe error.
 /// Rhai resolves imports at compile time with `Position::NONE`, so
-/// src/recipe/resolver.rs prints `recipe.rhai:?:` (outside this test's owner's files).
 #[test]
-#[ignore = "import errors print `recipe.rhai:?:`: src/recipe/resolver.rs must find the import's line"]
+
 fn import_refusal_names_the_line() {
     let w = world();
     let recipe = w.recipe_in_root("recipe.rhai", "let x = 1;\n\nimport \"/etc/x\" as m;\n");

@@ -186,21 +186,21 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
 }
 
 fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
-    let bad = |what: &str| format!("parameter `{name}` is a {what}; got {raw:?}");
+    let bad = |what: &str| format!("parameter `{name}` is {what}; got {raw:?}");
     Ok(match ty {
         ParamType::String => Dynamic::from(raw.to_string()),
-        ParamType::Int => Dynamic::from_int(raw.trim().parse().map_err(|_| bad("int"))?),
-        ParamType::Float => Dynamic::from_float(raw.trim().parse().map_err(|_| bad("float"))?),
+        ParamType::Int => Dynamic::from_int(raw.trim().parse().map_err(|_| bad("an int"))?),
+        ParamType::Float => Dynamic::from_float(raw.trim().parse().map_err(|_| bad("a float"))?),
         ParamType::Bool => Dynamic::from_bool(match raw.trim() {
             "true" | "yes" | "1" | "on" => true,
             "false" | "no" | "0" | "off" => false,
-            _ => return Err(bad("bool (true/false)")),
+            _ => return Err(bad("a bool (true/false)")),
         }),
         ParamType::Size => {
-            Dynamic::from_int(parse_size(raw).ok_or_else(|| bad("size (like 10M, 1G)"))?)
+            Dynamic::from_int(parse_size(raw).ok_or_else(|| bad("a size (like 10M, 1G)"))?)
         }
         ParamType::Duration => Dynamic::from_int(
-            parse_duration(raw).ok_or_else(|| bad("duration (like 30s, 15m, 7d)"))?,
+            parse_duration(raw).ok_or_else(|| bad("a duration (like 30s, 15m, 7d)"))?,
         ),
         ParamType::List => Dynamic::from_array(
             raw.split(',')

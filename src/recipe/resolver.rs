@@ -105,7 +105,7 @@ pub fn compile(source: &str, display: &str, dir: &Path) -> Result<(AST, Vec<(Str
         .compile_into_self_contained(&scope, source)
         .map_err(|e| match e.as_ref() {
             EvalAltResult::ErrorRuntime(msg, pos) => Error::Recipe {
-                location: format!("{display}:{}", fmt_pos(*pos)),
+                location: format!("{display}:{}", import_position(source, &msg.to_string(), *pos)),
                 message: msg.to_string(),
             },
             EvalAltResult::ErrorParsing(p, pos) => Error::Recipe {
@@ -122,6 +122,21 @@ pub fn compile(source: &str, display: &str, dir: &Path) -> Result<(AST, Vec<(Str
     modules.sort();
     modules.dedup();
     Ok((ast, modules))
+}
+
+/// Rhai resolves imports at compile time without a position; find the `import` line
+/// of the module named in the message so the error still says where.
+fn import_position(source: &str, message: &str, pos: Position) -> String {
+    if !pos.is_none() {
+        return fmt_pos(pos);
+    }
+    let quoted = message.split('"').nth(1).unwrap_or_default();
+    source
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("import") && l.contains(&format!("\"{quoted}\"")))
+        .map(|(i, l)| format!("{}:{}", i + 1, l.find("import").unwrap_or(0) + 1))
+        .unwrap_or_else(|| fmt_pos(pos))
 }
 
 /// `set_module_resolver` takes ownership; this lets us read what was resolved after.

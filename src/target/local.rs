@@ -7,6 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::error::describe_io;
+
 use super::{ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError};
 
 pub struct Local {
@@ -55,23 +57,6 @@ fn user_of_this_process() -> String {
             })
         })
         .unwrap_or_else(|| format!("uid {uid}"))
-}
-
-/// An io::Error as a sysadmin would phrase it, without Rust's "(os error N)" noise.
-fn describe_io(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        NotFound => "no such file or directory".into(),
-        PermissionDenied => "permission denied".into(),
-        AlreadyExists => "already exists".into(),
-        _ => {
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_lowercase(),
-                None => s,
-            }
-        }
-    }
 }
 
 pub fn meta_of(m: &fs::Metadata) -> Meta {
