@@ -363,10 +363,9 @@ fn file_src_outside_the_recipe_folder_is_refused() {
     assert_same(&before, &w.snapshot());
 }
 
-/// The refusal of an import should name its line like every other recipe error.
-/// Rhai resolves imports at compile time with `Position::NONE`, so
+/// The refusal of an import names its line like every other recipe error, although
+/// Rhai resolves imports at compile time without a position.
 #[test]
-
 fn import_refusal_names_the_line() {
     let w = world();
     let recipe = w.recipe_in_root("recipe.rhai", "let x = 1;\n\nimport \"/etc/x\" as m;\n");
