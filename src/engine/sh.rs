@@ -58,6 +58,9 @@ fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> 
         ..Default::default()
     };
     for (k, v) in opts {
+        if v.is_unit() {
+            continue; // `undo: ()` and friends mean "not given", as for fs options
+        }
         let s = || -> RResult<String> {
             v.clone()
                 .try_cast::<String>()

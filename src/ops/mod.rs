@@ -206,15 +206,16 @@ pub fn unified_diff(path: &str, old: Option<&[u8]>, new: &[u8]) -> String {
         );
     };
     let diff = similar::TextDiff::from_lines(old_text, new_text);
+    let sep = if path.starts_with('/') { "" } else { "/" };
     let from = if old.is_some() {
-        format!("a{path}")
+        format!("a{sep}{path}")
     } else {
         "/dev/null".to_string()
     };
     let text = diff
         .unified_diff()
         .context_radius(3)
-        .header(&from, &format!("b{path}"))
+        .header(&from, &format!("b{sep}{path}"))
         .to_string();
     let lines: Vec<&str> = text.lines().collect();
     if lines.len() <= MAX_LINES {

@@ -51,6 +51,9 @@ pub struct ParamDecl {
 /// duration (ten minutes).
 pub fn parse_size(s: &str) -> Option<i64> {
     let t = s.trim();
+    if t == "0" {
+        return Some(0); // "no size limit" needs no unit
+    }
     let unit_ok = t
         .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
         .trim()
@@ -189,7 +192,11 @@ fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
     let bad = |what: &str| format!("parameter `{name}` is {what}; got {raw:?}");
     Ok(match ty {
         ParamType::String => Dynamic::from(raw.to_string()),
-        ParamType::Int => Dynamic::from_int(raw.trim().parse().map_err(|_| bad("an int"))?),
+        ParamType::Int => Dynamic::from_int(match raw.trim().strip_prefix("0o") {
+            // Modes are written 0o640 in recipes; the same spelling works on the command line.
+            Some(octal) => i64::from_str_radix(octal, 8).map_err(|_| bad("an int"))?,
+            None => raw.trim().parse().map_err(|_| bad("an int"))?,
+        }),
         ParamType::Float => Dynamic::from_float(raw.trim().parse().map_err(|_| bad("a float"))?),
         ParamType::Bool => Dynamic::from_bool(match raw.trim() {
             "true" | "yes" | "1" | "on" => true,

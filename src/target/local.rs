@@ -31,6 +31,11 @@ impl Local {
         }
     }
 
+    /// Inventory variables of the local host, shown to recipes as `host().vars`.
+    pub fn set_vars(&mut self, vars: std::collections::BTreeMap<String, String>) {
+        self.info.vars = vars;
+    }
+
     fn err(&self, path: &str, e: std::io::Error) -> TargetError {
         TargetError::path(&self.info.name, path, describe_io(&e))
     }
@@ -210,6 +215,13 @@ impl Target for Local {
             .map_err(|e| self.err(path, e))?;
         let t = UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64);
         file.set_modified(t).map_err(|e| self.err(path, e))
+    }
+
+    fn creator_ids(&self) -> (u32, u32) {
+        // /proc/self is owned by our effective uid and gid.
+        fs::metadata("/proc/self")
+            .map(|m| (m.uid(), m.gid()))
+            .unwrap_or((0, 0))
     }
 
     fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {

@@ -153,6 +153,16 @@ pub trait Target: Send + Sync {
     fn set_mtime(&self, path: &str, mtime: i64) -> TResult<()>;
 
     fn exec(&self, request: &ExecRequest) -> TResult<ExecOutput>;
+
+    /// The owner new files get on this target, so a dry-run's planned files carry the
+    /// owner the real ones will (and an owner-setting step plans exactly).
+    fn creator_ids(&self) -> (u32, u32) {
+        self.stat(".")
+            .ok()
+            .flatten()
+            .map(|m| (m.uid, m.gid))
+            .unwrap_or((0, 0))
+    }
 }
 
 /// The parent directory of a POSIX path (`/` for `/x`, `.` for a bare name).

@@ -50,6 +50,8 @@ enum View {
 
 pub struct Overlay {
     inner: Arc<dyn Target>,
+    /// Owner of files and directories the plan creates.
+    ids: (u32, u32),
     nodes: Mutex<BTreeMap<String, Node>>,
 }
 
@@ -74,6 +76,7 @@ pub fn norm(path: &str) -> String {
 impl Overlay {
     pub fn new(inner: Arc<dyn Target>) -> Self {
         Overlay {
+            ids: inner.creator_ids(),
             inner,
             nodes: Mutex::new(BTreeMap::new()),
         }
@@ -332,7 +335,7 @@ impl Target for Overlay {
         if matches!(&old, Some(m) if m.kind == Kind::Dir) {
             return Err(TargetError::path(self.host(), &path, "is a directory"));
         }
-        let (uid, gid) = old.map(|m| (m.uid, m.gid)).unwrap_or((0, 0));
+        let (uid, gid) = old.map(|m| (m.uid, m.gid)).unwrap_or(self.ids);
         nodes.insert(
             path,
             Node::File {
@@ -385,8 +388,8 @@ impl Target for Overlay {
             path,
             Node::Dir {
                 mode,
-                uid: 0,
-                gid: 0,
+                uid: self.ids.0,
+                gid: self.ids.1,
                 mtime: super::local::now_epoch(),
                 fresh: true,
             },
