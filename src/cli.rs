@@ -2,6 +2,7 @@
 //! Parsing happens here once; nothing downstream re-validates flags.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -10,9 +11,12 @@ use crate::audit::AuditLog;
 use crate::demo;
 use crate::engine::Limits;
 use crate::error::{exit, Error, Result};
-use crate::event::Sink;
+use crate::event::{Event, Sink};
+use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
+use crate::inventory::Inventory;
+use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
-use crate::report::{Human, Output};
+use crate::report::{table, Human, Output};
 use crate::runner::{self, Outcome, RunRequest};
 use crate::state::{self, StateDir};
 
@@ -43,6 +47,10 @@ pub struct Cli {
     /// [default: /var/lib/tend for root, else $XDG_STATE_HOME/tend]
     #[arg(long, global = true, env = "TEND_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+
+    /// The config file with hosts and groups [default: ./tend.toml if present]
+    #[arg(short = 'c', long, global = true, env = "TEND_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 
     /// More output: -v shows unchanged steps and diffs of real runs, -vv debug logs
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -107,6 +115,38 @@ enum Command {
     /// Read or verify the audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run one shell command on many hosts (audited like a run)
+    #[command(after_help = "Example: tend exec -H @web -- systemctl restart nginx")]
+    Exec {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Stop the command after this long on a host
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+        /// The command, after `--`
+        #[arg(required = true, last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Connect, authenticate and run `true` on hosts, with timings
+    Ping {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the hosts a pattern selects and how each will be reached
+    Hosts {
+        /// Host pattern [default: all]
+        pattern: Option<String>,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]
@@ -125,6 +165,63 @@ enum AuditCommand {
     },
     /// Check the hash chain; names the first line that was edited or removed
     Verify,
+}
+
+/// Which hosts, and how to reach them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FleetArgs {
+    /// Hosts: names, globs (web*), groups (@web), exclusions (!web3), comma-separated;
+    /// `local` is this machine [default: this machine]
+    #[arg(short = 'H', long = "hosts", value_name = "PATTERN")]
+    pub hosts: Option<String>,
+    /// Ansible inventory (INI or YAML), in addition to tend.toml (repeatable)
+    #[arg(short = 'i', long = "inventory", value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// Only the selected hosts that also match this pattern
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// SSH client config, like `ssh -F` [default: ~/.ssh/config]
+    #[arg(short = 'F', value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// Accept and remember the key of a host seen for the first time (a changed key is
+    /// always refused), like StrictHostKeyChecking=accept-new
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// known_hosts file to check host keys against (repeatable) [default: ~/.ssh/known_hosts]
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Vec<PathBuf>,
+    /// Log in as this user
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Private key to log in with (an encrypted key reads $TEND_SSH_PASSPHRASE)
+    #[arg(long, value_name = "FILE")]
+    pub private_key: Option<PathBuf>,
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Option<Duration>,
+    /// Run commands and write files as root through `sudo -n`
+    #[arg(long = "become")]
+    pub become_: bool,
+    /// Hosts worked on at once
+    #[arg(short = 'f', long, default_value_t = DEFAULT_FORKS)]
+    pub forks: usize,
+}
+
+/// What a failure on one host does to the others.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PolicyArgs {
+    /// Rolling batches: a number, a percentage or a list like 1,5,25% (canary first);
+    /// a batch with a failure stops the run before the next batch
+    #[arg(long, value_name = "SIZES")]
+    pub serial: Option<String>,
+    /// Start no more hosts after the first failure
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Start no more hosts once more than this percentage has failed
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_fail_percent: Option<u8>,
+    /// If any host fails, roll back every host of the run
+    #[arg(long)]
+    pub atomic: bool,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +249,10 @@ pub struct RunArgs {
     /// Stop a recipe after this many script operations (runaway-loop guard)
     #[arg(long, default_value_t = 50_000_000)]
     pub max_operations: u64,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 fn parse_param(s: &str) -> std::result::Result<(String, String), String> {
@@ -229,6 +330,56 @@ fn sink_for(json: bool, human: &Human, dry_run: bool) -> (Sink, Output) {
         Output::Human(human.clone(), dry_run)
     };
     (out.sink(), out)
+}
+
+/// The hosts a command acts on: none (this machine) without `-H`.
+fn select_hosts(cli: &Cli, fleet: &FleetArgs, default_all: bool) -> Result<Vec<HostSpec>> {
+    let pattern = match (&fleet.hosts, default_all) {
+        (Some(p), _) => p.clone(),
+        (None, true) => "all".to_string(),
+        (None, false) => return Ok(vec![]),
+    };
+    let flags = ConnectFlags {
+        accept_new_host_keys: fleet.accept_new_host_keys,
+        known_hosts: fleet.known_hosts.clone(),
+        become_: fleet.become_,
+        user: fleet.user.clone(),
+        private_key: fleet.private_key.clone(),
+        connect_timeout: fleet.connect_timeout,
+    };
+    if pattern == "local" {
+        return Ok(vec![HostSpec::local()]);
+    }
+    let inv = Inventory::load(cli.config.as_deref(), &fleet.inventory, fleet.ssh_config.as_deref())?;
+    Ok(inv
+        .select(&pattern, fleet.limit.as_deref())?
+        .iter()
+        .map(|h| HostSpec::from_inventory(h, &flags))
+        .collect())
+}
+
+fn policy(p: &PolicyArgs) -> Result<(Policy, Vec<crate::fleet::BatchSize>)> {
+    let serial = match &p.serial {
+        Some(s) => parse_serial(s).map_err(Error::Usage)?,
+        None => vec![],
+    };
+    Ok((
+        Policy {
+            fail_fast: p.fail_fast,
+            max_fail_percent: p.max_fail_percent,
+            serial: !serial.is_empty(),
+        },
+        serial,
+    ))
+}
+
+fn exit_code(outcome: Outcome) -> i32 {
+    match outcome {
+        Outcome::Ok | Outcome::Skipped => exit::OK,
+        Outcome::Failed | Outcome::Unreachable => exit::FAILED,
+        Outcome::RolledBack => exit::ROLLED_BACK,
+        Outcome::RollbackIncomplete => exit::ROLLBACK_INCOMPLETE,
+    }
 }
 
 fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
@@ -325,6 +476,19 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             ));
             Ok(exit::OK)
         }
+        Command::Exec {
+            fleet,
+            policy,
+            timeout,
+            json,
+            command,
+        } => exec(cli, human, fleet, policy, *timeout, *json, command),
+        Command::Ping { fleet, json } => ping(cli, human, fleet, *json),
+        Command::Hosts {
+            pattern,
+            fleet,
+            json,
+        } => hosts(cli, pattern.as_deref(), fleet, *json),
         Command::Demo { dir } => {
             let dir = dir
                 .clone()
@@ -347,6 +511,8 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 json: false,
                 timeout: None,
                 max_operations: 50_000_000,
+                fleet: FleetArgs::default(),
+                policy: PolicyArgs::default(),
             };
             run(cli, human, &args)?;
             human.line("\n== 2. the run ==");
@@ -366,9 +532,12 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
 
 fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
     let state = state_dir(cli)?;
-    let (sink, _out) = sink_for(args.json, human, args.dry_run);
+    let recipe = Recipe::load(&args.recipe)?;
+    let hosts = select_hosts(cli, &args.fleet, false)?;
+    let (policy, serial) = policy(&args.policy)?;
+    let human = human.with_live(hosts.len());
+    let (sink, _out) = sink_for(args.json, &human, args.dry_run);
     let req = RunRequest {
-        recipe: args.recipe.clone(),
         params: args.params.clone(),
         dry_run: args.dry_run,
         no_rollback: args.no_rollback,
@@ -376,8 +545,16 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
             max_operations: args.max_operations,
             timeout: args.timeout,
         },
+        hosts,
+        forks: args.fleet.forks,
+        policy,
+        serial,
+        atomic: args.policy.atomic,
     };
-    let result = runner::run(&state, &req, sink)?;
+    let result = runner::run(&state, &recipe, &req, sink)?;
+    if !args.json {
+        human.summary(&result);
+    }
     Ok(match result.outcome {
         Outcome::Ok if args.dry_run && args.detailed_exitcode => {
             if result.changed + result.unknown > 0 {
@@ -386,9 +563,112 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
                 exit::OK
             }
         }
-        Outcome::Ok => exit::OK,
-        Outcome::Failed => exit::FAILED,
-        Outcome::RolledBack => exit::ROLLED_BACK,
-        Outcome::RollbackIncomplete => exit::ROLLBACK_INCOMPLETE,
+        o => exit_code(o),
     })
+}
+
+/// The recipe behind `tend exec`: the command is a parameter, never spliced into code.
+const EXEC_RECIPE: &str = "//! Ad-hoc command (tend exec).
+let p = params(#{ command: \"\", timeout: 0 });
+let opts = #{ allow_fail: true };
+if p.timeout > 0 { opts.timeout = p.timeout; }
+sh(p.command, opts);
+";
+
+fn exec(
+    cli: &Cli,
+    human: &Human,
+    fleet: &FleetArgs,
+    policy_args: &PolicyArgs,
+    timeout: Option<Duration>,
+    json: bool,
+    command: &[String],
+) -> Result<i32> {
+    let state = state_dir(cli)?;
+    let recipe = Recipe::from_text("exec", EXEC_RECIPE)?;
+    let hosts = select_hosts(cli, fleet, false)?;
+    let (policy, serial) = policy(policy_args)?;
+    // Outputs are grouped per host at the end; live lines meanwhile.
+    let collected: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let live = human.with_live(hosts.len());
+    let inner = if json {
+        Output::Json.sink()
+    } else {
+        let keep = collected.clone();
+        let live = live.clone();
+        Arc::new(move |e: &Event| {
+            if matches!(e, Event::HostStart { .. } | Event::HostEnd { .. }) {
+                live.progress_only(e);
+            }
+            keep.lock().expect("events").push(e.clone());
+        }) as Sink
+    };
+    let mut params = vec![("command".to_string(), command.join(" "))];
+    if let Some(t) = timeout {
+        params.push(("timeout".into(), t.as_secs().max(1).to_string()));
+    }
+    let req = RunRequest {
+        params,
+        dry_run: false,
+        no_rollback: true,
+        limits: Limits::default(),
+        hosts,
+        forks: fleet.forks,
+        policy,
+        serial,
+        atomic: false,
+    };
+    let result = runner::run(&state, &recipe, &req, inner)?;
+    let mut codes = Vec::new();
+    for h in &result.hosts {
+        let events = collected.lock().expect("events");
+        let step = events.iter().find_map(|e| match e {
+            Event::Step { host, report, .. } if *host == h.host => Some(report.clone()),
+            _ => None,
+        });
+        codes.push((h.host.clone(), h.outcome, step, h.error.clone()));
+    }
+    if !json {
+        human.exec_report(&codes);
+    }
+    let all_ok = codes
+        .iter()
+        .all(|(_, o, step, _)| *o == Outcome::Ok && step.as_ref().and_then(|s| s.code) == Some(0));
+    Ok(if all_ok { exit::OK } else { exit::FAILED })
+}
+
+fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> {
+    let hosts = select_hosts(cli, fleet, true)?;
+    let results = crate::ping::ping(&hosts, fleet.forks);
+    if json {
+        for r in &results {
+            println!("{}", serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?);
+        }
+    } else {
+        human.ping_table(&results);
+    }
+    Ok(if results.iter().all(|r| r.ok) {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
+fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Result<i32> {
+    let mut fleet = fleet.clone();
+    fleet.hosts = Some(pattern.unwrap_or("all").to_string());
+    let specs = select_hosts(cli, &fleet, true)?;
+    if json {
+        for s in &specs {
+            println!("{}", serde_json::to_string(s).map_err(|e| Error::Other(e.to_string()))?);
+        }
+    } else {
+        let mut t = table(&["HOST", "REACHED BY", "VARS"]);
+        for s in &specs {
+            let vars: Vec<String> = s.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            t.add_row(vec![s.name.clone(), s.how(), vars.join(" ")]);
+        }
+        println!("{t}");
+    }
+    Ok(exit::OK)
 }

@@ -17,6 +17,10 @@ pub enum Event {
         hosts: Vec<String>,
         params: BTreeMap<String, String>,
     },
+    /// A host's part of the run begins (connecting, for a remote host).
+    HostStart {
+        host: String,
+    },
     Step {
         host: String,
         step: u64,
@@ -52,6 +56,8 @@ pub enum Event {
         outcome: String,
         changed: u64,
         unknown: u64,
+        unchanged: u64,
+        duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },

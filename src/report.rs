@@ -1,12 +1,17 @@
 //! Rendering for people (and `--json`). The only module that prints, besides `cli`.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use comfy_table::{presets, Table};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::event::{Event, Sink};
 use crate::recipe::params::ParamDecl;
 use crate::recipe::Recipe;
-use crate::runner::RollbackReport;
+use crate::runner::{Outcome, RollbackReport, RunResult};
 use crate::state::RunMeta;
 
 #[derive(Clone)]
@@ -14,6 +19,56 @@ pub struct Human {
     color: bool,
     verbose: u8,
     quiet: bool,
+    live: Option<Arc<Live>>,
+    /// How many hosts the run has: per-host end lines only for fleets.
+    hosts_hint: usize,
+}
+
+/// On a terminal, during a fleet run: one live line per running host and an overall
+/// bar; everything else is printed above them.
+pub struct Live {
+    mp: MultiProgress,
+    total: ProgressBar,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Live {
+    fn new(hosts: usize) -> Live {
+        let mp = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout());
+        let total = mp.add(ProgressBar::new(hosts as u64));
+        total.set_style(
+            ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} hosts  {elapsed}")
+                .expect("template"),
+        );
+        Live {
+            mp,
+            total,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn host_bar(&self, host: &str) -> ProgressBar {
+        let mut bars = self.bars.lock().expect("bars");
+        bars.entry(host.to_string())
+            .or_insert_with(|| {
+                let b = self.mp.insert_before(&self.total, ProgressBar::new_spinner());
+                b.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix:<16} {wide_msg}")
+                        .expect("template"),
+                );
+                b.set_prefix(host.to_string());
+                b.enable_steady_tick(Duration::from_millis(120));
+                b
+            })
+            .clone()
+    }
+
+    fn host_done(&self, host: &str) {
+        if let Some(b) = self.bars.lock().expect("bars").remove(host) {
+            b.finish_and_clear();
+        }
+        self.total.inc(1);
+    }
 }
 
 const RESET: &str = "\x1b[0m";
@@ -30,6 +85,28 @@ impl Human {
             color,
             verbose,
             quiet,
+            live: None,
+            hosts_hint: 1,
+        }
+    }
+
+    /// Live per-host lines for a fleet run on a terminal.
+    pub fn with_live(&self, hosts: usize) -> Human {
+        use std::io::IsTerminal;
+        let mut h = self.clone();
+        h.hosts_hint = hosts;
+        if hosts > 1 && !self.quiet && std::io::stdout().is_terminal() {
+            h.live = Some(Arc::new(Live::new(hosts)));
+        }
+        h
+    }
+
+    fn out(&self, line: String) {
+        match &self.live {
+            Some(live) => {
+                let _ = live.mp.println(line);
+            }
+            None => println!("{line}"),
         }
     }
 
@@ -64,7 +141,7 @@ impl Human {
             } else {
                 l.to_string()
             };
-            println!("      {styled}");
+            self.out(format!("      {styled}"));
         }
     }
 
@@ -82,10 +159,21 @@ impl Human {
                     } else {
                         ""
                     };
-                    println!("{} {recipe}  run {run_id}{mode}", self.paint(BOLD, "tend"));
+                    self.out(format!("{} {recipe}  run {run_id}{mode}", self.paint(BOLD, "tend")));
                 }
             }
-            Event::Step { host, report, .. } => {
+            Event::HostStart { host } => {
+                if let Some(live) = &self.live {
+                    live.host_bar(host).set_message("connecting");
+                }
+            }
+            Event::Step {
+                host, step, report, ..
+            } => {
+                if let Some(live) = &self.live {
+                    live.host_bar(host)
+                        .set_message(format!("step {step}: {} {}", report.op, report.subject));
+                }
                 if self.quiet || (!report.changed && !report.unknown && self.verbose == 0) {
                     return;
                 }
@@ -99,10 +187,10 @@ impl Human {
                 } else {
                     (self.paint(DIM, "="), "")
                 };
-                println!(
+                self.out(format!(
                     "  {mark} {host}  {:<18} {}{note}",
                     report.op, report.subject
-                );
+                ));
                 if let Some(d) = &report.diff {
                     if report.changed && (dry_run || self.verbose > 0) {
                         self.diff(d);
@@ -111,13 +199,17 @@ impl Human {
                 if self.verbose > 0 {
                     if let Some(out) = report.stdout.as_deref().filter(|s| !s.is_empty()) {
                         for l in out.lines() {
-                            println!("      | {l}");
+                            self.out(format!("      | {l}"));
                         }
                     }
                 }
             }
             Event::StepFailed { host, error, .. } => {
-                eprintln!("  {} {host}  {error}", self.paint(RED, "✗"));
+                let line = format!("  {} {host}  {error}", self.paint(RED, "✗"));
+                match self.live {
+                    Some(_) => self.out(line),
+                    None => eprintln!("{line}"),
+                }
             }
             Event::Log {
                 host,
@@ -130,7 +222,7 @@ impl Human {
                         "error" => self.paint(RED, "error"),
                         _ => self.paint(CYAN, "info"),
                     };
-                    println!("  {tag} {host}  {message}");
+                    self.out(format!("  {tag} {host}  {message}"));
                 }
             }
             Event::Undo {
@@ -140,7 +232,7 @@ impl Human {
                 ..
             } => {
                 if !self.quiet {
-                    println!("  {} {host}  {action}: {result}", self.paint(CYAN, "↺"));
+                    self.out(format!("  {} {host}  {action}: {result}", self.paint(CYAN, "↺")));
                 }
             }
             Event::Rollback {
@@ -149,21 +241,48 @@ impl Human {
                 incomplete,
             } => {
                 if incomplete.is_empty() {
-                    println!(
+                    self.out(format!(
                         "  {} {host}  rolled back {reverted} change(s)",
                         self.paint(CYAN, "↺")
-                    );
+                    ));
                 } else {
-                    println!(
+                    self.out(format!(
                         "  {} {host}  rollback INCOMPLETE ({reverted} reverted); not undone:",
                         self.paint(RED, "!")
-                    );
+                    ));
                     for i in incomplete {
-                        println!("      - {i}");
+                        self.out(format!("      - {i}"));
                     }
                 }
             }
-            Event::HostEnd { .. } => {}
+            Event::HostEnd {
+                host,
+                outcome,
+                changed,
+                duration_ms,
+                error,
+                ..
+            } => {
+                let fleet = self.live.is_some() || self.hosts_hint > 1;
+                if let Some(live) = &self.live {
+                    live.host_done(host);
+                }
+                if fleet && !self.quiet {
+                    let mark = if outcome == "ok" || outcome == "skipped" {
+                        self.paint(GREEN, "✓")
+                    } else {
+                        self.paint(RED, "✗")
+                    };
+                    let why = match (outcome.as_str(), error) {
+                        ("ok", _) | (_, None) => String::new(),
+                        (_, Some(e)) => format!(": {}", e.lines().next().unwrap_or_default()),
+                    };
+                    self.out(format!(
+                        "  {mark} {host}  {outcome}, {changed} changed, {:.1}s{why}",
+                        *duration_ms as f64 / 1000.0
+                    ));
+                }
+            }
             Event::RunEnd {
                 run_id,
                 outcome,
@@ -171,6 +290,9 @@ impl Human {
                 unknown,
                 duration_ms,
             } => {
+                if let Some(live) = &self.live {
+                    live.total.finish_and_clear();
+                }
                 let verb = if dry_run { "to change" } else { "changed" };
                 let unknown = if *unknown > 0 {
                     format!(", {unknown} unknown")
@@ -181,12 +303,109 @@ impl Human {
                     "ok" => self.paint(GREEN, "ok"),
                     o => self.paint(RED, o),
                 };
-                println!(
+                self.out(format!(
                     "{outcome_text}: {changed} {verb}{unknown} in {:.1}s  (run {run_id})",
                     *duration_ms as f64 / 1000.0
-                );
+                ));
             }
         }
+    }
+
+    /// The end-of-run table of a fleet run.
+    pub fn summary(&self, result: &RunResult) {
+        if self.quiet || result.hosts.len() < 2 {
+            return;
+        }
+        let mut t = table(&["HOST", "OUTCOME", "CHANGED", "UNCHANGED", "UNKNOWN", "DURATION", "ERROR"]);
+        for h in &result.hosts {
+            let err = h.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
+            let err: String = err.chars().take(70).collect();
+            t.add_row(vec![
+                h.host.clone(),
+                h.outcome.as_str().to_string(),
+                h.changed.to_string(),
+                h.unchanged.to_string(),
+                h.unknown.to_string(),
+                format!("{:.1}s", h.duration_ms as f64 / 1000.0),
+                err,
+            ]);
+        }
+        println!("{t}");
+        let count = |f: &dyn Fn(Outcome) -> bool| result.hosts.iter().filter(|h| f(h.outcome)).count();
+        println!(
+            "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} skipped",
+            result.hosts.len(),
+            count(&|o| o == Outcome::Ok),
+            count(&|o| o == Outcome::Failed || o == Outcome::RollbackIncomplete),
+            count(&|o| o == Outcome::RolledBack || o == Outcome::RollbackIncomplete),
+            count(&|o| o == Outcome::Unreachable),
+            count(&|o| o == Outcome::Skipped),
+        );
+    }
+
+    /// For `tend exec`: only the live lines, the output comes grouped at the end.
+    pub fn progress_only(&self, e: &Event) {
+        if let Some(live) = &self.live {
+            match e {
+                Event::HostStart { host } => live.host_bar(host).set_message("running"),
+                Event::HostEnd { host, .. } => live.host_done(host),
+                _ => {}
+            }
+        }
+    }
+
+    /// `tend exec`: hosts with identical output and exit code folded into one block.
+    pub fn exec_report(&self, hosts: &[(String, Outcome, Option<crate::ops::StepReport>, Option<String>)]) {
+        if let Some(live) = &self.live {
+            live.total.finish_and_clear();
+        }
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for (host, outcome, step, error) in hosts {
+            let key = match (step, outcome) {
+                (Some(s), _) => {
+                    let mut k = format!("exit {}", s.code.unwrap_or(-1));
+                    let out = s.stdout.clone().unwrap_or_default();
+                    let err = s.stderr.clone().unwrap_or_default();
+                    if !out.is_empty() {
+                        k.push('\n');
+                        k.push_str(out.trim_end());
+                    }
+                    if !err.is_empty() {
+                        k.push_str("\n[stderr]\n");
+                        k.push_str(err.trim_end());
+                    }
+                    k
+                }
+                (None, o) => format!("{}: {}", o.as_str(), error.clone().unwrap_or_default()),
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, hs)) => hs.push(host.clone()),
+                None => groups.push((key, vec![host.clone()])),
+            }
+        }
+        for (key, hs) in &groups {
+            let mut lines = key.lines();
+            let head = lines.next().unwrap_or_default();
+            let style = if head == "exit 0" { GREEN } else { RED };
+            println!("{} ({head})", self.paint(style, &hs.join(", ")));
+            for l in lines {
+                println!("    {l}");
+            }
+        }
+    }
+
+    pub fn ping_table(&self, results: &[crate::ping::PingResult]) {
+        let mut t = table(&["HOST", "STATUS", "CONNECT", "EXEC", "ERROR"]);
+        for r in results {
+            t.add_row(vec![
+                r.host.clone(),
+                if r.ok { "ok".into() } else { "FAILED".into() },
+                format!("{:.1} ms", r.connect_ms),
+                format!("{:.1} ms", r.exec_ms),
+                r.error.clone().unwrap_or_default(),
+            ]);
+        }
+        println!("{t}");
     }
 
     pub fn show_recipe(&self, r: &Recipe, decls: &[ParamDecl], irreversible: &[String]) {
@@ -239,22 +458,24 @@ impl Human {
             println!("no runs yet");
             return;
         }
-        println!(
-            "{:<21} {:<16} {:<20} {:>8} {:<20} {:>7}",
-            "RUN", "RECIPE", "STARTED", "DURATION", "OUTCOME", "CHANGED"
-        );
+        let mut t = table(&["RUN", "RECIPE", "HOSTS", "STARTED", "DURATION", "OUTCOME", "CHANGED"]);
         for r in runs {
             let started = r.started.get(..19).unwrap_or(&r.started).replace('T', " ");
-            println!(
-                "{:<21} {:<16} {:<20} {:>7.1}s {:<20} {:>7}",
-                r.run_id,
-                r.recipe,
+            let hosts = match r.hosts.as_slice() {
+                [one] => one.clone(),
+                many => format!("{} hosts", many.len()),
+            };
+            t.add_row(vec![
+                r.run_id.clone(),
+                r.recipe.clone(),
+                hosts,
                 started,
-                r.duration_ms as f64 / 1000.0,
+                format!("{:.1}s", r.duration_ms as f64 / 1000.0),
                 r.effective_outcome(),
-                r.changed
-            );
+                r.changed.to_string(),
+            ]);
         }
+        println!("{t}");
     }
 
     pub fn audit_table(&self, events: &[serde_json::Value]) {
@@ -293,6 +514,14 @@ impl Human {
             );
         }
     }
+}
+
+/// A plain table in the style of `ps`: no borders, left-aligned columns.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
 }
 
 /// Where run events go: rendered for people, or as JSON Lines.

@@ -5,16 +5,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::audit::AuditLog;
 use crate::engine::{self, HostContext, Limits, Mode};
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
+use crate::fleet::{batches, run_pool, BatchSize, Policy};
 use crate::journal::Journal;
 use crate::ops::undo::{Reverted, Undo};
 use crate::ops::Ctx;
 use crate::recipe::params::{ParamDecl, ParamType};
+use crate::reach::{HostSpec, Reached};
 use crate::recipe::Recipe;
 use crate::state::{new_run_id, RunMeta, StateDir};
 use crate::target::local::Local;
@@ -22,19 +25,47 @@ use crate::target::overlay::Overlay;
 use crate::target::Target;
 
 pub struct RunRequest {
-    pub recipe: PathBuf,
     pub params: Vec<(String, String)>,
     pub dry_run: bool,
     pub no_rollback: bool,
     pub limits: Limits,
+    /// Where to run; empty means this machine.
+    pub hosts: Vec<HostSpec>,
+    pub forks: usize,
+    pub policy: Policy,
+    pub serial: Vec<BatchSize>,
+    /// If any host fails, roll back every host of the run.
+    pub atomic: bool,
 }
 
+impl RunRequest {
+    /// A run on this machine with default fleet settings.
+    pub fn local(params: Vec<(String, String)>, dry_run: bool) -> Self {
+        RunRequest {
+            params,
+            dry_run,
+            no_rollback: false,
+            limits: Limits::default(),
+            hosts: vec![],
+            forks: crate::fleet::DEFAULT_FORKS,
+            policy: Policy::default(),
+            serial: vec![],
+            atomic: false,
+        }
+    }
+}
+
+/// How one host's part of a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
     Failed,
     RolledBack,
     RollbackIncomplete,
+    /// Not reached: connection, host key or authentication failed. Nothing ran.
+    Unreachable,
+    /// Never started: an earlier batch or the failure policy stopped the run.
+    Skipped,
 }
 
 impl Outcome {
@@ -44,17 +75,73 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::RolledBack => "rolled_back",
             Outcome::RollbackIncomplete => "rollback_incomplete",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Outcome::Ok | Outcome::Skipped)
+    }
+}
+
+#[derive(Clone)]
+pub struct HostResult {
+    pub host: String,
+    pub outcome: Outcome,
+    pub changed: u64,
+    pub unknown: u64,
+    pub unchanged: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    /// Kept open for `--atomic`, which may roll this host back after the others end.
+    reached: Option<Arc<dyn Target>>,
+    journal: Option<PathBuf>,
+}
+
+impl HostResult {
+    fn new(host: &str, outcome: Outcome, error: Option<String>) -> Self {
+        HostResult {
+            host: host.to_string(),
+            outcome,
+            changed: 0,
+            unknown: 0,
+            unchanged: 0,
+            duration_ms: 0,
+            error,
+            reached: None,
+            journal: None,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunResult {
     pub run_id: String,
     pub outcome: Outcome,
     pub changed: u64,
     pub unknown: u64,
-    pub error: Option<String>,
+    pub hosts: Vec<HostResult>,
+}
+
+impl RunResult {
+    pub fn error(&self) -> Option<&str> {
+        self.hosts.iter().find_map(|h| h.error.as_deref())
+    }
+}
+
+/// The outcome of a whole run, for its exit code: the worst that happened anywhere.
+fn overall(hosts: &[HostResult]) -> Outcome {
+    let any = |o: Outcome| hosts.iter().any(|h| h.outcome == o);
+    if any(Outcome::RollbackIncomplete) {
+        Outcome::RollbackIncomplete
+    } else if any(Outcome::Failed) || any(Outcome::Unreachable) {
+        Outcome::Failed
+    } else if any(Outcome::RolledBack) {
+        Outcome::RolledBack
+    } else {
+        Outcome::Ok
+    }
 }
 
 fn null_sink() -> Sink {
@@ -176,7 +263,7 @@ fn audit_record(
         // A plan is recorded (who looked at what), its steps are not: nothing changed.
         _ if dry_run => matches!(event, Event::RunStart { .. } | Event::RunEnd { .. }),
         Event::Step { report, .. } => report.changed || report.unknown,
-        Event::Log { .. } | Event::Undo { .. } => false,
+        Event::Log { .. } | Event::Undo { .. } | Event::HostStart { .. } => false,
         _ => true,
     };
     if !keep {
@@ -224,15 +311,18 @@ fn audited(
     })
 }
 
-pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> {
+pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> Result<RunResult> {
     let started = Instant::now();
-    let recipe = Recipe::load(&req.recipe)?;
-    let decls = declared_params(&recipe, &req.params)?;
+    let decls = declared_params(recipe, &req.params)?;
     check_given(&decls, &req.params, true)
         .map_err(|m| Error::Param(format!("{}: {m}", recipe.path.display())))?;
-    let local: Arc<dyn Target> = Arc::new(Local::new());
-    let host = local.info().name.clone();
-    let user = local.info().user.clone();
+    let specs: Vec<HostSpec> = if req.hosts.is_empty() {
+        vec![HostSpec::local()]
+    } else {
+        req.hosts.clone()
+    };
+    let names: Vec<String> = specs.iter().map(|h| h.name.clone()).collect();
+    let user = Local::new().info().user.clone();
     let run_id = new_run_id();
     let params = recorded_params(&decls, &req.params);
     let mut meta = RunMeta {
@@ -248,87 +338,101 @@ pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> 
         outcome: "running".into(),
         changed: 0,
         dry_run: req.dry_run,
-        hosts: vec![host.clone()],
+        hosts: names.clone(),
+        targets: specs.clone(),
         pid: std::process::id(),
     };
     let audit = Some(Arc::new(AuditLog::new(state.root())));
     let sink = audited(sink, audit, run_id.clone(), user, req.dry_run);
-    let _lock = if req.dry_run {
-        None
-    } else {
+    if !req.dry_run {
         state.write_meta(&meta)?;
-        Some(state.lock_host(&host, &run_id)?)
-    };
+    }
     sink(&Event::RunStart {
         run_id: run_id.clone(),
         recipe: recipe.name.clone(),
         recipe_hash: recipe.hash.clone(),
         dry_run: req.dry_run,
-        hosts: vec![host.clone()],
+        hosts: names.clone(),
         params,
     });
 
-    let (ctx, journal_path) = if req.dry_run {
-        (Ctx::plan(Arc::new(Overlay::new(local.clone()))), None)
-    } else {
-        let dir = state.host_dir(&run_id, &host)?;
-        let jpath = state.journal_path(&run_id, &host);
-        let journal = Journal::open(&jpath)
-            .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
-        let backup = dir.join("backup").display().to_string();
-        (
-            Ctx::apply(local.clone(), Arc::new(journal), backup),
-            Some(jpath),
-        )
+    let one = HostRunner {
+        state,
+        run_id: &run_id,
+        recipe,
+        req,
+        sink: &sink,
     };
-    let hctx = Arc::new(HostContext::new(
-        ctx,
-        recipe.dir.clone(),
-        Mode::Run,
-        req.params.clone(),
-        recipe.param_docs(),
-        sink.clone(),
-    ));
-    let engine = engine::for_host(hctx.clone(), &req.limits);
-    let result = engine.run_ast(&recipe.ast);
-    drop(engine);
-    let changed = hctx.changed.load(std::sync::atomic::Ordering::SeqCst);
-    let unknown = hctx.unknown.load(std::sync::atomic::Ordering::SeqCst);
-
-    let (outcome, error) = match result {
-        Ok(()) => (Outcome::Ok, None),
-        Err(e) => {
-            let message = hctx.redact(&engine::describe(
-                &e,
-                &recipe.path.display().to_string(),
-                &req.limits,
-            ));
-            sink(&Event::StepFailed {
-                host: host.clone(),
-                step: hctx.ctx.current_step(),
-                error: message.clone(),
-            });
-            let outcome = match (&journal_path, req.no_rollback) {
-                (Some(jpath), false) => {
-                    let report = rollback_host(local.as_ref(), jpath, false, &sink)?;
-                    if report.incomplete.is_empty() {
-                        Outcome::RolledBack
-                    } else {
-                        Outcome::RollbackIncomplete
-                    }
+    let total = specs.len();
+    let mut results: Vec<Option<HostResult>> = vec![None; total];
+    let failed = AtomicUsize::new(0);
+    let policy = Policy {
+        serial: !req.serial.is_empty(),
+        ..req.policy.clone()
+    };
+    for batch in batches(total, &req.serial) {
+        let stop = AtomicBool::new(policy.broken(failed.load(Ordering::SeqCst), total));
+        let items: Vec<(usize, &HostSpec)> = batch.clone().map(|i| (i, &specs[i])).collect();
+        let done = run_pool(items, req.forks, &stop, |(i, spec)| {
+            let r = one.run_host(spec);
+            if r.outcome.is_failure() {
+                let f = failed.fetch_add(1, Ordering::SeqCst) + 1;
+                if policy.broken(f, total) {
+                    stop.store(true, Ordering::SeqCst);
                 }
-                _ => Outcome::Failed,
-            };
-            (outcome, Some(message))
+            }
+            (i, r)
+        });
+        for (i, r) in done.into_iter().flatten() {
+            results[i] = Some(r);
         }
-    };
-    sink(&Event::HostEnd {
-        host: host.clone(),
-        outcome: outcome.as_str().into(),
-        changed,
-        unknown,
-        error: error.clone(),
-    });
+        if !policy.next_batch_allowed(failed.load(Ordering::SeqCst), total) {
+            break;
+        }
+    }
+    let mut hosts: Vec<HostResult> = results
+        .into_iter()
+        .zip(&names)
+        .map(|(r, name)| {
+            r.unwrap_or_else(|| {
+                let skipped = HostResult::new(
+                    name,
+                    Outcome::Skipped,
+                    Some("not started: the failure policy stopped the run".into()),
+                );
+                sink(&Event::HostEnd {
+                    host: name.clone(),
+                    outcome: skipped.outcome.as_str().into(),
+                    changed: 0,
+                    unknown: 0,
+                    unchanged: 0,
+                    duration_ms: 0,
+                    error: skipped.error.clone(),
+                });
+                skipped
+            })
+        })
+        .collect();
+
+    if req.atomic && !req.dry_run && hosts.iter().any(|h| h.outcome.is_failure()) {
+        // All or nothing: the hosts that succeeded are rolled back too.
+        for h in hosts.iter_mut().filter(|h| h.outcome == Outcome::Ok) {
+            let (Some(target), Some(jpath)) = (h.reached.clone(), h.journal.clone()) else {
+                continue;
+            };
+            let report = rollback_host(target.as_ref(), &jpath, false, &sink)?;
+            h.outcome = if report.incomplete.is_empty() {
+                Outcome::RolledBack
+            } else {
+                Outcome::RollbackIncomplete
+            };
+            h.error = Some("rolled back: another host of this --atomic run failed".into());
+        }
+    }
+
+    let outcome = overall(&hosts);
+    let changed = hosts.iter().map(|h| h.changed).sum();
+    let unknown = hosts.iter().map(|h| h.unknown).sum();
     let duration_ms = started.elapsed().as_millis() as u64;
     sink(&Event::RunEnd {
         run_id: run_id.clone(),
@@ -344,13 +448,155 @@ pub fn run(state: &StateDir, req: &RunRequest, sink: Sink) -> Result<RunResult> 
         meta.duration_ms = duration_ms;
         state.write_meta(&meta)?;
     }
+    for h in &mut hosts {
+        h.reached = None;
+    }
     Ok(RunResult {
         run_id,
         outcome,
         changed,
         unknown,
-        error,
+        hosts,
     })
+}
+
+/// What every host of a run shares.
+struct HostRunner<'a> {
+    state: &'a StateDir,
+    run_id: &'a str,
+    recipe: &'a Recipe,
+    req: &'a RunRequest,
+    sink: &'a Sink,
+}
+
+impl HostRunner<'_> {
+    fn end(&self, mut r: HostResult, started: Instant) -> HostResult {
+        r.duration_ms = started.elapsed().as_millis() as u64;
+        (self.sink)(&Event::HostEnd {
+            host: r.host.clone(),
+            outcome: r.outcome.as_str().into(),
+            changed: r.changed,
+            unknown: r.unknown,
+            unchanged: r.unchanged,
+            duration_ms: r.duration_ms,
+            error: r.error.clone(),
+        });
+        r
+    }
+
+    /// Connect, lock, run the recipe, roll back on failure. Never returns an error:
+    /// whatever happens to one host is that host's outcome, not the fleet's.
+    fn run_host(&self, spec: &HostSpec) -> HostResult {
+        let started = Instant::now();
+        let name = spec.name.as_str();
+        (self.sink)(&Event::HostStart {
+            host: name.to_string(),
+        });
+        let reached = match spec.connect() {
+            Ok(r) => r,
+            Err(e) => {
+                return self.end(
+                    HostResult::new(name, Outcome::Unreachable, Some(e.to_string())),
+                    started,
+                )
+            }
+        };
+        match self.run_reached(spec, &reached) {
+            Ok(r) => self.end(r, started),
+            Err(e) => self.end(
+                HostResult::new(name, Outcome::Failed, Some(e.to_string())),
+                started,
+            ),
+        }
+    }
+
+    fn run_reached(&self, spec: &HostSpec, reached: &Reached) -> Result<HostResult> {
+        let name = spec.name.as_str();
+        let target = reached.target.clone();
+        let req = self.req;
+        let _local_lock = if req.dry_run {
+            None
+        } else {
+            Some(self.state.lock_host(name, self.run_id)?)
+        };
+        let remote_lock = match (&reached.remote_state, req.dry_run) {
+            (Some(dir), false) => Some(crate::lock::acquire(
+                target.as_ref(),
+                &crate::target::join(dir, "lock"),
+                self.run_id,
+            )?),
+            _ => None,
+        };
+        let (ctx, journal_path) = if req.dry_run {
+            (Ctx::plan(Arc::new(Overlay::new(target.clone()))), None)
+        } else {
+            let dir = self.state.host_dir(self.run_id, name)?;
+            let jpath = self.state.journal_path(self.run_id, name);
+            let journal = Journal::open(&jpath)
+                .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
+            // Old contents stay on the machine they came from: rollback needs no transfer.
+            let backup = match &reached.remote_state {
+                Some(remote) => format!("{remote}/runs/{}/backup", self.run_id),
+                None => dir.join("backup").display().to_string(),
+            };
+            (
+                Ctx::apply(target.clone(), Arc::new(journal), backup),
+                Some(jpath),
+            )
+        };
+        let hctx = Arc::new(HostContext::new(
+            ctx,
+            self.recipe.dir.clone(),
+            Mode::Run,
+            req.params.clone(),
+            self.recipe.param_docs(),
+            self.sink.clone(),
+        ));
+        let engine = engine::for_host(hctx.clone(), &req.limits);
+        let result = engine.run_ast(&self.recipe.ast);
+        drop(engine);
+        let mut r = HostResult::new(name, Outcome::Ok, None);
+        r.changed = hctx.changed.load(Ordering::SeqCst);
+        r.unknown = hctx.unknown.load(Ordering::SeqCst);
+        r.unchanged = hctx.ctx.current_step().saturating_sub(r.changed + r.unknown);
+        r.journal = journal_path.clone();
+        if let Err(e) = result {
+            let message = hctx.redact(&engine::describe(
+                &e,
+                &self.recipe.path.display().to_string(),
+                &req.limits,
+            ));
+            (self.sink)(&Event::StepFailed {
+                host: name.to_string(),
+                step: hctx.ctx.current_step(),
+                error: message.clone(),
+            });
+            r.unchanged = r.unchanged.saturating_sub(1);
+            r.error = Some(message);
+            // Nothing journaled means nothing changed: a plain failure, not a rollback.
+            let journaled = journal_path
+                .as_deref()
+                .is_some_and(|j| Journal::read(j).is_ok_and(|e| !e.is_empty()));
+            r.outcome = match (&journal_path, req.no_rollback || !journaled) {
+                (Some(jpath), false) => {
+                    let report = rollback_host(target.as_ref(), jpath, false, self.sink)?;
+                    if report.incomplete.is_empty() {
+                        Outcome::RolledBack
+                    } else {
+                        Outcome::RollbackIncomplete
+                    }
+                }
+                _ => Outcome::Failed,
+            };
+        }
+        if let Some(lock) = remote_lock {
+            lock.release(target.as_ref());
+        }
+        if req.atomic {
+            r.reached = Some(target);
+        }
+        Ok(r)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -477,17 +723,31 @@ pub fn rollback(
         )));
     }
     for host in hosts {
-        let target: Arc<dyn Target> = Arc::new(Local::new());
+        let jpath = state.journal_path(run_id, &host);
+        if !jpath.exists() {
+            continue;
+        }
+        let spec = meta
+            .targets
+            .iter()
+            .find(|t| t.name == host)
+            .cloned()
+            .unwrap_or_else(HostSpec::local);
+        let reached = match spec.connect() {
+            Ok(r) => r,
+            Err(e) => {
+                total.incomplete.push(format!(
+                    "{host}: not reached ({e}); its journal is kept: retry `tend rollback {run_id} --host {host}`"
+                ));
+                continue;
+            }
+        };
         let _lock = if dry_run {
             None
         } else {
             Some(state.lock_host(&host, run_id)?)
         };
-        let jpath = state.journal_path(run_id, &host);
-        if !jpath.exists() {
-            continue;
-        }
-        let r = rollback_host(target.as_ref(), &jpath, dry_run, &sink)?;
+        let r = rollback_host(reached.target.as_ref(), &jpath, dry_run, &sink)?;
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
     }

@@ -41,6 +41,9 @@ pub struct RunMeta {
     pub changed: u64,
     pub dry_run: bool,
     pub hosts: Vec<String>,
+    /// How each host was reached, so a later rollback can reach it again.
+    #[serde(default)]
+    pub targets: Vec<crate::reach::HostSpec>,
     pub pid: u32,
 }
 

@@ -61,6 +61,23 @@ impl Recipe {
         })
     }
 
+    /// A recipe built into tend (like the one behind `tend exec`).
+    pub fn from_text(name: &str, source: &str) -> Result<Recipe> {
+        let display = format!("<{name}>");
+        let dir = PathBuf::from(".");
+        let (ast, modules) = resolver::compile(source, &display, &dir)?;
+        let hash = content_hash(source, &modules);
+        Ok(Recipe {
+            path: PathBuf::from(display),
+            name: name.to_string(),
+            source: source.to_string(),
+            dir,
+            ast: Arc::new(ast),
+            modules,
+            hash,
+        })
+    }
+
     /// The leading `//!` lines, without the marker.
     pub fn doc(&self) -> String {
         doc_of(&self.source)

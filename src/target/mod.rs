@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod overlay;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

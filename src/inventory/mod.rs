@@ -1,0 +1,274 @@
+//! The inventory: which hosts exist, how to reach them, their groups and variables, and
+//! which of them a `-H` pattern means.
+//!
+//! Nobody should retype their fleet, so hosts come from up to three kinds of source,
+//! merged in this order (a later one overrides what an earlier one set for a host):
+//!
+//! 1. `tend.toml`: `[hosts.NAME]` and `[groups.NAME]` tables ([`config`]);
+//! 2. Ansible inventories given with `-i`, INI or YAML ([`ansible`]);
+//! 3. `~/.ssh/config` ([`ssh_config`]): each alias without wildcards is a host, and its
+//!    settings fill, for every host, the connection fields no inventory set.
+//!
+//! [`model`] merges them and resolves groups and variables the way Ansible does (`all`,
+//! then parent groups before their children, then the host). [`pattern`] turns a `-H`
+//! pattern into hosts. Errors are [`Error::Usage`] naming the file and line, or the
+//! pattern term, and what to do about it.
+
+mod ansible;
+mod config;
+mod model;
+mod pattern;
+mod range;
+mod ssh_config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// One host, ready to connect to: everything the runner and the SSH target need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// Inventory name (what `-H`, the journal and the reports use).
+    pub name: String,
+    /// What to connect to: `address` / `ansible_host` / ssh `HostName`; default the name.
+    pub address: String,
+    /// `None`: ssh's default, 22.
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_files: Vec<PathBuf>,
+    pub identities_only: bool,
+    pub proxy_jump: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    /// Run operations through `sudo -n` (`become = true`, `ansible_become`).
+    pub become_: bool,
+    /// Every group the host belongs to, directly or through children, from the
+    /// shallowest to the deepest (the order their variables were merged in). `all` is
+    /// implied and not listed; a host in no group is in `ungrouped`.
+    pub groups: Vec<String>,
+    /// Group variables (`all` first, parents before children), then the host's own.
+    pub vars: BTreeMap<String, String>,
+    /// Where the host was first defined: `tend.toml:12`, `inventory.ini:3`,
+    /// `~/.ssh/config:7`, or `command line` for an ad-hoc host.
+    pub source: String,
+}
+
+impl Host {
+    /// The port to connect to: the configured one or 22.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(22)
+    }
+}
+
+/// Hosts and groups from every inventory source, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    hosts: Vec<Host>,
+    index: HashMap<String, usize>,
+    groups: BTreeMap<String, Vec<String>>,
+    ssh: Option<ssh_config::SshConfigFile>,
+    sources: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Where the ssh config comes from: named by the caller (must parse), or found by
+/// default (skipped with a warning if it doesn't).
+#[derive(Clone, Copy)]
+enum SshSource<'a> {
+    File(&'a Path),
+    IfUsable(&'a Path),
+}
+
+impl Inventory {
+    /// Load the inventory as the CLI does. `config`: tend.toml (`None`: `./tend.toml` if
+    /// present); `extra`: `-i` files (INI, YAML or tend-style TOML, detected by extension
+    /// or content; a directory loads each file in it); `ssh_config`: `None` means
+    /// `~/.ssh/config` if present. A path given explicitly must exist.
+    pub fn load(
+        config: Option<&Path>,
+        extra: &[PathBuf],
+        ssh_config: Option<&Path>,
+    ) -> Result<Inventory, Error> {
+        let default_config = Path::new("tend.toml");
+        let config = config.or_else(|| default_config.is_file().then_some(default_config));
+        let home_ssh = std::env::var_os("HOME").map(|h| Path::new(&h).join(".ssh").join("config"));
+        // An ssh config named by the caller must parse; a broken ~/.ssh/config found by
+        // default only warns, so it can't stop runs that don't need it.
+        let ssh_config = match ssh_config {
+            Some(p) => Some(SshSource::File(p)),
+            None => home_ssh
+                .as_deref()
+                .filter(|p| p.is_file())
+                .map(SshSource::IfUsable),
+        };
+        Self::load_sources(config, extra, ssh_config)
+    }
+
+    /// Load exactly the given sources, with no defaults looked up (`None`: no such
+    /// source). For tests and for callers that resolved the paths themselves.
+    pub fn load_exact(
+        config: Option<&Path>,
+        extra: &[PathBuf],
+        ssh_config: Option<&Path>,
+    ) -> Result<Inventory, Error> {
+        Self::load_sources(config, extra, ssh_config.map(SshSource::File))
+    }
+
+    fn load_sources(
+        config: Option<&Path>,
+        extra: &[PathBuf],
+        ssh_config: Option<SshSource>,
+    ) -> Result<Inventory, Error> {
+        let mut model = model::Model::default();
+        let mut sources = Vec::new();
+
+        if let Some(path) = config {
+            let display = path.display().to_string();
+            let text = read(path, "config file", "check the --config path")?;
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            config::parse(&text, &display, base, &mut model)?;
+            sources.push(display);
+        }
+
+        for path in extra {
+            for file in inventory_files(path)? {
+                let display = file.display().to_string();
+                let text = read(&file, "inventory file", "check the -i path")?;
+                match ansible::detect(&file, &text) {
+                    ansible::Format::Ini => ansible::parse_ini(&text, &display, &mut model)?,
+                    ansible::Format::Yaml => ansible::parse_yaml(&text, &display, &mut model)?,
+                    ansible::Format::Toml => {
+                        let base = file
+                            .parent()
+                            .filter(|p| !p.as_os_str().is_empty())
+                            .unwrap_or(Path::new("."));
+                        config::parse(&text, &display, base, &mut model)?
+                    }
+                }
+                sources.push(display);
+            }
+        }
+
+        let mut warnings = Vec::new();
+        let ssh = match ssh_config {
+            Some(SshSource::File(path)) => Some(ssh_config::SshConfigFile::load(path)?),
+            Some(SshSource::IfUsable(path)) => match ssh_config::SshConfigFile::load(path) {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    warnings.push(format!("{e}; its hosts and settings are not used"));
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(cfg) = &ssh {
+            // An alias that is already an inventory host (by name or address) is the
+            // same machine, not another one.
+            for (alias, source) in &cfg.aliases {
+                if !model.knows_host(alias) {
+                    model.add_member(model::SSH_CONFIG_GROUP, alias, source)?;
+                }
+            }
+            sources.push(cfg.display.clone());
+        }
+
+        let (hosts, groups) = model.resolve(ssh.as_ref())?;
+        let index = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.clone(), i))
+            .collect();
+        Ok(Inventory {
+            hosts,
+            index,
+            groups,
+            ssh,
+            sources,
+            warnings,
+        })
+    }
+
+    /// Every host, in inventory order (the order the sources first name them).
+    pub fn hosts(&self) -> Vec<&Host> {
+        self.hosts.iter().collect()
+    }
+
+    /// The host called `name`, if the inventory has it.
+    pub fn get(&self, name: &str) -> Option<&Host> {
+        self.index.get(name).map(|&i| &self.hosts[i])
+    }
+
+    /// Group → its member host names (through children too), in inventory order.
+    /// Includes `all`, `ungrouped` when some host is in no group, and `ssh_config`
+    /// (the hosts only `~/.ssh/config` defines) when there are any.
+    pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
+        self.groups.clone()
+    }
+
+    /// The files the inventory was read from, as shown in messages.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Problems that did not stop loading (a default `~/.ssh/config` that does not
+    /// parse), for the CLI to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Resolve a pattern list as given to `-H`, then keep only the hosts `limit` (the
+    /// `--limit` pattern) also selects. Fails on a term that matches nothing, and on an
+    /// empty result.
+    pub fn select(&self, patterns: &str, limit: Option<&str>) -> Result<Vec<Host>, Error> {
+        pattern::select(self, patterns, limit)
+    }
+}
+
+fn read(path: &Path, what: &str, hint: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Usage(format!("{what} {} does not exist; {hint}", path.display()))
+        } else {
+            Error::io(format!("cannot read {what} {}", path.display()), e)
+        }
+    })
+}
+
+/// A file, or each file of a directory (sorted; hidden files, backups and Ansible's
+/// `group_vars`/`host_vars` folders skipped).
+fn inventory_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        Error::io(
+            format!("cannot list inventory directory {}", path.display()),
+            e,
+        )
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            Error::io(
+                format!("cannot list inventory directory {}", path.display()),
+                e,
+            )
+        })?;
+        let p = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let skip = name.starts_with('.')
+            || name.ends_with('~')
+            || [".bak", ".orig", ".retry", ".swp", ".md", ".txt"]
+                .iter()
+                .any(|s| name.ends_with(s));
+        if !skip && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

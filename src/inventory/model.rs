@@ -1,0 +1,557 @@
+//! The inventory as the files wrote it, and how it resolves into [`Host`]s.
+//!
+//! Every format (tend.toml, Ansible INI, Ansible YAML, `~/.ssh/config`) is parsed into
+//! one [`Model`]: hosts in the order they were first written, groups with their direct
+//! members, children, connection [`Settings`] and variables. Several files add to the
+//! same model; a later file overrides what an earlier one set for the same host or
+//! group (as `ansible -i a -i b` does).
+//!
+//! Resolution then works like Ansible's: a host belongs to every group that lists it
+//! and to all their ancestors; a host in no group is in `ungrouped`; every host is in
+//! `all`. Variables and connection settings are merged from the shallowest group
+//! (`all`) to the deepest (parents before children; groups at one depth by name), then
+//! the host's own on top. `~/.ssh/config` fills whatever is still unset last.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ssh_config::SshConfigFile;
+use super::Host;
+use crate::error::Error;
+
+/// Connection settings of a host or group; `None` means "not set here".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Settings {
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_files: Option<Vec<PathBuf>>,
+    pub identities_only: Option<bool>,
+    pub proxy_jump: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    pub become_: Option<bool>,
+}
+
+impl Settings {
+    /// Lay `other` over `self`: every field `other` sets wins.
+    pub fn overlay(&mut self, other: &Settings) {
+        fn set<T: Clone>(a: &mut Option<T>, b: &Option<T>) {
+            if b.is_some() {
+                a.clone_from(b);
+            }
+        }
+        set(&mut self.address, &other.address);
+        set(&mut self.port, &other.port);
+        set(&mut self.user, &other.user);
+        set(&mut self.identity_files, &other.identity_files);
+        set(&mut self.identities_only, &other.identities_only);
+        set(&mut self.proxy_jump, &other.proxy_jump);
+        set(&mut self.connect_timeout, &other.connect_timeout);
+        set(&mut self.become_, &other.become_);
+    }
+
+    /// Take an Ansible connection variable (`ansible_host`, `ansible_port`, …) into the
+    /// settings. Returns `Ok(false)` for a variable that is not one of them. The error is
+    /// the message only; the caller says where the variable was written.
+    pub fn apply_ansible_var(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        match key {
+            "ansible_host" | "ansible_ssh_host" => self.address = Some(non_empty(key, value)?),
+            "ansible_port" | "ansible_ssh_port" => self.port = Some(parse_port(value)?),
+            "ansible_user" | "ansible_ssh_user" => self.user = Some(non_empty(key, value)?),
+            "ansible_ssh_private_key_file" | "ansible_private_key_file" => {
+                self.identity_files = Some(vec![expand_tilde(&non_empty(key, value)?)])
+            }
+            "ansible_become" => self.become_ = Some(parse_bool(value)?),
+            "ansible_ssh_timeout" | "ansible_timeout" => {
+                self.connect_timeout = Some(parse_duration(value)?)
+            }
+            "ansible_ssh_common_args" | "ansible_ssh_extra_args" => match proxy_jump_in_args(value)
+            {
+                Some(jump) => self.proxy_jump = Some(jump),
+                None => return Ok(false),
+            },
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+fn non_empty(key: &str, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(format!("`{key}` is empty; give it a value or remove it"))
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+/// `-J bastion`, `-Jbastion` or `-o ProxyJump=bastion` in `ansible_ssh_common_args`.
+fn proxy_jump_in_args(args: &str) -> Option<String> {
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].trim_matches(|c| c == '\'' || c == '"');
+        if w == "-J" {
+            return words
+                .get(i + 1)
+                .map(|s| s.trim_matches(|c| c == '\'' || c == '"').to_string());
+        }
+        if let Some(rest) = w.strip_prefix("-J") {
+            return Some(rest.to_string());
+        }
+        let opt = if w == "-o" {
+            i += 1;
+            words
+                .get(i)
+                .map(|s| s.trim_matches(|c| c == '\'' || c == '"'))
+        } else {
+            w.strip_prefix("-o")
+        };
+        if let Some(opt) = opt {
+            let (k, v) = opt
+                .split_once('=')
+                .or_else(|| opt.split_once(' '))
+                .unwrap_or((opt, ""));
+            if k.eq_ignore_ascii_case("proxyjump") && !v.is_empty() {
+                return Some(v.to_string());
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `yes/no`, `true/false`, `on/off`, `1/0`, any case (Ansible's and ssh's spellings).
+pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" | "y" => Ok(true),
+        "no" | "false" | "off" | "0" | "n" => Ok(false),
+        _ => Err(format!("expected true or false, found `{v}`")),
+    }
+}
+
+pub(crate) fn parse_port(v: &str) -> Result<u16, String> {
+    match v.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!(
+            "port must be a number from 1 to 65535, found `{v}`"
+        )),
+    }
+}
+
+/// Whole seconds (`10`) or a duration (`10s`, `1m`).
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v)
+        .map_err(|_| format!("expected a duration in seconds (`10`) or like `10s`, found `{v}`"))
+}
+
+/// `~/x` → `$HOME/x`; anything else unchanged.
+pub(crate) fn expand_tilde(p: &str) -> PathBuf {
+    if p == "~" || p.starts_with("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            let mut path = PathBuf::from(home);
+            if p.len() > 2 {
+                path.push(&p[2..]);
+            }
+            return path;
+        }
+    }
+    PathBuf::from(p)
+}
+
+/// Host and group names are used in `-H` patterns, so the characters that patterns give
+/// a meaning to can't be part of a name.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("empty {kind} name"));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || *c == ',') {
+        return Err(format!(
+            "{kind} name `{name}` contains {}; names can't contain spaces or commas",
+            if c == ',' { "a comma" } else { "whitespace" }
+        ));
+    }
+    if name.starts_with(['!', '&', '@', '~']) {
+        return Err(format!(
+            "{kind} name `{name}` starts with `{}`, which `-H` patterns reserve; rename it",
+            &name[..1]
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HostDef {
+    pub name: String,
+    pub settings: Settings,
+    pub vars: BTreeMap<String, String>,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ChildRef {
+    pub name: String,
+    pub source: String,
+    /// tend.toml is strict: a child group must be defined somewhere. Ansible creates
+    /// undefined children silently, so INI and YAML are not.
+    pub strict: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroupDef {
+    pub hosts: Vec<String>,
+    host_set: HashSet<String>,
+    pub children: Vec<ChildRef>,
+    pub settings: Settings,
+    pub vars: BTreeMap<String, String>,
+    pub source: Option<String>,
+}
+
+/// The group every host of `~/.ssh/config` that no other source defines is put in, so
+/// `-H 'all,!@ssh_config'` leaves them out.
+pub(crate) const SSH_CONFIG_GROUP: &str = "ssh_config";
+
+/// Group → member host names, in inventory order.
+pub(crate) type Members = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Model {
+    pub hosts: Vec<HostDef>,
+    index: HashMap<String, usize>,
+    pub groups: BTreeMap<String, GroupDef>,
+}
+
+impl Model {
+    /// Whether a host is called `name` or has it as its address.
+    pub fn knows_host(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+            || self
+                .hosts
+                .iter()
+                .any(|h| h.settings.address.as_deref() == Some(name))
+    }
+
+    /// The host called `name`, created (first seen at `source`) if new.
+    pub fn host(&mut self, name: &str, source: &str) -> Result<&mut HostDef, Error> {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                check_name("host", name).map_err(|m| usage(source, m))?;
+                self.hosts.push(HostDef {
+                    name: name.to_string(),
+                    settings: Settings::default(),
+                    vars: BTreeMap::new(),
+                    source: source.to_string(),
+                });
+                self.index.insert(name.to_string(), self.hosts.len() - 1);
+                self.hosts.len() - 1
+            }
+        };
+        Ok(&mut self.hosts[i])
+    }
+
+    pub fn group(&mut self, name: &str, source: &str) -> Result<&mut GroupDef, Error> {
+        if !self.groups.contains_key(name) {
+            check_name("group", name).map_err(|m| usage(source, m))?;
+        }
+        let g = self.groups.entry(name.to_string()).or_default();
+        if g.source.is_none() {
+            g.source = Some(source.to_string());
+        }
+        Ok(g)
+    }
+
+    pub fn add_member(&mut self, group: &str, host: &str, source: &str) -> Result<(), Error> {
+        self.host(host, source)?;
+        let g = self.group(group, source)?;
+        if g.host_set.insert(host.to_string()) {
+            g.hosts.push(host.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn add_child(
+        &mut self,
+        parent: &str,
+        child: &str,
+        source: &str,
+        strict: bool,
+    ) -> Result<(), Error> {
+        if child == "all" {
+            return Err(usage(
+                source,
+                format!(
+                    "`all` can't be a child of `{parent}`: every group is already inside `all`"
+                ),
+            ));
+        }
+        if child == parent {
+            return Err(usage(
+                source,
+                format!("group `{parent}` lists itself as a child"),
+            ));
+        }
+        check_name("group", child).map_err(|m| usage(source, m))?;
+        let g = self.group(parent, source)?;
+        if !g.children.iter().any(|c| c.name == child) {
+            g.children.push(ChildRef {
+                name: child.to_string(),
+                source: source.to_string(),
+                strict,
+            });
+        }
+        Ok(())
+    }
+
+    /// Resolve groups, variables and settings into the final hosts (in inventory order)
+    /// and the transitive group → members map.
+    pub fn resolve(mut self, ssh: Option<&SshConfigFile>) -> Result<(Vec<Host>, Members), Error> {
+        self.groups.entry("all".to_string()).or_default();
+
+        // Children must exist (strictly for tend.toml; Ansible creates them).
+        let mut missing = Vec::new();
+        for (name, g) in &self.groups {
+            for c in &g.children {
+                if !self.groups.contains_key(&c.name) {
+                    if c.strict {
+                        let hint = if self.index.contains_key(&c.name) {
+                            format!("`{}` is a host: list it in `hosts` instead", c.name)
+                        } else {
+                            format!("define [groups.{}] or fix the name", c.name)
+                        };
+                        return Err(usage(
+                            &c.source,
+                            format!(
+                                "group `{name}` has child group `{}`, which is not defined; {hint}",
+                                c.name
+                            ),
+                        ));
+                    }
+                    missing.push((c.name.clone(), c.source.clone()));
+                }
+            }
+        }
+        for (name, source) in missing {
+            self.group(&name, &source)?;
+        }
+
+        let depth = self.depths()?;
+
+        // Direct memberships, then every ancestor.
+        let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (name, g) in &self.groups {
+            for c in &g.children {
+                parents
+                    .entry(c.name.as_str())
+                    .or_default()
+                    .push(name.as_str());
+            }
+        }
+        let mut direct: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (name, g) in &self.groups {
+            if name == "all" || name == "ungrouped" {
+                continue;
+            }
+            for h in &g.hosts {
+                direct.entry(h.as_str()).or_default().push(name.as_str());
+            }
+        }
+
+        let empty = GroupDef::default();
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        let mut members: BTreeMap<String, Vec<String>> = self
+            .groups
+            .keys()
+            .filter(|g| *g != "ungrouped")
+            .map(|g| (g.clone(), Vec::new()))
+            .collect();
+        for h in &self.hosts {
+            let mut groups: BTreeSet<&str> = BTreeSet::new();
+            let mut todo: Vec<&str> = direct.get(h.name.as_str()).cloned().unwrap_or_default();
+            while let Some(g) = todo.pop() {
+                if g != "all" && groups.insert(g) {
+                    if let Some(ps) = parents.get(g) {
+                        todo.extend(ps.iter().copied());
+                    }
+                }
+            }
+            if groups.is_empty() {
+                groups.insert("ungrouped");
+            }
+            let mut ordered: Vec<&str> = groups.into_iter().collect();
+            ordered.sort_by_key(|g| (depth.get(*g).copied().unwrap_or(1), *g));
+
+            let mut settings = Settings::default();
+            let mut vars = BTreeMap::new();
+            for g in std::iter::once("all").chain(ordered.iter().copied()) {
+                let gd = self.groups.get(g).unwrap_or(&empty);
+                settings.overlay(&gd.settings);
+                vars.extend(gd.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            settings.overlay(&h.settings);
+            vars.extend(h.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+            for g in std::iter::once("all").chain(ordered.iter().copied()) {
+                members
+                    .entry(g.to_string())
+                    .or_default()
+                    .push(h.name.clone());
+            }
+            let groups = ordered.into_iter().map(str::to_string).collect();
+            hosts.push(finish_host(
+                &h.name,
+                &settings,
+                vars,
+                groups,
+                h.source.clone(),
+                ssh,
+            ));
+        }
+        Ok((hosts, members))
+    }
+
+    /// Depth of each group below `all` (the longest path), refusing cycles.
+    fn depths(&self) -> Result<HashMap<String, usize>, Error> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Active,
+            Done,
+        }
+        fn visit<'a>(
+            m: &'a Model,
+            g: &'a str,
+            d: usize,
+            marks: &mut HashMap<&'a str, Mark>,
+            stack: &mut Vec<&'a str>,
+            depth: &mut HashMap<String, usize>,
+        ) -> Result<(), Error> {
+            let cur = depth.entry(g.to_string()).or_insert(0);
+            if d > *cur {
+                *cur = d;
+            } else if marks.get(g) == Some(&Mark::Done) {
+                return Ok(());
+            }
+            if marks.get(g) == Some(&Mark::Active) {
+                let start = stack.iter().position(|s| *s == g).unwrap_or(0);
+                let mut cycle: Vec<&str> = stack[start..].to_vec();
+                cycle.push(g);
+                let src = m
+                    .groups
+                    .get(g)
+                    .and_then(|x| x.source.clone())
+                    .unwrap_or_default();
+                return Err(usage(
+                    &src,
+                    format!(
+                        "groups contain each other: {}; remove one of these children",
+                        cycle.join(" → ")
+                    ),
+                ));
+            }
+            marks.insert(g, Mark::Active);
+            stack.push(g);
+            if let Some(gd) = m.groups.get(g) {
+                for c in &gd.children {
+                    visit(m, &c.name, d + 1, marks, stack, depth)?;
+                }
+            }
+            stack.pop();
+            marks.insert(g, Mark::Done);
+            Ok(())
+        }
+        let mut depth = HashMap::new();
+        let mut marks = HashMap::new();
+        let mut stack = Vec::new();
+        depth.insert("all".to_string(), 0);
+        for g in self.groups.keys() {
+            if g != "all" {
+                visit(self, g, 1, &mut marks, &mut stack, &mut depth)?;
+            }
+        }
+        // Children of `all` are depth 1 like any top-level group; visit `all` too so a
+        // cycle through it is still caught.
+        visit(self, "all", 0, &mut marks, &mut stack, &mut depth)?;
+        Ok(depth)
+    }
+}
+
+/// The final host: the merged settings, then `~/.ssh/config` for what is still unset.
+pub(crate) fn finish_host(
+    name: &str,
+    settings: &Settings,
+    vars: BTreeMap<String, String>,
+    groups: Vec<String>,
+    source: String,
+    ssh: Option<&SshConfigFile>,
+) -> Host {
+    let d = ssh
+        .map(|s| s.defaults(name, settings.address.as_deref()))
+        .unwrap_or_default();
+    Host {
+        name: name.to_string(),
+        address: settings
+            .address
+            .clone()
+            .or(d.host_name)
+            .unwrap_or_else(|| name.to_string()),
+        port: settings.port.or(d.port),
+        user: settings.user.clone().or(d.user),
+        identity_files: settings
+            .identity_files
+            .clone()
+            .filter(|v| !v.is_empty())
+            .unwrap_or(d.identity_files),
+        identities_only: settings
+            .identities_only
+            .or(d.identities_only)
+            .unwrap_or(false),
+        proxy_jump: settings.proxy_jump.clone().or(d.proxy_jump),
+        connect_timeout: settings.connect_timeout.or(d.connect_timeout),
+        become_: settings.become_.unwrap_or(false),
+        groups,
+        vars,
+        source,
+    }
+}
+
+pub(crate) fn usage(source: &str, msg: impl std::fmt::Display) -> Error {
+    if source.is_empty() {
+        Error::Usage(msg.to_string())
+    } else {
+        Error::Usage(format!("{source}: {msg}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_proxy_jump_from_ssh_args() {
+        assert_eq!(proxy_jump_in_args("-J bastion").as_deref(), Some("bastion"));
+        assert_eq!(
+            proxy_jump_in_args("-o ProxyJump=a@b:2").as_deref(),
+            Some("a@b:2")
+        );
+        assert_eq!(proxy_jump_in_args("'-o ProxyJump=b'").as_deref(), Some("b"));
+        assert_eq!(proxy_jump_in_args("-o StrictHostKeyChecking=no"), None);
+    }
+
+    #[test]
+    fn inventory_value_parsers() {
+        assert_eq!(parse_bool("Yes"), Ok(true));
+        assert_eq!(parse_bool("False"), Ok(false));
+        assert!(parse_bool("maybe").is_err());
+        assert_eq!(parse_port("2222"), Ok(2222));
+        assert!(parse_port("0").is_err());
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(check_name("host", "a b").is_err());
+        assert!(check_name("group", "!x").is_err());
+    }
+}

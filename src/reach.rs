@@ -1,0 +1,217 @@
+//! How to reach a host: an inventory entry plus command-line flags become a
+//! [`HostSpec`], which is recorded in the run (so `tend rollback RUN --host H` can
+//! reconnect later, from the same facts) and turned into a connected [`Target`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::inventory::Host;
+use crate::target::local::Local;
+use crate::target::ssh::{HostKeyPolicy, SshOptions, SshTarget};
+use crate::target::{Target, TargetError};
+
+/// Connection flags given on the command line; they override the inventory.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectFlags {
+    pub accept_new_host_keys: bool,
+    pub known_hosts: Vec<PathBuf>,
+    pub become_: bool,
+    pub user: Option<String>,
+    pub private_key: Option<PathBuf>,
+    pub connect_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HostSpec {
+    pub name: String,
+    /// The machine tend runs on: no SSH.
+    #[serde(default)]
+    pub local: bool,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub identity_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub identities_only: bool,
+    #[serde(default)]
+    pub known_hosts: Vec<PathBuf>,
+    #[serde(default)]
+    pub accept_new: bool,
+    #[serde(default)]
+    pub become_: bool,
+    #[serde(default)]
+    pub proxy_jump: Option<Box<HostSpec>>,
+    #[serde(default)]
+    pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// A connected host, and where tend keeps its own files there (backups, the lock).
+pub struct Reached {
+    pub target: Arc<dyn Target>,
+    /// `None` for the local host: its files live in the state dir.
+    pub remote_state: Option<String>,
+}
+
+fn default_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| Local::new().info().user.clone())
+}
+
+/// `user@host:port` → its parts (for ProxyJump and ad-hoc hosts).
+fn split_destination(dest: &str) -> (Option<String>, String, Option<u16>) {
+    let (user, rest) = match dest.split_once('@') {
+        Some((u, r)) => (Some(u.to_string()), r),
+        None => (None, dest),
+    };
+    match rest.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (user, h.to_string(), p.parse().ok()),
+        _ => (user, rest.to_string(), None),
+    }
+}
+
+impl HostSpec {
+    pub fn local() -> HostSpec {
+        HostSpec {
+            name: "local".into(),
+            local: true,
+            address: "localhost".into(),
+            port: 0,
+            user: String::new(),
+            identity_files: vec![],
+            identities_only: false,
+            known_hosts: vec![],
+            accept_new: false,
+            become_: false,
+            proxy_jump: None,
+            connect_timeout_ms: 0,
+            vars: BTreeMap::new(),
+        }
+    }
+
+    pub fn from_inventory(h: &Host, flags: &ConnectFlags) -> HostSpec {
+        let local = h.vars.get("connection").is_some_and(|c| c == "local")
+            || h.vars.get("ansible_connection").is_some_and(|c| c == "local");
+        let mut identity_files = h.identity_files.clone();
+        if let Some(k) = &flags.private_key {
+            identity_files.insert(0, k.clone());
+        }
+        let known_hosts = if flags.known_hosts.is_empty() {
+            default_known_hosts()
+        } else {
+            flags.known_hosts.clone()
+        };
+        let timeout = flags
+            .connect_timeout
+            .or(h.connect_timeout)
+            .unwrap_or(Duration::from_secs(10));
+        let proxy_jump = h.proxy_jump.as_deref().map(|dest| {
+            let (user, address, port) = split_destination(dest);
+            Box::new(HostSpec {
+                name: dest.to_string(),
+                local: false,
+                address,
+                port: port.unwrap_or(22),
+                user: user.unwrap_or_else(default_user),
+                identity_files: identity_files.clone(),
+                identities_only: h.identities_only,
+                known_hosts: known_hosts.clone(),
+                accept_new: flags.accept_new_host_keys,
+                become_: false,
+                proxy_jump: None,
+                connect_timeout_ms: timeout.as_millis() as u64,
+                vars: BTreeMap::new(),
+            })
+        });
+        HostSpec {
+            name: h.name.clone(),
+            local,
+            address: h.address.clone(),
+            port: h.port_or_default(),
+            user: flags
+                .user
+                .clone()
+                .or_else(|| h.user.clone())
+                .unwrap_or_else(default_user),
+            identity_files,
+            identities_only: h.identities_only || flags.private_key.is_some(),
+            known_hosts,
+            accept_new: flags.accept_new_host_keys,
+            become_: flags.become_ || h.become_,
+            proxy_jump,
+            connect_timeout_ms: timeout.as_millis() as u64,
+            vars: h.vars.clone(),
+        }
+    }
+
+    /// The display of how this host is reached, for `tend hosts`.
+    pub fn how(&self) -> String {
+        if self.local {
+            return "local".into();
+        }
+        let mut s = format!("ssh {}@{}:{}", self.user, self.address, self.port);
+        if let Some(j) = &self.proxy_jump {
+            s.push_str(&format!(" via {}@{}:{}", j.user, j.address, j.port));
+        }
+        if self.become_ {
+            s.push_str(" (sudo)");
+        }
+        s
+    }
+
+    fn ssh_options(&self) -> SshOptions {
+        let mut o = SshOptions::new(&self.name, &self.address, self.port, &self.user);
+        if !self.identity_files.is_empty() {
+            o.identity_files = self.identity_files.clone();
+        }
+        o.identities_only = self.identities_only;
+        if !self.known_hosts.is_empty() {
+            o.known_hosts = self.known_hosts.clone();
+        }
+        o.host_key_policy = if self.accept_new {
+            HostKeyPolicy::AcceptNew
+        } else {
+            HostKeyPolicy::Strict
+        };
+        if self.connect_timeout_ms > 0 {
+            o.connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        }
+        o.become_ = self.become_;
+        o.proxy_jump = self.proxy_jump.as_ref().map(|j| Box::new(j.ssh_options()));
+        o.vars = self.vars.clone();
+        o.passphrase = std::env::var("TEND_SSH_PASSPHRASE")
+            .ok()
+            .map(crate::secret::Secret::new);
+        o
+    }
+
+    pub fn connect(&self) -> Result<Reached, TargetError> {
+        if self.local {
+            let mut local = Local::new();
+            local.set_vars(self.vars.clone());
+            return Ok(Reached {
+                target: Arc::new(local),
+                remote_state: None,
+            });
+        }
+        let ssh = SshTarget::connect(self.ssh_options())?;
+        let state = crate::target::join(ssh.home(), ".cache/tend");
+        Ok(Reached {
+            target: Arc::new(ssh),
+            remote_state: Some(state),
+        })
+    }
+}
+
+fn default_known_hosts() -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    vec![home.join(".ssh/known_hosts")]
+}

@@ -1,0 +1,1374 @@
+//! A host reached over SSH (libssh2 through the `ssh2` crate). Nothing is installed on
+//! the host: it needs `sshd` with the SFTP subsystem and a POSIX shell.
+//!
+//! * **One session per host, one thread at a time.** libssh2 sessions fail when two
+//!   threads use channels at once, so every operation takes the one mutex around the
+//!   connection. A small keepalive thread only ever `try_lock`s it.
+//! * **Connecting**: TCP with a timeout and `TCP_NODELAY` set *before* the handshake
+//!   (without it every channel open waits ~40 ms for Nagle), host key checked against
+//!   known_hosts ([`hostkey`]), then public key authentication ([`auth`]). A jump host
+//!   (`proxy_jump`) carries the session in a `direct-tcpip` channel ([`tunnel`]).
+//! * **Files over SFTP**, one SFTP channel opened once per session. Facts (stat, read,
+//!   list) never start a process on the host. `write` uploads to a temporary file in
+//!   the same directory, fsyncs it (`fsync@openssh.com`), sets owner and mode, and
+//!   renames it over the target. SFTP v3 `rename` refuses to replace an existing file
+//!   and libssh2's bindings here lack `posix-rename@openssh.com`, so replacing an
+//!   existing file ends with one `mv -fT` (rename(2), atomic) on the host; creating a
+//!   new file needs no process at all.
+//! * **Commands**: one exec channel per command; see [`exec`] for how environment
+//!   values stay out of argv, how stdin/stdout/stderr are driven without deadlock and
+//!   how a timeout kills the whole remote process group.
+//! * **become** (`sudo -n`): commands run as `sudo -n /bin/sh -c …`. Reads (stat, read,
+//!   list, readlink) go over SFTP as the login user first, which gives the same answer
+//!   whenever the user may look, and fall back to `sudo -n` commands on "permission
+//!   denied". Every change (write, mkdir, chmod, rename…) runs through `sudo -n`, so
+//!   new files belong to root as they would for a root login; `write` streams the new
+//!   content through the command's stdin into a temporary file next to the target
+//!   (no copy left in a user-writable place), keeps the replaced file's owner, and
+//!   renames it over. These helpers use GNU/busybox `stat -c` and `mktemp`: Linux
+//!   hosts.
+//! * `copy_file` of a file over 1 MiB (and every copy under become) runs `cp` on the
+//!   host instead of pulling the bytes over the network and pushing them back: a
+//!   backup of a 2 GiB log costs one process, not 4 GiB of traffic. Smaller files go
+//!   through SFTP, which costs a few round trips and no process start.
+
+mod auth;
+mod exec;
+mod hostkey;
+mod tunnel;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use ssh2::{ErrorCode, FileStat, OpenFlags, OpenType, Session, Sftp};
+
+use super::{ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError};
+use crate::secret::Secret;
+
+/// What to do with a host key that known_hosts does not have. A key that differs from
+/// the recorded one is refused whatever the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Refuse unknown host keys (OpenSSH `StrictHostKeyChecking yes`).
+    #[default]
+    Strict,
+    /// Record unknown host keys in the first known_hosts file and go on
+    /// (`StrictHostKeyChecking accept-new`, tend's `--accept-new-host-keys`).
+    AcceptNew,
+}
+
+/// How to reach and log in to one host.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// Inventory name, used in every message.
+    pub name: String,
+    /// Host name or IP address to connect to.
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// Tried in this order.
+    pub identity_files: Vec<PathBuf>,
+    /// If false, ssh-agent (`SSH_AUTH_SOCK`) is tried first, like OpenSSH.
+    pub identities_only: bool,
+    /// For encrypted identity files.
+    pub passphrase: Option<Secret>,
+    /// Checked in order; `AcceptNew` appends to the first.
+    pub known_hosts: Vec<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    /// Default for commands that do not set their own timeout.
+    pub command_timeout: Option<Duration>,
+    /// Interval of SSH keepalive messages on an idle connection; zero: none.
+    pub keepalive: Duration,
+    /// Run commands and file changes through `sudo -n`.
+    pub become_: bool,
+    /// Connect to this host first and reach `address:port` through it.
+    pub proxy_jump: Option<Box<SshOptions>>,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl SshOptions {
+    /// OpenSSH's defaults: `~/.ssh/known_hosts` (then `/etc/ssh/ssh_known_hosts`),
+    /// strict host key checking, the default identity files that exist
+    /// (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`), agent first, 10 s connect timeout,
+    /// keepalive every 30 s.
+    pub fn new(
+        name: impl Into<String>,
+        address: impl Into<String>,
+        port: u16,
+        user: impl Into<String>,
+    ) -> Self {
+        let ssh_dir = home_dir().map(|h| h.join(".ssh"));
+        let identity_files = ssh_dir
+            .iter()
+            .flat_map(|d| ["id_ed25519", "id_ecdsa", "id_rsa"].map(|f| d.join(f)))
+            .filter(|p| p.exists())
+            .collect();
+        let mut known_hosts: Vec<PathBuf> =
+            ssh_dir.iter().map(|d| d.join("known_hosts")).collect();
+        known_hosts.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
+        SshOptions {
+            name: name.into(),
+            address: address.into(),
+            port,
+            user: user.into(),
+            identity_files,
+            identities_only: false,
+            passphrase: None,
+            known_hosts,
+            host_key_policy: HostKeyPolicy::Strict,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: None,
+            keepalive: Duration::from_secs(30),
+            become_: false,
+            proxy_jump: None,
+            vars: BTreeMap::new(),
+        }
+    }
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A path for messages, with the home directory shown as `~`.
+pub(crate) fn tilde(path: &Path) -> String {
+    if let Some(home) = home_dir() {
+        if let Ok(rest) = path.strip_prefix(&home) {
+            return format!("~/{}", rest.display());
+        }
+    }
+    path.display().to_string()
+}
+
+/// How long a blocking SFTP call may wait for the server before the connection is
+/// given up. Each call moves at most a few hundred KiB, so this is about a dead
+/// network, not about big files.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Files up to this size are copied through SFTP, bigger ones by `cp` on the host.
+const REMOTE_COPY_THRESHOLD: u64 = 1024 * 1024;
+
+/// A connected, authenticated session and what keeps it alive.
+pub(crate) struct Link {
+    pub session: Session,
+    /// The socket the session runs on (for poll(2)).
+    pub fd: RawFd,
+    /// Through a jump host: the forwarding thread (dropped after the session).
+    _tunnel: Option<tunnel::Tunnel>,
+}
+
+struct Conn {
+    // Declared before `link`: dropped before the session it runs on.
+    sftp: Option<Sftp>,
+    link: Link,
+    /// Set when the transport failed: later calls fail fast with this reason.
+    broken: Option<String>,
+}
+
+impl Conn {
+    fn sftp(&mut self) -> Result<&Sftp, ssh2::Error> {
+        if self.sftp.is_none() {
+            self.sftp = Some(self.link.session.sftp()?);
+        }
+        Ok(self.sftp.as_ref().expect("just opened"))
+    }
+}
+
+/// An SSH host as a [`Target`].
+pub struct SshTarget {
+    info: HostInfo,
+    home: String,
+    connect_time: Duration,
+    become_: bool,
+    command_timeout: Option<Duration>,
+    conn: Arc<Mutex<Conn>>,
+    /// Dropping it stops the keepalive thread.
+    _keepalive: mpsc::Sender<()>,
+}
+
+impl std::fmt::Debug for SshTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshTarget")
+            .field("name", &self.info.name)
+            .field("address", &self.info.address)
+            .field("user", &self.info.user)
+            .finish()
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn timeout_ms(d: Duration) -> u32 {
+    d.as_millis().clamp(1, u32::MAX as u128) as u32
+}
+
+/// Transport-level libssh2 errors: the session is unusable after them.
+fn is_transport(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Session(-1 | -7 | -9 | -13 | -14 | -30 | -43 | -45 | -2 | -4 | -12 | -44 | -52)
+    )
+}
+
+fn tcp_connect(opts: &SshOptions) -> Result<TcpStream, TargetError> {
+    let fail = |m: String| TargetError::host(&opts.name, m);
+    let addrs: Vec<_> = (opts.address.as_str(), opts.port)
+        .to_socket_addrs()
+        .map_err(|e| {
+            fail(format!(
+                "cannot connect to {}: cannot resolve host name {}: {e}",
+                opts.name, opts.address
+            ))
+        })?
+        .collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpStream::connect_timeout(addr, opts.connect_timeout) {
+            Ok(stream) => {
+                // Before the handshake: with Nagle on, every channel open costs ~40 ms.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = Some((*addr, e)),
+        }
+    }
+    let Some((addr, e)) = last else {
+        return Err(fail(format!(
+            "cannot connect to {}: host name {} has no address",
+            opts.name, opts.address
+        )));
+    };
+    use std::io::ErrorKind::*;
+    let why = match e.kind() {
+        ConnectionRefused => "connection refused (is sshd running on that port?)".to_string(),
+        TimedOut | WouldBlock => format!("timed out after {}", fmt_duration(opts.connect_timeout)),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        }
+    };
+    Err(fail(format!(
+        "cannot connect to {} ({addr}): {why}",
+        opts.name
+    )))
+}
+
+fn handshake_error(opts: &SshOptions, sess: &Session, e: ssh2::Error) -> TargetError {
+    let banner = sess
+        .banner()
+        .map(|b| format!(" (server: {})", b.trim()))
+        .unwrap_or_default();
+    let place = format!("{}:{}", opts.address, opts.port);
+    let msg = match e.code() {
+        ErrorCode::Session(-9 | -30) => format!(
+            "{place} accepted the connection but did not complete the SSH handshake within {} \
+             (is it an SSH server?)",
+            fmt_duration(opts.connect_timeout)
+        ),
+        ErrorCode::Session(-5 | -8 | -10 | -11 | -33 | -51) => format!(
+            "no common algorithms with the SSH server at {place}{banner}: it is probably too \
+             old or restricted to algorithms tend does not support (SHA-1 key exchange, \
+             ssh-rsa signatures and hmac-sha1 are not used); libssh2 says: {}",
+            e.message()
+        ),
+        ErrorCode::Session(-2 | -13 | -43) => format!(
+            "{place} closed the connection during the SSH handshake{banner} (not an SSH \
+             server, or it refused us: MaxStartups, AllowUsers, TCP wrappers…)"
+        ),
+        _ => format!("SSH handshake with {place} failed{banner}: {}", e.message()),
+    };
+    TargetError::host(&opts.name, msg)
+}
+
+fn verify_host_key(sess: &Session, opts: &SshOptions) -> Result<(), TargetError> {
+    let fail = |m: String| TargetError::host(&opts.name, m);
+    let key = hostkey::ServerKey::from_session(sess)
+        .ok_or_else(|| fail("the SSH server sent no host key".into()))?;
+    let name = hostkey::known_hosts_name(&opts.address, opts.port);
+    let entries = hostkey::lookup(
+        sess,
+        &opts.known_hosts,
+        &opts.address,
+        opts.port,
+        Some(&key.blob),
+    );
+    let offered = format!("{} key {}", key.short_type(), key.fingerprint());
+    match hostkey::verdict(&entries, &key) {
+        hostkey::Verdict::Known => Ok(()),
+        hostkey::Verdict::Changed(e) => Err(fail(format!(
+            "HOST KEY CHANGED for {} ({name}): the server offers {offered} but {} records \
+             another {} key: possible man-in-the-middle; nothing was run. If the host was \
+             really reinstalled, check the new fingerprint with its administrator, then \
+             remove the old key with `ssh-keygen -R '{name}' -f {}`",
+            opts.name,
+            e.place(),
+            key.short_type(),
+            tilde(&e.file)
+        ))),
+        hostkey::Verdict::OtherTypes(es) => Err(fail(format!(
+            "HOST KEY CHANGED for {} ({name}): known_hosts records {} for it, but the server \
+             offers only {offered}: possible man-in-the-middle; nothing was run. If the host \
+             was really re-keyed, check the new fingerprint with its administrator, then \
+             remove the old entries with `ssh-keygen -R '{name}'`",
+            opts.name,
+            es.iter()
+                .map(|e| format!("a {} key ({})", e.type_name, e.place()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        hostkey::Verdict::Revoked(e) => Err(fail(format!(
+            "the host key of {} ({name}), {offered}, is marked @revoked in {}; nothing was run",
+            opts.name,
+            e.place()
+        ))),
+        hostkey::Verdict::Unknown => match opts.host_key_policy {
+            HostKeyPolicy::AcceptNew => {
+                let Some(file) = opts.known_hosts.first() else {
+                    return Err(fail(format!(
+                        "unknown host key for {} ({name}): {offered}, and no known_hosts file \
+                         to record it in; nothing was run",
+                        opts.name
+                    )));
+                };
+                hostkey::append(file, &opts.address, opts.port, &key).map_err(|e| {
+                    fail(format!(
+                        "cannot record the host key of {} in {}: {e}; nothing was run",
+                        opts.name,
+                        tilde(file)
+                    ))
+                })?;
+                tracing::info!(host = %opts.name, key = %offered, file = %tilde(file), "recorded new host key");
+                Ok(())
+            }
+            HostKeyPolicy::Strict => Err(fail(format!(
+                "unknown host key for {} ({name}): {offered}; nothing was run. If that \
+                 fingerprint is right (ask the host's administrator, or run `ssh-keygen -lf` \
+                 on its /etc/ssh/ssh_host_*_key.pub), run again with --accept-new-host-keys, \
+                 or add the key to {}",
+                opts.name,
+                opts.known_hosts
+                    .first()
+                    .map(|f| tilde(f))
+                    .unwrap_or_else(|| "~/.ssh/known_hosts".into())
+            ))),
+        },
+    }
+}
+
+/// TCP (or jump host tunnel), handshake, host key, authentication.
+pub(crate) fn establish(opts: &SshOptions) -> Result<Link, TargetError> {
+    let fail = |m: String| TargetError::host(&opts.name, m);
+    let mut session =
+        Session::new().map_err(|e| fail(format!("cannot start an SSH session: {e}")))?;
+    let (fd, tunnel) = match &opts.proxy_jump {
+        Some(jump) => {
+            let jump_link = establish(jump).map_err(|e| {
+                fail(format!(
+                    "cannot reach {} through jump host {}: {e}",
+                    opts.name, jump.name
+                ))
+            })?;
+            let (stream, tunnel) = tunnel::open(
+                jump_link,
+                &jump.name,
+                &opts.address,
+                opts.port,
+                opts.connect_timeout,
+            )
+            .map_err(|m| fail(format!("cannot connect to {}: {m}", opts.name)))?;
+            let fd = stream.as_raw_fd();
+            session.set_tcp_stream(stream);
+            (fd, Some(tunnel))
+        }
+        None => {
+            let stream = tcp_connect(opts)?;
+            let fd = stream.as_raw_fd();
+            session.set_tcp_stream(stream);
+            (fd, None)
+        }
+    };
+    // Ask for the key types we already know first, so the server proves the identity
+    // on record rather than a new one.
+    let known = hostkey::lookup(&session, &opts.known_hosts, &opts.address, opts.port, None);
+    if let Some(prefs) = hostkey::preference(&session, &known) {
+        let _ = session.method_pref(ssh2::MethodType::HostKey, &prefs);
+    }
+    session.set_timeout(timeout_ms(opts.connect_timeout));
+    session
+        .handshake()
+        .map_err(|e| handshake_error(opts, &session, e))?;
+    verify_host_key(&session, opts)?;
+    auth::authenticate(&session, opts).map_err(fail)?;
+    session.set_timeout(timeout_ms(IO_TIMEOUT));
+    session.set_keepalive(false, opts.keepalive.as_secs().min(u32::MAX as u64) as u32);
+    Ok(Link {
+        session,
+        fd,
+        _tunnel: tunnel,
+    })
+}
+
+/// A name for temporary files and markers that no other run picks.
+pub(crate) fn unique_suffix() -> String {
+    use sha2::{Digest, Sha256};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let local = 0u8;
+    let seed = format!("{now}-{}-{n}-{:p}", std::process::id(), &local);
+    hex::encode(&Sha256::digest(seed.as_bytes())[..8])
+}
+
+fn spawn_keepalive(conn: Weak<Mutex<Conn>>, interval: Duration) -> mpsc::Sender<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    if interval.is_zero() {
+        return tx;
+    }
+    let _ = std::thread::Builder::new()
+        .name("tend-ssh-keepalive".into())
+        .spawn(move || loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return,
+            }
+            let Some(conn) = conn.upgrade() else { return };
+            // Never wait: a busy connection is not idle and needs no keepalive.
+            if let Ok(c) = conn.try_lock() {
+                if c.broken.is_none() {
+                    let _ = c.link.session.keepalive_send();
+                }
+            };
+        });
+    tx
+}
+
+/// The stat(1) format the become helpers use: raw mode in hex, size, uid, gid, mtime.
+const STAT_FORMAT: &str = "%f|%s|%u|%g|%Y";
+
+/// `rn FROM TO`: rename(2) semantics (replaces a file or symlink at TO, never moves
+/// into a directory). `mv -T` where available (GNU, busybox), else plain `mv` after
+/// refusing a directory target.
+const RN: &str = r#"rn() {
+  if e=$(mv -fT -- "$1" "$2" 2>&1); then return 0; fi
+  case $e in
+    *"invalid option"*|*"unrecognized option"*|*"illegal option"*|*sage:*)
+      if [ -d "$2" ]; then echo "mv: $2: Is a directory" >&2; return 1; fi
+      mv -f -- "$1" "$2";;
+    *) printf '%s\n' "$e" >&2; return 1;;
+  esac
+}
+"#;
+
+/// become `write`: stdin → temporary file next to the target → owner, mode, fsync →
+/// rename. Args: path, its directory, mode (octal).
+const WRITE_SCRIPT: &str = r#"set -e
+tmp=$(mktemp "$2/.tend-XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+if [ -f "$1" ] && [ ! -L "$1" ]; then chown "$(stat -c %u:%g -- "$1")" "$tmp"; fi
+chmod "$3" "$tmp"
+sync "$tmp" 2>/dev/null || sync
+rn "$tmp" "$1"
+"#;
+
+/// `copy_file` on the host. Args: from, to, directory of `to`.
+const COPY_SCRIPT: &str = r#"set -e
+if [ ! -f "$1" ]; then
+  if [ -e "$1" ]; then echo "cp: $1: Not a regular file" >&2; else echo "cp: $1: No such file or directory" >&2; fi
+  exit 1
+fi
+mode=$(stat -L -c %a -- "$1")
+tmp=$(mktemp "$3/.tend-XXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cp -- "$1" "$tmp"
+chmod "$mode" "$tmp"
+sync "$tmp" 2>/dev/null || sync
+rn "$tmp" "$2"
+"#;
+
+const LIST_SCRIPT: &str = r#"cd -- "$1" || exit 1
+for f in .* *; do
+  case $f in .|..) continue;; esac
+  if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+done
+"#;
+
+/// The errno text at the end of a tool's error line, phrased like the local target.
+fn clean_stderr(stderr: &[u8], code: Option<i32>) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let Some(line) = text.lines().rev().map(str::trim).find(|l| !l.is_empty()) else {
+        return match code {
+            Some(c) => format!("failed (exit status {c})"),
+            None => "failed".into(),
+        };
+    };
+    const KNOWN: &[(&str, &str)] = &[
+        ("No such file or directory", "no such file or directory"),
+        ("Permission denied", "permission denied"),
+        ("File exists", "already exists"),
+        ("Directory not empty", "directory not empty"),
+        ("Is a directory", "is a directory"),
+        ("Not a directory", "not a directory"),
+        ("Operation not permitted", "operation not permitted"),
+        ("No space left on device", "no space left on device"),
+        ("Read-only file system", "read-only file system"),
+        ("Not a regular file", "not a regular file"),
+        ("Invalid argument", "invalid argument"),
+    ];
+    for (needle, said) in KNOWN {
+        if line.ends_with(needle) {
+            return (*said).to_string();
+        }
+    }
+    line.to_string()
+}
+
+fn sftp_status_text(code: i32) -> &'static str {
+    match code {
+        1 => "unexpected end of file",
+        2 | 10 => "no such file or directory",
+        3 => "permission denied",
+        4 => "failed",
+        5 => "bad message",
+        6 => "no connection",
+        7 => "connection lost",
+        8 => "operation not supported by the server",
+        11 => "already exists",
+        12 => "write protected",
+        14 => "no space left on device",
+        15 => "quota exceeded",
+        18 => "directory not empty",
+        19 => "not a directory",
+        24 => "is a directory",
+        _ => "failed",
+    }
+}
+
+fn sftp_code(e: &ssh2::Error) -> Option<i32> {
+    match e.code() {
+        ErrorCode::SFTP(n) => Some(n),
+        _ => None,
+    }
+}
+
+const NO_SUCH_FILE: i32 = 2;
+const PERMISSION_DENIED: i32 = 3;
+const FAILURE: i32 = 4;
+
+fn meta_of(st: &FileStat) -> Meta {
+    let perm = st.perm.unwrap_or(0);
+    Meta {
+        kind: kind_of(perm),
+        size: st.size.unwrap_or(0),
+        mode: perm & 0o7777,
+        uid: st.uid.unwrap_or(0),
+        gid: st.gid.unwrap_or(0),
+        mtime: st.mtime.unwrap_or(0) as i64,
+    }
+}
+
+fn kind_of(mode: u32) -> Kind {
+    match mode & 0o170000 {
+        0o100000 => Kind::File,
+        0o040000 => Kind::Dir,
+        0o120000 => Kind::Symlink,
+        _ => Kind::Other,
+    }
+}
+
+fn empty_stat() -> FileStat {
+    FileStat {
+        size: None,
+        uid: None,
+        gid: None,
+        perm: None,
+        atime: None,
+        mtime: None,
+    }
+}
+
+/// `./name` for a relative path, so a leading `-` is never an option.
+fn safe_arg(path: &str) -> String {
+    if path.starts_with('/') || path.starts_with("./") {
+        path.to_string()
+    } else {
+        format!("./{path}")
+    }
+}
+
+impl SshTarget {
+    /// Connect, verify the host key, log in and open SFTP.
+    pub fn connect(opts: SshOptions) -> Result<SshTarget, TargetError> {
+        let started = Instant::now();
+        let link = establish(&opts)?;
+        let mut conn = Conn {
+            sftp: None,
+            link,
+            broken: None,
+        };
+        let fail = |m: String| TargetError::host(&opts.name, m);
+        let sftp = conn.sftp().map_err(|e| {
+            fail(format!(
+                "cannot start SFTP: {} (is `Subsystem sftp` enabled in the host's sshd_config?)",
+                e.message()
+            ))
+        })?;
+        let home = sftp
+            .realpath(Path::new("."))
+            .map(|p| p.to_string_lossy().into_owned())
+            .map_err(|e| {
+                fail(format!(
+                    "cannot find the home directory of {}: {}",
+                    opts.user,
+                    e.message()
+                ))
+            })?;
+        let os = sftp
+            .open(Path::new("/proc/sys/kernel/ostype"))
+            .ok()
+            .and_then(|mut f| {
+                let mut s = String::new();
+                f.read_to_string(&mut s).ok().map(|_| s)
+            })
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let connect_time = started.elapsed();
+        tracing::debug!(host = %opts.name, ms = connect_time.as_millis() as u64, "ssh connected");
+        let conn = Arc::new(Mutex::new(conn));
+        let keepalive = spawn_keepalive(Arc::downgrade(&conn), opts.keepalive);
+        Ok(SshTarget {
+            info: HostInfo {
+                name: opts.name.clone(),
+                address: opts.address.clone(),
+                os,
+                user: opts.user.clone(),
+                vars: opts.vars.clone(),
+            },
+            home,
+            connect_time,
+            become_: opts.become_,
+            command_timeout: opts.command_timeout,
+            conn,
+            _keepalive: keepalive,
+        })
+    }
+
+    /// The login user's home directory on the host (absolute), for tend's state there.
+    pub fn home(&self) -> &str {
+        &self.home
+    }
+
+    /// TCP connect, handshake, host key check, authentication and SFTP start.
+    pub fn connect_time(&self) -> Duration {
+        self.connect_time
+    }
+
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn lock(&self) -> TResult<MutexGuard<'_, Conn>> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &c.broken {
+            return Err(TargetError::host(
+                self.name(),
+                format!("the SSH connection was lost earlier ({why}); nothing more can run on it"),
+            ));
+        }
+        Ok(c)
+    }
+
+    /// A libssh2 error outside SFTP status codes: the connection is in trouble.
+    fn lost(&self, c: &mut Conn, e: &ssh2::Error) -> TargetError {
+        if is_transport(e.code()) {
+            let why = match e.code() {
+                ErrorCode::Session(-9 | -30) => {
+                    format!("no answer for {}", fmt_duration(IO_TIMEOUT))
+                }
+                _ => e.message().to_string(),
+            };
+            c.broken = Some(why.clone());
+            TargetError::host(self.name(), format!("SSH connection lost: {why}"))
+        } else {
+            TargetError::host(self.name(), format!("SSH error: {}", e.message()))
+        }
+    }
+
+    fn sftp_err(&self, c: &mut Conn, path: &str, e: &ssh2::Error) -> TargetError {
+        match sftp_code(e) {
+            Some(n) => TargetError::path(self.name(), path, sftp_status_text(n)),
+            None => self.lost(c, e),
+        }
+    }
+
+    /// Run a helper script (`/bin/sh -c`, `LC_ALL=C`), through `sudo -n` if
+    /// `privileged`.
+    fn script(
+        &self,
+        c: &mut Conn,
+        privileged: bool,
+        script: &str,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> TResult<exec::ChannelOutput> {
+        let full = format!("export LC_ALL=C\n{RN}{script}");
+        let (line, _) = exec::command_line(&full, &[], privileged, args, None)
+            .map_err(|m| TargetError::host(self.name(), m))?;
+        let out = exec::run_channel(
+            &c.link.session,
+            c.link.fd,
+            &line,
+            stdin,
+            None,
+            IO_TIMEOUT,
+            &mut || {},
+        )
+        .map_err(|e| self.lost(c, &e))?;
+        if privileged {
+            if let Some(e) = self.sudo_refusal(&out) {
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A helper script that must succeed; its error names `path`.
+    fn script_ok(
+        &self,
+        c: &mut Conn,
+        privileged: bool,
+        path: &str,
+        script: &str,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> TResult<exec::ChannelOutput> {
+        let out = self.script(c, privileged, script, args, stdin)?;
+        if out.code != Some(0) {
+            return Err(TargetError::path(
+                self.name(),
+                path,
+                clean_stderr(&out.stderr, out.code),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// sudo said no (needs a password, not allowed, not installed).
+    fn sudo_refusal(&self, out: &exec::ChannelOutput) -> Option<TargetError> {
+        if !out.stdout.is_empty() {
+            return None;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("").trim();
+        let user = &self.info.user;
+        let host = self.name();
+        let msg = match out.code {
+            Some(1) if first.starts_with("sudo:")
+                && (first.contains("password is required")
+                    || first.contains("terminal is required")) =>
+            {
+                format!(
+                    "sudo on {host} needs a password; tend uses `sudo -n`: allow NOPASSWD for \
+                     {user} or run without --become"
+                )
+            }
+            Some(1)
+                if first.contains("is not in the sudoers file")
+                    || first.contains("is not allowed to execute")
+                    || first.starts_with("Sorry, user") =>
+            {
+                format!(
+                    "{user} may not use sudo on {host} ({first}); allow it in sudoers or run \
+                     without --become"
+                )
+            }
+            Some(127) if first.contains("sudo") && first.contains("not found") => {
+                format!("sudo is not installed on {host}; --become needs it")
+            }
+            _ => return None,
+        };
+        Some(TargetError::host(host, msg))
+    }
+
+    fn sudo_stat(&self, c: &mut Conn, path: &str) -> TResult<Option<Meta>> {
+        let script = format!("stat -c '{STAT_FORMAT}' -- \"$1\"");
+        let arg = safe_arg(path);
+        let out = self.script(c, true, &script, &[&arg], &[])?;
+        if out.code != Some(0) {
+            let why = clean_stderr(&out.stderr, out.code);
+            if why == "no such file or directory" || why == "not a directory" {
+                return Ok(None);
+            }
+            return Err(TargetError::path(self.name(), path, why));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<&str> = text.trim().split('|').collect();
+        let parsed = (|| {
+            let raw = u32::from_str_radix(f.first()?, 16).ok()?;
+            Some(Meta {
+                kind: kind_of(raw),
+                size: f.get(1)?.parse().ok()?,
+                mode: raw & 0o7777,
+                uid: f.get(2)?.parse().ok()?,
+                gid: f.get(3)?.parse().ok()?,
+                mtime: f.get(4)?.parse().ok()?,
+            })
+        })();
+        parsed.map(Some).ok_or_else(|| {
+            TargetError::path(
+                self.name(),
+                path,
+                format!("cannot parse `stat` output: {}", text.trim()),
+            )
+        })
+    }
+
+    fn lstat_in(&self, c: &mut Conn, path: &str) -> TResult<Option<Meta>> {
+        let r = match c.sftp() {
+            Ok(s) => s.lstat(Path::new(path)),
+            Err(e) => return Err(self.lost(c, &e)),
+        };
+        match r {
+            Ok(st) => Ok(Some(meta_of(&st))),
+            Err(e) if sftp_code(&e) == Some(NO_SUCH_FILE) => Ok(None),
+            Err(e) if self.become_ && sftp_code(&e) == Some(PERMISSION_DENIED) => {
+                self.sudo_stat(c, path)
+            }
+            Err(e) => Err(self.sftp_err(c, path, &e)),
+        }
+    }
+
+    /// After an SFTP v3 "failure" (it has no finer codes), say what was wrong.
+    fn explain_failure(&self, c: &mut Conn, path: &str, e: &ssh2::Error, op: &str) -> TargetError {
+        if sftp_code(e) != Some(FAILURE) {
+            return self.sftp_err(c, path, e);
+        }
+        let meta = self.lstat_in(c, path).ok().flatten();
+        let why = match (op, meta) {
+            ("mkdir" | "symlink", Some(_)) => "already exists",
+            ("unlink", Some(m)) if m.kind == Kind::Dir => "is a directory",
+            ("rmdir", Some(m)) if m.kind != Kind::Dir => "not a directory",
+            ("rmdir", Some(_)) => "directory not empty",
+            ("readlink", Some(m)) if m.kind != Kind::Symlink => "not a symlink",
+            ("read", Some(m)) if m.kind == Kind::Dir => "is a directory",
+            _ => "failed",
+        };
+        TargetError::path(self.name(), path, why)
+    }
+
+    fn read_in(&self, c: &mut Conn, path: &str) -> TResult<Vec<u8>> {
+        let opened = match c.sftp() {
+            Ok(s) => s.open(Path::new(path)),
+            Err(e) => return Err(self.lost(c, &e)),
+        };
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if self.become_ && sftp_code(&e) == Some(PERMISSION_DENIED) => {
+                drop(e);
+                let arg = safe_arg(path);
+                let out = self.script_ok(c, true, path, "cat -- \"$1\"", &[&arg], &[])?;
+                return Ok(out.stdout);
+            }
+            Err(e) => return Err(self.sftp_err(c, path, &e)),
+        };
+        let mut data = Vec::new();
+        if let Err(e) = file.read_to_end(&mut data) {
+            drop(file);
+            let as_ssh = ssh2::Error::from_errno(ErrorCode::SFTP(FAILURE));
+            let err = self.explain_failure(c, path, &as_ssh, "read");
+            if err.message() == "failed" {
+                return Err(TargetError::path(self.name(), path, format!("read failed: {e}")));
+            }
+            return Err(err);
+        }
+        Ok(data)
+    }
+
+    /// SFTP rename; when the destination exists (SFTP v3 will not replace it),
+    /// `mv -fT` on the host.
+    fn rename_in(&self, c: &mut Conn, from: &str, to: &str) -> TResult<()> {
+        if !self.become_ {
+            let r = match c.sftp() {
+                Ok(s) => s.rename(Path::new(from), Path::new(to), None),
+                Err(e) => return Err(self.lost(c, &e)),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if sftp_code(&e) == Some(FAILURE) => {
+                    if self.lstat_in(c, from)?.is_none() {
+                        return Err(TargetError::path(self.name(), from, "no such file or directory"));
+                    }
+                    if self.lstat_in(c, to)?.is_none() {
+                        return Err(self.sftp_err(c, from, &e));
+                    }
+                }
+                Err(e) => return Err(self.sftp_err(c, from, &e)),
+            }
+        }
+        let (a, b) = (safe_arg(from), safe_arg(to));
+        self.script_ok(c, self.become_, from, "rn \"$1\" \"$2\"", &[&a, &b], &[])?;
+        Ok(())
+    }
+
+    fn write_sftp(&self, c: &mut Conn, path: &str, data: &[u8], mode: u32) -> TResult<()> {
+        let old = self.lstat_in(c, path)?;
+        if let Some(m) = &old {
+            if m.kind == Kind::Dir {
+                return Err(TargetError::path(self.name(), path, "is a directory"));
+            }
+        }
+        let dir = super::parent(path);
+        let tmp = super::join(dir, &format!(".tend-{}", unique_suffix()));
+        let opened = match c.sftp() {
+            Ok(s) => s.open_mode(
+                Path::new(&tmp),
+                OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+                0o600,
+                OpenType::File,
+            ),
+            Err(e) => return Err(self.lost(c, &e)),
+        };
+        let mut file = opened.map_err(|e| self.sftp_err(c, path, &e))?;
+        let result = (|| -> Result<(), ssh2::Error> {
+            file.write_all(data).map_err(|e| {
+                // ssh2 wraps its own error in the io::Error: keep its code.
+                e.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<ssh2::Error>())
+                    .map(|inner| ssh2::Error::new(inner.code(), "write failed"))
+                    .unwrap_or_else(|| ssh2::Error::new(ErrorCode::SFTP(FAILURE), "write failed"))
+            })?;
+            // Durable before it replaces anything; servers without fsync@openssh.com
+            // cannot do better.
+            let _ = file.fsync();
+            if let Some(m) = old.as_ref().filter(|m| m.kind == Kind::File) {
+                // Keep the owner of the replaced file (only root may); before the
+                // chmod, because chown clears set-id bits.
+                let _ = file.setstat(FileStat {
+                    uid: Some(m.uid),
+                    gid: Some(m.gid),
+                    ..empty_stat()
+                });
+            }
+            file.setstat(FileStat {
+                perm: Some(mode & 0o7777),
+                ..empty_stat()
+            })?;
+            Ok(())
+        })();
+        drop(file);
+        let cleanup = |c: &mut Conn| {
+            if let Some(s) = c.sftp.as_ref() {
+                let _ = s.unlink(Path::new(&tmp));
+            }
+        };
+        if let Err(e) = result {
+            let err = match sftp_code(&e) {
+                Some(n) if n != FAILURE => TargetError::path(self.name(), path, sftp_status_text(n)),
+                Some(_) => TargetError::path(self.name(), path, "write failed (disk full or quota?)"),
+                None => self.lost(c, &e),
+            };
+            if c.broken.is_none() {
+                cleanup(c);
+            }
+            return Err(err);
+        }
+        let renamed = if old.is_none() {
+            match c.sftp() {
+                Ok(s) => s.rename(Path::new(&tmp), Path::new(path), None).is_ok(),
+                Err(_) => false,
+            }
+        } else {
+            false
+        };
+        if !renamed {
+            let (a, b) = (safe_arg(&tmp), safe_arg(path));
+            if let Err(e) = self.script_ok(c, false, path, "rn \"$1\" \"$2\"", &[&a, &b], &[]) {
+                if c.broken.is_none() {
+                    cleanup(c);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SshTarget {
+    fn drop(&mut self) {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        c.sftp = None;
+        if c.broken.is_none() {
+            c.link.session.set_timeout(2_000);
+            let _ = c
+                .link
+                .session
+                .disconnect(None, "tend: done", None);
+        }
+    }
+}
+
+impl Target for SshTarget {
+    fn info(&self) -> &HostInfo {
+        &self.info
+    }
+
+    fn stat(&self, path: &str) -> TResult<Option<Meta>> {
+        let mut c = self.lock()?;
+        self.lstat_in(&mut c, path)
+    }
+
+    fn read(&self, path: &str) -> TResult<Vec<u8>> {
+        let mut c = self.lock()?;
+        self.read_in(&mut c, path)
+    }
+
+    fn read_link(&self, path: &str) -> TResult<String> {
+        let mut c = self.lock()?;
+        let r = match c.sftp() {
+            Ok(s) => s.readlink(Path::new(path)),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        match r {
+            Ok(p) => Ok(p.to_string_lossy().into_owned()),
+            Err(e) if self.become_ && sftp_code(&e) == Some(PERMISSION_DENIED) => {
+                let arg = safe_arg(path);
+                let out = self.script_ok(&mut c, true, path, "readlink -- \"$1\"", &[&arg], &[])?;
+                let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+                if s.ends_with('\n') {
+                    s.pop();
+                }
+                Ok(s)
+            }
+            Err(e) => Err(self.explain_failure(&mut c, path, &e, "readlink")),
+        }
+    }
+
+    fn list_dir(&self, path: &str) -> TResult<Vec<String>> {
+        let mut c = self.lock()?;
+        let r = match c.sftp() {
+            Ok(s) => s.readdir(Path::new(path)),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        let mut names: Vec<String> = match r {
+            Ok(entries) => entries
+                .iter()
+                .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect(),
+            Err(e) if self.become_ && sftp_code(&e) == Some(PERMISSION_DENIED) => {
+                let arg = safe_arg(path);
+                let out = self.script_ok(&mut c, true, path, LIST_SCRIPT, &[&arg], &[])?;
+                out.stdout
+                    .split(|b| *b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .collect()
+            }
+            Err(e) if sftp_code(&e) == Some(NO_SUCH_FILE) => {
+                // OpenSSH reports ENOTDIR as "no such file" too.
+                return Err(match self.lstat_in(&mut c, path)? {
+                    Some(m) if m.kind != Kind::Dir => {
+                        TargetError::path(self.name(), path, "not a directory")
+                    }
+                    _ => TargetError::path(self.name(), path, "no such file or directory"),
+                });
+            }
+            Err(e) => return Err(self.sftp_err(&mut c, path, &e)),
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    fn write(&self, path: &str, data: &[u8], mode: u32) -> TResult<()> {
+        let mut c = self.lock()?;
+        if !self.become_ {
+            return self.write_sftp(&mut c, path, data, mode);
+        }
+        let (p, d) = (safe_arg(path), safe_arg(super::parent(path)));
+        let m = format!("{:o}", mode & 0o7777);
+        if let Some(meta) = self.lstat_in(&mut c, path)? {
+            if meta.kind == Kind::Dir {
+                return Err(TargetError::path(self.name(), path, "is a directory"));
+            }
+        }
+        self.script_ok(&mut c, true, path, WRITE_SCRIPT, &[&p, &d, &m], data)?;
+        Ok(())
+    }
+
+    fn copy_file(&self, from: &str, to: &str) -> TResult<()> {
+        let mut c = self.lock()?;
+        if !self.become_ {
+            let meta = self.lstat_in(&mut c, from)?;
+            let small = match &meta {
+                Some(m) if m.kind == Kind::File => m.size <= REMOTE_COPY_THRESHOLD,
+                Some(_) => false, // a symlink (or worse): let `cp` follow it and judge
+                None => {
+                    return Err(TargetError::path(self.name(), from, "no such file or directory"))
+                }
+            };
+            if small {
+                let data = self.read_in(&mut c, from)?;
+                let mode = meta.map(|m| m.mode).unwrap_or(0o644);
+                return self.write_sftp(&mut c, to, &data, mode);
+            }
+        }
+        let (a, b, d) = (safe_arg(from), safe_arg(to), safe_arg(super::parent(to)));
+        self.script_ok(&mut c, self.become_, from, COPY_SCRIPT, &[&a, &b, &d], &[])?;
+        Ok(())
+    }
+
+    fn mkdir(&self, path: &str, mode: u32) -> TResult<()> {
+        let mut c = self.lock()?;
+        if self.become_ {
+            let (p, m) = (safe_arg(path), format!("{:o}", mode & 0o7777));
+            self.script_ok(&mut c, true, path, "mkdir -m \"$2\" -- \"$1\"", &[&p, &m], &[])?;
+            return Ok(());
+        }
+        let r = match c.sftp() {
+            Ok(s) => s.mkdir(Path::new(path), (mode & 0o7777) as i32),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        if let Err(e) = r {
+            return Err(self.explain_failure(&mut c, path, &e, "mkdir"));
+        }
+        // The server applied its umask; the recipe asked for this exact mode.
+        let r = c.sftp().and_then(|s| {
+            s.setstat(
+                Path::new(path),
+                FileStat {
+                    perm: Some(mode & 0o7777),
+                    ..empty_stat()
+                },
+            )
+        });
+        r.map_err(|e| self.sftp_err(&mut c, path, &e))
+    }
+
+    fn remove_file(&self, path: &str) -> TResult<()> {
+        let mut c = self.lock()?;
+        if self.become_ {
+            let p = safe_arg(path);
+            self.script_ok(&mut c, true, path, "rm -- \"$1\"", &[&p], &[])?;
+            return Ok(());
+        }
+        let r = match c.sftp() {
+            Ok(s) => s.unlink(Path::new(path)),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        r.map_err(|e| self.explain_failure(&mut c, path, &e, "unlink"))
+    }
+
+    fn remove_dir(&self, path: &str) -> TResult<()> {
+        let mut c = self.lock()?;
+        if self.become_ {
+            let p = safe_arg(path);
+            self.script_ok(&mut c, true, path, "rmdir -- \"$1\"", &[&p], &[])?;
+            return Ok(());
+        }
+        let r = match c.sftp() {
+            Ok(s) => s.rmdir(Path::new(path)),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        r.map_err(|e| self.explain_failure(&mut c, path, &e, "rmdir"))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> TResult<()> {
+        let mut c = self.lock()?;
+        self.rename_in(&mut c, from, to)
+    }
+
+    fn symlink(&self, link_target: &str, path: &str) -> TResult<()> {
+        let mut c = self.lock()?;
+        if self.become_ {
+            let p = safe_arg(path);
+            let script = r#"if [ -e "$2" ] || [ -L "$2" ]; then echo "ln: $2: File exists" >&2; exit 1; fi
+ln -s -- "$1" "$2""#;
+            self.script_ok(&mut c, true, path, script, &[link_target, &p], &[])?;
+            return Ok(());
+        }
+        // OpenSSH's sftp-server takes SSH_FXP_SYMLINK arguments in the reverse order
+        // of the draft (a long-standing, documented quirk), and libssh2 passes them
+        // through as given: (link target, link path) here makes `path -> link_target`.
+        let r = match c.sftp() {
+            Ok(s) => s.symlink(Path::new(link_target), Path::new(path)),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        r.map_err(|e| self.explain_failure(&mut c, path, &e, "symlink"))
+    }
+
+    fn chmod(&self, path: &str, mode: u32) -> TResult<()> {
+        let mut c = self.lock()?;
+        if self.become_ {
+            let (p, m) = (safe_arg(path), format!("{:o}", mode & 0o7777));
+            self.script_ok(&mut c, true, path, "chmod \"$2\" -- \"$1\"", &[&p, &m], &[])?;
+            return Ok(());
+        }
+        let r = c.sftp().and_then(|s| {
+            s.setstat(
+                Path::new(path),
+                FileStat {
+                    perm: Some(mode & 0o7777),
+                    ..empty_stat()
+                },
+            )
+        });
+        r.map_err(|e| self.sftp_err(&mut c, path, &e))
+    }
+
+    fn chown(&self, path: &str, uid: u32, gid: u32) -> TResult<()> {
+        let mut c = self.lock()?;
+        let is_link = !self.become_
+            && matches!(self.lstat_in(&mut c, path)?, Some(m) if m.kind == Kind::Symlink);
+        if self.become_ || is_link {
+            // SFTP setstat follows symlinks; `chown -h` changes the link itself.
+            let (p, o) = (safe_arg(path), format!("{uid}:{gid}"));
+            self.script_ok(&mut c, self.become_, path, "chown -h \"$2\" -- \"$1\"", &[&p, &o], &[])?;
+            return Ok(());
+        }
+        let r = c.sftp().and_then(|s| {
+            s.setstat(
+                Path::new(path),
+                FileStat {
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    ..empty_stat()
+                },
+            )
+        });
+        r.map_err(|e| self.sftp_err(&mut c, path, &e))
+    }
+
+    fn set_mtime(&self, path: &str, mtime: i64) -> TResult<()> {
+        let mut c = self.lock()?;
+        if self.become_ {
+            let stamp = chrono::DateTime::from_timestamp(mtime.max(0), 0)
+                .map(|t| t.format("%Y%m%d%H%M.%S").to_string())
+                .unwrap_or_else(|| "197001010000.00".into());
+            let p = safe_arg(path);
+            let script = r#"if [ ! -e "$1" ]; then echo "touch: $1: No such file or directory" >&2; exit 1; fi
+TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
+            self.script_ok(&mut c, true, path, script, &[&p, &stamp], &[])?;
+            return Ok(());
+        }
+        // SFTP sets access and modification time together: keep the access time.
+        let r = c.sftp().and_then(|s| s.stat(Path::new(path)));
+        let st = r.map_err(|e| self.sftp_err(&mut c, path, &e))?;
+        let r = c.sftp().and_then(|s| {
+            s.setstat(
+                Path::new(path),
+                FileStat {
+                    atime: Some(st.atime.unwrap_or(mtime.max(0) as u64)),
+                    mtime: Some(mtime.max(0) as u64),
+                    ..empty_stat()
+                },
+            )
+        });
+        r.map_err(|e| self.sftp_err(&mut c, path, &e))
+    }
+
+    fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {
+        let timeout = req.timeout.or(self.command_timeout);
+        let marker = timeout.map(|_| exec::new_marker());
+        let (line, mut stdin) =
+            exec::command_line(&req.command, &req.env, self.become_, &[], marker.as_deref())
+                .map_err(|m| TargetError::host(self.name(), m))?;
+        if let Some(data) = &req.stdin {
+            stdin.extend_from_slice(data);
+        }
+        let mut c = self.lock()?;
+        let become_ = self.become_;
+        let out = {
+            let session = &c.link.session;
+            let fd = c.link.fd;
+            let mut kill = || {
+                if let Some(m) = &marker {
+                    if let Ok((kill_line, _)) =
+                        exec::command_line(&exec::kill_script(m), &[], become_, &[], None)
+                    {
+                        let _ = exec::run_channel(
+                            session,
+                            fd,
+                            &kill_line,
+                            &[],
+                            Some(Duration::from_secs(10)),
+                            IO_TIMEOUT,
+                            &mut || {},
+                        );
+                    }
+                }
+            };
+            exec::run_channel(session, fd, &line, &stdin, timeout, IO_TIMEOUT, &mut kill)
+        };
+        let out = out.map_err(|e| self.lost(&mut c, &e))?;
+        if become_ {
+            if let Some(e) = self.sudo_refusal(&out) {
+                return Err(e);
+            }
+        }
+        Ok(ExecOutput {
+            code: out.shell_code(),
+            timed_out: out.timed_out,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_openssh() {
+        let o = SshOptions::new("web1", "10.0.0.5", 22, "deploy");
+        assert_eq!(o.host_key_policy, HostKeyPolicy::Strict);
+        assert_eq!(o.connect_timeout, Duration::from_secs(10));
+        assert_eq!(o.keepalive, Duration::from_secs(30));
+        assert!(!o.identities_only);
+        assert!(o.identity_files.iter().all(|p| p.exists()));
+        if let Some(h) = home_dir() {
+            assert_eq!(o.known_hosts[0], h.join(".ssh/known_hosts"));
+        }
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(fmt_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_duration(Duration::from_millis(300)), "300ms");
+        assert_eq!(
+            clean_stderr(b"mv: cannot stat 'x': No such file or directory\n", Some(1)),
+            "no such file or directory"
+        );
+        assert_eq!(clean_stderr(b"", Some(3)), "failed (exit status 3)");
+        assert_eq!(clean_stderr(b"rmdir: failed to remove 'd': Directory not empty", Some(1)), "directory not empty");
+        assert_eq!(safe_arg("-rf"), "./-rf");
+        assert_eq!(safe_arg("/etc/x"), "/etc/x");
+        assert_eq!(kind_of(0o100644), Kind::File);
+        assert_eq!(kind_of(0o120777), Kind::Symlink);
+    }
+}

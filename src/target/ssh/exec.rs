@@ -1,0 +1,392 @@
+//! Running commands over one exec channel each.
+//!
+//! # What is sent
+//!
+//! sshd runs the exec string through the login shell (`$SHELL -c STRING`), so the
+//! string is visible in the remote `ps`. It therefore carries only the command, never
+//! an environment value:
+//!
+//! ```text
+//! exec [sudo -n] /bin/sh -c '<script>' [tend-exec-<id>]
+//! ```
+//!
+//! * `/bin/sh -c` gives the same `sh -c` semantics as the local target, whatever the
+//!   login shell is; `exec` saves a process.
+//! * Environment variables (`sh(cmd, #{env: …})`, secrets) are not set with the SSH
+//!   `env` request (sshd refuses names outside `AcceptEnv`) and never put in argv.
+//!   They travel in the channel's stdin as a header of `export K='v'` lines of known
+//!   byte length N; the script starts with
+//!   `eval "$(dd bs=1 count=N 2>/dev/null)"`, which consumes exactly those N bytes
+//!   (`dd bs=1` reads one byte per read(2), so not a byte of what follows) and exports
+//!   them in the shell that then runs the command. Everything after the header is the
+//!   command's own stdin, untouched. Under `sudo` the header is read by the shell
+//!   sudo starts, so sudo's environment reset does not drop the variables.
+//! * A command with a timeout gets a marker as `$0`. When the deadline passes, a
+//!   second channel finds the process groups of processes carrying the marker (`ps`,
+//!   with a `/proc` fallback) and kills them (TERM, then KILL): sshd makes every
+//!   command a session leader, so that is the whole pipeline, and under `sudo` the
+//!   kill runs through `sudo -n` too. Closing the channel alone would leave a
+//!   `sleep 1000` running on the host.
+//!
+//! # How it is driven
+//!
+//! The session is switched to non-blocking mode for the command and one loop feeds
+//! stdin and drains stdout and stderr as each becomes possible, waiting in `poll(2)`
+//! on the socket when nothing moved. Reading one stream to its end before the other
+//! (or writing all of stdin first) deadlocks once a window fills: a `cat` of a few
+//! megabytes would hang.
+
+use std::io::{Read, Write};
+use std::os::unix::io::RawFd;
+use std::time::{Duration, Instant};
+
+use ssh2::{BlockDirections, ErrorCode, Session};
+
+use crate::target::shell_quote;
+
+const EAGAIN: i32 = -37;
+
+/// What one channel produced.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelOutput {
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+}
+
+impl ChannelOutput {
+    /// The exit code as a shell reports it: 128 + signal number for a killed command.
+    pub fn shell_code(&self) -> i32 {
+        if let Some(sig) = &self.signal {
+            return 128 + signal_number(sig);
+        }
+        match self.code {
+            Some(c) => c,
+            None if self.timed_out => 128 + 9,
+            None => -1,
+        }
+    }
+}
+
+fn signal_number(name: &str) -> i32 {
+    match name.trim_start_matches("SIG") {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 0,
+    }
+}
+
+/// An environment variable name the shell accepts in `export`.
+pub(crate) fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// The exec string and the bytes to send before the command's own stdin.
+pub(crate) fn command_line(
+    script: &str,
+    env: &[(String, String)],
+    become_: bool,
+    args: &[&str],
+    marker: Option<&str>,
+) -> Result<(String, Vec<u8>), String> {
+    let mut header = String::new();
+    for (k, v) in env {
+        if !valid_env_name(k) {
+            return Err(format!("`{k}` is not a valid environment variable name"));
+        }
+        if v.contains('\0') {
+            return Err(format!("environment variable {k} contains a NUL byte"));
+        }
+        header.push_str(&format!("export {k}={}\n", shell_quote(v)));
+    }
+    let script = if header.is_empty() {
+        script.to_string()
+    } else {
+        format!(
+            "eval \"$(dd bs=1 count={} 2>/dev/null)\"\n{script}",
+            header.len()
+        )
+    };
+    let mut line = String::from("exec ");
+    if become_ {
+        line.push_str("sudo -n ");
+    }
+    line.push_str("/bin/sh -c ");
+    line.push_str(&shell_quote(&script));
+    if marker.is_some() || !args.is_empty() {
+        line.push(' ');
+        line.push_str(marker.unwrap_or("tend"));
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+    }
+    Ok((line, header.into_bytes()))
+}
+
+/// A fresh marker for one command (`$0` of its shell).
+pub(crate) fn new_marker() -> String {
+    format!("tend-exec-{}", super::unique_suffix())
+}
+
+/// The script that kills every process group holding `marker`. The marker is split
+/// in the script's own text, so this script's shell does not match itself.
+pub(crate) fn kill_script(marker: &str) -> String {
+    let (head, tail) = marker.split_at(marker.len() / 2);
+    format!(
+        r#"M={head}; M="$M"{tail}; export M
+list() {{
+  if command -v ps >/dev/null 2>&1; then ps -eo pgid=,args=
+  else for d in /proc/[0-9]*; do
+    [ -r "$d/cmdline" ] && printf '%s %s\n' "$(cut -d' ' -f5 "$d/stat" 2>/dev/null)" "$(tr '\0' ' ' <"$d/cmdline")"
+  done; fi 2>/dev/null
+}}
+groups() {{ list | awk 'index($0, ENVIRON["M"]) > 0 {{ print $1 }}' | sort -u; }}
+for g in $(groups); do kill -TERM -- "-$g" 2>/dev/null; done
+i=0
+while [ $i -lt 10 ] && [ -n "$(groups)" ]; do sleep 0.1; i=$((i+1)); done
+for g in $(groups); do kill -KILL -- "-$g" 2>/dev/null; done
+exit 0
+"#
+    )
+}
+
+fn is_eagain(e: &ssh2::Error) -> bool {
+    e.code() == ErrorCode::Session(EAGAIN)
+}
+
+/// Wait until the socket is ready in the direction libssh2 is blocked on, or `max`.
+pub(crate) fn wait_socket(sess: &Session, fd: RawFd, max: Duration) {
+    let events = match sess.block_directions() {
+        BlockDirections::Outbound => libc::POLLOUT,
+        BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
+        // Inbound, or EAGAIN from a full channel window: its adjustment comes inbound.
+        _ => libc::POLLIN,
+    };
+    poll_fds(&mut [(fd, events)], max);
+}
+
+/// poll(2) on a few descriptors; returns the revents of each.
+pub(crate) fn poll_fds(fds: &mut [(RawFd, i16)], max: Duration) -> Vec<i16> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&(fd, events)| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
+    let ms = max.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()` pollfd
+    // structs for the duration of the call; poll(2) only writes their `revents`.
+    unsafe {
+        libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms);
+    }
+    pfds.iter().map(|p| p.revents).collect()
+}
+
+/// Puts the session back into blocking mode however the exec ends.
+struct NonBlocking<'a>(&'a Session);
+
+impl<'a> NonBlocking<'a> {
+    fn new(sess: &'a Session) -> Self {
+        sess.set_blocking(false);
+        NonBlocking(sess)
+    }
+}
+
+impl Drop for NonBlocking<'_> {
+    fn drop(&mut self) {
+        self.0.set_blocking(true);
+    }
+}
+
+/// Retry a libssh2 call until it stops saying EAGAIN.
+fn retry<T>(
+    sess: &Session,
+    fd: RawFd,
+    deadline: Instant,
+    mut f: impl FnMut() -> Result<T, ssh2::Error>,
+) -> Result<T, ssh2::Error> {
+    loop {
+        match f() {
+            Err(e) if is_eagain(&e) => {
+                if Instant::now() >= deadline {
+                    return Err(ssh2::Error::new(
+                        ErrorCode::Session(-9),
+                        "timed out waiting for the SSH server",
+                    ));
+                }
+                wait_socket(sess, fd, Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Run `line` on a new channel. `on_timeout` is called once when `timeout` passes
+/// (it kills the command); the output then gets a short grace period to finish.
+/// `io_timeout` bounds how long the server may stay silent while opening the channel.
+pub(crate) fn run_channel(
+    sess: &Session,
+    fd: RawFd,
+    line: &str,
+    stdin: &[u8],
+    timeout: Option<Duration>,
+    io_timeout: Duration,
+    on_timeout: &mut dyn FnMut(),
+) -> Result<ChannelOutput, ssh2::Error> {
+    let _mode = NonBlocking::new(sess);
+    let open_deadline = Instant::now() + io_timeout;
+    let mut channel = retry(sess, fd, open_deadline, || sess.channel_session())?;
+    retry(sess, fd, open_deadline, || channel.exec(line))?;
+
+    let started = Instant::now();
+    let mut deadline = timeout.map(|t| started + t);
+    let mut out = ChannelOutput::default();
+    let mut pos = 0usize;
+    let mut stdin_done = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_keepalive = Instant::now();
+    let mut grace = false;
+
+    loop {
+        let mut progress = false;
+
+        if !stdin_done {
+            if pos < stdin.len() {
+                let end = stdin.len().min(pos + 256 * 1024);
+                match channel.write(&stdin[pos..end]) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        pos += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // The command is gone or closed its stdin: the rest has no reader.
+                    Err(_) => stdin_done = true,
+                }
+            }
+            if pos >= stdin.len() && !stdin_done {
+                match channel.send_eof() {
+                    Ok(()) => {
+                        stdin_done = true;
+                        progress = true;
+                    }
+                    Err(e) if is_eagain(&e) => {}
+                    Err(_) => stdin_done = true,
+                }
+            }
+        }
+
+        for (stream_id, sink) in [(0, &mut out.stdout), (1, &mut out.stderr)] {
+            let mut stream = channel.stream(stream_id);
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        sink.extend_from_slice(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        return Err(ssh2::Error::new(
+                            ErrorCode::Session(-43),
+                            "reading the command's output failed",
+                        ))
+                    }
+                }
+            }
+        }
+
+        if channel.eof() {
+            // Output is complete; the exit status comes with (before) the close.
+            match channel.wait_close() {
+                Ok(()) => {
+                    out.code = channel.exit_status().ok();
+                    out.signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
+                    break;
+                }
+                Err(e) if is_eagain(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+
+        let now = Instant::now();
+        if let Some(d) = deadline {
+            if now >= d {
+                if grace {
+                    break; // killed, but the channel did not finish: give up on it
+                }
+                out.timed_out = true;
+                grace = true;
+                on_timeout();
+                deadline = Some(Instant::now() + Duration::from_secs(3));
+                continue;
+            }
+        }
+        if now.duration_since(last_keepalive) >= Duration::from_secs(5) {
+            let _ = sess.keepalive_send();
+            last_keepalive = now;
+        }
+        if !progress {
+            let mut wait = Duration::from_millis(200);
+            if let Some(d) = deadline {
+                wait = wait.min(d.saturating_duration_since(now) + Duration::from_millis(1));
+            }
+            wait_socket(sess, fd, wait);
+        }
+    }
+    // Free the channel in blocking mode, or libssh2 may leave it half-closed.
+    sess.set_blocking(true);
+    let saved = sess.timeout();
+    sess.set_timeout(5_000);
+    drop(channel);
+    sess.set_timeout(saved);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_goes_to_stdin_not_argv() {
+        let env = vec![("TOKEN".to_string(), "s3cr3t 'x'".to_string())];
+        let (line, header) = command_line("echo \"$TOKEN\"", &env, false, &[], None).unwrap();
+        assert!(!line.contains("s3cr3t"), "{line}");
+        let header = String::from_utf8(header).unwrap();
+        assert_eq!(header, "export TOKEN='s3cr3t '\\''x'\\'''\n");
+        assert!(line.contains(&format!("count={}", header.len())), "{line}");
+        assert!(line.starts_with("exec /bin/sh -c "));
+    }
+
+    #[test]
+    fn become_and_args() {
+        let (line, header) = command_line("cat -- \"$1\"", &[], true, &["/a b"], None).unwrap();
+        assert!(header.is_empty());
+        assert_eq!(line, "exec sudo -n /bin/sh -c 'cat -- \"$1\"' tend '/a b'");
+        assert!(command_line("x", &[("A-B".into(), "v".into())], false, &[], None).is_err());
+    }
+
+    #[test]
+    fn kill_script_does_not_contain_its_marker() {
+        let m = "tend-exec-0123456789abcdef";
+        assert!(!kill_script(m).contains(m));
+    }
+}
