@@ -49,7 +49,13 @@ pub struct Cli {
     state_dir: Option<PathBuf>,
 
     /// The config file with hosts and groups [default: ./tend.toml if present]
-    #[arg(short = 'c', long, global = true, env = "TEND_CONFIG", value_name = "FILE")]
+    #[arg(
+        short = 'c',
+        long,
+        global = true,
+        env = "TEND_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     /// More output: -v shows unchanged steps and diffs of real runs, -vv debug logs
@@ -350,7 +356,11 @@ fn select_hosts(cli: &Cli, fleet: &FleetArgs, default_all: bool) -> Result<Vec<H
     if pattern == "local" {
         return Ok(vec![HostSpec::local()]);
     }
-    let inv = Inventory::load(cli.config.as_deref(), &fleet.inventory, fleet.ssh_config.as_deref())?;
+    let inv = Inventory::load(
+        cli.config.as_deref(),
+        &fleet.inventory,
+        fleet.ssh_config.as_deref(),
+    )?;
     Ok(inv
         .select(&pattern, fleet.limit.as_deref())?
         .iter()
@@ -642,7 +652,10 @@ fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> 
     let results = crate::ping::ping(&hosts, fleet.forks);
     if json {
         for r in &results {
-            println!("{}", serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?
+            );
         }
     } else {
         human.ping_table(&results);
@@ -660,7 +673,10 @@ fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Res
     let specs = select_hosts(cli, &fleet, true)?;
     if json {
         for s in &specs {
-            println!("{}", serde_json::to_string(s).map_err(|e| Error::Other(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(s).map_err(|e| Error::Other(e.to_string()))?
+            );
         }
     } else {
         let mut t = table(&["HOST", "REACHED BY", "VARS"]);

@@ -18,9 +18,7 @@ pub enum Event {
         params: BTreeMap<String, String>,
     },
     /// A host's part of the run begins (connecting, for a remote host).
-    HostStart {
-        host: String,
-    },
+    HostStart { host: String },
     Step {
         host: String,
         step: u64,

@@ -28,12 +28,16 @@ pub fn parse_serial(s: &str) -> Result<Vec<BatchSize>, String> {
             if let Some(p) = t.strip_suffix('%') {
                 match p.parse::<u8>() {
                     Ok(n) if (1..=100).contains(&n) => Ok(BatchSize::Percent(n)),
-                    _ => Err(format!("--serial: {t:?} is not a percentage from 1% to 100%")),
+                    _ => Err(format!(
+                        "--serial: {t:?} is not a percentage from 1% to 100%"
+                    )),
                 }
             } else {
                 match t.parse::<usize>() {
                     Ok(n) if n > 0 => Ok(BatchSize::Count(n)),
-                    _ => Err(format!("--serial: {t:?} is not a positive number or percentage")),
+                    _ => Err(format!(
+                        "--serial: {t:?} is not a positive number or percentage"
+                    )),
                 }
             }
         })
@@ -152,11 +156,21 @@ mod tests {
     fn policies() {
         let p = Policy::default();
         assert!(!p.broken(3, 5));
-        assert!(Policy { fail_fast: true, ..Default::default() }.broken(1, 5));
-        let p = Policy { max_fail_percent: Some(20), ..Default::default() };
+        assert!(Policy {
+            fail_fast: true,
+            ..Default::default()
+        }
+        .broken(1, 5));
+        let p = Policy {
+            max_fail_percent: Some(20),
+            ..Default::default()
+        };
         assert!(!p.broken(1, 5));
         assert!(p.broken(2, 5));
-        let p = Policy { serial: true, ..Default::default() };
+        let p = Policy {
+            serial: true,
+            ..Default::default()
+        };
         assert!(!p.next_batch_allowed(1, 5));
         assert!(p.next_batch_allowed(0, 5));
     }

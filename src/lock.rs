@@ -78,6 +78,23 @@ pub fn acquire(t: &dyn Target, dir: &str, run_id: &str) -> Result<TargetLock, Er
     }
 }
 
+/// Remove the lock if `run_id` holds it: after that run has been rolled back by hand,
+/// its lock is known to be stale.
+pub fn release_if_held_by(t: &dyn Target, dir: &str, run_id: &str) -> bool {
+    let owner: Option<Owner> = t
+        .read(&join(dir, "owner"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if owner.is_some_and(|o| o.run_id == run_id) {
+        TargetLock {
+            dir: dir.to_string(),
+        }
+        .release(t);
+        return true;
+    }
+    false
+}
+
 impl TargetLock {
     pub fn release(self, t: &dyn Target) {
         let _ = t.remove_file(&join(&self.dir, "owner"));

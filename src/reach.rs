@@ -99,7 +99,9 @@ impl HostSpec {
 
     pub fn from_inventory(h: &Host, flags: &ConnectFlags) -> HostSpec {
         let local = h.vars.get("connection").is_some_and(|c| c == "local")
-            || h.vars.get("ansible_connection").is_some_and(|c| c == "local");
+            || h.vars
+                .get("ansible_connection")
+                .is_some_and(|c| c == "local");
         let mut identity_files = h.identity_files.clone();
         if let Some(k) = &flags.private_key {
             identity_files.insert(0, k.clone());
@@ -203,7 +205,12 @@ impl HostSpec {
             });
         }
         let ssh = SshTarget::connect(self.ssh_options())?;
-        let state = crate::target::join(ssh.home(), ".cache/tend");
+        // Backups and the host lock live here; `tend_state_dir` moves them (a read-only
+        // home, or several inventory hosts that are really one machine).
+        let state = match self.vars.get("tend_state_dir") {
+            Some(dir) => dir.clone(),
+            None => crate::target::join(ssh.home(), ".cache/tend"),
+        };
         Ok(Reached {
             target: Arc::new(ssh),
             remote_state: Some(state),
@@ -212,6 +219,8 @@ impl HostSpec {
 }
 
 fn default_known_hosts() -> Vec<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     vec![home.join(".ssh/known_hosts")]
 }

@@ -51,7 +51,9 @@ impl Live {
         let mut bars = self.bars.lock().expect("bars");
         bars.entry(host.to_string())
             .or_insert_with(|| {
-                let b = self.mp.insert_before(&self.total, ProgressBar::new_spinner());
+                let b = self
+                    .mp
+                    .insert_before(&self.total, ProgressBar::new_spinner());
                 b.set_style(
                     ProgressStyle::with_template("  {spinner} {prefix:<16} {wide_msg}")
                         .expect("template"),
@@ -159,7 +161,10 @@ impl Human {
                     } else {
                         ""
                     };
-                    self.out(format!("{} {recipe}  run {run_id}{mode}", self.paint(BOLD, "tend")));
+                    self.out(format!(
+                        "{} {recipe}  run {run_id}{mode}",
+                        self.paint(BOLD, "tend")
+                    ));
                 }
             }
             Event::HostStart { host } => {
@@ -232,7 +237,10 @@ impl Human {
                 ..
             } => {
                 if !self.quiet {
-                    self.out(format!("  {} {host}  {action}: {result}", self.paint(CYAN, "↺")));
+                    self.out(format!(
+                        "  {} {host}  {action}: {result}",
+                        self.paint(CYAN, "↺")
+                    ));
                 }
             }
             Event::Rollback {
@@ -316,9 +324,21 @@ impl Human {
         if self.quiet || result.hosts.len() < 2 {
             return;
         }
-        let mut t = table(&["HOST", "OUTCOME", "CHANGED", "UNCHANGED", "UNKNOWN", "DURATION", "ERROR"]);
+        let mut t = table(&[
+            "HOST",
+            "OUTCOME",
+            "CHANGED",
+            "UNCHANGED",
+            "UNKNOWN",
+            "DURATION",
+            "ERROR",
+        ]);
         for h in &result.hosts {
-            let err = h.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("");
+            let err = h
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("");
             let err: String = err.chars().take(70).collect();
             t.add_row(vec![
                 h.host.clone(),
@@ -331,7 +351,8 @@ impl Human {
             ]);
         }
         println!("{t}");
-        let count = |f: &dyn Fn(Outcome) -> bool| result.hosts.iter().filter(|h| f(h.outcome)).count();
+        let count =
+            |f: &dyn Fn(Outcome) -> bool| result.hosts.iter().filter(|h| f(h.outcome)).count();
         println!(
             "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} skipped",
             result.hosts.len(),
@@ -355,7 +376,15 @@ impl Human {
     }
 
     /// `tend exec`: hosts with identical output and exit code folded into one block.
-    pub fn exec_report(&self, hosts: &[(String, Outcome, Option<crate::ops::StepReport>, Option<String>)]) {
+    pub fn exec_report(
+        &self,
+        hosts: &[(
+            String,
+            Outcome,
+            Option<crate::ops::StepReport>,
+            Option<String>,
+        )],
+    ) {
         if let Some(live) = &self.live {
             live.total.finish_and_clear();
         }
@@ -458,7 +487,9 @@ impl Human {
             println!("no runs yet");
             return;
         }
-        let mut t = table(&["RUN", "RECIPE", "HOSTS", "STARTED", "DURATION", "OUTCOME", "CHANGED"]);
+        let mut t = table(&[
+            "RUN", "RECIPE", "HOSTS", "STARTED", "DURATION", "OUTCOME", "CHANGED",
+        ]);
         for r in runs {
             let started = r.started.get(..19).unwrap_or(&r.started).replace('T', " ");
             let hosts = match r.hosts.as_slice() {

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::audit::AuditLog;
@@ -16,8 +16,8 @@ use crate::fleet::{batches, run_pool, BatchSize, Policy};
 use crate::journal::Journal;
 use crate::ops::undo::{Reverted, Undo};
 use crate::ops::Ctx;
-use crate::recipe::params::{ParamDecl, ParamType};
 use crate::reach::{HostSpec, Reached};
+use crate::recipe::params::{ParamDecl, ParamType};
 use crate::recipe::Recipe;
 use crate::state::{new_run_id, RunMeta, StateDir};
 use crate::target::local::Local;
@@ -400,15 +400,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
                     Outcome::Skipped,
                     Some("not started: the failure policy stopped the run".into()),
                 );
-                sink(&Event::HostEnd {
-                    host: name.clone(),
-                    outcome: skipped.outcome.as_str().into(),
-                    changed: 0,
-                    unknown: 0,
-                    unchanged: 0,
-                    duration_ms: 0,
-                    error: skipped.error.clone(),
-                });
+                host_end(&sink, &skipped);
                 skipped
             })
         })
@@ -430,6 +422,12 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         }
     }
 
+    if req.atomic && !req.dry_run {
+        // Held back until now: an --atomic host's outcome is known only at the end.
+        for h in hosts.iter().filter(|h| h.outcome != Outcome::Skipped) {
+            host_end(&sink, h);
+        }
+    }
     let outcome = overall(&hosts);
     let changed = hosts.iter().map(|h| h.changed).sum();
     let unknown = hosts.iter().map(|h| h.unknown).sum();
@@ -460,6 +458,18 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     })
 }
 
+fn host_end(sink: &Sink, r: &HostResult) {
+    sink(&Event::HostEnd {
+        host: r.host.clone(),
+        outcome: r.outcome.as_str().into(),
+        changed: r.changed,
+        unknown: r.unknown,
+        unchanged: r.unchanged,
+        duration_ms: r.duration_ms,
+        error: r.error.clone(),
+    });
+}
+
 /// What every host of a run shares.
 struct HostRunner<'a> {
     state: &'a StateDir,
@@ -472,15 +482,9 @@ struct HostRunner<'a> {
 impl HostRunner<'_> {
     fn end(&self, mut r: HostResult, started: Instant) -> HostResult {
         r.duration_ms = started.elapsed().as_millis() as u64;
-        (self.sink)(&Event::HostEnd {
-            host: r.host.clone(),
-            outcome: r.outcome.as_str().into(),
-            changed: r.changed,
-            unknown: r.unknown,
-            unchanged: r.unchanged,
-            duration_ms: r.duration_ms,
-            error: r.error.clone(),
-        });
+        if !(self.req.atomic && !self.req.dry_run) {
+            host_end(self.sink, &r);
+        }
         r
     }
 
@@ -558,7 +562,10 @@ impl HostRunner<'_> {
         let mut r = HostResult::new(name, Outcome::Ok, None);
         r.changed = hctx.changed.load(Ordering::SeqCst);
         r.unknown = hctx.unknown.load(Ordering::SeqCst);
-        r.unchanged = hctx.ctx.current_step().saturating_sub(r.changed + r.unknown);
+        r.unchanged = hctx
+            .ctx
+            .current_step()
+            .saturating_sub(r.changed + r.unknown);
         r.journal = journal_path.clone();
         if let Err(e) = result {
             let message = hctx.redact(&engine::describe(
@@ -748,6 +755,12 @@ pub fn rollback(
             Some(state.lock_host(&host, run_id)?)
         };
         let r = rollback_host(reached.target.as_ref(), &jpath, dry_run, &sink)?;
+        if let (Some(dir), false, true) = (&reached.remote_state, dry_run, r.incomplete.is_empty())
+        {
+            // The run died holding the host's lock; undone, its lock can go too.
+            let lock = crate::target::join(dir, "lock");
+            crate::lock::release_if_held_by(reached.target.as_ref(), &lock, run_id);
+        }
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
     }

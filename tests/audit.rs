@@ -29,8 +29,11 @@ fn three_runs(w: &World) {
     let r = w.recipe("write.rhai", RECIPE);
     for (i, text) in ["one", "two", "three"].iter().enumerate() {
         let name = w.path(&format!("f{i}"));
-        w.run(&r, &["-p", &format!("name={name}"), "-p", &format!("text={text}")])
-            .assert_code(0);
+        w.run(
+            &r,
+            &["-p", &format!("name={name}"), "-p", &format!("text={text}")],
+        )
+        .assert_code(0);
     }
 }
 
@@ -50,7 +53,10 @@ fn real_runs_are_recorded_and_verify() {
     assert_eq!(step["host"], "local");
     assert!(step["user"].as_str().is_some_and(|u| !u.is_empty()));
     let start = events.iter().find(|e| e["event"] == "run_start").unwrap();
-    assert!(start["recipe_hash"].as_str().unwrap().starts_with("sha256:"));
+    assert!(start["recipe_hash"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     assert_eq!(start["recipe"], "write");
 }
 
@@ -60,7 +66,11 @@ fn editing_a_line_is_found_and_named() {
     three_runs(&w);
     let mut lines = audit_lines(&w);
     lines[5] = lines[5].replace("\"changed\":true", "\"changed\":false");
-    assert_ne!(lines[5], audit_lines(&w)[5], "the edit must change the line");
+    assert_ne!(
+        lines[5],
+        audit_lines(&w)[5],
+        "the edit must change the line"
+    );
     write_lines(&w, &lines);
     let v = w.tend(&["audit", "verify"]);
     v.assert_code(67);

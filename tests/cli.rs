@@ -22,7 +22,10 @@ fn demo_plans_then_rotates_the_sample() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["app.log", "app.log.1", "app.log.2.gz", "worker.log"]);
+    assert_eq!(
+        names,
+        ["app.log", "app.log.1", "app.log.2.gz", "worker.log"]
+    );
     assert_eq!(std::fs::metadata(logs.join("app.log")).unwrap().len(), 0);
     // The demo's real run is listed and can be undone.
     let runs = w.tend(&["runs", "--json"]).events();
@@ -41,7 +44,11 @@ fn help_teaches_exit_codes() {
     let r = w.tend(&["--help"]);
     r.assert_code(0);
     for needle in ["run", "rollback", "audit", "Exit codes", "rolled back"] {
-        assert!(r.stdout.contains(needle), "--help lacks {needle}:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(needle),
+            "--help lacks {needle}:\n{}",
+            r.stdout
+        );
     }
     w.tend(&["frobnicate"]).assert_code(64);
 }
@@ -74,11 +81,23 @@ fn show_describes_log_rotate() {
     assert!(r.stdout.contains("Rotate log files"), "{}", r.stdout);
     assert!(r.stdout.contains("min_size"), "{}", r.stdout);
     assert!(r.stdout.contains("size"), "{}", r.stdout);
-    assert!(r.stdout.contains("Imports: stdlib/logrotate.rhai"), "{}", r.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(w.tend(&["show", &shipped("log-rotate.rhai"), "--json"]).stdout.trim())
-            .unwrap();
-    let keep = v["params"].as_array().unwrap().iter().find(|p| p["name"] == "keep").unwrap();
+    assert!(
+        r.stdout.contains("Imports: stdlib/logrotate.rhai"),
+        "{}",
+        r.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        w.tend(&["show", &shipped("log-rotate.rhai"), "--json"])
+            .stdout
+            .trim(),
+    )
+    .unwrap();
+    let keep = v["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "keep")
+        .unwrap();
     assert_eq!(keep["type"], "int");
     assert_eq!(keep["default"], "7");
     assert!(keep["doc"].as_str().unwrap().contains("rotated copies"));
@@ -87,11 +106,24 @@ fn show_describes_log_rotate() {
 #[test]
 fn detailed_exitcode_says_whether_anything_would_change() {
     let w = World::new();
-    let r = w.recipe("r.rhai", "let p = params(#{path: \"\"});\nfs::file(p.path, \"x\\n\");\n");
+    let r = w.recipe(
+        "r.rhai",
+        "let p = params(#{path: \"\"});\nfs::file(p.path, \"x\\n\");\n",
+    );
     let arg = format!("path={}", w.path("f"));
-    let plan = |w: &World| w.tend(&["run", r.to_str().unwrap(), "-p", &arg, "--dry-run", "--detailed-exitcode"]);
+    let plan = |w: &World| {
+        w.tend(&[
+            "run",
+            r.to_str().unwrap(),
+            "-p",
+            &arg,
+            "--dry-run",
+            "--detailed-exitcode",
+        ])
+    };
     plan(&w).assert_code(2);
-    w.tend(&["run", r.to_str().unwrap(), "-p", &arg]).assert_code(0);
+    w.tend(&["run", r.to_str().unwrap(), "-p", &arg])
+        .assert_code(0);
     plan(&w).assert_code(0);
 }
 

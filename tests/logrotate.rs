@@ -199,8 +199,14 @@ fn maxsize() {
     // The big log goes at once, before any interval; the small one is only recorded.
     rotate(&w, &p).assert_code(0);
     let after_first = read_tree(&w);
-    assert!(after_first.contains(&"big.log.1".to_string()), "{after_first:?}");
-    assert!(!after_first.contains(&"small.log.1".to_string()), "{after_first:?}");
+    assert!(
+        after_first.contains(&"big.log.1".to_string()),
+        "{after_first:?}"
+    );
+    assert!(
+        !after_first.contains(&"small.log.1".to_string()),
+        "{after_first:?}"
+    );
     // A day later the small one is due by age.
     backdate_state(&w, 86_400);
     rotate(&w, &p).assert_code(0);
@@ -219,8 +225,15 @@ fn maxsize() {
         ],
     );
     let st = state(&w);
-    let small = st.iter().find(|(p, _)| p.ends_with("/small.log")).unwrap().1;
-    assert!((now() - small).abs() < 60, "small.log's rotation is recorded as now");
+    let small = st
+        .iter()
+        .find(|(p, _)| p.ends_with("/small.log"))
+        .unwrap()
+        .1;
+    assert!(
+        (now() - small).abs() < 60,
+        "small.log's rotation is recorded as now"
+    );
 }
 
 fn read_tree(w: &World) -> Vec<String> {

@@ -170,10 +170,12 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
             .find(|(k, _)| *k == d.name)
             .map(|(_, v)| v);
         let value = match (raw, d.ty) {
-            (None, ParamType::Secret) => return Err(format!(
+            (None, ParamType::Secret) => {
+                return Err(format!(
                 "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
                 d.name, d.name, d.name
-            )),
+            ))
+            }
             (None, ParamType::Size) => Dynamic::from_int(
                 parse_size(&default.into_string().unwrap_or_default()).unwrap_or(0),
             ),

@@ -105,7 +105,10 @@ pub fn compile(source: &str, display: &str, dir: &Path) -> Result<(AST, Vec<(Str
         .compile_into_self_contained(&scope, source)
         .map_err(|e| match e.as_ref() {
             EvalAltResult::ErrorRuntime(msg, pos) => Error::Recipe {
-                location: format!("{display}:{}", import_position(source, &msg.to_string(), *pos)),
+                location: format!(
+                    "{display}:{}",
+                    import_position(source, &msg.to_string(), *pos)
+                ),
                 message: msg.to_string(),
             },
             EvalAltResult::ErrorParsing(p, pos) => Error::Recipe {

@@ -109,8 +109,7 @@ impl SshOptions {
             .flat_map(|d| ["id_ed25519", "id_ecdsa", "id_rsa"].map(|f| d.join(f)))
             .filter(|p| p.exists())
             .collect();
-        let mut known_hosts: Vec<PathBuf> =
-            ssh_dir.iter().map(|d| d.join("known_hosts")).collect();
+        let mut known_hosts: Vec<PathBuf> = ssh_dir.iter().map(|d| d.join("known_hosts")).collect();
         known_hosts.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
         SshOptions {
             name: name.into(),
@@ -788,9 +787,10 @@ impl SshTarget {
         let user = &self.info.user;
         let host = self.name();
         let msg = match out.code {
-            Some(1) if first.starts_with("sudo:")
-                && (first.contains("password is required")
-                    || first.contains("terminal is required")) =>
+            Some(1)
+                if first.starts_with("sudo:")
+                    && (first.contains("password is required")
+                        || first.contains("terminal is required")) =>
             {
                 format!(
                     "sudo on {host} needs a password; tend uses `sudo -n`: allow NOPASSWD for \
@@ -902,7 +902,11 @@ impl SshTarget {
             let as_ssh = ssh2::Error::from_errno(ErrorCode::SFTP(FAILURE));
             let err = self.explain_failure(c, path, &as_ssh, "read");
             if err.message() == "failed" {
-                return Err(TargetError::path(self.name(), path, format!("read failed: {e}")));
+                return Err(TargetError::path(
+                    self.name(),
+                    path,
+                    format!("read failed: {e}"),
+                ));
             }
             return Err(err);
         }
@@ -921,7 +925,11 @@ impl SshTarget {
                 Ok(()) => return Ok(()),
                 Err(e) if sftp_code(&e) == Some(FAILURE) => {
                     if self.lstat_in(c, from)?.is_none() {
-                        return Err(TargetError::path(self.name(), from, "no such file or directory"));
+                        return Err(TargetError::path(
+                            self.name(),
+                            from,
+                            "no such file or directory",
+                        ));
                     }
                     if self.lstat_in(c, to)?.is_none() {
                         return Err(self.sftp_err(c, from, &e));
@@ -988,8 +996,12 @@ impl SshTarget {
         };
         if let Err(e) = result {
             let err = match sftp_code(&e) {
-                Some(n) if n != FAILURE => TargetError::path(self.name(), path, sftp_status_text(n)),
-                Some(_) => TargetError::path(self.name(), path, "write failed (disk full or quota?)"),
+                Some(n) if n != FAILURE => {
+                    TargetError::path(self.name(), path, sftp_status_text(n))
+                }
+                Some(_) => {
+                    TargetError::path(self.name(), path, "write failed (disk full or quota?)")
+                }
                 None => self.lost(c, &e),
             };
             if c.broken.is_none() {
@@ -1024,10 +1036,7 @@ impl Drop for SshTarget {
         c.sftp = None;
         if c.broken.is_none() {
             c.link.session.set_timeout(2_000);
-            let _ = c
-                .link
-                .session
-                .disconnect(None, "tend: done", None);
+            let _ = c.link.session.disconnect(None, "tend: done", None);
         }
     }
 }
@@ -1127,7 +1136,11 @@ impl Target for SshTarget {
                 Some(m) if m.kind == Kind::File => m.size <= REMOTE_COPY_THRESHOLD,
                 Some(_) => false, // a symlink (or worse): let `cp` follow it and judge
                 None => {
-                    return Err(TargetError::path(self.name(), from, "no such file or directory"))
+                    return Err(TargetError::path(
+                        self.name(),
+                        from,
+                        "no such file or directory",
+                    ))
                 }
             };
             if small {
@@ -1145,7 +1158,14 @@ impl Target for SshTarget {
         let mut c = self.lock()?;
         if self.become_ {
             let (p, m) = (safe_arg(path), format!("{:o}", mode & 0o7777));
-            self.script_ok(&mut c, true, path, "mkdir -m \"$2\" -- \"$1\"", &[&p, &m], &[])?;
+            self.script_ok(
+                &mut c,
+                true,
+                path,
+                "mkdir -m \"$2\" -- \"$1\"",
+                &[&p, &m],
+                &[],
+            )?;
             return Ok(());
         }
         let r = match c.sftp() {
@@ -1246,7 +1266,14 @@ ln -s -- "$1" "$2""#;
         if self.become_ || is_link {
             // SFTP setstat follows symlinks; `chown -h` changes the link itself.
             let (p, o) = (safe_arg(path), format!("{uid}:{gid}"));
-            self.script_ok(&mut c, self.become_, path, "chown -h \"$2\" -- \"$1\"", &[&p, &o], &[])?;
+            self.script_ok(
+                &mut c,
+                self.become_,
+                path,
+                "chown -h \"$2\" -- \"$1\"",
+                &[&p, &o],
+                &[],
+            )?;
             return Ok(());
         }
         let r = c.sftp().and_then(|s| {
@@ -1365,7 +1392,10 @@ mod tests {
             "no such file or directory"
         );
         assert_eq!(clean_stderr(b"", Some(3)), "failed (exit status 3)");
-        assert_eq!(clean_stderr(b"rmdir: failed to remove 'd': Directory not empty", Some(1)), "directory not empty");
+        assert_eq!(
+            clean_stderr(b"rmdir: failed to remove 'd': Directory not empty", Some(1)),
+            "directory not empty"
+        );
         assert_eq!(safe_arg("-rf"), "./-rf");
         assert_eq!(safe_arg("/etc/x"), "/etc/x");
         assert_eq!(kind_of(0o100644), Kind::File);

@@ -63,7 +63,10 @@ pub fn pub_key(path: &Path) -> String {
     let mut p = path.as_os_str().to_owned();
     p.push(".pub");
     let text = fs::read_to_string(PathBuf::from(p)).expect("public key");
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn free_port() -> u16 {
@@ -255,6 +258,18 @@ impl Sshd {
         }
     }
 
+    /// Kill the processes serving open connections (children of the listener), by
+    /// pid: clients see the host vanish.
+    pub fn kill_connections(&self) {
+        let Some(child) = &self.child else { return };
+        for pid in descendants(child.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
     /// Start again on the same port with the same host key (unless it was replaced).
     pub fn restart(&mut self) {
         self.stop();
@@ -264,7 +279,11 @@ impl Sshd {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("sshd did not restart on port {}; log:\n{}", self.port, self.log());
+        panic!(
+            "sshd did not restart on port {}; log:\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     /// A new host key (known_hosts keeps the old one); takes effect at `restart`.
@@ -305,12 +324,7 @@ impl Sshd {
     }
 
     pub fn options_as(&self, user: &str) -> SshOptions {
-        let mut o = SshOptions::new(
-            format!("sshd{}", self.port),
-            "127.0.0.1",
-            self.port,
-            user,
-        );
+        let mut o = SshOptions::new(format!("sshd{}", self.port), "127.0.0.1", self.port, user);
         o.identity_files = vec![self.client_key.clone()];
         o.identities_only = true;
         o.known_hosts = vec![self.known_hosts.clone()];
@@ -322,6 +336,43 @@ impl Sshd {
     pub fn path(&self, rel: &str) -> String {
         self.root.join(rel).to_string_lossy().into_owned()
     }
+}
+
+/// Every process below `pid` (from /proc), deepest last.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        if let Some(ppid) = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let cur = found[i];
+        for &(p, pp) in &parent_of {
+            if pp == cur && !found.contains(&p) {
+                found.push(p);
+            }
+        }
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 impl Drop for Sshd {

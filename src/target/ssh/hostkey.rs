@@ -143,7 +143,9 @@ pub(crate) fn lookup(
             }
             let (revoked, rest) = match line.strip_prefix('@') {
                 Some(marked) => {
-                    let (marker, rest) = marked.split_once(char::is_whitespace).unwrap_or((marked, ""));
+                    let (marker, rest) = marked
+                        .split_once(char::is_whitespace)
+                        .unwrap_or((marked, ""));
                     match marker {
                         "revoked" => (true, rest.trim_start()),
                         _ => continue, // @cert-authority: tend does not use host certificates
@@ -244,7 +246,12 @@ pub(crate) fn verdict(entries: &[Entry], key: &ServerKey) -> Verdict {
 }
 
 /// Append the host's key to `file` (created with its directory if missing).
-pub(crate) fn append(file: &Path, address: &str, port: u16, key: &ServerKey) -> std::io::Result<()> {
+pub(crate) fn append(
+    file: &Path,
+    address: &str,
+    port: u16,
+    key: &ServerKey,
+) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {

@@ -43,7 +43,8 @@ pub(crate) fn open(
     port: u16,
     timeout: Duration,
 ) -> Result<(UnixStream, Tunnel), String> {
-    jump.session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+    jump.session
+        .set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
     let channel = jump
         .session
         .channel_direct_tcpip(host, port, None)
