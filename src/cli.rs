@@ -361,6 +361,9 @@ fn select_hosts(cli: &Cli, fleet: &FleetArgs, default_all: bool) -> Result<Vec<H
         &fleet.inventory,
         fleet.ssh_config.as_deref(),
     )?;
+    for w in inv.warnings() {
+        eprintln!("warning: {w}");
+    }
     Ok(inv
         .select(&pattern, fleet.limit.as_deref())?
         .iter()

@@ -511,6 +511,12 @@ fn ssh_config_aliases_and_pattern_defaults() {
         names(&inv.select("all,!@ssh_config", None).unwrap()),
         ["web01", "api.example.com", "db.example.com"]
     );
+    // `all` is the fleet: hosts known only from ~/.ssh/config are left out of it.
+    assert_eq!(
+        names(&inv.select("all", None).unwrap()),
+        ["web01", "api.example.com", "db.example.com"]
+    );
+    assert!(names(&inv.select("@ssh_config", None).unwrap()).contains(&"jump"));
     let adhoc = inv.select("root@new.example.com", None).unwrap();
     assert_eq!(adhoc[0].address, "new.example.com");
     assert_eq!(adhoc[0].user.as_deref(), Some("root"));

@@ -45,10 +45,10 @@ fn info_home_and_timings() {
     }
     let stat = started.elapsed() / 20;
     let started = Instant::now();
-    for _ in 0..10 {
+    for _ in 0..3 {
         assert_eq!(sh(&t, "true").code, 0);
     }
-    let exec = started.elapsed() / 10;
+    let exec = started.elapsed() / 3;
     let big = vec![7u8; 4 << 20];
     let p = sshd.path("big");
     let started = Instant::now();
@@ -61,8 +61,30 @@ fn info_home_and_timings() {
     t.write(&p, b"replaced", 0o644).unwrap();
     let replace = started.elapsed();
     eprintln!(
-        "connect (tcp+handshake+auth+sftp) {:?}, sftp lstat {stat:?}, exec `true` {exec:?}, \
-         write 4 MiB {up:?}, read 4 MiB {down:?}, replace existing file {replace:?}",
+        "root (bash login shell, ~/.bashrc): connect (tcp+handshake+auth+sftp) {:?}, sftp \
+         lstat {stat:?}, exec `true` {exec:?}, write 4 MiB {up:?}, read 4 MiB {down:?}, \
+         replace existing file {replace:?}",
+        t.connect_time()
+    );
+    // A user whose login shell is dash: what exec costs without a slow shell rc file.
+    let sshd = Sshd::start_tendtest();
+    let t = connect(&sshd);
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(sh(&t, "true").code, 0);
+    }
+    let exec = started.elapsed() / 10;
+    let p = sshd.path("f");
+    t.write(&p, b"one", 0o644).unwrap();
+    let started = Instant::now();
+    t.write(&p, b"two", 0o644).unwrap();
+    let replace = started.elapsed();
+    let started = Instant::now();
+    t.write(&sshd.path("g"), b"new", 0o644).unwrap();
+    let create = started.elapsed();
+    eprintln!(
+        "tendtest (/bin/sh login shell): connect {:?}, exec `true` {exec:?}, create file \
+         {create:?}, replace file {replace:?}",
         t.connect_time()
     );
 }
@@ -122,6 +144,8 @@ fn file_primitives() {
     let e = t.write(&sshd.path("nope/x"), b"x", 0o644).unwrap_err();
     assert_eq!(e.message(), "no such file or directory", "{e}");
     let e = t.write(&d, b"x", 0o644).unwrap_err();
+    assert_eq!(e.message(), "is a directory", "{e}");
+    let e = t.read(&d).unwrap_err();
     assert_eq!(e.message(), "is a directory", "{e}");
     t.remove_file(&sshd.path("dir/z")).unwrap();
     t.remove_file(&sshd.path("dir/.hidden")).unwrap();
@@ -215,8 +239,29 @@ fn copy_small_and_big() {
 }
 
 #[test]
+fn servers_without_posix_rename_still_replace_files_atomically() {
+    // sftp-server refuses the extensions (as a restricted or old server would).
+    let sshd = Sshd::start_with("root", "Subsystem sftp internal-sftp -P posix-rename,fsync");
+    let t = connect(&sshd);
+    let f = sshd.path("f");
+    t.write(&f, b"one", 0o644).unwrap();
+    t.write(&f, b"two", 0o600).unwrap();
+    assert_eq!(fs::read(&f).unwrap(), b"two");
+    assert_eq!(fs::metadata(&f).unwrap().mode() & 0o7777, 0o600);
+    let g = sshd.path("g");
+    t.write(&g, b"gee", 0o644).unwrap();
+    t.rename(&g, &f).unwrap();
+    assert_eq!(fs::read(&f).unwrap(), b"gee");
+    assert!(!std::path::Path::new(&g).exists());
+    let e = t.rename(&g, &f).unwrap_err();
+    assert_eq!(e.message(), "no such file or directory", "{e}");
+    assert_eq!(fs::read_dir(&sshd.root).unwrap().count(), 1);
+}
+
+#[test]
 fn exec_output_stdin_env() {
-    let sshd = Sshd::start();
+    // A /bin/sh login shell: root's ~/.bashrc here costs ~300 ms per command.
+    let sshd = Sshd::start_tendtest();
     let t = connect(&sshd);
     let out = sh(&t, "echo out; echo err >&2; exit 3");
     assert_eq!(out.stdout, b"out\n");
@@ -268,7 +313,8 @@ fn exec_output_stdin_env() {
 
 #[test]
 fn exec_large_output_does_not_hang() {
-    let sshd = Sshd::start();
+    // A /bin/sh login shell: root's ~/.bashrc here costs ~300 ms per command.
+    let sshd = Sshd::start_tendtest();
     let t = connect(&sshd);
     // Lots of stderr before any stdout, and both interleaved.
     let out = sh(
@@ -300,7 +346,8 @@ fn exec_large_output_does_not_hang() {
 
 #[test]
 fn exec_timeout_kills_the_command() {
-    let sshd = Sshd::start();
+    // A /bin/sh login shell: root's ~/.bashrc here costs ~300 ms per command.
+    let sshd = Sshd::start_tendtest();
     let t = connect(&sshd);
     let mut req = ExecRequest::new("echo started; sleep 41.5 | cat; echo never");
     req.timeout = Some(Duration::from_millis(500));
@@ -329,8 +376,22 @@ fn exec_timeout_kills_the_command() {
     let mut opts = sshd.options();
     opts.command_timeout = Some(Duration::from_millis(300));
     let t2 = SshTarget::connect(opts).unwrap();
+    // A lone command: the shell execs it in place, and it is still found and killed.
     let out = sh(&t2, "sleep 42.5");
     assert!(out.timed_out);
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 42.5"));
+    // Even when it left the process group.
+    let out = sh(&t2, "setsid sleep 44.5 & wait");
+    assert!(out.timed_out);
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 44.5"));
 }
 
 #[test]
@@ -390,6 +451,58 @@ fn hashed_known_hosts_entries_work() {
     let text = fs::read_to_string(&sshd.known_hosts).unwrap();
     assert!(text.starts_with("|1|"), "{text}");
     connect(&sshd);
+}
+
+#[test]
+fn known_hosts_name_lists_and_key_types() {
+    let sshd = Sshd::start();
+    let key = sshd::pub_key(&sshd.host_key);
+    let name = format!("[127.0.0.1]:{}", sshd.port);
+    // One line for several names, among comments and blank lines.
+    fs::write(
+        &sshd.known_hosts,
+        format!("# fleet\n\nweb9,{name},10.1.1.1 {key}\n"),
+    )
+    .unwrap();
+    connect(&sshd);
+    // Wildcards, and a negation that wins.
+    fs::write(&sshd.known_hosts, format!("[127.0.0.?]:* {key}\n")).unwrap();
+    connect(&sshd);
+    fs::write(&sshd.known_hosts, format!("[127.0.0.?]:*,!{name} {key}\n")).unwrap();
+    assert!(connect_err(sshd.options()).contains("unknown host key"));
+
+    // The host is known by another key type too: fine.
+    let ecdsa = sshd.dir.path().join("other_ecdsa");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-C", "", "-f"])
+        .arg(&ecdsa)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ecdsa_key = sshd::pub_key(&ecdsa);
+    fs::write(
+        &sshd.known_hosts,
+        format!("{name} {ecdsa_key}\n{name} {key}\n"),
+    )
+    .unwrap();
+    connect(&sshd);
+
+    // Only another key type on record: the server cannot prove the identity we know.
+    fs::write(&sshd.known_hosts, format!("{name} {ecdsa_key}\n")).unwrap();
+    let mut o = sshd.options();
+    o.host_key_policy = HostKeyPolicy::AcceptNew;
+    let e = connect_err(o);
+    assert!(e.contains("HOST KEY CHANGED"), "{e}");
+    assert!(e.contains("ecdsa-sha2-nistp256"), "{e}");
+
+    // @revoked.
+    fs::write(
+        &sshd.known_hosts,
+        format!("@revoked {name} {key}\n{name} {key}\n"),
+    )
+    .unwrap();
+    let e = connect_err(sshd.options());
+    assert!(e.contains("@revoked"), "{e}");
 }
 
 #[test]
@@ -601,6 +714,24 @@ fn become_writes_root_owned_files_through_sudo() {
     let e = t.read(&format!("{d}/missing")).unwrap_err();
     assert_eq!(e.message(), "no such file or directory", "{e}");
     assert_eq!(t.list_dir(&d).unwrap(), vec!["secret.conf"]);
+
+    // A timed-out command under sudo is killed too (root processes: the kill goes
+    // through sudo as well).
+    let mut req = ExecRequest::new("sleep 43.5; echo never");
+    req.timeout = Some(Duration::from_millis(300));
+    let started = Instant::now();
+    let out = t.exec(&req).unwrap();
+    assert!(out.timed_out);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep 43.5"));
 }
 
 #[test]
@@ -653,8 +784,83 @@ fn lost_connection_fails_fast() {
     sshd.kill_connections();
     sshd.stop();
     let started = Instant::now();
-    let e1 = t.exec(&ExecRequest::new("echo 2"));
-    let e2 = t.stat("/");
+    let e1 = t.exec(&ExecRequest::new("echo 2")).unwrap_err().to_string();
+    let e2 = t.stat("/").unwrap_err().to_string();
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(e1.is_err() || e2.is_err());
+    assert!(e1.contains("SSH connection lost"), "{e1}");
+    assert!(e2.contains("connection was lost earlier"), "{e2}");
+}
+
+/// ssh-agent is tried first (unless identities_only), then the identity files. The
+/// agent is found through SSH_AUTH_SOCK, so this runs in a child process of this test
+/// binary with that variable set, rather than changing this process's environment.
+#[test]
+fn agent_is_tried_before_identity_files() {
+    if let Ok(port) = std::env::var("TEND_TEST_AGENT_PORT") {
+        agent_child(port.parse().unwrap());
+        return;
+    }
+    let sshd = Sshd::start();
+    let sock = sshd.dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&sshd.client_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    let run = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "agent_is_tried_before_identity_files",
+            "--nocapture",
+        ])
+        .env("SSH_AUTH_SOCK", &sock)
+        .env("TEND_TEST_AGENT_PORT", sshd.port.to_string())
+        .env("TEND_TEST_AGENT_DIR", sshd.dir.path())
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(
+        run.status.success() && String::from_utf8_lossy(&run.stdout).contains("1 passed"),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+fn agent_child(port: u16) {
+    let dir = std::path::PathBuf::from(std::env::var("TEND_TEST_AGENT_DIR").unwrap());
+    let mut o = tend::target::ssh::SshOptions::new("agented", "127.0.0.1", port, "root");
+    o.known_hosts = vec![dir.join("known_hosts")];
+    let stranger = dir.join("stranger-for-agent");
+    sshd::keygen(&stranger);
+    // The agent holds the authorized key; the identity file is refused.
+    o.identity_files = vec![stranger.clone()];
+    o.identities_only = false;
+    let t = SshTarget::connect(o.clone()).expect("login through the agent");
+    assert_eq!(
+        t.exec(&ExecRequest::new("echo agent")).unwrap().stdout,
+        b"agent\n"
+    );
+    // identities_only: the agent is not asked, and the refusal says what was tried.
+    o.identities_only = true;
+    let e = SshTarget::connect(o.clone()).unwrap_err().to_string();
+    assert!(!e.contains("ssh-agent"), "{e}");
+    assert!(e.contains(&stranger.display().to_string()), "{e}");
 }

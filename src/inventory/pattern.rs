@@ -157,6 +157,19 @@ impl Selector<'_> {
         }
         if t == "all" || t == "*" {
             out.extend(0..n + self.adhoc.len());
+            // Hosts known only from ~/.ssh/config (github.com, a home box…) are not the
+            // fleet: `all` leaves them out unless they are all there is. Name them, or
+            // use @ssh_config.
+            let ssh_only: BTreeSet<usize> = inv
+                .groups
+                .get(super::model::SSH_CONFIG_GROUP)
+                .into_iter()
+                .flatten()
+                .filter_map(|h| inv.index.get(h).copied())
+                .collect();
+            if ssh_only.len() < n {
+                out.retain(|i| !ssh_only.contains(i));
+            }
         } else if let Some(g) = t.strip_prefix('@') {
             if is_glob(g) {
                 let m = glob(g, t)?;

@@ -11,10 +11,11 @@
 //! * **Files over SFTP**, one SFTP channel opened once per session. Facts (stat, read,
 //!   list) never start a process on the host. `write` uploads to a temporary file in
 //!   the same directory, fsyncs it (`fsync@openssh.com`), sets owner and mode, and
-//!   renames it over the target. SFTP v3 `rename` refuses to replace an existing file
-//!   and libssh2's bindings here lack `posix-rename@openssh.com`, so replacing an
-//!   existing file ends with one `mv -fT` (rename(2), atomic) on the host; creating a
-//!   new file needs no process at all.
+//!   renames it over the target with `posix-rename@openssh.com` (rename(2): atomic,
+//!   replaces). SFTP v3 `rename` cannot replace a file and the `ssh2` crate does not
+//!   bind the extension, so [`posix_rename`] calls libssh2 on a second SFTP channel,
+//!   opened at the first rename. A server without the extension gets SFTP v3 rename
+//!   for new files and one `mv -fT` on the host to replace existing ones.
 //! * **Commands**: one exec channel per command; see [`exec`] for how environment
 //!   values stay out of argv, how stdin/stdout/stderr are driven without deadlock and
 //!   how a timeout kills the whole remote process group.
@@ -35,6 +36,7 @@
 mod auth;
 mod exec;
 mod hostkey;
+mod posix_rename;
 mod tunnel;
 
 use std::collections::BTreeMap;
@@ -165,8 +167,12 @@ pub(crate) struct Link {
 }
 
 struct Conn {
-    // Declared before `link`: dropped before the session it runs on.
+    // Declared before `link`: dropped before the session they run on.
     sftp: Option<Sftp>,
+    /// Second SFTP channel for `posix-rename@openssh.com`, opened at first rename.
+    posix: Option<posix_rename::PosixRename>,
+    /// The server lacks the extension: rename falls back to SFTP v3 or `mv`.
+    posix_unsupported: bool,
     link: Link,
     /// Set when the transport failed: later calls fail fast with this reason.
     broken: Option<String>,
@@ -205,7 +211,7 @@ impl std::fmt::Debug for SshTarget {
 
 fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms < 1000 {
         format!("{ms}ms")
@@ -509,7 +515,9 @@ sync "$tmp" 2>/dev/null || sync
 rn "$tmp" "$2"
 "#;
 
-const LIST_SCRIPT: &str = r#"cd -- "$1" || exit 1
+const LIST_SCRIPT: &str = r#"if [ ! -e "$1" ]; then echo "ls: $1: No such file or directory" >&2; exit 1; fi
+if [ ! -d "$1" ]; then echo "ls: $1: Not a directory" >&2; exit 1; fi
+cd -- "$1" || exit 1
 for f in .* *; do
   case $f in .|..) continue;; esac
   if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
@@ -577,6 +585,8 @@ fn sftp_code(e: &ssh2::Error) -> Option<i32> {
 const NO_SUCH_FILE: i32 = 2;
 const PERMISSION_DENIED: i32 = 3;
 const FAILURE: i32 = 4;
+const BAD_MESSAGE: i32 = 5;
+const OP_UNSUPPORTED: i32 = 8;
 
 fn meta_of(st: &FileStat) -> Meta {
     let perm = st.perm.unwrap_or(0);
@@ -626,6 +636,8 @@ impl SshTarget {
         let link = establish(&opts)?;
         let mut conn = Conn {
             sftp: None,
+            posix: None,
+            posix_unsupported: false,
             link,
             broken: None,
         };
@@ -735,6 +747,7 @@ impl SshTarget {
         args: &[&str],
         stdin: &[u8],
     ) -> TResult<exec::ChannelOutput> {
+        tracing::debug!(host = %self.name(), script = %script.lines().next().unwrap_or(""), "ssh helper command");
         let full = format!("export LC_ALL=C\n{RN}{script}");
         let (line, _) = exec::command_line(&full, &[], privileged, args, None)
             .map_err(|m| TargetError::host(self.name(), m))?;
@@ -865,7 +878,8 @@ impl SshTarget {
 
     /// After an SFTP v3 "failure" (it has no finer codes), say what was wrong.
     fn explain_failure(&self, c: &mut Conn, path: &str, e: &ssh2::Error, op: &str) -> TargetError {
-        if sftp_code(e) != Some(FAILURE) {
+        // OpenSSH maps EINVAL (readlink of a non-link…) to "bad message".
+        if !matches!(sftp_code(e), Some(FAILURE | BAD_MESSAGE)) {
             return self.sftp_err(c, path, e);
         }
         let meta = self.lstat_in(c, path).ok().flatten();
@@ -913,10 +927,73 @@ impl SshTarget {
         Ok(data)
     }
 
-    /// SFTP rename; when the destination exists (SFTP v3 will not replace it),
-    /// `mv -fT` on the host.
+    /// `posix-rename@openssh.com` (rename(2) semantics); `None` when the server
+    /// does not have it.
+    fn try_posix_rename(
+        &self,
+        c: &mut Conn,
+        from: &str,
+        to: &str,
+    ) -> Option<Result<(), ssh2::Error>> {
+        if c.posix_unsupported {
+            return None;
+        }
+        if c.posix.is_none() {
+            match posix_rename::PosixRename::open(&c.link.session) {
+                Ok(p) => c.posix = Some(p),
+                Err(e) if is_transport(e.code()) => return Some(Err(e)),
+                Err(_) => {
+                    c.posix_unsupported = true;
+                    return None;
+                }
+            }
+        }
+        let posix = c.posix.as_ref()?;
+        match posix.rename(from, to) {
+            Err(e) if sftp_code(&e) == Some(OP_UNSUPPORTED) => {
+                c.posix_unsupported = true;
+                None
+            }
+            // sftp-server -P (banned request) says "permission denied": the fallback
+            // gives the real answer (and the same error when it is real).
+            Err(e) if sftp_code(&e) == Some(PERMISSION_DENIED) => None,
+            r => Some(r),
+        }
+    }
+
+    fn rename_error(&self, c: &mut Conn, from: &str, to: &str, e: &ssh2::Error) -> TargetError {
+        match sftp_code(e) {
+            Some(NO_SUCH_FILE) => match self.lstat_in(c, from) {
+                Ok(None) => TargetError::path(self.name(), from, "no such file or directory"),
+                _ => TargetError::path(self.name(), to, "no such file or directory"),
+            },
+            Some(FAILURE | BAD_MESSAGE) => {
+                let to_meta = self.lstat_in(c, to).ok().flatten();
+                let from_meta = self.lstat_in(c, from).ok().flatten();
+                match (from_meta, to_meta) {
+                    (Some(f), Some(t)) if t.kind == Kind::Dir && f.kind != Kind::Dir => {
+                        TargetError::path(self.name(), to, "is a directory")
+                    }
+                    (Some(_), Some(t)) if t.kind == Kind::Dir => {
+                        TargetError::path(self.name(), to, "directory not empty")
+                    }
+                    _ => TargetError::path(self.name(), from, "failed"),
+                }
+            }
+            _ => self.sftp_err(c, from, e),
+        }
+    }
+
+    /// rename(2) semantics: posix-rename over SFTP; without that extension, SFTP v3
+    /// rename (which will not replace) and `mv -fT` on the host when the destination
+    /// exists.
     fn rename_in(&self, c: &mut Conn, from: &str, to: &str) -> TResult<()> {
         if !self.become_ {
+            match self.try_posix_rename(c, from, to) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return Err(self.rename_error(c, from, to, &e)),
+                None => {}
+            }
             let r = match c.sftp() {
                 Ok(s) => s.rename(Path::new(from), Path::new(to), None),
                 Err(e) => return Err(self.lost(c, &e)),
@@ -935,7 +1012,7 @@ impl SshTarget {
                         return Err(self.sftp_err(c, from, &e));
                     }
                 }
-                Err(e) => return Err(self.sftp_err(c, from, &e)),
+                Err(e) => return Err(self.rename_error(c, from, to, &e)),
             }
         }
         let (a, b) = (safe_arg(from), safe_arg(to));
@@ -1009,22 +1086,14 @@ impl SshTarget {
             }
             return Err(err);
         }
-        let renamed = if old.is_none() {
-            match c.sftp() {
-                Ok(s) => s.rename(Path::new(&tmp), Path::new(path), None).is_ok(),
-                Err(_) => false,
+        if let Err(e) = self.rename_in(c, &tmp, path) {
+            if c.broken.is_none() {
+                cleanup(c);
             }
-        } else {
-            false
-        };
-        if !renamed {
-            let (a, b) = (safe_arg(&tmp), safe_arg(path));
-            if let Err(e) = self.script_ok(c, false, path, "rn \"$1\" \"$2\"", &[&a, &b], &[]) {
-                if c.broken.is_none() {
-                    cleanup(c);
-                }
-                return Err(e);
-            }
+            return Err(match e {
+                TargetError::Path { message, .. } => TargetError::path(self.name(), path, message),
+                other => other,
+            });
         }
         Ok(())
     }
@@ -1034,6 +1103,7 @@ impl Drop for SshTarget {
     fn drop(&mut self) {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.sftp = None;
+        c.posix = None;
         if c.broken.is_none() {
             c.link.session.set_timeout(2_000);
             let _ = c.link.session.disconnect(None, "tend: done", None);
@@ -1318,6 +1388,7 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
     }
 
     fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {
+        tracing::debug!(host = %self.name(), command = %req.command.lines().next().unwrap_or(""), "ssh exec");
         let timeout = req.timeout.or(self.command_timeout);
         let marker = timeout.map(|_| exec::new_marker());
         let (line, mut stdin) =
@@ -1334,7 +1405,7 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
             let mut kill = || {
                 if let Some(m) = &marker {
                     if let Ok((kill_line, _)) =
-                        exec::command_line(&exec::kill_script(m), &[], become_, &[], None)
+                        exec::command_line(exec::KILL_SCRIPT, &[], become_, &[m], None)
                     {
                         let _ = exec::run_channel(
                             session,

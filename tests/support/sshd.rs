@@ -186,7 +186,7 @@ impl Sshd {
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\n\
-             Subsystem sftp internal-sftp\n\
+             {subsystem}\
              MaxStartups 100\n\
              MaxSessions 100\n\
              UseDNS no\n\
@@ -199,6 +199,11 @@ impl Sshd {
             hk = self.host_key.display(),
             d = d.display(),
             extra = self.extra_config,
+            subsystem = if self.extra_config.contains("Subsystem") {
+                ""
+            } else {
+                "Subsystem sftp internal-sftp\n"
+            },
         )
     }
 

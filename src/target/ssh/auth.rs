@@ -69,18 +69,24 @@ pub(crate) fn authenticate(sess: &Session, opts: &SshOptions) -> Result<(), Stri
             Ok(()) if sess.authenticated() => return Ok(()),
             Ok(()) => tried.push(format!("{shown} (partial success: the server wants more)")),
             Err(e) => match e.code() {
-                ErrorCode::Session(ERROR_AUTHENTICATION_FAILED)
-                | ErrorCode::Session(ERROR_PUBLICKEY_UNVERIFIED) => tried.push(shown),
-                ErrorCode::Session(ERROR_FILE) | ErrorCode::Session(ERROR_KEYFILE_AUTH_FAILED) => {
-                    tried.push(format!(
-                        "{shown} ({})",
-                        if passphrase.is_some() {
-                            "cannot load it: wrong passphrase or unsupported key format"
-                        } else {
-                            "cannot load it: encrypted (no passphrase given) or unsupported format"
-                        }
-                    ))
+                ErrorCode::Session(ERROR_AUTHENTICATION_FAILED) => tried.push(shown),
+                // With the public half in `.pub`, a private key that cannot be
+                // decrypted shows up as a failed signing callback.
+                ErrorCode::Session(ERROR_PUBLICKEY_UNVERIFIED)
+                    if !e.message().contains("Callback") =>
+                {
+                    tried.push(shown)
                 }
+                ErrorCode::Session(ERROR_FILE)
+                | ErrorCode::Session(ERROR_KEYFILE_AUTH_FAILED)
+                | ErrorCode::Session(ERROR_PUBLICKEY_UNVERIFIED) => tried.push(format!(
+                    "{shown} ({})",
+                    if passphrase.is_some() {
+                        "cannot load it: wrong passphrase or unsupported key format"
+                    } else {
+                        "cannot load it: encrypted (no passphrase given) or unsupported format"
+                    }
+                )),
                 _ if !sess.authenticated() && is_transport(&e) => {
                     tried.push(shown);
                     return Err(format!(

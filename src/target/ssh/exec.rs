@@ -21,12 +21,15 @@
 //!   them in the shell that then runs the command. Everything after the header is the
 //!   command's own stdin, untouched. Under `sudo` the header is read by the shell
 //!   sudo starts, so sudo's environment reset does not drop the variables.
-//! * A command with a timeout gets a marker as `$0`. When the deadline passes, a
-//!   second channel finds the process groups of processes carrying the marker (`ps`,
-//!   with a `/proc` fallback) and kills them (TERM, then KILL): sshd makes every
-//!   command a session leader, so that is the whole pipeline, and under `sudo` the
-//!   kill runs through `sudo -n` too. Closing the channel alone would leave a
-//!   `sleep 1000` running on the host.
+//! * A command with a timeout carries a marker: `TEND_EXEC_ID=<random>` exported at
+//!   the top of its script, so every process it starts inherits it, even through
+//!   `exec` (shells exec the last command of `sh -c` directly, which would lose a
+//!   marker kept in argv), and also as `$0`. When the deadline passes, a second
+//!   channel finds the processes holding the marker (`/proc/*/environ`; `ps` args
+//!   where there is no /proc) and kills their process groups, TERM then KILL: sshd
+//!   makes each command a session leader, so that is the whole pipeline, plus
+//!   anything that left the group (`setsid`). Under `sudo` the kill runs through
+//!   `sudo -n` too. Closing the channel alone would leave a `sleep 1000` running.
 //!
 //! # How it is driven
 //!
@@ -114,14 +117,18 @@ pub(crate) fn command_line(
         }
         header.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
-    let script = if header.is_empty() {
-        script.to_string()
-    } else {
-        format!(
-            "eval \"$(dd bs=1 count={} 2>/dev/null)\"\n{script}",
+    let mut full = String::new();
+    if let Some(m) = marker {
+        full.push_str(&format!("export TEND_EXEC_ID={}\n", shell_quote(m)));
+    }
+    if !header.is_empty() {
+        full.push_str(&format!(
+            "eval \"$(dd bs=1 count={} 2>/dev/null)\"\n",
             header.len()
-        )
-    };
+        ));
+    }
+    full.push_str(script);
+    let script = full;
     let mut line = String::from("exec ");
     if become_ {
         line.push_str("sudo -n ");
@@ -139,32 +146,30 @@ pub(crate) fn command_line(
     Ok((line, header.into_bytes()))
 }
 
-/// A fresh marker for one command (`$0` of its shell).
+/// A fresh marker for one command.
 pub(crate) fn new_marker() -> String {
     format!("tend-exec-{}", super::unique_suffix())
 }
 
-/// The script that kills every process group holding `marker`. The marker is split
-/// in the script's own text, so this script's shell does not match itself.
-pub(crate) fn kill_script(marker: &str) -> String {
-    let (head, tail) = marker.split_at(marker.len() / 2);
-    format!(
-        r#"M={head}; M="$M"{tail}; export M
-list() {{
-  if command -v ps >/dev/null 2>&1; then ps -eo pgid=,args=
-  else for d in /proc/[0-9]*; do
-    [ -r "$d/cmdline" ] && printf '%s %s\n' "$(cut -d' ' -f5 "$d/stat" 2>/dev/null)" "$(tr '\0' ' ' <"$d/cmdline")"
-  done; fi 2>/dev/null
-}}
-groups() {{ list | awk 'index($0, ENVIRON["M"]) > 0 {{ print $1 }}' | sort -u; }}
-for g in $(groups); do kill -TERM -- "-$g" 2>/dev/null; done
-i=0
-while [ $i -lt 10 ] && [ -n "$(groups)" ]; do sleep 0.1; i=$((i+1)); done
-for g in $(groups); do kill -KILL -- "-$g" 2>/dev/null; done
-exit 0
-"#
-    )
+/// The script that kills every process group holding the marker given as `$1`. The
+/// marker is in this script's argv, never in its environment, so the environment scan
+/// does not find the killer itself (the `ps` fallback skips its own group).
+pub(crate) const KILL_SCRIPT: &str = r#"id=$1
+me=$(ps -o pgid= -p $$ 2>/dev/null | tr -d ' ')
+groups() {
+  if [ -r /proc/self/environ ]; then
+    grep -l -a -F "TEND_EXEC_ID=$id" /proc/[0-9]*/environ 2>/dev/null |
+      while read -r f; do sed 's/.*) //' "${f%/environ}/stat" 2>/dev/null | cut -d' ' -f3; done
+  else
+    ps -eo pgid=,args= 2>/dev/null | awk -v id="$id" 'index($0, id) > 0 { print $1 }'
+  fi | sort -u | grep -vx "${me:-x}" | grep -vx 0
 }
+for g in $(groups); do kill -s TERM -- "-$g" 2>/dev/null; done
+i=0
+while [ $i -lt 20 ] && [ -n "$(groups)" ]; do sleep 0.05; i=$((i+1)); done
+for g in $(groups); do kill -s KILL -- "-$g" 2>/dev/null; done
+exit 0
+"#;
 
 fn is_eagain(e: &ssh2::Error) -> bool {
     e.code() == ErrorCode::Session(EAGAIN)
@@ -200,19 +205,24 @@ pub(crate) fn poll_fds(fds: &mut [(RawFd, i16)], max: Duration) -> Vec<i16> {
     pfds.iter().map(|p| p.revents).collect()
 }
 
-/// Puts the session back into blocking mode however the exec ends.
-struct NonBlocking<'a>(&'a Session);
+/// Switches the session to non-blocking mode and restores the previous mode however
+/// the exec ends (a kill command runs nested inside a timed-out exec).
+struct NonBlocking<'a> {
+    sess: &'a Session,
+    was_blocking: bool,
+}
 
 impl<'a> NonBlocking<'a> {
     fn new(sess: &'a Session) -> Self {
+        let was_blocking = sess.is_blocking();
         sess.set_blocking(false);
-        NonBlocking(sess)
+        NonBlocking { sess, was_blocking }
     }
 }
 
 impl Drop for NonBlocking<'_> {
     fn drop(&mut self) {
-        self.0.set_blocking(true);
+        self.sess.set_blocking(self.was_blocking);
     }
 }
 
@@ -223,6 +233,7 @@ fn retry<T>(
     deadline: Instant,
     mut f: impl FnMut() -> Result<T, ssh2::Error>,
 ) -> Result<T, ssh2::Error> {
+    let mut idle = 0u32;
     loop {
         match f() {
             Err(e) if is_eagain(&e) => {
@@ -232,7 +243,9 @@ fn retry<T>(
                         "timed out waiting for the SSH server",
                     ));
                 }
-                wait_socket(sess, fd, Duration::from_millis(100));
+                // Short first: see run_channel.
+                wait_socket(sess, fd, Duration::from_millis(1 << idle.min(7)));
+                idle += 1;
             }
             other => return other,
         }
@@ -264,6 +277,7 @@ pub(crate) fn run_channel(
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_keepalive = Instant::now();
     let mut grace = false;
+    let mut idle = 0u32;
 
     loop {
         let mut progress = false;
@@ -344,8 +358,15 @@ pub(crate) fn run_channel(
             let _ = sess.keepalive_send();
             last_keepalive = now;
         }
-        if !progress {
-            let mut wait = Duration::from_millis(200);
+        if progress {
+            idle = 0;
+        } else {
+            // libssh2 may already hold the packet we wait for in its own buffer, where
+            // poll(2) on the socket cannot see it: wait briefly, then longer and longer
+            // (1 ms → 128 ms), so a quick command returns at once and a slow one costs
+            // no CPU. Waiting the full period every time cost ~100 ms per command.
+            let mut wait = Duration::from_millis(1 << idle.min(7));
+            idle += 1;
             if let Some(d) = deadline {
                 wait = wait.min(d.saturating_duration_since(now) + Duration::from_millis(1));
             }
@@ -358,6 +379,7 @@ pub(crate) fn run_channel(
     sess.set_timeout(5_000);
     drop(channel);
     sess.set_timeout(saved);
+    sess.set_blocking(false); // `_mode` restores the caller's mode
     Ok(out)
 }
 
@@ -385,8 +407,11 @@ mod tests {
     }
 
     #[test]
-    fn kill_script_does_not_contain_its_marker() {
-        let m = "tend-exec-0123456789abcdef";
-        assert!(!kill_script(m).contains(m));
+    fn marker_is_exported_not_only_in_argv() {
+        let (line, _) = command_line("sleep 1", &[], false, &[], Some("tend-exec-1")).unwrap();
+        assert_eq!(
+            line,
+            "exec /bin/sh -c 'export TEND_EXEC_ID=tend-exec-1\nsleep 1' tend-exec-1"
+        );
     }
 }

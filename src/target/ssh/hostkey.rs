@@ -1,16 +1,20 @@
 //! Host key verification against OpenSSH `known_hosts` files.
 //!
-//! libssh2 does the host-name matching (plain names, `[host]:port`, hashed `|1|…`
-//! entries), but its `check` compares keys without looking at key types, so a host
-//! known by its RSA key would look "changed" when it offers ed25519. We therefore ask
-//! libssh2 about one line at a time and read the key type of the line ourselves:
+//! Each line is judged on its own: does it name this host, and does it hold the
+//! offered key? Plain host patterns are matched here as OpenSSH does (comma lists,
+//! `*`/`?` wildcards, `!` negation, case-insensitive, `[host]:port`); hashed `|1|…`
+//! names are checked by libssh2 (HMAC-SHA1), one line at a time. Keys are compared
+//! with their key types in view, because libssh2's own check ignores the type and
+//! would call a host known by its RSA key "changed" when it offers ed25519:
 //!
 //! * a line for this host with the offered key → known;
 //! * a line for this host, same key type, other key → **changed** (refused always);
 //! * lines for this host only with other key types → also refused: before the
 //!   handshake we ask the server for the key types we know first (as OpenSSH does), so
 //!   a server that no longer offers any of them has been re-keyed or is an impostor;
-//! * no line for this host → unknown (refused unless `AcceptNew`).
+//! * no line for this host → unknown (refused unless `AcceptNew`);
+//! * `@revoked` lines refuse the key they hold; `@cert-authority` lines are skipped
+//!   (host certificates are not supported).
 //!
 //! Host names are looked up as OpenSSH does: `host` on port 22, `[host]:port` otherwise.
 
@@ -129,8 +133,6 @@ pub(crate) fn lookup(
     key: Option<&[u8]>,
 ) -> Vec<Entry> {
     let name = known_hosts_name(address, port);
-    // A key that matches nothing: lines naming the host then report a mismatch.
-    let probe: &[u8] = key.unwrap_or(b"\0tend-probe");
     let mut found = Vec::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(file) else {
@@ -154,32 +156,84 @@ pub(crate) fn lookup(
                 None => (false, line),
             };
             let mut fields = rest.split_whitespace();
-            let (Some(_hosts), Some(type_name), Some(_key)) =
+            let (Some(hosts), Some(type_name), Some(line_key)) =
                 (fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };
-            let Ok(mut kh) = sess.known_hosts() else {
+            let names_host = if hosts.starts_with("|1|") {
+                // Hashed: only libssh2 can tell. With a key that matches nothing, a
+                // line naming the host answers "mismatch".
+                let Ok(mut kh) = sess.known_hosts() else {
+                    continue;
+                };
+                let line_for_libssh2 = format!("{hosts} {type_name} {line_key}");
+                kh.read_str(&line_for_libssh2, KnownHostFileKind::OpenSSH)
+                    .is_ok()
+                    && matches!(
+                        kh.check(&name, b"\0tend-probe"),
+                        CheckResult::Mismatch | CheckResult::Match
+                    )
+            } else {
+                pattern_list_matches(hosts, &name)
+            };
+            if !names_host {
                 continue;
-            };
-            if kh.read_str(rest, KnownHostFileKind::OpenSSH).is_err() {
-                continue; // a key type libssh2 does not parse; it cannot be ours
             }
-            let matches = match kh.check(&name, probe) {
-                CheckResult::Match => true,
-                CheckResult::Mismatch => false,
-                CheckResult::NotFound | CheckResult::Failure => continue,
-            };
+            let matches = key
+                .map(|k| line_key.trim_end_matches('=') == base64(k, false))
+                .unwrap_or(false);
             found.push(Entry {
                 file: file.clone(),
                 line: i + 1,
                 type_name: type_name.to_string(),
-                matches: matches && key.is_some(),
+                matches,
                 revoked,
             });
         }
     }
     found
+}
+
+/// OpenSSH `match_hostname`: a comma list of patterns, `!` negates and wins.
+fn pattern_list_matches(list: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let mut positive = false;
+    for pattern in list.split(',').filter(|p| !p.is_empty()) {
+        let (negated, pattern) = match pattern.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, pattern),
+        };
+        if glob(pattern.to_ascii_lowercase().as_bytes(), name.as_bytes()) {
+            if negated {
+                return false;
+            }
+            positive = true;
+        }
+    }
+    positive
+}
+
+/// `*` and `?` wildcards (iterative, with backtracking to the last `*`).
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// The libssh2 host key method names for a known_hosts key type.
@@ -293,6 +347,27 @@ mod tests {
         assert_eq!(base64(b"foo", true), "Zm9v");
         assert_eq!(base64(b"foob", false), "Zm9vYg");
         assert_eq!(base64(&[0xfb, 0xff], true), "+/8=");
+    }
+
+    #[test]
+    fn host_patterns_like_openssh() {
+        assert!(pattern_list_matches("web1,10.0.0.5", "10.0.0.5"));
+        assert!(pattern_list_matches("WEB1", "web1"));
+        assert!(pattern_list_matches("*.example.com", "db.example.com"));
+        assert!(!pattern_list_matches("*.example.com", "example.com"));
+        assert!(pattern_list_matches("10.0.0.?", "10.0.0.7"));
+        assert!(!pattern_list_matches(
+            "*.example.com,!db.example.com",
+            "db.example.com"
+        ));
+        assert!(pattern_list_matches("[10.0.0.5]:2222", "[10.0.0.5]:2222"));
+        assert!(!pattern_list_matches("10.0.0.5", "[10.0.0.5]:2222"));
+        assert!(pattern_list_matches(
+            "[*.example.com]:2222",
+            "[a.example.com]:2222"
+        ));
+        assert!(glob(b"a*b*c", b"aXXbYYc"));
+        assert!(!glob(b"a*b*c", b"aXXbYY"));
     }
 
     #[test]
