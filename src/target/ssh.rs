@@ -41,7 +41,7 @@ mod tunnel;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
@@ -232,17 +232,35 @@ fn is_transport(code: ErrorCode) -> bool {
     )
 }
 
+/// getaddrinfo(3) has no timeout of its own (a dead resolver can stall it for
+/// many seconds), so it runs on a helper thread that is abandoned past `timeout`.
+fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = mpsc::channel();
+    let host = host.to_string();
+    std::thread::Builder::new()
+        .name("tend-resolve".into())
+        .spawn(move || {
+            let r = (host.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>())
+                .map_err(|e| e.to_string());
+            let _ = tx.send(r);
+        })
+        .map_err(|e| format!("cannot start a resolver thread: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {}", fmt_duration(timeout))),
+    }
+}
+
 fn tcp_connect(opts: &SshOptions) -> Result<TcpStream, TargetError> {
     let fail = |m: String| TargetError::host(&opts.name, m);
-    let addrs: Vec<_> = (opts.address.as_str(), opts.port)
-        .to_socket_addrs()
-        .map_err(|e| {
-            fail(format!(
-                "cannot connect to {}: cannot resolve host name {}: {e}",
-                opts.name, opts.address
-            ))
-        })?
-        .collect();
+    let addrs = resolve(&opts.address, opts.port, opts.connect_timeout).map_err(|why| {
+        fail(format!(
+            "cannot connect to {}: cannot resolve host name {}: {why}",
+            opts.name, opts.address
+        ))
+    })?;
     let mut last = None;
     for addr in &addrs {
         match TcpStream::connect_timeout(addr, opts.connect_timeout) {
@@ -331,13 +349,13 @@ fn verify_host_key(sess: &Session, opts: &SshOptions) -> Result<(), TargetError>
             tilde(&e.file)
         ))),
         hostkey::Verdict::OtherTypes(es) => Err(fail(format!(
-            "HOST KEY CHANGED for {} ({name}): known_hosts records {} for it, but the server \
+            "HOST KEY CHANGED for {} ({name}): known_hosts records only: {}, but the server \
              offers only {offered}: possible man-in-the-middle; nothing was run. If the host \
              was really re-keyed, check the new fingerprint with its administrator, then \
              remove the old entries with `ssh-keygen -R '{name}'`",
             opts.name,
             es.iter()
-                .map(|e| format!("a {} key ({})", e.type_name, e.place()))
+                .map(|e| format!("{} key ({})", e.type_name, e.place()))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
@@ -644,7 +662,8 @@ impl SshTarget {
         let fail = |m: String| TargetError::host(&opts.name, m);
         let sftp = conn.sftp().map_err(|e| {
             fail(format!(
-                "cannot start SFTP: {} (is `Subsystem sftp` enabled in the host's sshd_config?)",
+                "cannot start SFTP: {} (is `Subsystem sftp` enabled in the host's \
+                 sshd_config? A login shell that prints at startup also breaks SFTP)",
                 e.message()
             ))
         })?;
