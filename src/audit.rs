@@ -78,13 +78,23 @@ impl AuditLog {
 
     /// `event` must be a JSON object; seq/ts/prev/hash are added. Returns the seq.
     pub fn append(&self, event: Value) -> Result<u64, Error> {
-        let Value::Object(mut fields) = event else {
-            return Err(self.audit_error("an audit event must be a JSON object"));
-        };
-        if let Some(key) = RESERVED.iter().find(|k| fields.contains_key(**k)) {
-            return Err(self.audit_error(format!(
-                "event field `{key}` is reserved for the hash chain"
-            )));
+        self.append_many(vec![event])
+    }
+
+    /// Append several events under one lock and one fsync (a fleet run's steps would
+    /// otherwise queue on the lock one fsync at a time). Returns the last seq.
+    pub fn append_many(&self, events: Vec<Value>) -> Result<u64, Error> {
+        let mut objects = Vec::with_capacity(events.len());
+        for event in events {
+            let Value::Object(fields) = event else {
+                return Err(self.audit_error("an audit event must be a JSON object"));
+            };
+            if let Some(key) = RESERVED.iter().find(|k| fields.contains_key(**k)) {
+                return Err(self.audit_error(format!(
+                    "event field `{key}` is reserved for the hash chain"
+                )));
+            }
+            objects.push(fields);
         }
 
         fs::create_dir_all(&self.dir).map_err(|e| {
@@ -102,25 +112,30 @@ impl AuditLog {
         // move the head onto the shortened log and hide the loss for good.
         self.check_head_before_append(tail.as_ref())?;
 
-        let (seq, prev) = match &tail {
-            Some(t) => (t.seq + 1, t.hash.clone()),
-            None => (1, GENESIS.to_string()),
+        let (mut seq, mut prev) = match &tail {
+            Some(t) => (t.seq, t.hash.clone()),
+            None => (0, GENESIS.to_string()),
         };
-        fields.insert("seq".into(), Value::from(seq));
-        fields.insert(
-            "ts".into(),
-            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
-        fields.insert("prev".into(), Value::from(prev));
-        let hash = hash_of(&fields);
-        fields.insert("hash".into(), Value::from(hash.clone()));
-
-        let mut line = String::new();
-        canonical(&Value::Object(fields), &mut line);
-        line.push('\n');
-        // One write of the whole line: under the lock nobody else appends, and a
-        // crash can at worst leave an incomplete last line, which verify reports.
-        log.write_all(line.as_bytes())
+        let mut text = String::new();
+        for mut fields in objects {
+            seq += 1;
+            fields.insert("seq".into(), Value::from(seq));
+            fields.insert(
+                "ts".into(),
+                Value::from(
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ),
+            );
+            fields.insert("prev".into(), Value::from(prev));
+            let hash = hash_of(&fields);
+            fields.insert("hash".into(), Value::from(hash.clone()));
+            canonical(&Value::Object(fields), &mut text);
+            text.push('\n');
+            prev = hash;
+        }
+        // One write: under the lock nobody else appends, and a crash can at worst
+        // leave an incomplete last line, which verify reports.
+        log.write_all(text.as_bytes())
             .and_then(|()| log.sync_data())
             .map_err(|e| Error::io(format!("cannot append to {}", self.path.display()), e))?;
         if created {
@@ -129,7 +144,7 @@ impl AuditLog {
             sync_dir(&self.dir);
         }
 
-        self.write_head(&Head { seq, hash })?;
+        self.write_head(&Head { seq, hash: prev })?;
         Ok(seq)
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::audit::AuditLog;
@@ -291,7 +291,12 @@ fn audit_record(
     Some(v)
 }
 
-/// A sink that also appends to the audit log.
+/// A sink that also appends to the audit log. A host's step events are kept until
+/// the host ends (or rolls back) and then written in one append: one lock and one
+/// fsync per host instead of per step, which on a 20-host run was most of the
+/// difference between a run and the bare connections. Should tend die mid-run, the
+/// journal (fsync'ed before every change) is the record of what was done, and its
+/// rollback is audited.
 fn audited(
     sink: Sink,
     audit: Option<Arc<AuditLog>>,
@@ -299,10 +304,32 @@ fn audited(
     user: String,
     dry_run: bool,
 ) -> Sink {
+    let pending: Mutex<BTreeMap<String, Vec<serde_json::Value>>> = Mutex::default();
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
-            if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
-                if let Err(err) = log.append(rec) {
+            let rec = audit_record(&run_id, &user, dry_run, e);
+            let batch = {
+                let mut pending = pending.lock().expect("audit buffer");
+                match e {
+                    Event::Step { host, .. } | Event::StepFailed { host, .. } => {
+                        pending.entry(host.clone()).or_default().extend(rec);
+                        None
+                    }
+                    Event::HostEnd { host, .. } | Event::Rollback { host, .. } => {
+                        let mut b = pending.remove(host).unwrap_or_default();
+                        b.extend(rec);
+                        Some(b)
+                    }
+                    _ => {
+                        let mut b: Vec<serde_json::Value> =
+                            std::mem::take(&mut *pending).into_values().flatten().collect();
+                        b.extend(rec);
+                        Some(b)
+                    }
+                }
+            };
+            if let Some(batch) = batch.filter(|b| !b.is_empty()) {
+                if let Err(err) = log.append_many(batch) {
                     tracing::error!("audit log: {err}");
                 }
             }
