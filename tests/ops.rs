@@ -1,7 +1,10 @@
-//! Every built-in operation, end to end through the real binary: the dry-run changes
-//! nothing and reports exactly the set of paths the real run then changes; the real
-//! run reports that same set; a second run changes nothing.
+//! Every built-in operation, end to end through the real binary, on this machine and
+//! over SSH (one test body, both targets): the dry-run changes nothing and reports
+//! exactly the set of paths the real run then changes; the real run reports that same
+//! set; a second run changes nothing.
 
+#[path = "support/sshd.rs"]
+mod sshd;
 mod support;
 
 use std::collections::BTreeSet;
@@ -9,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
+use sshd::Sshd;
 use support::{assert_same, diff, Run, World};
 
 /// One operation under test.
@@ -94,8 +98,19 @@ fn exact(w: &World, recipe: &Path) -> (Run, Run) {
     (dry, real)
 }
 
+/// Every case runs twice with the same body: on this machine, then over SSH against
+/// a real sshd (the files are this machine's either way, so the checks are shared).
 fn check(case: Case) {
+    check_on(&case, None);
+    let sshd = Sshd::start();
+    check_on(&case, Some(&sshd));
+}
+
+fn check_on(case: &Case, ssh: Option<&Sshd>) {
     let w = World::new();
+    if let Some(h) = ssh {
+        w.over_ssh(h.port, &h.client_key, &h.known_hosts_line());
+    }
     (case.setup)(&w);
     let recipe = w.recipe_in_root("recipe.rhai", case.recipe);
     let (dry, _) = exact(&w, &recipe);

@@ -1,6 +1,8 @@
 //! Rollback, end to end: automatic on failure, by hand with `tend rollback`, after
 //! `kill -9`, and honest about what it cannot undo.
 
+#[path = "support/sshd.rs"]
+mod sshd;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -55,12 +57,12 @@ fn step_failed_error(r: &Run) -> String {
         .to_string()
 }
 
-#[test]
-fn failure_at_step_5_rolls_back_everything() {
-    let w = World::new();
-    setup(&w);
+/// The same body on this machine and over SSH (a real sshd; the files are this
+/// machine's either way).
+fn failure_at_step_5_on(w: &World) {
+    setup(w);
     let before = w.snapshot();
-    let r = w.run(&recipe(&w, 5, r#"throw "boom";"#), &[]);
+    let r = w.run(&recipe(w, 5, r#"throw "boom";"#), &[]);
     r.assert_code(3);
     assert_eq!(r.changed_count(), 4);
     let err = step_failed_error(&r);
@@ -75,6 +77,34 @@ fn failure_at_step_5_rolls_back_everything() {
     assert_same(&before, &w.snapshot());
     let runs = w.runs();
     assert_eq!(runs.last().unwrap()["outcome"], "rolled_back");
+}
+
+#[test]
+fn failure_at_step_5_rolls_back_everything() {
+    failure_at_step_5_on(&World::new());
+}
+
+#[test]
+fn failure_at_step_5_rolls_back_everything_over_ssh() {
+    let h = sshd::Sshd::start();
+    let w = World::new();
+    w.over_ssh(h.port, &h.client_key, &h.known_hosts_line());
+    failure_at_step_5_on(&w);
+}
+
+/// --no-rollback, then `tend rollback` over a new connection.
+#[test]
+fn no_rollback_then_rollback_over_ssh() {
+    let h = sshd::Sshd::start();
+    let w = World::new();
+    w.over_ssh(h.port, &h.client_key, &h.known_hosts_line());
+    setup(&w);
+    let before = w.snapshot();
+    let r = w.run(&recipe(&w, 5, r#"throw "boom";"#), &["--no-rollback"]);
+    r.assert_code(1);
+    assert_ne!(before, w.snapshot());
+    w.tend(&["rollback", &r.run_id()]).assert_code(0);
+    assert_same(&before, &w.snapshot());
 }
 
 #[test]

@@ -12,6 +12,8 @@ pub const TEND: &str = env!("CARGO_BIN_EXE_tend");
 /// A scratch world: `root` for files the recipe acts on, `state` for tend's state.
 pub struct World {
     pub dir: tempfile::TempDir,
+    /// Added to every `run`: e.g. `-H h1 --known-hosts …` to run over SSH instead.
+    pub run_args: std::cell::RefCell<Vec<String>>,
 }
 
 pub struct Run {
@@ -85,7 +87,10 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
-        World { dir }
+        World {
+            dir,
+            run_args: Default::default(),
+        }
     }
 
     /// Where the files under test live.
@@ -130,9 +135,30 @@ impl World {
 
     /// `tend run RECIPE --json [extra…]`
     pub fn run(&self, recipe: &Path, extra: &[&str]) -> Run {
+        let run_args = self.run_args.borrow();
         let mut args = vec!["run", recipe.to_str().unwrap(), "--json"];
+        args.extend(run_args.iter().map(String::as_str));
         args.extend_from_slice(extra);
         self.tend(&args)
+    }
+
+    /// From now on, `run` acts on a real sshd host `h1` (as root, on this machine's
+    /// files) instead of locally: the same test body covers both targets.
+    pub fn over_ssh(&self, sshd_port: u16, client_key: &Path, known_hosts_line: &str) {
+        let toml = format!(
+            "[hosts.h1]\naddress = \"127.0.0.1\"\nport = {sshd_port}\nuser = \"root\"\nidentity_file = \"{}\"\ntend_state_dir = \"{}\"\n",
+            client_key.display(),
+            self.dir.path().join("remote-state").display()
+        );
+        std::fs::write(self.dir.path().join("tend.toml"), toml).unwrap();
+        let kh = self.dir.path().join("known_hosts");
+        std::fs::write(&kh, known_hosts_line).unwrap();
+        *self.run_args.borrow_mut() = vec![
+            "-H".into(),
+            "h1".into(),
+            "--known-hosts".into(),
+            kh.display().to_string(),
+        ];
     }
 
     /// `tend run RECIPE --json [extra…]` with extra environment variables (e.g. a
