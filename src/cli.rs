@@ -19,6 +19,7 @@ use crate::recipe::Recipe;
 use crate::report::{table, Human, Output};
 use crate::runner::{self, Outcome, RunRequest};
 use crate::state::{self, StateDir};
+use crate::trust::{self, RequireVetted, Sign, Trust, VetRequest};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -29,7 +30,8 @@ Exit codes:
   4   the run failed and rollback could not undo everything (see the report)
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
-  70  internal error                     75  the host is locked by another run";
+  70  internal error                     75  the host is locked by another run
+  77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,7 +94,11 @@ enum Command {
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
     },
-    /// Describe a recipe: documentation, parameters, reversibility, content hash
+    /// Approve a recipe as it is now (its text and every module it imports), list or
+    /// revoke approvals
+    #[command(after_help = VET_HELP)]
+    Vet(VetArgs),
+    /// Describe a recipe: documentation, parameters, reversibility, content hash, vetting
     Show {
         recipe: PathBuf,
         #[arg(long)]
@@ -255,10 +261,68 @@ pub struct RunArgs {
     /// Stop a recipe after this many script operations (runaway-loop guard)
     #[arg(long, default_value_t = 50_000_000)]
     pub max_operations: u64,
+    /// Run a recipe that is not vetted (needed when tend.toml has
+    /// `[trust] require_vetted = "flag"`); the audit log records it as unvetted
+    #[arg(long)]
+    pub unvetted: bool,
     #[command(flatten)]
     pub fleet: FleetArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+const VET_HELP: &str = "\
+Examples:
+  tend vet recipes/backup.rhai --by alice --note 'reviewed the retention'
+  tend vet recipes/backup.rhai --by alice --sign-key ~/.ssh/id_ed25519
+  tend vet recipes/backup.rhai --by alice --print-message > vet.msg
+  ssh-keygen -Y sign -n tend -f ~/.ssh/id_ed25519 vet.msg     # writes vet.msg.sig
+  tend vet recipes/backup.rhai --signature vet.msg.sig
+  tend vet --list
+  tend vet --revoke recipes/backup.rhai
+
+Settings, in tend.toml:
+  [trust]
+  file = \"vetted.toml\"                    # default: beside tend.toml
+  require_vetted = \"scheduled\"            # | \"flag\" | \"always\" | \"never\"
+  require_signature = false
+  allowed_signers = \"~/.ssh/allowed_signers\"   # OpenSSH format, as for git";
+
+/// `tend vet`: approve, list or revoke.
+#[derive(Args, Debug)]
+pub struct VetArgs {
+    /// The recipe to vet (with --revoke: whose vetting to withdraw)
+    #[arg(required_unless_present = "list")]
+    pub recipe: Option<PathBuf>,
+    /// Who vets it
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["list", "revoke", "signature"])]
+    pub by: Option<String>,
+    /// Why, or what was reviewed (one line)
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Sign the approval with this SSH private key (OpenSSH format; an encrypted key
+    /// reads $TEND_SSH_PASSPHRASE)
+    #[arg(long, value_name = "KEY", conflicts_with = "signature")]
+    pub sign_key: Option<PathBuf>,
+    /// A signature made with `ssh-keygen -Y sign -n tend` over the output of
+    /// --print-message (agent and hardware keys sign this way)
+    #[arg(long, value_name = "SIG")]
+    pub signature: Option<PathBuf>,
+    /// The message --signature signs [default: its path without .sig]
+    #[arg(long, value_name = "FILE", requires = "signature")]
+    pub message: Option<PathBuf>,
+    /// Print the exact text to sign for this approval; records nothing
+    #[arg(long, conflicts_with_all = ["sign_key", "signature", "list", "revoke"])]
+    pub print_message: bool,
+    /// List vetted recipes and whether each still matches what was vetted
+    #[arg(long, conflicts_with_all = ["recipe", "by", "note", "sign_key", "signature", "revoke"])]
+    pub list: bool,
+    /// Withdraw the vetting of RECIPE
+    #[arg(long, conflicts_with_all = ["by", "note", "sign_key", "signature"])]
+    pub revoke: bool,
+    /// JSON output
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_param(s: &str) -> std::result::Result<(String, String), String> {
@@ -415,23 +479,35 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             let r = Recipe::load(recipe)?;
             let decls = runner::declared_params(&r, &[]).or_else(|_| Ok::<_, Error>(Vec::new()))?;
             let irreversible = r.irreversible_steps();
+            // A broken trust setup is reported as the status, not as a failure to show.
+            let vetting = state_dir(cli)
+                .and_then(|state| Trust::load(cli.config.as_deref(), &state))
+                .and_then(|t| t.status(&r))
+                .map_err(|e| e.to_string());
             if *json {
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "recipe": r.name,
                     "path": r.path.display().to_string(),
                     "description": r.doc(),
                     "params": decls,
                     "reversible": irreversible.is_empty(),
                     "irreversible_steps": irreversible,
+                    "scope": r.scope(), "become": r.become_policy(),
                     "hash": r.hash,
                     "modules": r.modules.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
                 });
+                v["vetting"] = match &vetting {
+                    Ok(s) => s.to_json(),
+                    Err(e) => serde_json::json!({"status": "error", "vetted": false, "error": e}),
+                };
                 println!("{v}");
             } else {
                 human.show_recipe(&r, &decls, &irreversible);
+                human.show_vetting(&vetting);
             }
             Ok(exit::OK)
         }
+        Command::Vet(args) => vet(cli, human, args),
         Command::Rollback {
             run_id,
             host,
@@ -524,6 +600,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 json: false,
                 timeout: None,
                 max_operations: 50_000_000,
+                unvetted: false,
                 fleet: FleetArgs::default(),
                 policy: PolicyArgs::default(),
             };
@@ -546,6 +623,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
 fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
     let state = state_dir(cli)?;
     let recipe = Recipe::load(&args.recipe)?;
+    let vetted = vetting_gate(cli, human, &state, &recipe, args)?;
     let hosts = select_hosts(cli, &args.fleet, false)?;
     let (policy, serial) = policy(&args.policy)?;
     let human = human.with_live(hosts.len());
@@ -563,6 +641,7 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
         policy,
         serial,
         atomic: args.policy.atomic,
+        vetted,
     };
     let result = runner::run(&state, &recipe, &req, sink)?;
     if !args.json {
@@ -578,6 +657,196 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
         }
         o => exit_code(o),
     })
+}
+
+/// Whether `args` may run `recipe` under the `[trust]` policy: `Ok(vetted)`, or the
+/// refusal (exit 77). Under the default policy an unvetted real run gets a note.
+fn vetting_gate(
+    cli: &Cli,
+    human: &Human,
+    state: &StateDir,
+    recipe: &Recipe,
+    args: &RunArgs,
+) -> Result<bool> {
+    let trust = Trust::load(cli.config.as_deref(), state)?;
+    let status = trust.status(recipe)?;
+    let vetted = trust.gate_run(&args.recipe, &status, args.dry_run, args.unvetted)?;
+    if !vetted && !args.dry_run && trust.require_vetted == RequireVetted::Scheduled {
+        human.note(&format!(
+            "{} is not vetted ({}): running it anyway, recorded as unvetted in the audit log",
+            args.recipe.display(),
+            status.describe()
+        ));
+    }
+    Ok(vetted)
+}
+
+fn vet(cli: &Cli, human: &Human, args: &VetArgs) -> Result<i32> {
+    let state = state_dir(cli)?;
+    let trust = Trust::load(cli.config.as_deref(), &state)?;
+    if args.list {
+        return vet_list(&trust, args.json);
+    }
+    let path = args
+        .recipe
+        .as_deref()
+        .ok_or_else(|| Error::Usage("name the recipe: tend vet RECIPE --by NAME".into()))?;
+    let audit = |event: serde_json::Value| {
+        let mut event = event;
+        event["user"] = crate::target::Target::info(&crate::target::local::Local::new())
+            .user
+            .clone()
+            .into();
+        if let Err(e) = AuditLog::new(state.root()).append(event) {
+            human.error(&format!("the audit log did not record it: {e}"));
+        }
+    };
+    if args.revoke {
+        let e = trust.revoke(path)?;
+        audit(serde_json::json!({
+            "event": "revoke", "recipe": e.recipe, "recipe_hash": e.hash, "by": e.by,
+        }));
+        if args.json {
+            println!("{}", serde_json::json!({"revoked": e}));
+        } else {
+            human.line(&format!(
+                "revoked: {} was vetted by {} at {}; it counts as unvetted now",
+                e.recipe, e.by, e.at
+            ));
+        }
+        return Ok(exit::OK);
+    }
+    // `tend check` first: only a recipe that compiles and declares sound parameters.
+    let recipe = Recipe::load(path)?;
+    let decls = runner::declared_params(&recipe, &[])?;
+    if args.print_message {
+        let by = args.by.as_deref().unwrap_or_default();
+        let entry = trust.draft(&recipe, by, args.note.as_deref())?;
+        print!("{}", trust::message(&entry));
+        return Ok(exit::OK);
+    }
+    let sign = match (&args.sign_key, &args.signature) {
+        (Some(k), _) => Sign::Key(k.clone()),
+        (None, Some(sig)) => Sign::File {
+            signature: sig.clone(),
+            message: args.message.clone(),
+        },
+        (None, None) => Sign::None,
+    };
+    let report = trust.vet(
+        &recipe,
+        VetRequest {
+            by: args.by.as_deref(),
+            note: args.note.as_deref(),
+            sign,
+        },
+    )?;
+    let e = &report.entry;
+    audit(serde_json::json!({
+        "event": "vet", "recipe": e.recipe, "recipe_hash": e.hash, "by": e.by, "note": e.note,
+        "signed_by": report.signer.as_ref().map(|g| g.principal.clone()),
+    }));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "vetted": e,
+                "message": trust::message(e),
+                "previous": report.previous,
+                "diff": report.diff,
+                "signer": report.signer,
+                "trust_file": trust.file.display().to_string(),
+            })
+        );
+        return Ok(exit::OK);
+    }
+    human.line(&format!(
+        "{}: checked ({} parameter{}, {} module{} imported)",
+        path.display(),
+        decls.len(),
+        if decls.len() == 1 { "" } else { "s" },
+        recipe.modules.len(),
+        if recipe.modules.len() == 1 { "" } else { "s" },
+    ));
+    if let Some(prev) = &report.previous {
+        if prev.hash == e.hash {
+            human.line(&format!(
+                "already vetted as it is, by {} at {}; recorded again",
+                prev.by, prev.at
+            ));
+        } else if report.diff_missing {
+            human.line(&format!(
+                "previously vetted by {} at {} as {}; that text is not kept in this state dir, so no diff",
+                prev.by, prev.at, prev.hash
+            ));
+        } else {
+            human.line(&format!(
+                "changes since vetted by {} at {} ({}):",
+                prev.by, prev.at, prev.hash
+            ));
+            human.plain_diff(report.diff.as_deref().unwrap_or_default());
+        }
+    }
+    let signed = match (&report.signer, &report.unchecked) {
+        (Some(g), _) => format!(", signed by {} ({})", g.principal, g.key),
+        (None, Some(why)) => format!(", signed (not checked: {why})"),
+        (None, None) => String::new(),
+    };
+    human.line(&format!(
+        "vetted {} {} by {} at {}{signed}\nrecorded in {}",
+        e.recipe,
+        e.hash,
+        e.by,
+        e.at,
+        trust.file.display()
+    ));
+    Ok(exit::OK)
+}
+
+fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
+    let rows = trust.list()?;
+    if json {
+        for (e, status) in &rows {
+            let mut v = serde_json::to_value(e).map_err(|e| Error::Other(e.to_string()))?;
+            v["signed"] = e.signature.is_some().into();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("signature");
+            }
+            v["status"] = match status {
+                Ok(s) => s.to_json(),
+                Err(why) => serde_json::json!({
+                    "status": if why.starts_with("missing") { "missing" } else { "error" },
+                    "vetted": false,
+                    "description": why,
+                }),
+            };
+            println!("{v}");
+        }
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        println!("no vetted recipes in {}", trust.file.display());
+        return Ok(exit::OK);
+    }
+    let mut t = table(&["RECIPE", "STATUS", "BY", "AT", "SIGNED", "NOTE"]);
+    for (e, status) in &rows {
+        let status = match status {
+            Ok(s) if s.is_vetted() => "vetted".to_string(),
+            Ok(s) => format!("{}: {}", s.as_str(), s.describe()),
+            Err(why) => why.clone(),
+        };
+        let status: String = status.chars().take(90).collect();
+        t.add_row(vec![
+            e.recipe.clone(),
+            status,
+            e.by.clone(),
+            e.at.clone(),
+            if e.signature.is_some() { "yes" } else { "no" }.to_string(),
+            e.note.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(exit::OK)
 }
 
 /// The recipe behind `tend exec`: the command is a parameter, never spliced into code.
@@ -630,6 +899,8 @@ fn exec(
         policy,
         serial,
         atomic: false,
+        // An ad-hoc command is no vetted recipe.
+        vetted: false,
     };
     let result = runner::run(&state, &recipe, &req, inner)?;
     let mut codes = Vec::new();

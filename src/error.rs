@@ -30,6 +30,9 @@ pub mod exit {
     pub const TAMPERED: i32 = 67;
     /// Another run holds the lock of a host.
     pub const LOCKED: i32 = 75;
+    /// The recipe is not vetted and the policy refuses to run it (or a vetting
+    /// signature was refused).
+    pub const UNVETTED: i32 = 77;
     /// tend itself failed (state dir not writable, I/O error…).
     pub const INTERNAL: i32 = 70;
 }
@@ -77,6 +80,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Vetting refused: the recipe is not vetted and the policy requires it, or a
+    /// vetting signature does not verify.
+    #[error("{0}")]
+    Unvetted(String),
+
     #[error("{0}")]
     Other(String),
 }
@@ -95,6 +103,7 @@ impl Error {
             Error::Recipe { .. } => exit::RECIPE,
             Error::RecipeRead { .. } | Error::UnknownRun(_) => exit::NOT_FOUND,
             Error::Locked { .. } => exit::LOCKED,
+            Error::Unvetted(_) => exit::UNVETTED,
             Error::Tampered { .. } => exit::TAMPERED,
             Error::Target(_) => exit::FAILED,
             Error::Audit { .. } | Error::Io { .. } | Error::Other(_) => exit::INTERNAL,

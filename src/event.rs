@@ -14,6 +14,9 @@ pub enum Event {
         recipe: String,
         recipe_hash: String,
         dry_run: bool,
+        /// Whether the recipe, as it is now, is vetted (see `trust`); `false` for an
+        /// ad-hoc `exec` command.
+        vetted: bool,
         hosts: Vec<String>,
         params: BTreeMap<String, String>,
     },

@@ -31,6 +31,7 @@ pub mod runner;
 pub mod secret;
 pub mod state;
 pub mod target;
+pub mod trust;
 
 /// Entry point of the binary: parse `args`, run, return the exit code.
 pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {

@@ -130,6 +130,47 @@ impl Human {
         eprintln!("{} {text}", self.paint(RED, "error:"));
     }
 
+    /// A one-line remark on stderr (stdout may be JSON), unless --quiet.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{} {text}", self.paint(YELLOW, "note:"));
+        }
+    }
+
+    /// A unified diff, coloured, not indented (`tend vet` of an edited recipe).
+    pub fn plain_diff(&self, diff: &str) {
+        if self.quiet {
+            return;
+        }
+        for l in diff.lines() {
+            let styled = if l.starts_with("+++") || l.starts_with("---") {
+                self.paint(BOLD, l)
+            } else if l.starts_with('+') {
+                self.paint(GREEN, l)
+            } else if l.starts_with('-') {
+                self.paint(RED, l)
+            } else if l.starts_with("@@") {
+                self.paint(CYAN, l)
+            } else {
+                l.to_string()
+            };
+            println!("{styled}");
+        }
+    }
+
+    /// The `Vetted:` line of `tend show`.
+    pub fn show_vetting(&self, status: &std::result::Result<crate::trust::Status, String>) {
+        match status {
+            Ok(s) if s.is_vetted() => {
+                let d = s.describe();
+                let d = d.strip_prefix("vetted ").unwrap_or(&d);
+                println!("Vetted: {}, {d}", self.paint(GREEN, "yes"))
+            }
+            Ok(s) => println!("Vetted: {}, {}", self.paint(YELLOW, "no"), s.describe()),
+            Err(e) => println!("Vetted: {}: {e}", self.paint(RED, "cannot tell")),
+        }
+    }
+
     fn diff(&self, diff: &str) {
         for l in diff.lines() {
             let styled = if l.starts_with("+++") || l.starts_with("---") {
@@ -479,6 +520,7 @@ impl Human {
             let names: Vec<&str> = r.modules.iter().map(|(n, _)| n.as_str()).collect();
             println!("Imports: {}", names.join(", "));
         }
+        println!("Scope: {}", r.scope().map_or("not declared (the recipe may change any path)".into(), |s| if s.is_empty() { "nothing (read-only)".into() } else { s.join(", ") }));
         println!("Hash: {}", r.hash);
     }
 
@@ -515,7 +557,17 @@ impl Human {
             let ts = s("ts");
             let ts = ts.get(..19).unwrap_or(&ts).replace('T', " ");
             let what = match s("event").as_str() {
-                "run_start" => format!("{} {}", s("recipe"), s("recipe_hash")),
+                "run_start" => format!(
+                    "{} {}{}",
+                    s("recipe"),
+                    s("recipe_hash"),
+                    if e.get("vetted") == Some(&serde_json::Value::Bool(false)) {
+                        " unvetted"
+                    } else {
+                        ""
+                    }
+                ),
+                "vet" | "revoke" => format!("{} {} by {}", s("recipe"), s("recipe_hash"), s("by")),
                 "step" => format!("{} {} {}", s("op"), s("subject"), s("diff_summary")),
                 "step_failed" | "host_end" => format!("{} {}", s("outcome"), s("error"))
                     .trim()

@@ -36,6 +36,8 @@ pub struct RunRequest {
     pub serial: Vec<BatchSize>,
     /// If any host fails, roll back every host of the run.
     pub atomic: bool,
+    /// The recipe is vetted as it is now (the CLI checks; recorded in the audit log).
+    pub vetted: bool,
 }
 
 impl RunRequest {
@@ -51,6 +53,7 @@ impl RunRequest {
             policy: Policy::default(),
             serial: vec![],
             atomic: false,
+            vetted: false,
         }
     }
 }
@@ -321,8 +324,10 @@ fn audited(
                         Some(b)
                     }
                     _ => {
-                        let mut b: Vec<serde_json::Value> =
-                            std::mem::take(&mut *pending).into_values().flatten().collect();
+                        let mut b: Vec<serde_json::Value> = std::mem::take(&mut *pending)
+                            .into_values()
+                            .flatten()
+                            .collect();
                         b.extend(rec);
                         Some(b)
                     }
@@ -348,6 +353,22 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     } else {
         req.hosts.clone()
     };
+    // `//! become: false`: the recipe must not run as root through sudo, whether
+    // --become or the inventory asks for it.
+    if recipe.become_policy() == Some(false) {
+        let sudo: Vec<&str> = specs
+            .iter()
+            .filter(|s| s.become_)
+            .map(|s| s.name.as_str())
+            .collect();
+        if !sudo.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} declares `become: false` and may not run through sudo; {} would (--become or the inventory's `become`)",
+                recipe.path.display(),
+                sudo.join(", ")
+            )));
+        }
+    }
     let names: Vec<String> = specs.iter().map(|h| h.name.clone()).collect();
     let user = Local::new().info().user.clone();
     let run_id = new_run_id();
@@ -371,6 +392,11 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     };
     let audit = Some(Arc::new(AuditLog::new(state.root())));
     let sink = audited(sink, audit, run_id.clone(), user, req.dry_run);
+    // Scrubbed before the audit log and the terminal see anything.
+    let sink = engine::redacting(
+        sink,
+        crate::recipe::params::secret_values(&decls, &req.params),
+    );
     if !req.dry_run {
         state.write_meta(&meta)?;
     }
@@ -379,6 +405,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         recipe: recipe.name.clone(),
         recipe_hash: recipe.hash.clone(),
         dry_run: req.dry_run,
+        vetted: req.vetted,
         hosts: names.clone(),
         params,
     });
@@ -582,7 +609,8 @@ impl HostRunner<'_> {
             req.params.clone(),
             self.recipe.param_docs(),
             self.sink.clone(),
-        ));
+        )
+        .with_scope(self.recipe.scope_set()));
         let engine = engine::for_host(hctx.clone(), &req.limits);
         let result = engine.run_ast(&self.recipe.ast);
         drop(engine);

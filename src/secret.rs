@@ -2,13 +2,24 @@
 //! (strings, diffs, errors, logs, the audit log, the journal); only operations that
 //! accept a secret get at the value, and they hand it to the target through stdin or
 //! the environment, never argv.
+//!
+//! Where a secret comes from: `-p name=env:VAR`, `-p name=file:/path`, or, when it is
+//! not given and tend's standard input is a terminal, a prompt on that terminal (no
+//! echo). A value typed into the command line itself is refused: it would be visible
+//! in `ps`, `/proc/*/cmdline` and the shell's history.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Mutex;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 pub const REDACTED: &str = "***";
+
+/// Values read at a prompt in this process, by parameter name, so a run asks once even
+/// though parameters are checked before the run and again by each host's engine.
+static PROMPTED: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
 impl Secret {
     pub fn new(value: String) -> Self {
@@ -16,7 +27,7 @@ impl Secret {
     }
 
     /// `env:VAR` or `file:/path` (what a careful operator types so the value stays out
-    /// of shell history and `ps`); anything else is taken literally.
+    /// of shell history and `ps`). Anything else is refused, for the same reason.
     pub fn from_reference(param: &str, raw: &str) -> Result<Secret, String> {
         if let Some(var) = raw.strip_prefix("env:") {
             return std::env::var(var).map(Secret).map_err(|_| {
@@ -28,7 +39,47 @@ impl Secret {
                 .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
                 .map_err(|e| format!("secret parameter `{param}`: cannot read {path}: {e}"));
         }
-        Ok(Secret(raw.to_string()))
+        // The value itself is not repeated: it may be the secret.
+        Err(format!(
+            "secret parameter `{param}` must be given as -p {param}=env:VAR or -p {param}=file:PATH \
+             (a value on the command line shows in `ps` and the shell's history); \
+             left out, it is asked for when tend runs on a terminal"
+        ))
+    }
+
+    /// A secret that was not given: asked for on the controlling terminal, without
+    /// echo, when standard input is a terminal (once per process and parameter).
+    /// `None` when there is no terminal to ask on: the caller reports it missing.
+    pub fn prompt(param: &str) -> Result<Option<Secret>, String> {
+        if let Some(v) = PROMPTED.lock().expect("lock").get(param) {
+            return Ok(Some(Secret(v.clone())));
+        }
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return Ok(None);
+        }
+        let value =
+            tty::read_hidden(&format!("tend: secret parameter `{param}`: ")).map_err(|e| {
+                format!("secret parameter `{param}`: cannot read it from the terminal: {e}")
+            })?;
+        if value.is_empty() {
+            return Err(format!("secret parameter `{param}`: nothing was entered"));
+        }
+        PROMPTED
+            .lock()
+            .expect("lock")
+            .insert(param.to_string(), value.clone());
+        Ok(Some(Secret(value)))
+    }
+
+    /// A secret read at a prompt earlier in this process, if any.
+    pub fn prompted(param: &str) -> Option<Secret> {
+        PROMPTED
+            .lock()
+            .expect("lock")
+            .get(param)
+            .cloned()
+            .map(Secret)
     }
 
     /// The value itself: only for handing to a target through stdin or environment.
@@ -52,3 +103,76 @@ impl fmt::Debug for Secret {
 /// Marks a declared parameter as a required secret: `token: secret()`.
 #[derive(Clone, Debug)]
 pub struct SecretDecl;
+
+/// Replace every occurrence of any of `values` in `text` by `***`, longest value first
+/// (so a secret that contains another is not half-replaced). Empty values are skipped.
+pub fn scrub(text: &str, values: &[String]) -> String {
+    let mut sorted: Vec<&String> = values.iter().filter(|v| !v.is_empty()).collect();
+    sorted.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for v in sorted {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+mod tty {
+    use std::fs::OpenOptions;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::io::AsRawFd;
+
+    /// Write `prompt` to the controlling terminal and read one line from it with echo
+    /// off; echo is restored whatever happens.
+    pub fn read_hidden(prompt: &str) -> std::io::Result<String> {
+        let tty = OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+        let fd = tty.as_raw_fd();
+        // SAFETY: termios is plain data, filled by tcgetattr before use.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        (&tty).write_all(prompt.as_bytes())?;
+        (&tty).flush()?;
+        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        struct Restore(i32, libc::termios);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                unsafe { libc::tcsetattr(self.0, libc::TCSANOW, &self.1) };
+            }
+        }
+        let _restore = Restore(fd, saved);
+        let mut line = String::new();
+        BufReader::new(&tty).read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_hidden() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+    }
+
+    #[test]
+    fn literal_values_are_refused_without_echoing_them() {
+        let e = Secret::from_reference("token", "hunter2").unwrap_err();
+        assert!(e.contains("env:VAR") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn scrubs_longest_first() {
+        let v = vec!["abc".to_string(), "abcdef".to_string(), String::new()];
+        assert_eq!(scrub("x abcdef y abc", &v), "x *** y ***");
+    }
+}

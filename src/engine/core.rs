@@ -79,8 +79,15 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let mut log = Module::new();
     for level in ["info", "warn", "error"] {
         let h = host.clone();
-        log.set_native_fn(level, move |msg: Dynamic| {
-            let message = h.redact(&msg.to_string());
+        log.set_native_fn(level, move |call: NativeCallContext, msg: Dynamic| {
+            // Rhai's own to_string, as `print` and interpolation use, so a secret (also
+            // one inside a map or array) shows as `***`, not as its Rust type name.
+            let text = if msg.is_string() {
+                msg.to_string()
+            } else {
+                call.call_native_fn::<String>("to_string", (msg,))?
+            };
+            let message = h.redact(&text);
             (h.sink)(&Event::Log {
                 host: h.host(),
                 level: level.to_string(),

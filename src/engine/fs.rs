@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic, Engine, Map, Module, NativeCallContext};
 use super::{err, HostContext, RResult};
 use crate::ops::fs::{self as op, LineSpec, LineState};
 use crate::secret::Secret;
-use crate::target::Kind;
+use crate::target::{parent, Kind};
 
 /// Options a function accepts; anything else is a typo worth reporting.
 fn check_keys(call: &NativeCallContext, f: &str, opts: &Map, allowed: &[&str]) -> RResult<()> {
@@ -97,7 +97,48 @@ fn recipe_file(call: &NativeCallContext, host: &HostContext, rel: &str) -> RResu
         .map_err(|e| err(call, format!("cannot read {}: {e}", path.display())))
 }
 
-fn render(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResult<String> {
+/// Template variables with every secret (at any depth) replaced by its value, and
+/// whether there was one: then the rendered file's diff is hidden.
+fn expose_vars(v: &Dynamic) -> (Dynamic, bool) {
+    if let Some(s) = v.clone().try_cast::<Secret>() {
+        return (Dynamic::from(s.expose().to_string()), true);
+    }
+    if let Some(m) = v.clone().try_cast::<Map>() {
+        let mut any = false;
+        let out: Map = m
+            .into_iter()
+            .map(|(k, x)| {
+                let (x, s) = expose_vars(&x);
+                any |= s;
+                (k, x)
+            })
+            .collect();
+        return (Dynamic::from_map(out), any);
+    }
+    if let Some(a) = v.clone().try_cast::<Array>() {
+        let mut any = false;
+        let out: Array = a
+            .iter()
+            .map(|x| {
+                let (x, s) = expose_vars(x);
+                any |= s;
+                x
+            })
+            .collect();
+        return (Dynamic::from_array(out), any);
+    }
+    (v.clone(), false)
+}
+
+/// Render a template; the bool is false when a variable is a secret (the diff of the
+/// result must not be shown).
+fn render(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResult<(String, bool)> {
+    let (vars, secret) = expose_vars(&Dynamic::from_map(vars.clone()));
+    let vars = vars.cast::<Map>();
+    render_plain(call, name, text, &vars).map(|r| (r, !secret))
+}
+
+fn render_plain(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResult<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -110,11 +151,32 @@ fn render(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResu
         .map_err(|e| err(call, format!("template {name}: {e}")))
 }
 
+/// `fs::dir` creates missing parents as well: each of them must be in scope too.
+fn check_dir_scope(h: &HostContext, call: &NativeCallContext, path: &str) -> RResult<()> {
+    h.check_scope(call, "fs::dir", path, None, false)?;
+    if h.scope().is_none() {
+        return Ok(());
+    }
+    let mut p = super::scope::normalize(path);
+    loop {
+        let up = parent(&p).to_string();
+        if up == p || up == "/" {
+            return Ok(());
+        }
+        match h.ctx.target.stat(&up) {
+            Ok(None) => h.check_scope(call, "fs::dir", &up, None, false)?,
+            _ => return Ok(()),
+        }
+        p = up;
+    }
+}
+
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let mut m = Module::new();
 
     let h = host.clone();
     m.set_native_fn("dir", move |call: NativeCallContext, path: &str| {
+        check_dir_scope(&h, &call, path)?;
         h.step(&call, |c| op::dir(c, path, None))
     });
     let h = host.clone();
@@ -123,6 +185,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         move |call: NativeCallContext, path: &str, opts: Map| {
             check_keys(&call, "fs::dir", &opts, &["mode"])?;
             let mode = opt_mode(&call, &opts)?;
+            check_dir_scope(&h, &call, path)?;
             h.step(&call, |c| op::dir(c, path, mode))
         },
     );
@@ -149,7 +212,8 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                         .and_then(|v| v.clone().try_cast::<Map>())
                         .unwrap_or_default();
                     let text = recipe_file(&call, &h, &tpl)?;
-                    (render(&call, &tpl, &text, &vars)?.into_bytes(), true)
+                    let (out, show) = render(&call, &tpl, &text, &vars)?;
+                    (out.into_bytes(), show)
                 } else {
                     return Err(err(&call, "fs::file: give `content`, `src` or `template`"));
                 };
@@ -158,6 +222,10 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                 let (c, s) = content_of(&call, &arg)?;
                 (c, s, None)
             };
+            h.check_scope(&call, "fs::file", path, None, false)?;
+            if show {
+                h.warn_stringified(&format!("fs::file {path}: the content"), &content);
+            }
             h.step(&call, |c| {
                 op::file(c, "fs::file", path, &content, mode, show)
             })
@@ -168,9 +236,10 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let template =
         move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, mode: Option<u32>| {
             let text = recipe_file(&call, &h, tpl)?;
-            let content = render(&call, tpl, &text, &vars)?;
+            let (content, show) = render(&call, tpl, &text, &vars)?;
+            h.check_scope(&call, "fs::template", path, None, false)?;
             h.step(&call, |c| {
-                op::file(c, "fs::template", path, content.as_bytes(), mode, true)
+                op::file(c, "fs::template", path, content.as_bytes(), mode, show)
             })
         };
     let t2 = template.clone();
@@ -213,6 +282,8 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
             state,
             create: opt_bool(&call, &opts, "create", true)?,
         };
+        h.check_scope(&call, "fs::line", path, None, false)?;
+        h.warn_stringified(&format!("fs::line {path}: the line"), text.as_bytes());
         h.step(&call, |c| op::line(c, path, &spec))
     };
     let l2 = line.clone();
@@ -221,11 +292,30 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         move |call: NativeCallContext, path: &str, text: &str| l2(call, path, text, Map::new()),
     );
     m.set_native_fn("line", line);
+    // A line is shown in diffs and matched against the file's lines: no place for a
+    // secret. Refused by name rather than as an unknown function.
+    const LINE_SECRET: &str =
+        "fs::line: the line cannot be a secret (fs::line shows the lines it changes); \
+        write the whole file instead: fs::file(path, p.token), or a template with the secret \
+        in its variables: fs::template(path, \"x.j2\", #{token: p.token}) (their diffs are hidden)";
+    m.set_native_fn(
+        "line",
+        |call: NativeCallContext, _path: &str, _text: Secret| -> RResult<Map> {
+            Err(err(&call, LINE_SECRET))
+        },
+    );
+    m.set_native_fn(
+        "line",
+        |call: NativeCallContext, _path: &str, _text: Secret, _opts: Map| -> RResult<Map> {
+            Err(err(&call, LINE_SECRET))
+        },
+    );
 
     let h = host.clone();
     m.set_native_fn(
         "link",
         move |call: NativeCallContext, path: &str, target: &str| {
+            h.check_scope(&call, "fs::link", path, None, false)?;
             h.step(&call, |c| op::link(c, path, target))
         },
     );
@@ -233,6 +323,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "copy",
         move |call: NativeCallContext, src: &str, dest: &str| {
+            h.check_scope(&call, "fs::copy", dest, None, false)?;
             h.step(&call, |c| op::copy(c, src, dest, None))
         },
     );
@@ -242,6 +333,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         move |call: NativeCallContext, src: &str, dest: &str, opts: Map| {
             check_keys(&call, "fs::copy", &opts, &["mode"])?;
             let mode = opt_mode(&call, &opts)?;
+            h.check_scope(&call, "fs::copy", dest, None, false)?;
             h.step(&call, |c| op::copy(c, src, dest, mode))
         },
     );
@@ -249,11 +341,15 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "rename",
         move |call: NativeCallContext, from: &str, to: &str| {
+            // A directory moves with its contents: they leave `from` and appear in `to`.
+            h.check_scope(&call, "fs::rename", from, Some(from), false)?;
+            h.check_scope(&call, "fs::rename", to, Some(from), false)?;
             h.step(&call, |c| op::rename(c, from, to))
         },
     );
     let h = host.clone();
     m.set_native_fn("remove", move |call: NativeCallContext, path: &str| {
+        h.check_scope(&call, "fs::remove", path, Some(path), false)?;
         h.step(&call, |c| op::remove(c, path))
     });
     let h = host.clone();
@@ -261,6 +357,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         "chmod",
         move |call: NativeCallContext, path: &str, mode: Dynamic| {
             let mode = mode_of(&call, &mode)?;
+            h.check_scope(&call, "fs::chmod", path, None, true)?;
             h.step(&call, |c| op::chmod(c, path, mode))
         },
     );
@@ -268,6 +365,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "chown",
         move |call: NativeCallContext, path: &str, owner: &str, group: &str| {
+            h.check_scope(&call, "fs::chown", path, None, true)?;
             let t = h.ctx.target.clone();
             let uid = (!owner.is_empty())
                 .then(|| op::resolve_id(t.as_ref(), "/etc/passwd", owner))
@@ -288,8 +386,15 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     });
     let h = host.clone();
     m.set_native_fn("read", move |call: NativeCallContext, path: &str| {
-        h.fact(&call, |c| {
+        let text = h.fact(&call, |c| {
             Ok(String::from_utf8_lossy(&c.target.read(path)?).into_owned())
+        })?;
+        // Content that holds a secret of the run is a secret itself: reading a file
+        // back is no way around `***` (nor into a command line).
+        Ok(if h.redact(&text) != text {
+            Dynamic::from(Secret::new(text))
+        } else {
+            Dynamic::from(text)
         })
     });
     let h = host.clone();

@@ -8,6 +8,7 @@
 
 mod core;
 mod fs;
+pub mod scope;
 mod sh;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::event::{Event, Sink};
 use crate::ops::{Ctx, OpResult, StepReport};
 use crate::recipe::params::ParamDecl;
 use crate::recipe::resolver_fmt_pos;
+pub use scope::Scope;
 
 pub type RResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -68,6 +70,8 @@ pub struct HostContext {
     params_done: AtomicBool,
     /// Secret values of this run, scrubbed from every error message.
     secrets: Mutex<Vec<String>>,
+    /// The recipe's declared write scope; `None` when it declares none.
+    scope: Option<Scope>,
 }
 
 impl HostContext {
@@ -91,7 +95,41 @@ impl HostContext {
             declared: Mutex::new(None),
             params_done: AtomicBool::new(false),
             secrets: Mutex::new(Vec::new()),
+            scope: None,
         }
+    }
+
+    /// Enforce a declared write scope (see [`scope`]).
+    pub fn with_scope(mut self, scope: Option<Scope>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    pub fn scope(&self) -> Option<&Scope> {
+        self.scope.as_ref()
+    }
+
+    /// Refuse, at the calling line and before anything is planned or changed, an
+    /// operation that would mutate a path outside the declared scope. `contents_of`:
+    /// the directory whose contents the operation acts on too, as if below `path`
+    /// (see [`Scope::check`]).
+    fn check_scope(
+        &self,
+        call: &NativeCallContext,
+        op: &str,
+        path: &str,
+        contents_of: Option<&str>,
+        follow_last: bool,
+    ) -> RResult<()> {
+        let Some(scope) = &self.scope else {
+            return Ok(());
+        };
+        if self.mode == Mode::Declare {
+            return Ok(()); // guard() refuses the operation itself
+        }
+        scope
+            .check(self.ctx.target.as_ref(), path, contents_of, follow_last)
+            .map_err(|why| err(call, self.redact(&format!("{op} {why}"))))
     }
 
     pub fn host(&self) -> String {
@@ -108,12 +146,30 @@ impl HostContext {
         }
     }
 
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in self.secrets.lock().expect("lock").iter() {
-            out = out.replace(s.as_str(), crate::secret::REDACTED);
+    /// Whether this run has secret parameters.
+    pub fn has_secrets(&self) -> bool {
+        !self.secrets.lock().expect("lock").is_empty()
+    }
+
+    /// A secret put into a string (`"a" + p.token`, `${p.token}`) becomes `***` there,
+    /// never its value. Text that will be written somewhere and contains `***` in a run
+    /// with secrets is probably such a mistake: say so (a warning; the text may mean it).
+    fn warn_stringified(&self, what: &str, text: &[u8]) {
+        let marker = crate::secret::REDACTED.as_bytes();
+        if self.has_secrets() && text.windows(marker.len()).any(|w| w == marker) {
+            self.emit(Event::Log {
+                host: self.host(),
+                level: "warn".into(),
+                message: self.redact(&format!(
+                    "{what} contains `***`, which is what a secret becomes when it is put into a string; \
+                     to write a secret, pass it whole (fs::file(path, p.token)) or in a template's variables"
+                )),
+            });
         }
-        out
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        crate::secret::scrub(text, &self.secrets.lock().expect("lock"))
     }
 
     fn emit(&self, event: Event) {
@@ -145,7 +201,16 @@ impl HostContext {
                 if report.unknown {
                     self.unknown.fetch_add(1, Ordering::SeqCst);
                 }
-                report.diff = report.diff.map(|d| self.redact(&d));
+                // A diff that shows a secret is hidden whole, not just scrubbed: its other
+                // side may hold a value this run does not know (the previous secret of a
+                // rotated file copied or edited over).
+                report.diff = report.diff.map(|d| {
+                    if self.redact(&d) != d {
+                        crate::ops::SECRET_DIFF.to_string()
+                    } else {
+                        d
+                    }
+                });
                 report.stdout = report.stdout.map(|d| self.redact(&d));
                 report.stderr = report.stderr.map(|d| self.redact(&d));
                 report.subject = self.redact(&report.subject);
@@ -241,11 +306,108 @@ pub fn compiler() -> Engine {
 pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     let mut engine = Engine::new();
     sandbox(&mut engine, limits);
+    // `print` and `debug` are messages of the run like `log::info`: they go through
+    // the sink (so `--json` stays JSON and the audit sees them) and are scrubbed.
+    let h = host.clone();
+    engine.on_print(move |text| {
+        (h.sink)(&Event::Log {
+            host: h.host(),
+            level: "info".into(),
+            message: h.redact(text),
+        })
+    });
+    let h = host.clone();
+    engine.on_debug(move |text, _source, pos| {
+        (h.sink)(&Event::Log {
+            host: h.host(),
+            level: "info".into(),
+            message: h.redact(&format!("debug {}: {text}", resolver_fmt_pos(pos))),
+        })
+    });
     core::register_types(&mut engine);
     core::register(&mut engine, host.clone());
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     engine
+}
+
+/// A sink that scrubs `secrets` from every string of every event before passing it
+/// on: the last line of defence for what reaches the terminal, `--json` and the
+/// audit log (errors from the engine and step output are scrubbed already).
+pub fn redacting(sink: Sink, secrets: Vec<String>) -> Sink {
+    if secrets.iter().all(|s| s.is_empty()) {
+        return sink;
+    }
+    std::sync::Arc::new(move |e: &Event| {
+        let f = |t: &str| crate::secret::scrub(t, &secrets);
+        sink(&redact_event(e, &f))
+    })
+}
+
+/// `e` with `f` applied to each of its strings (new fields that carry text must be
+/// added here; numbers, flags, ids and hashes cannot hold a secret).
+pub fn redact_event(e: &Event, f: &dyn Fn(&str) -> String) -> Event {
+    let mut e = e.clone();
+    let s = |x: &mut String| *x = f(x);
+    let v = |x: &mut Vec<String>| x.iter_mut().for_each(|y| *y = f(y));
+    let o = |x: &mut Option<String>| {
+        if let Some(y) = x {
+            *y = f(y)
+        }
+    };
+    match &mut e {
+        Event::RunStart {
+            recipe,
+            hosts,
+            params,
+            ..
+        } => {
+            s(recipe);
+            v(hosts);
+            params.values_mut().for_each(s);
+        }
+        Event::HostStart { host } => s(host),
+        Event::Step { host, report, .. } => {
+            s(host);
+            s(&mut report.subject);
+            v(&mut report.paths);
+            o(&mut report.diff);
+            o(&mut report.stdout);
+            o(&mut report.stderr);
+        }
+        Event::StepFailed { host, error, .. } => {
+            s(host);
+            s(error);
+        }
+        Event::Log { host, message, .. } => {
+            s(host);
+            s(message);
+        }
+        Event::Undo {
+            host,
+            op,
+            action,
+            result,
+            ..
+        } => {
+            s(host);
+            s(op);
+            s(action);
+            s(result);
+        }
+        Event::Rollback {
+            host, incomplete, ..
+        } => {
+            s(host);
+            v(incomplete);
+        }
+        Event::HostEnd { host, error, .. } => {
+            s(host);
+            o(error);
+        }
+        Event::RunEnd { .. } => {}
+    }
+    e
 }
 
 /// How a script run ended, for people: `file:line:col: message`, with the call chain
@@ -277,6 +439,9 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
         }
     }
     let message = match e {
+        EvalAltResult::ErrorRuntime(v, _) if v.is::<crate::secret::Secret>() => {
+            crate::secret::REDACTED.to_string() // `throw p.token`
+        }
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             format!("unknown function `{sig}` (check its name and arguments)")

@@ -6,10 +6,11 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::{err, HostContext, RResult};
+use crate::event::Event;
 use crate::ops::archive::{self, Format};
 use crate::ops::sh::{sh, ShSpec};
 use crate::recipe::params::parse_duration;
-use crate::secret::Secret;
+use crate::secret::{Secret, REDACTED};
 
 const SH_OPTIONS: &[&str] = &[
     "undo",
@@ -22,14 +23,33 @@ const SH_OPTIONS: &[&str] = &[
     "env",
     "stdin",
     "allow_fail",
+    "in_scope",
 ];
 
-fn text_or_secret(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<String> {
+/// With secrets in the run, refuse a plain string that holds `***`: a secret put into
+/// a string becomes that, and in a command `***` is a shell glob, not the value.
+fn no_stringified(call: &NativeCallContext, guard: bool, what: &str, text: &str) -> RResult<()> {
+    if guard && text.contains(REDACTED) {
+        return Err(err(
+            call,
+            format!(
+                "sh: the {what} contains `***`, which is what a secret becomes when it is put into a string \
+                 (so that its value never reaches a command line); pass the secret itself through the \
+                 environment or stdin: sh(\"cmd \\\"$TOKEN\\\"\", #{{env: #{{TOKEN: p.token}}}}) or #{{stdin: p.token}}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn text_or_secret(call: &NativeCallContext, guard: bool, key: &str, v: &Dynamic) -> RResult<String> {
     if let Some(s) = v.clone().try_cast::<Secret>() {
         return Ok(s.expose().to_string());
     }
     if v.is_string() || v.is_int() || v.is_bool() || v.is_float() {
-        return Ok(v.to_string());
+        let text = v.to_string();
+        no_stringified(call, guard, &format!("value of `{key}`"), &text)?;
+        return Ok(text);
     }
     Err(err(
         call,
@@ -52,11 +72,20 @@ fn duration(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<Duratio
         })
 }
 
-fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> {
+/// The command's spec, and whether the recipe marked it `in_scope: true`.
+/// `guard`: the run has secrets; refuse command text with `***` in it.
+fn spec(
+    call: &NativeCallContext,
+    guard: bool,
+    command: &str,
+    opts: &Map,
+) -> RResult<(ShSpec, bool)> {
+    no_stringified(call, guard, "command", command)?;
     let mut spec = ShSpec {
         command: command.to_string(),
         ..Default::default()
     };
+    let mut in_scope = false;
     for (k, v) in opts {
         if v.is_unit() {
             continue; // `undo: ()` and friends mean "not given", as for fs options
@@ -71,11 +100,20 @@ fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> 
                 .map_err(|_| err(call, format!("sh: `{k}` must be true or false")))
         };
         match k.as_str() {
-            "undo" => spec.undo = Some(s()?),
+            "undo" => {
+                let undo = s()?;
+                no_stringified(call, guard, "undo command", &undo)?;
+                spec.undo = Some(undo)
+            }
             "read_only" => spec.read_only = b()?,
             "creates" => spec.creates = Some(s()?),
-            "unless" => spec.unless = Some(s()?),
+            "unless" => {
+                let unless = s()?;
+                no_stringified(call, guard, "unless command", &unless)?;
+                spec.unless = Some(unless)
+            }
             "allow_fail" => spec.allow_fail = b()?,
+            "in_scope" => in_scope = b()?,
             "timeout" => spec.timeout = Some(duration(call, k, v)?),
             "delay" => spec.delay = duration(call, k, v)?,
             "retries" => {
@@ -84,7 +122,7 @@ fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> 
                     .map_err(|_| err(call, "sh: `retries` must be an int"))?
                     .clamp(0, 100) as u32
             }
-            "stdin" => spec.stdin = Some(text_or_secret(call, k, v)?.into_bytes()),
+            "stdin" => spec.stdin = Some(text_or_secret(call, guard, k, v)?.into_bytes()),
             "env" => {
                 let env = v
                     .clone()
@@ -92,7 +130,7 @@ fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> 
                     .ok_or_else(|| err(call, "sh: `env` must be a map like #{NAME: \"value\"}"))?;
                 for (name, value) in env {
                     spec.env
-                        .push((name.to_string(), text_or_secret(call, &name, &value)?));
+                        .push((name.to_string(), text_or_secret(call, guard, &name, &value)?));
                 }
             }
             other => {
@@ -106,21 +144,59 @@ fn spec(call: &NativeCallContext, command: &str, opts: &Map) -> RResult<ShSpec> 
             }
         }
     }
-    Ok(spec)
+    Ok((spec, in_scope))
+}
+
+/// `sh` in a recipe with a declared write scope: tend cannot know what a command
+/// changes, so only commands the recipe vouches for (`in_scope: true`, or
+/// `read_only: true`) run. Any other is flagged in a dry-run (`outside_scope` in its
+/// step report, and a warning) and refused in a real run, before it starts.
+fn run_sh(
+    h: &HostContext,
+    call: &NativeCallContext,
+    spec: &ShSpec,
+    in_scope: bool,
+) -> RResult<Map> {
+    let Some(scope) = h.scope() else {
+        return h.step(call, |c| sh(c, spec));
+    };
+    if in_scope || spec.read_only {
+        return h.step(call, |c| sh(c, spec));
+    }
+    let why = format!(
+        "sh `{}`: the recipe declares a write scope ({}) and tend cannot tell what this command changes; \
+         a scoped recipe runs only commands it marks `in_scope: true` (or `read_only: true`)",
+        spec.command,
+        scope.describe()
+    );
+    if !h.ctx.dry_run() {
+        return Err(err(call, h.redact(&why)));
+    }
+    h.emit(Event::Log {
+        host: h.host(),
+        level: "warn".into(),
+        message: h.redact(&format!("{why}; a real run refuses it")),
+    });
+    h.step(call, |c| {
+        sh(c, spec).map(|mut r| {
+            r.outside_scope = true;
+            r
+        })
+    })
 }
 
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let h = host.clone();
     engine.register_fn("sh", move |call: NativeCallContext, command: &str| {
-        let spec = spec(&call, command, &Map::new())?;
-        h.step(&call, |c| sh(c, &spec))
+        let (spec, in_scope) = spec(&call, h.has_secrets(), command, &Map::new())?;
+        run_sh(&h, &call, &spec, in_scope)
     });
     let h = host.clone();
     engine.register_fn(
         "sh",
         move |call: NativeCallContext, command: &str, opts: Map| {
-            let spec = spec(&call, command, &opts)?;
-            h.step(&call, |c| sh(c, &spec))
+            let (spec, in_scope) = spec(&call, h.has_secrets(), command, &opts)?;
+            run_sh(&h, &call, &spec, in_scope)
         },
     );
 
@@ -132,6 +208,10 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                 format!("archive::compress: format must be \"gzip\" or \"zstd\", not {format:?}"),
             )
         })?;
+        // The file is replaced by its compressed copy: both paths change.
+        host.check_scope(&call, "archive::compress", path, None, false)?;
+        let dest = format!("{path}{}", format.extension());
+        host.check_scope(&call, "archive::compress", &dest, None, false)?;
         host.step(&call, |c| archive::compress(c, path, format))
     };
     let c2 = compress.clone();

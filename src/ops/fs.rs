@@ -100,7 +100,7 @@ pub fn file(
         if show_diff {
             diff.push_str(&unified_diff(path, old.as_deref(), content));
         } else {
-            diff.push_str("(content hidden: it contains a secret)\n");
+            diff.push_str(super::SECRET_DIFF);
         }
     }
     if let Some(m) = meta.as_ref().filter(|m| m.mode != want_mode) {

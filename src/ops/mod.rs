@@ -29,6 +29,9 @@ pub enum OpError {
 
 pub type OpResult<T> = Result<T, OpError>;
 
+/// The diff shown for content that contains a secret.
+pub const SECRET_DIFF: &str = "(content hidden: it contains a secret)\n";
+
 /// What one step did (or, in a dry-run, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StepReport {
@@ -50,6 +53,10 @@ pub struct StepReport {
     pub code: Option<i32>,
     /// False when the step left a barrier: rollback cannot undo it.
     pub reversible: bool,
+    /// Dry-run only: a `sh` step of a recipe with a declared write scope that the
+    /// recipe did not mark `in_scope: true`; a real run refuses it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outside_scope: bool,
 }
 
 impl StepReport {

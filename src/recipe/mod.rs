@@ -49,7 +49,8 @@ impl Recipe {
             .unwrap_or_else(|| "recipe".into());
         let display = path.display().to_string();
         let (ast, modules) = resolver::compile(&source, &display, &dir)?;
-        let hash = content_hash(&source, &modules);
+        check_header(&source, &display)?;
+        let hash = content_hash(&source, &hash_names(&modules, &dir));
         Ok(Recipe {
             path: path.to_path_buf(),
             name,
@@ -66,7 +67,8 @@ impl Recipe {
         let display = format!("<{name}>");
         let dir = PathBuf::from(".");
         let (ast, modules) = resolver::compile(source, &display, &dir)?;
-        let hash = content_hash(source, &modules);
+        check_header(source, &display)?;
+        let hash = content_hash(source, &hash_names(&modules, &dir));
         Ok(Recipe {
             path: PathBuf::from(display),
             name: name.to_string(),
@@ -81,6 +83,25 @@ impl Recipe {
     /// The leading `//!` lines, without the marker.
     pub fn doc(&self) -> String {
         doc_of(&self.source)
+    }
+
+    /// The declared write scope (`//! scope: /var/log/app/**, /etc/x` in the header;
+    /// several `scope:` lines add up), as written; `None` when the recipe declares
+    /// none. Checked when the recipe is loaded.
+    pub fn scope(&self) -> Option<Vec<String>> {
+        header(&self.source).ok().and_then(|h| h.scope)
+    }
+
+    /// The scope, compiled for enforcement.
+    pub fn scope_set(&self) -> Option<crate::engine::Scope> {
+        self.scope()
+            .and_then(|p| crate::engine::Scope::new(&p).ok())
+    }
+
+    /// `//! become: true|false`: whether the recipe may run with `--become` (sudo).
+    /// `Some(false)` refuses such a run; `None` when not declared.
+    pub fn become_policy(&self) -> Option<bool> {
+        header(&self.source).ok().and_then(|h| h.become_)
     }
 
     /// Trailing `// comments` of the lines inside `params(#{ … })`, by parameter name.
@@ -136,6 +157,61 @@ fn call_text(src: &str, i: usize) -> String {
     out
 }
 
+/// What the header (the leading `//!` lines) declares besides documentation.
+#[derive(Debug, Default, PartialEq)]
+pub struct Header {
+    pub scope: Option<Vec<String>>,
+    pub become_: Option<bool>,
+}
+
+/// The leading `//!` lines, each with its 1-based line number, without the marker.
+fn doc_lines(source: &str) -> impl Iterator<Item = (usize, &str)> {
+    source
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_start()))
+        .take_while(|(_, l)| l.starts_with("//!") || l.is_empty())
+        .filter_map(|(i, l)| l.strip_prefix("//!").map(|l| (i, l.trim())))
+}
+
+/// Parse `scope:` and `become:` lines of the header; an error says which line is wrong.
+pub fn header(source: &str) -> std::result::Result<Header, (usize, String)> {
+    let mut h = Header::default();
+    for (line, text) in doc_lines(source) {
+        if let Some(rest) = text.strip_prefix("scope:") {
+            let patterns: Vec<String> = rest
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+            crate::engine::Scope::new(&patterns).map_err(|e| (line, e))?;
+            h.scope.get_or_insert_with(Vec::new).extend(patterns);
+        } else if let Some(rest) = text.strip_prefix("become:") {
+            h.become_ = Some(match rest.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err((
+                        line,
+                        format!("become: must be true or false, not {other:?}"),
+                    ))
+                }
+            });
+        }
+    }
+    Ok(h)
+}
+
+fn check_header(source: &str, display: &str) -> Result<()> {
+    header(source)
+        .map(|_| ())
+        .map_err(|(line, message)| Error::Recipe {
+            location: format!("{display}:{line}:1"),
+            message,
+        })
+}
+
 pub fn doc_of(source: &str) -> String {
     source
         .lines()
@@ -166,6 +242,30 @@ fn param_docs(source: &str) -> BTreeMap<String, String> {
     docs
 }
 
+/// Module names as the hash (and vetting) sees them: stdlib modules as
+/// `stdlib/NAME.rhai`, modules of the recipe's folder as `./NAME.rhai`, so that the hash
+/// does not depend on how the recipe's path was written (`r.rhai`, `./r.rhai`, an
+/// absolute path) nor on where its folder is.
+pub fn hash_names(modules: &[(String, String)], dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = modules
+        .iter()
+        .map(|(name, text)| {
+            let stdlib = name
+                .strip_prefix("stdlib/")
+                .and_then(|n| n.strip_suffix(".rhai"))
+                .and_then(stdlib_source)
+                .is_some_and(|s| s == text);
+            let label = match Path::new(name).strip_prefix(dir) {
+                Ok(rel) if !stdlib => format!("./{}", rel.display()),
+                _ => name.clone(),
+            };
+            (label, text.clone())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// sha256 over the recipe text and every module it imports, so that editing a stdlib
 /// module a vetted recipe uses un-vets the recipe.
 pub fn content_hash(source: &str, modules: &[(String, String)]) -> String {
@@ -191,5 +291,21 @@ mod tests {
         let d = param_docs(src);
         assert_eq!(d.get("dir").map(String::as_str), Some("where"));
         assert!(!d.contains_key("keep"));
+    }
+
+    #[test]
+    fn scope_header() {
+        let src = "//! Rotate.\n//! scope: /var/log/app/**, /etc/logrotate.d/app\n//! scope: /srv/x\n//! become: false\n\nlet x = 1;\n// scope: /not/header\n";
+        let h = header(src).unwrap();
+        assert_eq!(
+            h.scope.unwrap(),
+            vec!["/var/log/app/**", "/etc/logrotate.d/app", "/srv/x"]
+        );
+        assert_eq!(h.become_, Some(false));
+        assert_eq!(header("//! Plain.\n").unwrap(), Header::default());
+        // An empty scope declares that the recipe may change nothing.
+        assert_eq!(header("//! scope:\n").unwrap().scope, Some(vec![]));
+        assert_eq!(header("//! x\n//! scope: relative/*\n").unwrap_err().0, 2);
+        assert!(header("//! become: maybe\n").is_err());
     }
 }

@@ -170,12 +170,15 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
             .find(|(k, _)| *k == d.name)
             .map(|(_, v)| v);
         let value = match (raw, d.ty) {
-            (None, ParamType::Secret) => {
-                return Err(format!(
-                "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
-                d.name, d.name, d.name
-            ))
-            }
+            (None, ParamType::Secret) => match Secret::prompt(&d.name)? {
+                Some(s) => Dynamic::from(s),
+                None => {
+                    return Err(format!(
+                        "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
+                        d.name, d.name, d.name
+                    ))
+                }
+            },
             (None, ParamType::Size) => Dynamic::from_int(
                 parse_size(&default.into_string().unwrap_or_default()).unwrap_or(0),
             ),
@@ -188,6 +191,21 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
         out.insert(d.name.as_str().into(), value);
     }
     Ok(out)
+}
+
+/// The values of the secret parameters of a run (given as `env:`/`file:` references,
+/// or read at a prompt earlier in this process), for scrubbing from everything the run
+/// reports. Ones that cannot be read are left out: the run refuses them anyway.
+pub fn secret_values(decls: &[ParamDecl], given: &[(String, String)]) -> Vec<String> {
+    decls
+        .iter()
+        .filter(|d| d.ty == ParamType::Secret)
+        .filter_map(|d| match given.iter().rev().find(|(k, _)| *k == d.name) {
+            Some((_, raw)) => Secret::from_reference(&d.name, raw).ok(),
+            None => Secret::prompted(&d.name),
+        })
+        .map(|s| s.expose().to_string())
+        .collect()
 }
 
 fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
