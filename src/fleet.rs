@@ -52,7 +52,11 @@ pub fn parse_serial(s: &str) -> Result<Vec<BatchSize>, String> {
 /// Split `n` hosts into consecutive batches; no sizes means one batch of all.
 pub fn batches(n: usize, sizes: &[BatchSize]) -> Vec<std::ops::Range<usize>> {
     if sizes.is_empty() {
-        return if n == 0 { vec![] } else { vec![0..n] };
+        return if n == 0 {
+            vec![]
+        } else {
+            std::iter::once(0..n).collect()
+        };
     }
     let mut out = Vec::new();
     let mut start = 0;

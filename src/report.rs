@@ -520,7 +520,7 @@ impl Human {
             let names: Vec<&str> = r.modules.iter().map(|(n, _)| n.as_str()).collect();
             println!("Imports: {}", names.join(", "));
         }
-        println!("Scope: {}", r.scope().map_or("not declared (the recipe may change any path)".into(), |s| if s.is_empty() { "nothing (read-only)".into() } else { s.join(", ") }));
+        println!("Scope: {}", r.scope_display());
         println!("Hash: {}", r.hash);
     }
 

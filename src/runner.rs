@@ -536,7 +536,8 @@ struct HostRunner<'a> {
 impl HostRunner<'_> {
     fn end(&self, mut r: HostResult, started: Instant) -> HostResult {
         r.duration_ms = started.elapsed().as_millis() as u64;
-        if !(self.req.atomic && !self.req.dry_run) {
+        // --atomic holds every host's end back until the others are known.
+        if !self.req.atomic || self.req.dry_run {
             host_end(self.sink, &r);
         }
         r
@@ -602,15 +603,17 @@ impl HostRunner<'_> {
                 Some(jpath),
             )
         };
-        let hctx = Arc::new(HostContext::new(
-            ctx,
-            self.recipe.dir.clone(),
-            Mode::Run,
-            req.params.clone(),
-            self.recipe.param_docs(),
-            self.sink.clone(),
-        )
-        .with_scope(self.recipe.scope_set()));
+        let hctx = Arc::new(
+            HostContext::new(
+                ctx,
+                self.recipe.dir.clone(),
+                Mode::Run,
+                req.params.clone(),
+                self.recipe.param_docs(),
+                self.sink.clone(),
+            )
+            .with_scope(self.recipe.scope_set()),
+        );
         let engine = engine::for_host(hctx.clone(), &req.limits);
         let result = engine.run_ast(&self.recipe.ast);
         drop(engine);

@@ -61,7 +61,12 @@ fn a_parameter_pointing_outside_the_scope_changes_nothing_and_says_why() {
         let e = refused(
             &r,
             FAILED,
-            &["fs::remove", &etc, "outside the recipe's declared scope", &scope],
+            &[
+                "fs::remove",
+                &etc,
+                "outside the recipe's declared scope",
+                &scope,
+            ],
         );
         // At the call's line, before any step was planned.
         assert!(e.contains("clean.rhai:4:"), "{e}");
@@ -73,9 +78,20 @@ fn a_parameter_pointing_outside_the_scope_changes_nothing_and_says_why() {
         assert_same(&before, &w.snapshot());
     }
     // The human report says it too.
-    let r = w.tend(&["run", recipe.to_str().unwrap(), "-p", &format!("target={etc}")]);
+    let r = w.tend(&[
+        "run",
+        recipe.to_str().unwrap(),
+        "-p",
+        &format!("target={etc}"),
+    ]);
     r.assert_code(FAILED);
-    assert!(r.stderr.contains("outside the recipe's declared scope") || r.stdout.contains("outside the recipe's declared scope"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("outside the recipe's declared scope")
+            || r.stdout.contains("outside the recipe's declared scope"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert_same(&before, &w.snapshot());
 
     // The same recipe does its job inside its scope.
@@ -98,8 +114,15 @@ fs::file(p.target, "owned\n");
 "#,
     );
     let before = w.snapshot();
-    let r = w.run(&recipe, &["-p", &format!("target={}", w.path("etc/passwd"))]);
-    refused(&r, ROLLED_BACK, &["fs::file", &w.path("etc/passwd"), "outside"]);
+    let r = w.run(
+        &recipe,
+        &["-p", &format!("target={}", w.path("etc/passwd"))],
+    );
+    refused(
+        &r,
+        ROLLED_BACK,
+        &["fs::file", &w.path("etc/passwd"), "outside"],
+    );
     assert_same(&before, &w.snapshot());
 }
 
@@ -122,7 +145,16 @@ fs::file(p.target, "owned\n");
     for link in ["etc-link", "rel-link"] {
         let through = format!("{}/{link}/passwd", w.path("logs"));
         let r = w.run(&recipe, &["-p", &format!("target={through}")]);
-        refused(&r, FAILED, &[&through, "outside", "through a symlink", &w.path("etc/passwd")]);
+        refused(
+            &r,
+            FAILED,
+            &[
+                &through,
+                "outside",
+                "through a symlink",
+                &w.path("etc/passwd"),
+            ],
+        );
     }
     // A relative path cannot be checked against absolute patterns.
     let r = w.run(&recipe, &["-p", "target=logs/x"]);
@@ -130,7 +162,8 @@ fs::file(p.target, "owned\n");
     assert_same(&before, &w.snapshot());
     // `a//b/./c` is the same path as `a/b/c`, and in scope.
     let odd = format!("{}//./new.log", w.path("logs"));
-    w.run(&recipe, &["-p", &format!("target={odd}")]).assert_code(0);
+    w.run(&recipe, &["-p", &format!("target={odd}")])
+        .assert_code(0);
     assert!(w.root().join("logs/new.log").exists());
 }
 
@@ -157,20 +190,41 @@ if p.op == "dir" { fs::dir(p.a); }
     let out = w.path("elsewhere");
     let r = w.run(
         &recipe,
-        &["-p", "op=rename", "-p", &format!("a={logs}/old"), "-p", &format!("b={out}")],
+        &[
+            "-p",
+            "op=rename",
+            "-p",
+            &format!("a={logs}/old"),
+            "-p",
+            &format!("b={out}"),
+        ],
     );
     refused(&r, FAILED, &["fs::rename", &out, "outside"]);
     // fs::dir would create a parent outside the scope.
-    let r = w.run(&recipe, &["-p", "op=dir", "-p", &format!("a={}/new/sub", w.path("other"))]);
+    let r = w.run(
+        &recipe,
+        &[
+            "-p",
+            "op=dir",
+            "-p",
+            &format!("a={}/new/sub", w.path("other")),
+        ],
+    );
     refused(&r, FAILED, &["fs::dir", "outside"]);
     assert_same(&before, &w.snapshot());
 
     // Inside: whole trees may go.
-    w.run(&recipe, &["-p", "op=remove", "-p", &format!("a={logs}/old")])
-        .assert_code(0);
+    w.run(
+        &recipe,
+        &["-p", "op=remove", "-p", &format!("a={logs}/old")],
+    )
+    .assert_code(0);
     assert!(!w.root().join("logs/old").exists());
-    w.run(&recipe, &["-p", "op=dir", "-p", &format!("a={logs}/new/sub")])
-        .assert_code(0);
+    w.run(
+        &recipe,
+        &["-p", "op=dir", "-p", &format!("a={logs}/new/sub")],
+    )
+    .assert_code(0);
     assert!(w.root().join("logs/new/sub").is_dir());
 
     // A narrower scope: a directory in scope whose contents are not.
@@ -206,10 +260,9 @@ sh("touch ROOT/logs/touched");
         .expect("a step");
     assert_eq!(step["outside_scope"], true, "{step}");
     assert_eq!(step["unknown"], true, "{step}");
-    assert!(plan
-        .events()
-        .iter()
-        .any(|e| e["event"] == "log" && e["level"] == "warn" && e["message"].as_str().unwrap().contains("in_scope: true")));
+    assert!(plan.events().iter().any(|e| e["event"] == "log"
+        && e["level"] == "warn"
+        && e["message"].as_str().unwrap().contains("in_scope: true")));
     // Real run: refused before it starts.
     let r = w.run(&unmarked, &[]);
     refused(&r, FAILED, &["sh `touch", "in_scope: true", "scope"]);
@@ -234,7 +287,10 @@ let r = sh("cat ROOT/etc/passwd", #{read_only: true});
     assert!(w.root().join("logs/touched").exists());
 
     // Unscoped recipes are not affected (and may say in_scope: true harmlessly).
-    let free = w.recipe_in_root("free.rhai", "sh(\"touch ROOT/etc/free\", #{in_scope: true});\nsh(\"touch ROOT/etc/free2\");\n");
+    let free = w.recipe_in_root(
+        "free.rhai",
+        "sh(\"touch ROOT/etc/free\", #{in_scope: true});\nsh(\"touch ROOT/etc/free2\");\n",
+    );
     w.run(&free, &[]).assert_code(0);
     assert!(w.root().join("etc/free2").exists());
 }
@@ -299,7 +355,11 @@ fn show_prints_the_scope_and_bad_headers_are_recipe_errors() {
         let bad = w.recipe("bad.rhai", text);
         let r = w.tend(&["check", bad.to_str().unwrap()]);
         r.assert_code(RECIPE);
-        assert!(r.stderr.contains("bad.rhai:") && r.stderr.contains(needle), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("bad.rhai:") && r.stderr.contains(needle),
+            "{}",
+            r.stderr
+        );
     }
 }
 
@@ -319,7 +379,11 @@ fn become_false_refuses_a_run_through_sudo() {
     let before = w.snapshot();
     let r = w.tend(&["run", recipe.to_str().unwrap(), "-H", "h1"]);
     r.assert_code(USAGE);
-    assert!(r.stderr.contains("become: false") && r.stderr.contains("h1"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("become: false") && r.stderr.contains("h1"),
+        "{}",
+        r.stderr
+    );
     let r = w.tend(&["run", recipe.to_str().unwrap(), "-H", "h2", "--become"]);
     r.assert_code(USAGE);
     assert!(r.stderr.contains("h2"), "{}", r.stderr);

@@ -58,7 +58,12 @@ impl CmdlineWatch {
             while !s.load(Ordering::SeqCst) {
                 rounds += 1;
                 for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-                    if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+                    if !e
+                        .file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                    {
                         continue;
                     }
                     let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
@@ -213,19 +218,42 @@ fn a_planted_secret_appears_nowhere_locally() {
     let mut runs: Vec<(String, Run)> = Vec::new();
     let mut go = |what: &str, args: &[&str]| -> Run {
         let r = tend_env(&w, args, &env);
-        runs.push((what.to_string(), Run {
-            code: r.code,
-            stdout: r.stdout.clone(),
-            stderr: r.stderr.clone(),
-        }));
+        runs.push((
+            what.to_string(),
+            Run {
+                code: r.code,
+                stdout: r.stdout.clone(),
+                stderr: r.stderr.clone(),
+            },
+        ));
         r
     };
 
     // A plan, then the real run, as JSON and for people, at the highest verbosity.
-    let plan = go("dry-run", &["-vvv", "run", uses_s, "-p", "token=env:TEND_TEST_TOKEN", "--dry-run"]);
+    let plan = go(
+        "dry-run",
+        &[
+            "-vvv",
+            "run",
+            uses_s,
+            "-p",
+            "token=env:TEND_TEST_TOKEN",
+            "--dry-run",
+        ],
+    );
     plan.assert_code(0);
     assert!(plan.stdout.contains("content hidden"), "{}", plan.stdout);
-    let real = go("json run", &["-vvv", "run", uses_s, "-p", "token=env:TEND_TEST_TOKEN", "--json"]);
+    let real = go(
+        "json run",
+        &[
+            "-vvv",
+            "run",
+            uses_s,
+            "-p",
+            "token=env:TEND_TEST_TOKEN",
+            "--json",
+        ],
+    );
     real.assert_code(0);
     // The value did reach where it was meant to go, and only there.
     let read = |rel: &str| std::fs::read_to_string(w.root().join(rel)).unwrap();
@@ -256,7 +284,14 @@ fn a_planted_secret_appears_nowhere_locally() {
         .filter_map(|e| e["diff"].as_str())
         .filter(|d| !d.is_empty())
         .collect();
-    assert!(diffs.iter().filter(|d| d.contains("content hidden")).count() >= 3, "{diffs:#?}");
+    assert!(
+        diffs
+            .iter()
+            .filter(|d| d.contains("content hidden"))
+            .count()
+            >= 3,
+        "{diffs:#?}"
+    );
 
     // Again with another value: files change (their old secret goes to a backup).
     let human = go("human run", &["-vvv", "run", uses_s, "-p", &by_file]);
@@ -265,11 +300,28 @@ fn a_planted_secret_appears_nowhere_locally() {
 
     // Failures: a failing command echoing it, a throw, an op error, a timeout.
     for how in [
-        "sh", "throw", "throw-secret", "throw-read", "op", "timeout", "line", "argv", "argv-env", "argv-read",
+        "sh",
+        "throw",
+        "throw-secret",
+        "throw-read",
+        "op",
+        "timeout",
+        "line",
+        "argv",
+        "argv-env",
+        "argv-read",
     ] {
         let how_p = format!("how={how}");
         for json in [true, false] {
-            let mut args = vec!["-vvv", "run", fails_s, "-p", "token=env:TEND_TEST_TOKEN", "-p", &how_p];
+            let mut args = vec![
+                "-vvv",
+                "run",
+                fails_s,
+                "-p",
+                "token=env:TEND_TEST_TOKEN",
+                "-p",
+                &how_p,
+            ];
             if json {
                 args.push("--json");
             }
@@ -282,17 +334,25 @@ fn a_planted_secret_appears_nowhere_locally() {
                     .find(|e| e["event"] == "step_failed")
                     .unwrap();
                 assert!(
-                    err["error"].as_str().unwrap().contains("exited with status 3: ***"),
+                    err["error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("exited with status 3: ***"),
                     "{err}"
                 );
             }
             if how == "line" && json {
-                assert!(r.stdout.contains("fs::line: the line cannot be a secret"), "{}", r.stdout);
+                assert!(
+                    r.stdout.contains("fs::line: the line cannot be a secret"),
+                    "{}",
+                    r.stdout
+                );
             }
             // Put into a string, a secret is `***`; in a command that would be a glob.
             if how.starts_with("argv") && json {
                 assert!(
-                    r.stdout.contains("contains `***`, which is what a secret becomes"),
+                    r.stdout
+                        .contains("contains `***`, which is what a secret becomes"),
                     "{}",
                     r.stdout
                 );
@@ -306,7 +366,6 @@ fn a_planted_secret_appears_nowhere_locally() {
     go("runs", &["runs", "--json"]).assert_code(0);
     go("audit", &["audit", "show", "--json"]).assert_code(0);
     go("audit verify", &["audit", "verify"]).assert_code(0);
-    drop(go);
     watch.finish();
 
     for (what, r) in &runs {
@@ -316,9 +375,15 @@ fn a_planted_secret_appears_nowhere_locally() {
     assert!(hits.is_empty(), "the secret is in the state dir: {hits:#?}");
     // The grep did look at real records: the audit log, run records, journals.
     let audit = std::fs::read_to_string(w.state().join("audit.jsonl")).unwrap();
-    assert!(audit.contains("\"***\""), "audit log without the redacted parameter:\n{audit}");
+    assert!(
+        audit.contains("\"***\""),
+        "audit log without the redacted parameter:\n{audit}"
+    );
     let files = walk_files(&w.state());
-    assert!(files.iter().any(|p| p.ends_with("journal.jsonl")), "{files:#?}");
+    assert!(
+        files.iter().any(|p| p.ends_with("journal.jsonl")),
+        "{files:#?}"
+    );
     assert!(files.iter().any(|p| p.ends_with("run.json")));
     // The old secret is in a backup, as the file it came from held it: by design.
     assert!(files
@@ -406,10 +471,13 @@ fn a_missing_secret_is_asked_for_on_a_terminal() {
     r.assert_code(0);
     assert_eq!(std::fs::read_to_string(w.root().join("t")).unwrap(), secret);
     assert!(r.stdout.contains("got ***"), "{}", r.stdout);
-    assert_clean("prompt", &r, &[secret.clone()]);
+    assert_clean("prompt", &r, std::slice::from_ref(&secret));
     std::thread::sleep(Duration::from_millis(100));
     let shown = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
-    assert!(!shown.contains(&secret), "echoed on the terminal: {shown:?}");
+    assert!(
+        !shown.contains(&secret),
+        "echoed on the terminal: {shown:?}"
+    );
     assert!(grep_tree(&w.state(), &[secret]).is_empty());
 }
 
@@ -484,18 +552,32 @@ fn a_planted_secret_appears_nowhere_over_ssh() {
             r.assert_code(want);
             runs.push(r);
         }
-        assert_eq!(std::fs::read_to_string(h.root.join("secret.txt")).unwrap(), secret);
-        assert_eq!(std::fs::read_to_string(h.root.join("from-stdin")).unwrap(), secret);
+        assert_eq!(
+            std::fs::read_to_string(h.root.join("secret.txt")).unwrap(),
+            secret
+        );
+        assert_eq!(
+            std::fs::read_to_string(h.root.join("from-stdin")).unwrap(),
+            secret
+        );
     }
     watch.finish();
     for r in &runs {
         assert_clean("ssh", r, &secrets);
     }
     // The ssh debug logs (-vvv) were there to be searched.
-    assert!(runs.iter().any(|r| r.stderr.contains("ssh exec")), "{}", runs[0].stderr);
+    assert!(
+        runs.iter().any(|r| r.stderr.contains("ssh exec")),
+        "{}",
+        runs[0].stderr
+    );
     for dir in [w.state(), remote_state] {
         let hits = grep_tree(&dir, &secrets);
-        assert!(hits.is_empty(), "the secret is in {}: {hits:#?}", dir.display());
+        assert!(
+            hits.is_empty(),
+            "the secret is in {}: {hits:#?}",
+            dir.display()
+        );
     }
     // sshd's own log (LogLevel VERBOSE) has no trace of it either.
     assert!(!h.log().contains(&secret));

@@ -160,7 +160,12 @@ fn resolve(t: &dyn Target, path: &str, follow_last: bool) -> Result<String, Stri
             }
             _ => {}
         }
-        let here = format!("/{}", [done.as_slice(), &[part.clone()]].concat().join("/"));
+        let here = format!(
+            "/{}",
+            [done.as_slice(), std::slice::from_ref(&part)]
+                .concat()
+                .join("/")
+        );
         let last = todo.is_empty();
         if missing || (last && !follow_last) {
             done.push(part);

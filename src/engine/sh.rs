@@ -42,7 +42,12 @@ fn no_stringified(call: &NativeCallContext, guard: bool, what: &str, text: &str)
     Ok(())
 }
 
-fn text_or_secret(call: &NativeCallContext, guard: bool, key: &str, v: &Dynamic) -> RResult<String> {
+fn text_or_secret(
+    call: &NativeCallContext,
+    guard: bool,
+    key: &str,
+    v: &Dynamic,
+) -> RResult<String> {
     if let Some(s) = v.clone().try_cast::<Secret>() {
         return Ok(s.expose().to_string());
     }
@@ -129,8 +134,10 @@ fn spec(
                     .try_cast::<Map>()
                     .ok_or_else(|| err(call, "sh: `env` must be a map like #{NAME: \"value\"}"))?;
                 for (name, value) in env {
-                    spec.env
-                        .push((name.to_string(), text_or_secret(call, guard, &name, &value)?));
+                    spec.env.push((
+                        name.to_string(),
+                        text_or_secret(call, guard, &name, &value)?,
+                    ));
                 }
             }
             other => {

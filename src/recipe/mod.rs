@@ -92,6 +92,15 @@ impl Recipe {
         header(&self.source).ok().and_then(|h| h.scope)
     }
 
+    /// The scope for people (`tend show`).
+    pub fn scope_display(&self) -> String {
+        match self.scope() {
+            None => "not declared (the recipe may change any path)".into(),
+            Some(s) if s.is_empty() => "nothing (the recipe may change no path)".into(),
+            Some(s) => s.join(", "),
+        }
+    }
+
     /// The scope, compiled for enforcement.
     pub fn scope_set(&self) -> Option<crate::engine::Scope> {
         self.scope()
