@@ -21,7 +21,9 @@ struct Fleet {
 impl Fleet {
     fn new(n: usize) -> Fleet {
         let world = World::new();
-        let hosts: Vec<Sshd> = (0..n).map(|_| Sshd::start()).collect();
+        // As `tendtest` (login shell /bin/sh): root's bash here sources a .bashrc
+        // (pyenv) that can stall every command for a minute on a stale lock.
+        let hosts: Vec<Sshd> = (0..n).map(|_| Sshd::start_tendtest()).collect();
         let f = Fleet { world, hosts };
         f.write_config();
         f
@@ -33,12 +35,12 @@ impl Fleet {
         for (i, h) in self.hosts.iter().enumerate() {
             writeln!(
                 toml,
-                "[hosts.h{}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\nroot = \"{}\"\ntend_state_dir = \"{}\"\n",
+                "[hosts.h{}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"tendtest\"\nidentity_file = \"{}\"\nroot = \"{}\"\ntend_state_dir = \"{}\"\n",
                 i + 1,
                 h.port,
                 h.client_key.display(),
                 h.root.display(),
-                h.dir.path().join("tend-state").display()
+                h.root.with_file_name("tend-state").display()
             )
             .unwrap();
             known.push_str(&h.known_hosts_line());
@@ -60,8 +62,24 @@ impl Fleet {
         self.world.dir.path().join("known_hosts")
     }
 
+    /// Files the test wrote (as root) belong to the login user, as on a real host.
+    fn hand_over(&self) {
+        for h in &self.hosts {
+            let state = h.root.with_file_name("tend-state");
+            std::fs::create_dir_all(&state).unwrap();
+            let ok = std::process::Command::new("chown")
+                .args(["-R", "tendtest:tendtest"])
+                .arg(&h.root)
+                .arg(&state)
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+    }
+
     /// `tend ARGS… -H PATTERN` with the fleet's config and known_hosts.
     fn tend(&self, args: &[&str], hosts: &str) -> Run {
+        self.hand_over();
         let kh = self.known_hosts().display().to_string();
         // Flags right after the subcommand: anything after `--` belongs to `exec`.
         let mut all: Vec<&str> = vec![args[0], "-H", hosts, "--known-hosts", &kh];
@@ -263,6 +281,7 @@ fs::file(`${root}/second.txt`, "2\n");
 "#,
     );
     let kh = f.known_hosts().display().to_string();
+    f.hand_over();
     let child = f
         .world
         .command()

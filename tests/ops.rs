@@ -102,14 +102,14 @@ fn exact(w: &World, recipe: &Path) -> (Run, Run) {
 /// a real sshd (the files are this machine's either way, so the checks are shared).
 fn check(case: Case) {
     check_on(&case, None);
-    let sshd = Sshd::start();
+    let sshd = Sshd::start_tendtest();
     check_on(&case, Some(&sshd));
 }
 
 fn check_on(case: &Case, ssh: Option<&Sshd>) {
     let w = World::new();
     if let Some(h) = ssh {
-        w.over_ssh(h.port, &h.client_key, &h.known_hosts_line());
+        w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
     }
     (case.setup)(&w);
     let recipe = w.recipe_in_root("recipe.rhai", case.recipe);

@@ -86,18 +86,18 @@ fn failure_at_step_5_rolls_back_everything() {
 
 #[test]
 fn failure_at_step_5_rolls_back_everything_over_ssh() {
-    let h = sshd::Sshd::start();
+    let h = sshd::Sshd::start_tendtest();
     let w = World::new();
-    w.over_ssh(h.port, &h.client_key, &h.known_hosts_line());
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
     failure_at_step_5_on(&w);
 }
 
 /// --no-rollback, then `tend rollback` over a new connection.
 #[test]
 fn no_rollback_then_rollback_over_ssh() {
-    let h = sshd::Sshd::start();
+    let h = sshd::Sshd::start_tendtest();
     let w = World::new();
-    w.over_ssh(h.port, &h.client_key, &h.known_hosts_line());
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
     setup(&w);
     let before = w.snapshot();
     let r = w.run(&recipe(&w, 5, r#"throw "boom";"#), &["--no-rollback"]);

@@ -14,6 +14,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     /// Added to every `run`: e.g. `-H h1 --known-hosts …` to run over SSH instead.
     pub run_args: std::cell::RefCell<Vec<String>>,
+    /// Who `run` logs in as over SSH (see `over_ssh`).
+    pub ssh_user: std::cell::RefCell<Option<String>>,
 }
 
 pub struct Run {
@@ -90,6 +92,7 @@ impl World {
         World {
             dir,
             run_args: Default::default(),
+            ssh_user: Default::default(),
         }
     }
 
@@ -135,6 +138,7 @@ impl World {
 
     /// `tend run RECIPE --json [extra…]`
     pub fn run(&self, recipe: &Path, extra: &[&str]) -> Run {
+        self.hand_over();
         let run_args = self.run_args.borrow();
         let mut args = vec!["run", recipe.to_str().unwrap(), "--json"];
         args.extend(run_args.iter().map(String::as_str));
@@ -142,17 +146,21 @@ impl World {
         self.tend(&args)
     }
 
-    /// From now on, `run` acts on a real sshd host `h1` (as root, on this machine's
+    /// From now on, `run` acts on a real sshd host `h1` as `user` (on this machine's
     /// files) instead of locally: the same test body covers both targets.
-    pub fn over_ssh(&self, sshd_port: u16, client_key: &Path, known_hosts_line: &str) {
+    ///
+    /// A non-root user with /bin/sh as login shell: root's bash here sources a
+    /// .bashrc (pyenv) that can stall every command for a minute on a stale lock.
+    pub fn over_ssh(&self, user: &str, sshd_port: u16, client_key: &Path, known_hosts_line: &str) {
         let toml = format!(
-            "[hosts.h1]\naddress = \"127.0.0.1\"\nport = {sshd_port}\nuser = \"root\"\nidentity_file = \"{}\"\ntend_state_dir = \"{}\"\n",
+            "[hosts.h1]\naddress = \"127.0.0.1\"\nport = {sshd_port}\nuser = \"{user}\"\nidentity_file = \"{}\"\ntend_state_dir = \"{}\"\n",
             client_key.display(),
             self.dir.path().join("remote-state").display()
         );
         std::fs::write(self.dir.path().join("tend.toml"), toml).unwrap();
         let kh = self.dir.path().join("known_hosts");
         std::fs::write(&kh, known_hosts_line).unwrap();
+        *self.ssh_user.borrow_mut() = Some(user.to_string());
         *self.run_args.borrow_mut() = vec![
             "-H".into(),
             "h1".into(),
@@ -161,6 +169,23 @@ impl World {
         ];
     }
 
+    /// Give the files under `root` to the SSH user, as they would be on a real host;
+    /// `run` does it before each run over SSH (tests create files as root).
+    pub fn hand_over(&self) {
+        let Some(user) = self.ssh_user.borrow().clone() else {
+            return;
+        };
+        let dir = self.dir.path();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(dir.join("remote-state")).unwrap();
+        let ok = Command::new("chown")
+            .args(["-R", &format!("{user}:{user}")])
+            .arg(self.root())
+            .arg(dir.join("remote-state"))
+            .status()
+            .unwrap();
+        assert!(ok.success(), "chown to {user} failed");
+    }
     /// `tend run RECIPE --json [extra…]` with extra environment variables (e.g. a
     /// PATH that puts a failing stand-in for a tool first).
     pub fn run_env(&self, recipe: &Path, extra: &[&str], env: &[(&str, &str)]) -> Run {
