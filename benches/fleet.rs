@@ -35,6 +35,9 @@ fs::remove(`${root}/app/tmp`);
 struct Measure {
     wall: Duration,
     rss_kib: i64,
+    /// tend's own CPU time (user + system): what the controller spends, as opposed
+    /// to waiting on the hosts.
+    cpu: Duration,
     code: i32,
 }
 
@@ -59,6 +62,11 @@ fn measure(dir: &Path, args: &[&str]) -> Measure {
     Measure {
         wall: t0.elapsed(),
         rss_kib: usage.ru_maxrss,
+        cpu: Duration::from_micros(
+            (usage.ru_utime.tv_sec as u64 + usage.ru_stime.tv_sec as u64) * 1_000_000
+                + usage.ru_utime.tv_usec as u64
+                + usage.ru_stime.tv_usec as u64,
+        ),
         code: libc::WEXITSTATUS(status),
     }
 }
@@ -81,10 +89,10 @@ fn main() {
     let mut table = String::new();
     writeln!(
         table,
-        "| hosts | connect-only floor | first run | no-change run | dry-run | first/floor | no-change/floor | dry/floor | peak RSS (first run) |"
+        "| hosts | connect-only floor | first run | no-change run | dry-run | first/floor | no-change/floor | dry/floor | peak RSS (first run) | tend CPU: floor / first / no-change |"
     )
     .unwrap();
-    writeln!(table, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     for n in [1usize, 5, 20] {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path();
@@ -140,7 +148,7 @@ fn main() {
             |a: &Measure| format!("{:.2}×", a.wall.as_secs_f64() / floor.wall.as_secs_f64());
         writeln!(
             table,
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB |",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} / {} |",
             ms(floor.wall),
             ms(first.wall),
             ms(second.wall),
@@ -148,7 +156,10 @@ fn main() {
             ratio(&first),
             ratio(&second),
             ratio(&dry),
-            first.rss_kib as f64 / 1024.0
+            first.rss_kib as f64 / 1024.0,
+            ms(floor.cpu),
+            ms(first.cpu),
+            ms(second.cpu)
         )
         .unwrap();
         eprintln!("done: {n} hosts");

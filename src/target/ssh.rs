@@ -1008,11 +1008,10 @@ impl SshTarget {
     /// exists.
     fn rename_in(&self, c: &mut Conn, from: &str, to: &str) -> TResult<()> {
         if !self.become_ {
-            match self.try_posix_rename(c, from, to) {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) => return Err(self.rename_error(c, from, to, &e)),
-                None => {}
-            }
+            // Plain SFTP rename first: it never replaces an existing destination, and
+            // needs no second channel. The posix-rename channel costs the server a
+            // process of its own, so it is opened only when a file is really replaced
+            // (a first run creates files; a no-change run renames nothing).
             let r = match c.sftp() {
                 Ok(s) => s.rename(Path::new(from), Path::new(to), None),
                 Err(e) => return Err(self.lost(c, &e)),
@@ -1032,6 +1031,12 @@ impl SshTarget {
                     }
                 }
                 Err(e) => return Err(self.rename_error(c, from, to, &e)),
+            }
+            // The destination exists: replace it atomically.
+            match self.try_posix_rename(c, from, to) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => return Err(self.rename_error(c, from, to, &e)),
+                None => {}
             }
         }
         let (a, b) = (safe_arg(from), safe_arg(to));
