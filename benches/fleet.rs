@@ -71,6 +71,19 @@ fn measure(dir: &Path, args: &[&str]) -> Measure {
     }
 }
 
+/// The files of one host as before a first run, owned by the login user.
+fn fresh(root: &Path) {
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::write(root.join("app/tmp"), "x").unwrap();
+    let owner = Command::new("chown")
+        .args(["-R", "tendtest:tendtest"])
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(owner.success());
+}
+
 fn best_of(n: usize, mut f: impl FnMut() -> Measure) -> Measure {
     let mut best: Option<Measure> = None;
     for _ in 0..n {
@@ -100,15 +113,7 @@ fn main() {
         let mut known = String::new();
         for (i, h) in hosts.iter().take(n).enumerate() {
             let root = h.root.join(format!("bench{n}"));
-            let _ = std::fs::remove_dir_all(&root);
-            std::fs::create_dir_all(root.join("app")).unwrap();
-            std::fs::write(root.join("app/tmp"), "x").unwrap();
-            let owner = Command::new("chown")
-                .args(["-R", "tendtest:tendtest"])
-                .arg(&root)
-                .status()
-                .unwrap();
-            assert!(owner.success());
+            fresh(&root);
             writeln!(
                 toml,
                 "[hosts.h{}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"tendtest\"\nidentity_file = \"{}\"\nroot = \"{}\"\ntend_state_dir = \"{}\"\n",
@@ -139,8 +144,16 @@ fn main() {
             measure(dir, &a)
         });
         let dry = best_of(3, || run(&["--dry-run"]));
-        let first = run(&[]);
-        assert_eq!(first.code, 0, "first run failed");
+        // A first run can happen once per state of the files: reset them between
+        // tries so it is the best of 3 like the others.
+        let first = best_of(3, || {
+            for h in hosts.iter().take(n) {
+                fresh(&h.root.join(format!("bench{n}")));
+            }
+            let m = run(&[]);
+            assert_eq!(m.code, 0, "first run failed");
+            m
+        });
         let second = best_of(3, || run(&[]));
         assert_eq!(second.code, 0);
         let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
