@@ -143,18 +143,22 @@ impl Human {
             return;
         }
         for l in diff.lines() {
-            let styled = if l.starts_with("+++") || l.starts_with("---") {
-                self.paint(BOLD, l)
-            } else if l.starts_with('+') {
-                self.paint(GREEN, l)
-            } else if l.starts_with('-') {
-                self.paint(RED, l)
-            } else if l.starts_with("@@") {
-                self.paint(CYAN, l)
-            } else {
-                l.to_string()
-            };
-            println!("{styled}");
+            println!("{}", self.diff_line(l));
+        }
+    }
+
+    /// One line of a unified diff, coloured by what it is.
+    fn diff_line(&self, l: &str) -> String {
+        if l.starts_with("+++") || l.starts_with("---") {
+            self.paint(BOLD, l)
+        } else if l.starts_with('+') {
+            self.paint(GREEN, l)
+        } else if l.starts_with('-') {
+            self.paint(RED, l)
+        } else if l.starts_with("@@") {
+            self.paint(CYAN, l)
+        } else {
+            l.to_string()
         }
     }
 
@@ -173,18 +177,7 @@ impl Human {
 
     fn diff(&self, diff: &str) {
         for l in diff.lines() {
-            let styled = if l.starts_with("+++") || l.starts_with("---") {
-                self.paint(BOLD, l)
-            } else if l.starts_with('+') {
-                self.paint(GREEN, l)
-            } else if l.starts_with('-') {
-                self.paint(RED, l)
-            } else if l.starts_with("@@") {
-                self.paint(CYAN, l)
-            } else {
-                l.to_string()
-            };
-            self.out(format!("      {styled}"));
+            self.out(format!("      {}", self.diff_line(l)));
         }
     }
 
