@@ -612,7 +612,8 @@ impl HostRunner<'_> {
                 self.recipe.param_docs(),
                 self.sink.clone(),
             )
-            .with_scope(self.recipe.scope_set()),
+            .with_scope(self.recipe.scope_set())
+            .without_become(self.recipe.become_policy() == Some(false)),
         );
         let engine = engine::for_host(hctx.clone(), &req.limits);
         let result = engine.run_ast(&self.recipe.ast);

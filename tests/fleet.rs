@@ -474,3 +474,44 @@ fn become_changes_a_root_file_and_rolls_it_back() {
     let m = std::fs::metadata(&file).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600));
 }
+
+/// `become` for one step only: the host logs in as a user, that one command runs as
+/// root (its environment still arriving through stdin, not argv), the others do not.
+#[test]
+fn become_for_one_operation() {
+    let f = Fleet::new(1);
+    let r = f.recipe(
+        r#"let a = sh("id -u", #{read_only: true});
+let b = sh("id -u; printenv ONLY_HERE", #{read_only: true, become: true, env: #{ONLY_HERE: "yes"}});
+log::info(`user=${a.stdout.split("\n")[0]} root=${b.stdout.split("\n")[0]} env=${b.stdout.split("\n")[1]}`);
+"#,
+    );
+    let run = f.tend(&["run", &r, "--json"], "h1");
+    run.assert_code(0);
+    let log = run
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "log")
+        .expect("a log event");
+    let msg = log["message"].as_str().unwrap();
+    assert!(msg.contains("root=0 env=yes"), "{msg}");
+    let uid: u32 = msg
+        .split("user=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(uid, 0, "the other step ran as the login user: {msg}");
+    // A recipe that declares it never needs root cannot ask for it step by step.
+    let r = f.recipe("//! become: false\nsh(\"id -u\", #{read_only: true, become: true});\n");
+    let refused = f.tend(&["run", &r, "--json"], "h1");
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stdout.contains("become: false"),
+        "{}",
+        refused.stdout
+    );
+}

@@ -759,3 +759,22 @@ fn reported_paths_are_normalized() {
         after: |w| assert_eq!(read(w, "d/f"), "x"),
     });
 }
+
+/// `sh(…, #{become: true})` on this machine: through `sudo -n`, the environment still
+/// arriving (on stdin, as over SSH: sudo resets the environment).
+#[test]
+fn sh_become_locally() {
+    let w = World::new();
+    let recipe = w.recipe_in_root(
+        "recipe.rhai",
+        r#"sh("id -u; printenv ONLY_HERE", #{read_only: true, become: true, env: #{ONLY_HERE: "yes"}});"#,
+    );
+    let r = w.run(&recipe, &[]);
+    r.assert_code(0);
+    let step = r
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step")
+        .unwrap();
+    assert_eq!(step["stdout"], "0\nyes\n", "{}", r.stdout);
+}

@@ -72,6 +72,8 @@ pub struct HostContext {
     secrets: Mutex<Vec<String>>,
     /// The recipe's declared write scope; `None` when it declares none.
     scope: Option<Scope>,
+    /// The recipe said `//! become: false`: no step may run as root either.
+    no_become: bool,
 }
 
 impl HostContext {
@@ -96,7 +98,18 @@ impl HostContext {
             params_done: AtomicBool::new(false),
             secrets: Mutex::new(Vec::new()),
             scope: None,
+            no_become: false,
         }
+    }
+
+    /// Refuse `sh(…, #{become: true})` (the recipe declared `//! become: false`).
+    pub fn without_become(mut self, forbidden: bool) -> Self {
+        self.no_become = forbidden;
+        self
+    }
+
+    pub fn become_forbidden(&self) -> bool {
+        self.no_become
     }
 
     /// Enforce a declared write scope (see [`scope`]).

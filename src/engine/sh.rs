@@ -13,6 +13,7 @@ use crate::recipe::params::parse_duration;
 use crate::secret::{Secret, REDACTED};
 
 const SH_OPTIONS: &[&str] = &[
+    "become",
     "undo",
     "read_only",
     "creates",
@@ -118,6 +119,7 @@ fn spec(
                 spec.unless = Some(unless)
             }
             "allow_fail" => spec.allow_fail = b()?,
+            "become" => spec.become_ = b()?,
             "in_scope" => in_scope = b()?,
             "timeout" => spec.timeout = Some(duration(call, k, v)?),
             "delay" => spec.delay = duration(call, k, v)?,
@@ -164,6 +166,12 @@ fn run_sh(
     spec: &ShSpec,
     in_scope: bool,
 ) -> RResult<Map> {
+    if spec.become_ && h.become_forbidden() {
+        return Err(err(
+            call,
+            "sh: `become: true`, but the recipe declares `//! become: false`",
+        ));
+    }
     let Some(scope) = h.scope() else {
         return h.step(call, |c| sh(c, spec));
     };

@@ -24,6 +24,8 @@ pub struct ShSpec {
     pub stdin: Option<Vec<u8>>,
     /// Return a non-zero exit code in the result instead of failing the step.
     pub allow_fail: bool,
+    /// This command only, through `sudo -n`.
+    pub become_: bool,
 }
 
 const OP: &str = "sh";
@@ -45,6 +47,7 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
         let mut req = ExecRequest::new(check.clone());
         req.env = spec.env.clone();
         req.timeout = spec.timeout;
+        req.become_ = spec.become_;
         if t.exec(&req)?.code == 0 {
             return Ok(StepReport::unchanged(OP, subject));
         }
@@ -108,6 +111,7 @@ fn run_with_retries(ctx: &Ctx, spec: &ShSpec) -> OpResult<ExecOutput> {
         env: spec.env.clone(),
         stdin: spec.stdin.clone(),
         timeout: spec.timeout,
+        become_: spec.become_,
     };
     let mut attempt = 0;
     loop {

@@ -225,10 +225,24 @@ impl Target for Local {
     }
 
     fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {
+        let host = &self.info.name;
+        // Through sudo the environment is reset, so (as over SSH) variables travel on
+        // stdin ahead of the command's own input, never in argv.
+        let (command, stdin, env) = if req.become_ {
+            let (line, mut prefix) =
+                super::ssh::exec::command_line(&req.command, &req.env, true, &[], None)
+                    .map_err(|m| TargetError::host(host, m))?;
+            if let Some(data) = &req.stdin {
+                prefix.extend_from_slice(data);
+            }
+            (line, Some(prefix), Vec::new())
+        } else {
+            (req.command.clone(), req.stdin.clone(), req.env.clone())
+        };
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg(&req.command)
-            .stdin(if req.stdin.is_some() {
+            .arg(&command)
+            .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -237,14 +251,12 @@ impl Target for Local {
             .stderr(Stdio::piped())
             // Own process group, so a timeout kills the whole pipeline, not just sh.
             .process_group(0);
-        for (k, v) in &req.env {
+        for (k, v) in &env {
             cmd.env(k, v);
         }
-        let host = &self.info.name;
         let mut child = cmd
             .spawn()
             .map_err(|e| TargetError::host(host, format!("cannot start /bin/sh: {e}")))?;
-        let stdin = req.stdin.clone();
         let mut pipe_in = child.stdin.take();
         let writer = std::thread::spawn(move || {
             if let (Some(mut p), Some(data)) = (pipe_in.take(), stdin) {

@@ -64,6 +64,9 @@ pub struct ExecRequest {
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
+    /// Run this one command as root through `sudo -n` (`sh(cmd, #{become: true})`),
+    /// whatever the host's own setting.
+    pub become_: bool,
 }
 
 impl ExecRequest {

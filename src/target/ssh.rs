@@ -34,7 +34,7 @@
 //!   through SFTP, which costs a few round trips and no process start.
 
 mod auth;
-mod exec;
+pub(crate) mod exec;
 mod hostkey;
 mod posix_rename;
 mod tunnel;
@@ -1415,14 +1415,19 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
         tracing::debug!(host = %self.name(), command = %req.command.lines().next().unwrap_or(""), "ssh exec");
         let timeout = req.timeout.or(self.command_timeout);
         let marker = timeout.map(|_| exec::new_marker());
-        let (line, mut stdin) =
-            exec::command_line(&req.command, &req.env, self.become_, &[], marker.as_deref())
-                .map_err(|m| TargetError::host(self.name(), m))?;
+        let (line, mut stdin) = exec::command_line(
+            &req.command,
+            &req.env,
+            self.become_ || req.become_,
+            &[],
+            marker.as_deref(),
+        )
+        .map_err(|m| TargetError::host(self.name(), m))?;
         if let Some(data) = &req.stdin {
             stdin.extend_from_slice(data);
         }
         let mut c = self.lock()?;
-        let become_ = self.become_;
+        let become_ = self.become_ || req.become_;
         let out = {
             let session = &c.link.session;
             let fd = c.link.fd;
