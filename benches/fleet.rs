@@ -72,16 +72,11 @@ fn measure(dir: &Path, args: &[&str]) -> Measure {
 }
 
 /// The files of one host as before a first run, owned by the login user.
-fn fresh(root: &Path) {
+fn fresh(h: &Sshd, root: &Path) {
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root.join("app")).unwrap();
     std::fs::write(root.join("app/tmp"), "x").unwrap();
-    let owner = Command::new("chown")
-        .args(["-R", "tendtest:tendtest"])
-        .arg(root)
-        .status()
-        .unwrap();
-    assert!(owner.success());
+    h.hand_over(&[root]);
 }
 
 fn best_of(n: usize, mut f: impl FnMut() -> Measure) -> Measure {
@@ -113,17 +108,9 @@ fn main() {
         let mut known = String::new();
         for (i, h) in hosts.iter().take(n).enumerate() {
             let root = h.root.join(format!("bench{n}"));
-            fresh(&root);
-            writeln!(
-                toml,
-                "[hosts.h{}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"tendtest\"\nidentity_file = \"{}\"\nroot = \"{}\"\ntend_state_dir = \"{}\"\n",
-                i + 1,
-                h.port,
-                h.client_key.display(),
-                root.display(),
-                h.root.join(format!("state{n}")).display()
-            )
-            .unwrap();
+            fresh(h, &root);
+            let state = h.root.join(format!("state{n}"));
+            toml.push_str(&h.host_entry(&format!("h{}", i + 1), &root, &state));
             known.push_str(&h.known_hosts_line());
         }
         std::fs::write(dir.join("tend.toml"), toml).unwrap();
@@ -148,7 +135,7 @@ fn main() {
         // tries so it is the best of 3 like the others.
         let first = best_of(3, || {
             for h in hosts.iter().take(n) {
-                fresh(&h.root.join(format!("bench{n}")));
+                fresh(h, &h.root.join(format!("bench{n}")));
             }
             let m = run(&[]);
             assert_eq!(m.code, 0, "first run failed");

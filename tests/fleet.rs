@@ -33,16 +33,8 @@ impl Fleet {
         let mut toml = String::new();
         let mut known = String::new();
         for (i, h) in self.hosts.iter().enumerate() {
-            writeln!(
-                toml,
-                "[hosts.h{}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"tendtest\"\nidentity_file = \"{}\"\nroot = \"{}\"\ntend_state_dir = \"{}\"\n",
-                i + 1,
-                h.port,
-                h.client_key.display(),
-                h.root.display(),
-                h.root.with_file_name("tend-state").display()
-            )
-            .unwrap();
+            let state = h.root.with_file_name("tend-state");
+            toml.push_str(&h.host_entry(&format!("h{}", i + 1), &h.root, &state));
             known.push_str(&h.known_hosts_line());
         }
         writeln!(
@@ -65,15 +57,7 @@ impl Fleet {
     /// Files the test wrote (as root) belong to the login user, as on a real host.
     fn hand_over(&self) {
         for h in &self.hosts {
-            let state = h.root.with_file_name("tend-state");
-            std::fs::create_dir_all(&state).unwrap();
-            let ok = std::process::Command::new("chown")
-                .args(["-R", "tendtest:tendtest"])
-                .arg(&h.root)
-                .arg(&state)
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            h.hand_over(&[&h.root, &h.root.with_file_name("tend-state")]);
         }
     }
 

@@ -337,6 +337,31 @@ impl Sshd {
         o
     }
 
+    /// The `[hosts.NAME]` table of a tend.toml that reaches this server as `self.user`,
+    /// with the host variables `root` and `tend_state_dir` (simulated hosts share
+    /// one filesystem, so each needs its own).
+    pub fn host_entry(&self, name: &str, root: &Path, state: &Path) -> String {
+        format!(
+            "[hosts.{name}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\nidentity_file = \"{}\"\nroot = \"{}\"\ntend_state_dir = \"{}\"\n\n",
+            self.port,
+            self.user,
+            self.client_key.display(),
+            root.display(),
+            state.display()
+        )
+    }
+
+    /// Give files the test made (as root) to the login user, as on a real host.
+    pub fn hand_over(&self, paths: &[&Path]) {
+        let mut cmd = Command::new("chown");
+        cmd.arg("-R").arg(format!("{0}:{0}", self.user));
+        for p in paths {
+            fs::create_dir_all(p).unwrap();
+            cmd.arg(p);
+        }
+        run(&mut cmd);
+    }
+
     /// A path under `root`, as a string for the Target API.
     pub fn path(&self, rel: &str) -> String {
         self.root.join(rel).to_string_lossy().into_owned()
