@@ -26,6 +26,8 @@ pub struct Entry {
     pub step: u64,
     pub op: String,
     pub undo: Undo,
+    /// The change was made as root through sudo (`become`): revert it that way too.
+    pub become_: bool,
     /// The change finished. False for the step that was running when the run died.
     pub done: bool,
     /// Already reverted by an earlier rollback.
@@ -40,6 +42,8 @@ enum Line {
         step: u64,
         op: String,
         undo: Undo,
+        #[serde(default, rename = "become", skip_serializing_if = "std::ops::Not::not")]
+        become_: bool,
     },
     Done {
         done: u64,
@@ -86,7 +90,7 @@ impl Journal {
     }
 
     /// Append an undo record durably; returns its sequence number.
-    pub fn append(&self, step: u64, op: &str, undo: &Undo) -> std::io::Result<u64> {
+    pub fn append(&self, step: u64, op: &str, undo: &Undo, become_: bool) -> std::io::Result<u64> {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.write_line(
             &Line::Record {
@@ -94,6 +98,7 @@ impl Journal {
                 step,
                 op: op.to_string(),
                 undo: undo.clone(),
+                become_,
             },
             true,
         )?;
@@ -128,11 +133,13 @@ impl Journal {
                     step,
                     op,
                     undo,
+                    become_,
                 } => entries.push(Entry {
                     seq,
                     step,
                     op,
                     undo,
+                    become_,
                     done: false,
                     undone: false,
                 }),
@@ -162,10 +169,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         let j = Journal::open(&path).unwrap();
-        j.append(1, "fs::file", &Undo::Remove { path: "/x".into() })
+        j.append(1, "fs::file", &Undo::Remove { path: "/x".into() }, false)
             .unwrap();
         j.mark_done().unwrap();
-        j.append(2, "sh", &Undo::Barrier { what: "sh".into() })
+        j.append(2, "sh", &Undo::Barrier { what: "sh".into() }, true)
             .unwrap();
         j.mark_undone(2).unwrap();
         drop(j);
@@ -179,9 +186,10 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert!(entries[0].done && !entries[0].undone);
         assert!(!entries[1].done && entries[1].undone);
+        assert!(!entries[0].become_ && entries[1].become_);
         let j = Journal::open(&path).unwrap();
         assert_eq!(
-            j.append(3, "x", &Undo::Remove { path: "/y".into() })
+            j.append(3, "x", &Undo::Remove { path: "/y".into() }, false)
                 .unwrap(),
             3
         );

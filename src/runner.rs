@@ -692,6 +692,8 @@ pub fn rollback_host(
             })?)
         };
     let mut report = RollbackReport::default();
+    // The sudo view of the host, made once, only when a record was made as root.
+    let mut as_root: Option<std::result::Result<Arc<dyn Target>, String>> = None;
     for e in entries.iter().rev().filter(|e| !e.undone) {
         let action = e.undo.describe();
         let result = if dry_run {
@@ -711,7 +713,21 @@ pub fn rollback_host(
             ));
             "skipped".to_string()
         } else {
-            match e.undo.revert(target) {
+            let root = if e.become_ && !matches!(e.undo, Undo::Command { .. }) {
+                Some(
+                    as_root
+                        .get_or_insert_with(|| target.elevated().map_err(|e| e.to_string()))
+                        .clone(),
+                )
+            } else {
+                None
+            };
+            let result = match root {
+                None => e.undo.revert(target, e.become_),
+                Some(Ok(t)) => e.undo.revert(t.as_ref(), e.become_),
+                Some(Err(m)) => Err(crate::ops::OpError::Invalid(m)),
+            };
+            match result {
                 Ok(r) => {
                     if let Some(j) = &journal {
                         j.mark_undone(e.seq)

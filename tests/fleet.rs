@@ -499,3 +499,115 @@ log::info(`user=${a.stdout.split("\n")[0]} root=${b.stdout.split("\n")[0]} env=$
         refused.stdout
     );
 }
+
+/// `become` for file operations, one at a time (`#{become: true}`) and as a block
+/// (`become(|| …)`), on a host where the login user is not root: the dry-run reports
+/// exactly what the run changes, a second run changes nothing, steps outside the
+/// block still run as the login user, and a rollback (later, or after a failure)
+/// restores the root-owned files byte for byte, owner included.
+#[test]
+fn become_for_file_operations_plans_exactly_and_rolls_back() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = Fleet::new(1);
+    // Root's own directory, outside what the login user was handed.
+    let sys = tempfile::tempdir().unwrap();
+    let d = sys.path().display().to_string();
+    std::fs::set_permissions(sys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(sys.path().join("app.conf"), "setting = 1\nother = x\n").unwrap();
+    std::fs::set_permissions(
+        sys.path().join("app.conf"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(sys.path().join("keys"), "k\n").unwrap();
+    let body = format!(
+        r#"let d = "{d}";
+fs::line(`${{d}}/app.conf`, "setting = 2", #{{regex: "^setting", become: true}});
+become(|| {{
+    fs::dir(`${{d}}/conf.d`);
+    fs::file(`${{d}}/conf.d/new.conf`, "new\n");
+    fs::chmod(`${{d}}/keys`, 0o600);
+    fs::copy(`${{d}}/app.conf`, `${{d}}/app.conf.bak`);
+    sh(`touch ${{d}}/made-by-sh`, #{{undo: `rm -f ${{d}}/made-by-sh`}});
+}});
+let me = sh("id -u", #{{read_only: true}});
+log::info(`login uid ${{me.stdout.trim()}}`);
+"#
+    );
+    let r = f.recipe(&body);
+    let before = snapshot(sys.path());
+
+    let dry = f.tend(&["run", &r, "--dry-run", "--json"], "h1");
+    dry.assert_code(0);
+    assert_same(&before, &snapshot(sys.path()));
+    let planned = dry.changed_paths();
+
+    let run = f.tend(&["run", &r, "--json"], "h1");
+    run.assert_code(0);
+    let after = snapshot(sys.path());
+    assert_eq!(run.changed_paths(), planned);
+    // The sh step is opaque: it names no paths, in a dry-run or a real one.
+    let mut made = planned.clone();
+    made.insert(format!("{d}/made-by-sh"));
+    assert_eq!(support::diff(&before, &after), made);
+    let login_uid = run
+        .events()
+        .iter()
+        .find_map(|e| {
+            e["message"]
+                .as_str()?
+                .strip_prefix("login uid ")
+                .map(str::to_string)
+        })
+        .expect("the login uid was logged");
+    assert_ne!(
+        login_uid, "0",
+        "a step outside become runs as the login user"
+    );
+    for p in ["conf.d/new.conf", "app.conf.bak", "made-by-sh", "conf.d"] {
+        let m = std::fs::metadata(sys.path().join(p)).unwrap();
+        assert_eq!(m.uid(), 0, "{p} was made by root");
+    }
+    let m = std::fs::metadata(sys.path().join("app.conf")).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o7777),
+        (0, 0o600),
+        "owner and mode kept"
+    );
+
+    let again = f.tend(&["run", &r, "--json"], "h1");
+    again.assert_code(0);
+    assert_eq!(again.changed_count(), 1, "only the sh step runs again");
+
+    // A later rollback of the first run, over a new connection: as root where the
+    // change was made as root.
+    f.world.tend(&["rollback", &run.run_id()]).assert_code(0);
+    let m = std::fs::metadata(sys.path().join("app.conf")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    // The second run's sh step is still there; undo it too, then compare all.
+    f.world.tend(&["rollback", &again.run_id()]).assert_code(0);
+    assert_same(&before, &snapshot(sys.path()));
+
+    // A failure after the block: the run rolls itself back, as root where needed. The
+    // failing step writes outside the block, as the login user, and is refused.
+    let failing = f.recipe(&format!("{body}fs::file(`${{d}}/not-as-root`, \"x\");\n"));
+    let failed = f.tend(&["run", &failing, "--json"], "h1");
+    assert_ne!(failed.code, 0);
+    assert!(
+        failed.stdout.contains("ermission denied"),
+        "{}",
+        failed.stdout
+    );
+    assert_same(&before, &snapshot(sys.path()));
+
+    // A recipe that declares it never needs root cannot ask for it by block either.
+    let no = f.recipe(&format!("//! become: false\n{body}"));
+    let refused = f.tend(&["run", &no, "--json"], "h1");
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stdout.contains("become: false"),
+        "{}",
+        refused.stdout
+    );
+    assert_same(&before, &snapshot(sys.path()));
+}

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
+use rhai::{Dynamic, Engine, FnPtr, Map, Module, NativeCallContext};
 
 use super::{err, HostContext, Mode, RResult, DECLARED};
 use crate::event::Event;
@@ -34,6 +34,18 @@ pub fn register_types(engine: &mut Engine) {
 }
 
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
+    // `become(|| { … })`: the steps and facts of the block run as root through
+    // `sudo -n` on the same connection; their undo records say so, so a rollback
+    // reverts them as root too.
+    let h = host.clone();
+    engine.register_fn(
+        "become",
+        move |call: NativeCallContext, block: FnPtr| -> RResult<Dynamic> {
+            h.as_root(&call, "become(…)", || {
+                block.call_within_context::<Dynamic>(&call, ())
+            })?
+        },
+    );
     let h = host.clone();
     engine.register_fn(
         "params",

@@ -183,10 +183,11 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "dir",
         move |call: NativeCallContext, path: &str, opts: Map| {
-            check_keys(&call, "fs::dir", &opts, &["mode"])?;
+            check_keys(&call, "fs::dir", &opts, &["mode", "become"])?;
             let mode = opt_mode(&call, &opts)?;
+            let become_ = opt_bool(&call, &opts, "become", false)?;
             check_dir_scope(&h, &call, path)?;
-            h.step(&call, |c| op::dir(c, path, mode))
+            h.step_as(&call, become_, |c| op::dir(c, path, mode))
         },
     );
 
@@ -194,14 +195,15 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "file",
         move |call: NativeCallContext, path: &str, arg: Dynamic| {
-            let (content, show, mode) = if let Some(opts) = arg.clone().try_cast::<Map>() {
+            let (content, show, mode, become_) = if let Some(opts) = arg.clone().try_cast::<Map>() {
                 check_keys(
                     &call,
                     "fs::file",
                     &opts,
-                    &["content", "src", "template", "vars", "mode"],
+                    &["content", "src", "template", "vars", "mode", "become"],
                 )?;
                 let mode = opt_mode(&call, &opts)?;
+                let become_ = opt_bool(&call, &opts, "become", false)?;
                 let (content, show) = if let Some(v) = opts.get("content") {
                     content_of(&call, v)?
                 } else if let Some(src) = opt_str(&call, &opts, "src")? {
@@ -217,50 +219,61 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                 } else {
                     return Err(err(&call, "fs::file: give `content`, `src` or `template`"));
                 };
-                (content, show, mode)
+                (content, show, mode, become_)
             } else {
                 let (c, s) = content_of(&call, &arg)?;
-                (c, s, None)
+                (c, s, None, false)
             };
             h.check_scope(&call, "fs::file", path, None, false)?;
             if show {
                 h.warn_stringified(&format!("fs::file {path}: the content"), &content);
             }
-            h.step(&call, |c| {
+            h.step_as(&call, become_, |c| {
                 op::file(c, "fs::file", path, &content, mode, show)
             })
         },
     );
 
     let h = host.clone();
-    let template =
-        move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, mode: Option<u32>| {
-            let text = recipe_file(&call, &h, tpl)?;
-            let (content, show) = render(&call, tpl, &text, &vars)?;
-            h.check_scope(&call, "fs::template", path, None, false)?;
-            h.step(&call, |c| {
-                op::file(c, "fs::template", path, content.as_bytes(), mode, show)
-            })
-        };
+    let template = move |call: NativeCallContext,
+                         path: &str,
+                         tpl: &str,
+                         vars: Map,
+                         mode: Option<u32>,
+                         become_: bool| {
+        let text = recipe_file(&call, &h, tpl)?;
+        let (content, show) = render(&call, tpl, &text, &vars)?;
+        h.check_scope(&call, "fs::template", path, None, false)?;
+        h.step_as(&call, become_, |c| {
+            op::file(c, "fs::template", path, content.as_bytes(), mode, show)
+        })
+    };
     let t2 = template.clone();
     m.set_native_fn(
         "template",
         move |call: NativeCallContext, path: &str, tpl: &str, vars: Map| {
-            t2(call, path, tpl, vars, None)
+            t2(call, path, tpl, vars, None, false)
         },
     );
     m.set_native_fn(
         "template",
         move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, opts: Map| {
-            check_keys(&call, "fs::template", &opts, &["mode"])?;
+            check_keys(&call, "fs::template", &opts, &["mode", "become"])?;
             let mode = opt_mode(&call, &opts)?;
-            template(call, path, tpl, vars, mode)
+            let become_ = opt_bool(&call, &opts, "become", false)?;
+            template(call, path, tpl, vars, mode, become_)
         },
     );
 
     let h = host.clone();
     let line = move |call: NativeCallContext, path: &str, text: &str, opts: Map| {
-        check_keys(&call, "fs::line", &opts, &["regex", "state", "create"])?;
+        check_keys(
+            &call,
+            "fs::line",
+            &opts,
+            &["regex", "state", "create", "become"],
+        )?;
+        let become_ = opt_bool(&call, &opts, "become", false)?;
         let regex = opt_str(&call, &opts, "regex")?
             .map(|r| {
                 regex::Regex::new(&r).map_err(|e| err(&call, format!("fs::line: bad regex: {e}")))
@@ -284,7 +297,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         };
         h.check_scope(&call, "fs::line", path, None, false)?;
         h.warn_stringified(&format!("fs::line {path}: the line"), text.as_bytes());
-        h.step(&call, |c| op::line(c, path, &spec))
+        h.step_as(&call, become_, |c| op::line(c, path, &spec))
     };
     let l2 = line.clone();
     m.set_native_fn(
@@ -331,10 +344,11 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "copy",
         move |call: NativeCallContext, src: &str, dest: &str, opts: Map| {
-            check_keys(&call, "fs::copy", &opts, &["mode"])?;
+            check_keys(&call, "fs::copy", &opts, &["mode", "become"])?;
             let mode = opt_mode(&call, &opts)?;
+            let become_ = opt_bool(&call, &opts, "become", false)?;
             h.check_scope(&call, "fs::copy", dest, None, false)?;
-            h.step(&call, |c| op::copy(c, src, dest, mode))
+            h.step_as(&call, become_, |c| op::copy(c, src, dest, mode))
         },
     );
     let h = host.clone();

@@ -13,7 +13,7 @@ mod sh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ pub struct HostContext {
     scope: Option<Scope>,
     /// The recipe said `//! become: false`: no step may run as root either.
     no_become: bool,
+    /// Inside `become(|| …)` (nested blocks count): every step runs as root.
+    root_blocks: AtomicUsize,
 }
 
 impl HostContext {
@@ -99,6 +101,7 @@ impl HostContext {
             secrets: Mutex::new(Vec::new()),
             scope: None,
             no_become: false,
+            root_blocks: AtomicUsize::new(0),
         }
     }
 
@@ -196,6 +199,43 @@ impl HostContext {
         Ok(())
     }
 
+    /// Run `f` with every step and fact as root (`become(|| …)`).
+    fn as_root<T>(
+        &self,
+        call: &NativeCallContext,
+        what: &str,
+        f: impl FnOnce() -> T,
+    ) -> RResult<T> {
+        if self.no_become {
+            return Err(err(
+                call,
+                format!("{what}, but the recipe declares `//! become: false`"),
+            ));
+        }
+        self.root_blocks.fetch_add(1, Ordering::SeqCst);
+        let out = f();
+        self.root_blocks.fetch_sub(1, Ordering::SeqCst);
+        Ok(out)
+    }
+
+    /// The context a step or fact runs with: the sudo view inside `become(|| …)` or
+    /// when the call says `become: true`.
+    fn ctx_for(&self, call: &NativeCallContext, become_: bool) -> RResult<Option<Ctx>> {
+        if become_ && self.no_become {
+            return Err(err(
+                call,
+                "`become: true`, but the recipe declares `//! become: false`",
+            ));
+        }
+        if !become_ && self.root_blocks.load(Ordering::SeqCst) == 0 {
+            return Ok(None);
+        }
+        self.ctx
+            .as_root()
+            .map(Some)
+            .map_err(|e| err(call, self.redact(&e.to_string())))
+    }
+
     /// Run one operation as a numbered step: report it, count it, and turn its error
     /// into a script error at the calling line.
     fn step(
@@ -203,11 +243,47 @@ impl HostContext {
         call: &NativeCallContext,
         f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
     ) -> RResult<Map> {
+        self.step_as(call, false, f)
+    }
+
+    /// [`HostContext::step`], as root when `become_` (`#{become: true}`).
+    fn step_as(
+        &self,
+        call: &NativeCallContext,
+        become_: bool,
+        f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
+    ) -> RResult<Map> {
         self.guard(call)?;
-        let step = self.ctx.begin_step();
-        match f(&self.ctx) {
+        let root = self.ctx_for(call, become_)?;
+        self.run_step(call, root.as_ref().unwrap_or(&self.ctx), f)
+    }
+
+    /// Whether the caller is inside `become(|| …)`.
+    fn in_root_block(&self) -> bool {
+        self.root_blocks.load(Ordering::SeqCst) > 0
+    }
+
+    /// A step as the login user whatever the block: a command asks sudo itself
+    /// (`ExecRequest::become_`), which works on every target.
+    fn step_login(
+        &self,
+        call: &NativeCallContext,
+        f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
+    ) -> RResult<Map> {
+        self.guard(call)?;
+        self.run_step(call, &self.ctx, f)
+    }
+
+    fn run_step(
+        &self,
+        call: &NativeCallContext,
+        ctx: &Ctx,
+        f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
+    ) -> RResult<Map> {
+        let step = ctx.begin_step();
+        match f(ctx) {
             Ok(mut report) => {
-                self.ctx.finish_step();
+                ctx.finish_step();
                 if report.changed {
                     self.changed.fetch_add(1, Ordering::SeqCst);
                 }
@@ -252,7 +328,8 @@ impl HostContext {
     /// A read-only fact: no step number, no event.
     fn fact<T>(&self, call: &NativeCallContext, f: impl FnOnce(&Ctx) -> OpResult<T>) -> RResult<T> {
         self.guard(call)?;
-        f(&self.ctx).map_err(|e| err(call, self.redact(&e.to_string())))
+        let root = self.ctx_for(call, false)?;
+        f(root.as_ref().unwrap_or(&self.ctx)).map_err(|e| err(call, self.redact(&e.to_string())))
     }
 }
 

@@ -172,11 +172,22 @@ fn run_sh(
             "sh: `become: true`, but the recipe declares `//! become: false`",
         ));
     }
+    // Inside `become(|| …)` a command is a `become: true` one.
+    let root_spec;
+    let spec = if h.in_root_block() && !spec.become_ {
+        root_spec = ShSpec {
+            become_: true,
+            ..spec.clone()
+        };
+        &root_spec
+    } else {
+        spec
+    };
     let Some(scope) = h.scope() else {
-        return h.step(call, |c| sh(c, spec));
+        return h.step_login(call, |c| sh(c, spec));
     };
     if in_scope || spec.read_only {
-        return h.step(call, |c| sh(c, spec));
+        return h.step_login(call, |c| sh(c, spec));
     }
     let why = format!(
         "sh `{}`: the recipe declares a write scope ({}) and tend cannot tell what this command changes; \
@@ -192,7 +203,7 @@ fn run_sh(
         level: "warn".into(),
         message: h.redact(&format!("{why}; a real run refuses it")),
     });
-    h.step(call, |c| {
+    h.step_login(call, |c| {
         sh(c, spec).map(|mut r| {
             r.outside_scope = true;
             r

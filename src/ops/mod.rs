@@ -83,8 +83,20 @@ impl StepReport {
 
 /// What an operation needs besides its arguments: the target, and (in a real run) the
 /// journal that makes its change undoable.
+///
+/// A `Ctx` is cheap to derive: [`Ctx::as_root`] gives a view whose target works
+/// through `sudo` and whose journal records say so, sharing the step counter, backups
+/// and journal with the plain one (`become(|| …)` and `#{become: true}` in recipes).
 pub struct Ctx {
     pub target: Arc<dyn Target>,
+    shared: Arc<Shared>,
+    become_: bool,
+}
+
+/// What every view of one host's run shares.
+struct Shared {
+    /// The target as logged in (not through sudo): backups go to its own directory.
+    login: Arc<dyn Target>,
     journal: Option<Arc<Journal>>,
     /// Where old contents are saved, on the target itself so rollback needs no transfer.
     backup_dir: String,
@@ -94,32 +106,54 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    fn new(target: Arc<dyn Target>, journal: Option<Arc<Journal>>, backup_dir: String) -> Self {
+        Ctx {
+            shared: Arc::new(Shared {
+                login: target.clone(),
+                backup_dir_ready: AtomicBool::new(journal.is_none()),
+                journal,
+                backup_dir,
+                backups: AtomicU64::new(0),
+                step: AtomicU64::new(0),
+            }),
+            target,
+            become_: false,
+        }
+    }
+
     /// A real run: changes are journaled before they are made.
     pub fn apply(target: Arc<dyn Target>, journal: Arc<Journal>, backup_dir: String) -> Self {
-        Ctx {
-            target,
-            journal: Some(journal),
-            backup_dir,
-            backup_dir_ready: AtomicBool::new(false),
-            backups: AtomicU64::new(0),
-            step: AtomicU64::new(0),
-        }
+        Ctx::new(target, Some(journal), backup_dir)
     }
 
     /// A dry-run: `target` should be an overlay; nothing is journaled.
     pub fn plan(target: Arc<dyn Target>) -> Self {
-        Ctx {
-            target,
-            journal: None,
-            backup_dir: String::new(),
-            backup_dir_ready: AtomicBool::new(true),
-            backups: AtomicU64::new(0),
-            step: AtomicU64::new(0),
+        Ctx::new(target, None, String::new())
+    }
+
+    /// The same run as root through `sudo -n`: its undo records are marked so that a
+    /// rollback reverts them as root too.
+    pub fn as_root(&self) -> OpResult<Ctx> {
+        if self.become_ {
+            return Ok(Ctx {
+                target: self.target.clone(),
+                shared: self.shared.clone(),
+                become_: true,
+            });
         }
+        Ok(Ctx {
+            target: self.target.elevated()?,
+            shared: self.shared.clone(),
+            become_: true,
+        })
+    }
+
+    pub fn is_root_view(&self) -> bool {
+        self.become_
     }
 
     pub fn dry_run(&self) -> bool {
-        self.journal.is_none()
+        self.shared.journal.is_none()
     }
 
     pub fn host(&self) -> &str {
@@ -128,24 +162,30 @@ impl Ctx {
 
     /// Start a new step; journal entries name the step they belong to.
     pub fn begin_step(&self) -> u64 {
-        self.step.fetch_add(1, Ordering::SeqCst) + 1
+        self.shared.step.fetch_add(1, Ordering::SeqCst) + 1
     }
 
     /// The step's changes are all made: later rollbacks know it completed.
     pub fn finish_step(&self) {
-        if let Some(j) = &self.journal {
+        if let Some(j) = &self.shared.journal {
             let _ = j.mark_done();
         }
     }
 
     pub fn current_step(&self) -> u64 {
-        self.step.load(Ordering::SeqCst)
+        self.shared.step.load(Ordering::SeqCst)
     }
 
     /// Write-ahead: make `undo` durable before the change it reverses is made.
     pub fn will(&self, op: &str, undo: Undo) -> OpResult<()> {
-        if let Some(j) = &self.journal {
-            j.append(self.current_step(), op, &undo)
+        self.will_as(op, undo, self.become_)
+    }
+
+    /// [`Ctx::will`] for a change made as root (`become_`) whatever this view is: a
+    /// `sh(…, #{become: true})` step whose undo command must run through sudo too.
+    pub fn will_as(&self, op: &str, undo: Undo, become_: bool) -> OpResult<()> {
+        if let Some(j) = &self.shared.journal {
+            j.append(self.current_step(), op, &undo, become_)
                 .map_err(|e| OpError::Journal(e.to_string()))?;
         }
         Ok(())
@@ -156,13 +196,17 @@ impl Ctx {
         if self.dry_run() {
             return Ok(String::new());
         }
-        if !self.backup_dir_ready.load(Ordering::SeqCst) {
-            mkdir_p(self.target.as_ref(), &self.backup_dir, 0o700)?;
-            self.backup_dir_ready.store(true, Ordering::SeqCst);
+        let shared = &self.shared;
+        if !shared.backup_dir_ready.load(Ordering::SeqCst) {
+            // As the login user even under become: the directory is tend's own.
+            mkdir_p(shared.login.as_ref(), &shared.backup_dir, 0o700)?;
+            shared.backup_dir_ready.store(true, Ordering::SeqCst);
         }
-        let n = self.backups.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = shared.backups.fetch_add(1, Ordering::SeqCst) + 1;
         let name = path.rsplit('/').next().unwrap_or("file");
-        let dest = crate::target::join(&self.backup_dir, &format!("{n:06}-{name}"));
+        let dest = crate::target::join(&shared.backup_dir, &format!("{n:06}-{name}"));
+        // Under become the copy is made by root (it may be the only one who can read
+        // the file); it lands root-owned in tend's directory, readable only by root.
         self.target.copy_file(path, &dest)?;
         Ok(dest)
     }

@@ -67,7 +67,8 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
                 what: format!("sh `{}` (no undo given)", spec.command),
             },
         };
-        ctx.will(OP, undo)?;
+        // The undo of a command run as root runs as root too.
+        ctx.will_as(OP, undo, spec.become_ || ctx.is_root_view())?;
     }
     let out = run_with_retries(ctx, spec)?;
     let mut r = if spec.read_only {

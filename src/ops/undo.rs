@@ -88,7 +88,10 @@ impl Undo {
         }
     }
 
-    pub fn revert(&self, t: &dyn Target) -> OpResult<Reverted> {
+    /// Revert on `t`. `become_`: the change was made as root; `t` is then already the
+    /// sudo view of the host, except for an undo command, which asks sudo itself (so
+    /// that it works on the local machine too, where only commands go through sudo).
+    pub fn revert(&self, t: &dyn Target, become_: bool) -> OpResult<Reverted> {
         match self {
             Undo::Restore { path, backup, meta } => {
                 if t.stat(backup)?.is_none() {
@@ -174,7 +177,9 @@ impl Undo {
                 Ok(Reverted::Done)
             }
             Undo::Command { command } => {
-                let out = t.exec(&ExecRequest::new(command.clone()))?;
+                let mut req = ExecRequest::new(command.clone());
+                req.become_ = become_;
+                let out = t.exec(&req)?;
                 if out.code != 0 {
                     return Err(OpError::Invalid(format!(
                         "undo command `{command}` exited with {}: {}",

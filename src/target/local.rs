@@ -11,6 +11,7 @@ use crate::error::describe_io;
 
 use super::{ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError};
 
+#[derive(Clone)]
 pub struct Local {
     info: HostInfo,
 }
@@ -224,11 +225,29 @@ impl Target for Local {
             .unwrap_or((0, 0))
     }
 
+    fn elevated(&self) -> TResult<std::sync::Arc<dyn Target>> {
+        // File operations here are system calls of this process, not commands: they
+        // can only be root when tend is. (Commands go through sudo: `sh(…, #{become:
+        // true})`.)
+        if self.creator_ids().0 == 0 {
+            return Ok(std::sync::Arc::new(self.clone()));
+        }
+        Err(TargetError::host(
+            &self.info.name,
+            format!(
+                "become for file operations on the local machine needs tend itself to run \
+                 as root (sudo tend …); tend runs as {}. Commands can: sh(cmd, #{{become: true}})",
+                self.info.user
+            ),
+        ))
+    }
+
     fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {
         let host = &self.info.name;
         // Through sudo the environment is reset, so (as over SSH) variables travel on
         // stdin ahead of the command's own input, never in argv.
-        let (command, stdin, env) = if req.become_ {
+        // Already root (tend under sudo, or cron as root): no sudo needed, or wanted.
+        let (command, stdin, env) = if req.become_ && self.creator_ids().0 != 0 {
             let (line, mut prefix) =
                 super::ssh::exec::command_line(&req.command, &req.env, true, &[], None)
                     .map_err(|m| TargetError::host(host, m))?;

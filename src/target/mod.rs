@@ -158,6 +158,15 @@ pub trait Target: Send + Sync {
 
     fn exec(&self, request: &ExecRequest) -> TResult<ExecOutput>;
 
+    /// This host as root through `sudo -n`, on the same connection: every primitive
+    /// of the view works as root (`become` for one operation or a block of them).
+    fn elevated(&self) -> TResult<std::sync::Arc<dyn Target>> {
+        Err(TargetError::host(
+            &self.info().name,
+            "this target cannot run file operations as root (become)",
+        ))
+    }
+
     /// The owner new files get on this target, so a dry-run's planned files carry the
     /// owner the real ones will (and an owner-setting step plans exactly).
     fn creator_ids(&self) -> (u32, u32) {

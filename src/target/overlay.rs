@@ -52,7 +52,8 @@ pub struct Overlay {
     inner: Arc<dyn Target>,
     /// Owner of files and directories the plan creates.
     ids: (u32, u32),
-    nodes: Mutex<BTreeMap<String, Node>>,
+    /// Shared with the sudo view ([`Target::elevated`]): one plan, seen by both.
+    nodes: Arc<Mutex<BTreeMap<String, Node>>>,
 }
 
 /// `a//b/./c/` → `a/b/c`. `..` is left alone: it cannot be resolved without the target.
@@ -78,7 +79,7 @@ impl Overlay {
         Overlay {
             ids: inner.creator_ids(),
             inner,
-            nodes: Mutex::new(BTreeMap::new()),
+            nodes: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -488,6 +489,22 @@ impl Target for Overlay {
     /// in a dry-run); they see the real target, not the planned writes.
     fn exec(&self, request: &ExecRequest) -> TResult<ExecOutput> {
         self.inner.exec(request)
+    }
+
+    fn creator_ids(&self) -> (u32, u32) {
+        self.ids
+    }
+
+    /// The plan of a `become` step: reads through the real target's sudo view (root
+    /// may read what the login user cannot), new files owned as root's would be, and
+    /// the same planned writes as the rest of the run.
+    fn elevated(&self) -> TResult<Arc<dyn Target>> {
+        let inner = self.inner.elevated()?;
+        Ok(Arc::new(Overlay {
+            ids: inner.creator_ids(),
+            inner,
+            nodes: self.nodes.clone(),
+        }))
     }
 }
 

@@ -1123,14 +1123,15 @@ impl SshTarget {
     }
 }
 
-impl Drop for SshTarget {
+/// Said goodbye when the last view of the session (the login one or its sudo view)
+/// is gone.
+impl Drop for Conn {
     fn drop(&mut self) {
-        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        c.sftp = None;
-        c.posix = None;
-        if c.broken.is_none() {
-            c.link.session.set_timeout(2_000);
-            let _ = c.link.session.disconnect(None, "tend: done", None);
+        self.sftp = None;
+        self.posix = None;
+        if self.broken.is_none() {
+            self.link.session.set_timeout(2_000);
+            let _ = self.link.session.disconnect(None, "tend: done", None);
         }
     }
 }
@@ -1138,6 +1139,30 @@ impl Drop for SshTarget {
 impl Target for SshTarget {
     fn info(&self) -> &HostInfo {
         &self.info
+    }
+
+    fn creator_ids(&self) -> (u32, u32) {
+        if self.become_ {
+            return (0, 0); // sudo -n: root and root's group
+        }
+        self.stat(".")
+            .ok()
+            .flatten()
+            .map(|m| (m.uid, m.gid))
+            .unwrap_or((0, 0))
+    }
+
+    /// The same session with every primitive through `sudo -n`.
+    fn elevated(&self) -> TResult<Arc<dyn Target>> {
+        Ok(Arc::new(SshTarget {
+            info: self.info.clone(),
+            home: self.home.clone(),
+            connect_time: self.connect_time,
+            become_: true,
+            command_timeout: self.command_timeout,
+            conn: self.conn.clone(),
+            _keepalive: self._keepalive.clone(),
+        }))
     }
 
     fn stat(&self, path: &str) -> TResult<Option<Meta>> {
