@@ -456,6 +456,7 @@ fn exit_code(outcome: Outcome) -> i32 {
         Outcome::Failed | Outcome::Unreachable => exit::FAILED,
         Outcome::RolledBack => exit::ROLLED_BACK,
         Outcome::RollbackIncomplete => exit::ROLLBACK_INCOMPLETE,
+        Outcome::Locked => exit::LOCKED,
     }
 }
 

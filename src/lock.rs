@@ -1,15 +1,15 @@
 //! The per-host lock that lives on the host itself, so two controllers (a laptop and
-//! the scheduler, say) never work on one host at once. A directory is created
-//! atomically through the [`Target`]; an `owner` file inside says who holds it.
+//! the scheduler, say) never work on one host at once. It is a symlink made atomically
+//! through the [`Target`], pointing at (not to a file, but as text) who holds it.
 //!
 //! A lock left by a run that died is reported as stale, with what to check, and never
 //! broken silently: the dead run may have left a journal that needs a rollback first.
 
 use crate::error::Error;
-use crate::target::{join, Target};
+use crate::target::Target;
 
 pub struct TargetLock {
-    dir: String,
+    path: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -27,39 +27,42 @@ pub fn controller_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-pub fn acquire(t: &dyn Target, dir: &str, run_id: &str) -> Result<TargetLock, Error> {
+/// Take the lock at `path`: a symlink whose target is the owner's record. Creating a
+/// symlink is atomic and fails when the path exists (the trick of Emacs's `.#file`
+/// locks), and it carries the owner in the same request: one round trip to take the
+/// lock, one to read who holds it, one to release it.
+pub fn acquire(t: &dyn Target, path: &str, run_id: &str) -> Result<TargetLock, Error> {
     let host = t.info().name.clone();
-    let parent = crate::target::parent(dir);
-    crate::ops::mkdir_p(t, parent, 0o700).map_err(|e| Error::Other(format!("{host}: {e}")))?;
-    match t.mkdir(dir, 0o700) {
-        Ok(()) => {
-            let owner = Owner {
-                run_id: run_id.to_string(),
-                controller: controller_name(),
-                pid: std::process::id(),
-                since: chrono::Utc::now().to_rfc3339(),
-            };
-            let text = serde_json::to_vec(&owner).map_err(|e| Error::Other(e.to_string()))?;
-            t.write(&join(dir, "owner"), &text, 0o600)?;
-            Ok(TargetLock {
-                dir: dir.to_string(),
-            })
+    let owner = Owner {
+        run_id: run_id.to_string(),
+        controller: controller_name(),
+        pid: std::process::id(),
+        since: chrono::Utc::now().to_rfc3339(),
+    };
+    let text = serde_json::to_string(&owner).map_err(|e| Error::Other(e.to_string()))?;
+    let lock = TargetLock {
+        path: path.to_string(),
+    };
+    if t.symlink(&text, path).is_ok() {
+        return Ok(lock);
+    }
+    match t.stat(path)? {
+        // The state directory is new on this host: make it, then try again.
+        None => {
+            let parent = crate::target::parent(path);
+            crate::ops::mkdir_p(t, parent, 0o700)
+                .map_err(|e| Error::Other(format!("{host}: {e}")))?;
+            t.symlink(&text, path)?;
+            Ok(lock)
         }
-        Err(e) => {
-            if t.stat(dir)?.is_none() {
-                return Err(e.into());
-            }
-            let owner: Option<Owner> = t
-                .read(&join(dir, "owner"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let holder = match owner {
+        Some(_) => {
+            let holder = match read_owner(t, path) {
                 Some(o)
                     if o.controller == controller_name()
                         && !std::path::Path::new(&format!("/proc/{}", o.pid)).exists() =>
                 {
                     format!(
-                        "STALE: run {} (pid {} on this controller) is gone; roll it back with `tend rollback {} --host {host}` if needed, then remove the lock",
+                        "STALE: run {} (pid {} on this controller) is gone; roll it back with `tend rollback {} --host {host}` (that releases the lock)",
                         o.run_id, o.pid, o.run_id
                     )
                 }
@@ -72,22 +75,24 @@ pub fn acquire(t: &dyn Target, dir: &str, run_id: &str) -> Result<TargetLock, Er
             Err(Error::Locked {
                 host,
                 holder,
-                lock: dir.to_string(),
+                lock: path.to_string(),
             })
         }
     }
 }
 
+fn read_owner(t: &dyn Target, path: &str) -> Option<Owner> {
+    t.read_link(path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
 /// Remove the lock if `run_id` holds it: after that run has been rolled back by hand,
 /// its lock is known to be stale.
-pub fn release_if_held_by(t: &dyn Target, dir: &str, run_id: &str) -> bool {
-    let owner: Option<Owner> = t
-        .read(&join(dir, "owner"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if owner.is_some_and(|o| o.run_id == run_id) {
+pub fn release_if_held_by(t: &dyn Target, path: &str, run_id: &str) -> bool {
+    if read_owner(t, path).is_some_and(|o| o.run_id == run_id) {
         TargetLock {
-            dir: dir.to_string(),
+            path: path.to_string(),
         }
         .release(t);
         return true;
@@ -97,7 +102,6 @@ pub fn release_if_held_by(t: &dyn Target, dir: &str, run_id: &str) -> bool {
 
 impl TargetLock {
     pub fn release(self, t: &dyn Target) {
-        let _ = t.remove_file(&join(&self.dir, "owner"));
-        let _ = t.remove_dir(&self.dir);
+        let _ = t.remove_file(&self.path);
     }
 }

@@ -388,12 +388,13 @@ impl Human {
         let count =
             |f: &dyn Fn(Outcome) -> bool| result.hosts.iter().filter(|h| f(h.outcome)).count();
         println!(
-            "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} skipped",
+            "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} locked, {} skipped",
             result.hosts.len(),
             count(&|o| o == Outcome::Ok),
             count(&|o| o == Outcome::Failed || o == Outcome::RollbackIncomplete),
             count(&|o| o == Outcome::RolledBack || o == Outcome::RollbackIncomplete),
             count(&|o| o == Outcome::Unreachable),
+            count(&|o| o == Outcome::Locked),
             count(&|o| o == Outcome::Skipped),
         );
     }

@@ -67,6 +67,8 @@ pub enum Outcome {
     RollbackIncomplete,
     /// Not reached: connection, host key or authentication failed. Nothing ran.
     Unreachable,
+    /// Another run holds the host's lock (here or on the host). Nothing ran.
+    Locked,
     /// Never started: an earlier batch or the failure policy stopped the run.
     Skipped,
 }
@@ -79,6 +81,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled_back",
             Outcome::RollbackIncomplete => "rollback_incomplete",
             Outcome::Unreachable => "unreachable",
+            Outcome::Locked => "locked",
             Outcome::Skipped => "skipped",
         }
     }
@@ -140,6 +143,9 @@ fn overall(hosts: &[HostResult]) -> Outcome {
         Outcome::RollbackIncomplete
     } else if any(Outcome::Failed) || any(Outcome::Unreachable) {
         Outcome::Failed
+    } else if any(Outcome::Locked) {
+        // Only locks stood in the way: exit 75 says "try again later".
+        Outcome::Locked
     } else if any(Outcome::RolledBack) {
         Outcome::RolledBack
     } else {
@@ -294,6 +300,51 @@ fn audit_record(
     Some(v)
 }
 
+/// Audit appends from many host threads, written together (group commit): whoever
+/// finds no write in progress writes every batch queued so far, with one lock, one
+/// fsync and one head update; the others wait until theirs is durable. Hosts of a run
+/// tend to end together, so twenty appends become a handful.
+#[derive(Default)]
+struct GroupCommit {
+    state: Mutex<Queue>,
+    written: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    records: Vec<serde_json::Value>,
+    /// Batches queued so far, and how many of them are on disk.
+    queued: u64,
+    durable: u64,
+    writing: bool,
+}
+
+impl GroupCommit {
+    fn append(&self, log: &AuditLog, batch: Vec<serde_json::Value>) {
+        let mut q = self.state.lock().expect("audit queue");
+        q.records.extend(batch);
+        q.queued += 1;
+        let mine = q.queued;
+        while q.durable < mine {
+            if q.writing {
+                q = self.written.wait(q).expect("audit queue");
+                continue;
+            }
+            q.writing = true;
+            let records = std::mem::take(&mut q.records);
+            let upto = q.queued;
+            drop(q);
+            if let Err(err) = log.append_many(records) {
+                tracing::error!("audit log: {err}");
+            }
+            q = self.state.lock().expect("audit queue");
+            q.writing = false;
+            q.durable = upto;
+            self.written.notify_all();
+        }
+    }
+}
+
 /// A sink that also appends to the audit log. A host's step events are kept until
 /// the host ends (or rolls back) and then written in one append: one lock and one
 /// fsync per host instead of per step, which on a 20-host run was most of the
@@ -308,6 +359,7 @@ fn audited(
     dry_run: bool,
 ) -> Sink {
     let pending: Mutex<BTreeMap<String, Vec<serde_json::Value>>> = Mutex::default();
+    let commits = GroupCommit::default();
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
             let rec = audit_record(&run_id, &user, dry_run, e);
@@ -334,9 +386,7 @@ fn audited(
                 }
             };
             if let Some(batch) = batch.filter(|b| !b.is_empty()) {
-                if let Err(err) = log.append_many(batch) {
-                    tracing::error!("audit log: {err}");
-                }
+                commits.append(log, batch);
             }
         }
         sink(e);
@@ -562,10 +612,14 @@ impl HostRunner<'_> {
         };
         match self.run_reached(spec, &reached) {
             Ok(r) => self.end(r, started),
-            Err(e) => self.end(
-                HostResult::new(name, Outcome::Failed, Some(e.to_string())),
-                started,
-            ),
+            Err(e) => {
+                let outcome = if matches!(e, Error::Locked { .. }) {
+                    Outcome::Locked
+                } else {
+                    Outcome::Failed
+                };
+                self.end(HostResult::new(name, outcome, Some(e.to_string())), started)
+            }
         }
     }
 

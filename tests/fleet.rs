@@ -611,3 +611,55 @@ log::info(`login uid ${{me.stdout.trim()}}`);
     );
     assert_same(&before, &snapshot(sys.path()));
 }
+
+/// The host lock lives on the host: a run finds it held (by a live run elsewhere, or
+/// by a dead run of this controller), says by whom, changes nothing, and exits 75.
+#[test]
+fn a_locked_host_is_reported_and_left_alone() {
+    let f = Fleet::new(1);
+    let h = &f.hosts[0];
+    let state = h.root.with_file_name("tend-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let lock = state.join("lock");
+    let r = f.recipe(EDIT);
+    let before = f.trees();
+
+    let other = r#"{"run_id":"20260101-000000-beef","controller":"laptop-of-someone","pid":4242,"since":"2026-01-01T00:00:00Z"}"#;
+    std::os::unix::fs::symlink(other, &lock).unwrap();
+    let run = f.tend(&["run", &r, "--json"], "h1");
+    run.assert_code(75);
+    assert!(
+        run.stdout
+            .contains("20260101-000000-beef from laptop-of-someone"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(f.trees(), before, "nothing ran on a locked host");
+    assert_eq!(std::fs::read_link(&lock).unwrap().to_str().unwrap(), other);
+
+    // Held by a run of this controller whose process is gone: stale, and the way out
+    // is its rollback, which releases the lock.
+    std::fs::remove_file(&lock).unwrap();
+    let first = f.tend(&["run", &r, "--json"], "h1");
+    first.assert_code(0);
+    assert!(
+        std::fs::symlink_metadata(&lock).is_err(),
+        "released after the run"
+    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let dead = format!(
+        r#"{{"run_id":"{}","controller":"{}","pid":999999999,"since":"2026-01-01T00:00:00Z"}}"#,
+        first.run_id(),
+        host.trim()
+    );
+    std::os::unix::fs::symlink(&dead, &lock).unwrap();
+    let stale = f.tend(&["run", &r, "--json"], "h1");
+    stale.assert_code(75);
+    assert!(stale.stdout.contains("STALE"), "{}", stale.stdout);
+    f.world.tend(&["rollback", &first.run_id()]).assert_code(0);
+    assert!(
+        std::fs::symlink_metadata(&lock).is_err(),
+        "rollback released it"
+    );
+    assert_eq!(f.trees(), before);
+}
