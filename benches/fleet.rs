@@ -93,7 +93,10 @@ fn best_of(n: usize, mut f: impl FnMut() -> Measure) -> Measure {
 fn main() {
     // As `tendtest`, whose login shell is /bin/sh: root's bash here runs `pyenv init`
     // from .bashrc on every command, which would measure this machine, not tend.
-    let hosts: Vec<Sshd> = (0..20).map(|_| Sshd::start_tendtest()).collect();
+    // sshd's default log level (the tests' VERBOSE logs every SFTP request).
+    let hosts: Vec<Sshd> = (0..20)
+        .map(|_| Sshd::start_tendtest_with("LogLevel INFO"))
+        .collect();
     let mut table = String::new();
     writeln!(
         table,

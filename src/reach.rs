@@ -57,7 +57,29 @@ pub struct HostSpec {
 pub struct Reached {
     pub target: Arc<dyn Target>,
     /// `None` for the local host: its files live in the state dir.
-    pub remote_state: Option<String>,
+    remote: Option<RemoteState>,
+}
+
+enum RemoteState {
+    /// `tend_state_dir` of the inventory.
+    Given(String),
+    /// `~/.cache/tend`: the home directory is asked for when a run needs it, not by
+    /// `ping` or `exec`.
+    UnderHome(Arc<SshTarget>),
+}
+
+impl Reached {
+    /// tend's directory on the host (backups and the host lock); `None` for the local
+    /// machine, whose files live in the state dir.
+    pub fn remote_state(&self) -> Result<Option<String>, TargetError> {
+        match &self.remote {
+            None => Ok(None),
+            Some(RemoteState::Given(dir)) => Ok(Some(dir.clone())),
+            Some(RemoteState::UnderHome(ssh)) => {
+                Ok(Some(crate::target::join(&ssh.home()?, ".cache/tend")))
+            }
+        }
+    }
 }
 
 fn default_user() -> String {
@@ -201,19 +223,19 @@ impl HostSpec {
             local.set_vars(self.vars.clone());
             return Ok(Reached {
                 target: Arc::new(local),
-                remote_state: None,
+                remote: None,
             });
         }
-        let ssh = SshTarget::connect(self.ssh_options())?;
+        let ssh = Arc::new(SshTarget::connect(self.ssh_options())?);
         // Backups and the host lock live here; `tend_state_dir` moves them (a read-only
         // home, or several inventory hosts that are really one machine).
-        let state = match self.vars.get("tend_state_dir") {
-            Some(dir) => dir.clone(),
-            None => crate::target::join(ssh.home(), ".cache/tend"),
+        let remote = match self.vars.get("tend_state_dir") {
+            Some(dir) => RemoteState::Given(dir.clone()),
+            None => RemoteState::UnderHome(ssh.clone()),
         };
         Ok(Reached {
-            target: Arc::new(ssh),
-            remote_state: Some(state),
+            target: ssh,
+            remote: Some(remote),
         })
     }
 }

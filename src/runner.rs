@@ -632,7 +632,13 @@ impl HostRunner<'_> {
         } else {
             Some(self.state.lock_host(name, self.run_id)?)
         };
-        let remote_lock = match (&reached.remote_state, req.dry_run) {
+        // A dry-run takes no lock and saves nothing: it never needs the directory.
+        let remote_state = if req.dry_run {
+            None
+        } else {
+            reached.remote_state()?
+        };
+        let remote_lock = match (&remote_state, req.dry_run) {
             (Some(dir), false) => Some(crate::lock::acquire(
                 target.as_ref(),
                 &crate::target::join(dir, "lock"),
@@ -648,7 +654,7 @@ impl HostRunner<'_> {
             let journal = Journal::open(&jpath)
                 .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
             // Old contents stay on the machine they came from: rollback needs no transfer.
-            let backup = match &reached.remote_state {
+            let backup = match &remote_state {
                 Some(remote) => format!("{remote}/runs/{}/backup", self.run_id),
                 None => dir.join("backup").display().to_string(),
             };
@@ -884,10 +890,13 @@ pub fn rollback(
             Some(state.lock_host(&host, run_id)?)
         };
         let r = rollback_host(reached.target.as_ref(), &jpath, dry_run, &sink)?;
-        if let (Some(dir), false, true) = (&reached.remote_state, dry_run, r.incomplete.is_empty())
-        {
+        let state_dir = match (dry_run, r.incomplete.is_empty()) {
+            (false, true) => reached.remote_state().ok().flatten(),
+            _ => None,
+        };
+        if let Some(dir) = state_dir {
             // The run died holding the host's lock; undone, its lock can go too.
-            let lock = crate::target::join(dir, "lock");
+            let lock = crate::target::join(&dir, "lock");
             crate::lock::release_if_held_by(reached.target.as_ref(), &lock, run_id);
         }
         total.reverted += r.reverted;

@@ -373,3 +373,28 @@ fn import_refusal_names_the_line() {
     r.assert_code(RECIPE);
     one_error(&r, &["recipe.rhai:3:"]);
 }
+
+/// Imports are resolved when the recipe is compiled. One whose path is computed at
+/// run time cannot be, and finds no module loader at run time either: nothing is
+/// read from disk, not even a file beside the recipe.
+#[test]
+fn an_import_computed_at_run_time_loads_nothing() {
+    let w = world();
+    w.recipe(
+        "evil.rhai",
+        &format!("fs::file(\"{}\", \"taken\\n\");\n", w.path("app.conf")),
+    );
+    let before = w.snapshot();
+    let r = w.run(
+        &w.recipe("r.rhai", "let name = \"ev\" + \"il\";\nimport name as e;\n"),
+        &[],
+    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("evil") || r.stderr.contains("evil"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert_same(&before, &w.snapshot());
+}

@@ -545,3 +545,46 @@ fn failed_rename_over_an_existing_file_rolls_back_cleanly() {
     assert_same(&before.0, &w.snapshot());
     assert_same(&before.1, &support::snapshot(other.path()));
 }
+
+/// `fs::remove` moves a file into the run's backup directory (one rename, and the
+/// file comes back as the same inode, times and all); with the backup directory on
+/// another file system it falls back to a copy. Both roll back byte for byte.
+#[test]
+fn removed_files_come_back_from_the_same_or_another_file_system() {
+    use std::os::unix::fs::MetadataExt;
+    let text = "fs::remove(\"ROOT/a.log\");\nfs::remove(\"ROOT/dir\");\nthrow \"boom\";\n";
+
+    let w = World::new();
+    w.write_mode("a.log", "first\n", 0o640);
+    w.write_mode("dir/b.log", "second\n", 0o600);
+    let inode = std::fs::metadata(w.root().join("a.log")).unwrap().ino();
+    let before = w.snapshot();
+    w.run(&w.recipe_in_root("recipe.rhai", text), &[])
+        .assert_code(3);
+    assert_same(&before, &w.snapshot());
+    assert_eq!(
+        std::fs::metadata(w.root().join("a.log")).unwrap().ino(),
+        inode,
+        "moved back, not copied back"
+    );
+
+    // tmpfs for the state: renames into it fail with EXDEV.
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm here: the other-file-system case is not run");
+        return;
+    }
+    let state = tempfile::tempdir_in(shm).unwrap();
+    let w = World::new();
+    w.write_mode("a.log", "first\n", 0o640);
+    w.write_mode("dir/b.log", "second\n", 0o600);
+    let before = w.snapshot();
+    let recipe = w.recipe_in_root("recipe.rhai", text);
+    let r = w.run_env(
+        &recipe,
+        &[],
+        &[("TEND_STATE_DIR", state.path().to_str().unwrap())],
+    );
+    r.assert_code(3);
+    assert_same(&before, &w.snapshot());
+}

@@ -31,9 +31,9 @@ fn sh(t: &SshTarget, cmd: &str) -> tend::target::ExecOutput {
 fn info_home_and_timings() {
     let sshd = Sshd::start();
     let t = connect(&sshd);
-    assert_eq!(t.home(), "/root");
+    assert_eq!(t.home().unwrap(), "/root");
+    assert_eq!(t.os(), "linux");
     let info = t.info();
-    assert_eq!(info.os, "linux");
     assert_eq!(info.user, "root");
     assert_eq!(info.address, "127.0.0.1");
     assert_eq!(info.name, format!("sshd{}", sshd.port));
@@ -642,7 +642,7 @@ fn become_writes_root_owned_files_through_sudo() {
 
     // Without become: refused.
     let plain = connect(&sshd);
-    assert_eq!(plain.home(), "/home/tendtest");
+    assert_eq!(plain.home().unwrap(), "/home/tendtest");
     let e = plain.read(&f).unwrap_err();
     assert_eq!(e.message(), "permission denied", "{e}");
     assert_eq!(sh(&plain, "id -un").stdout, b"tendtest\n");

@@ -77,7 +77,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         let mut m = Map::new();
         m.insert("name".into(), info.name.clone().into());
         m.insert("address".into(), info.address.clone().into());
-        m.insert("os".into(), info.os.clone().into());
+        m.insert("os".into(), h.ctx.target.os().into());
         m.insert("user".into(), info.user.clone().into());
         let vars: Map = info
             .vars

@@ -383,10 +383,24 @@ fn sandbox(engine: &mut Engine, limits: &Limits) {
     }
 }
 
+/// An engine with Rhai's standard library and nothing else. The library is built
+/// once and shared (`Engine::new` builds it again for every engine: most of the cost
+/// of an engine per host). No module resolver either: a recipe's imports are resolved
+/// when it is compiled and travel inside its AST, so at run time nothing can be
+/// loaded from disk, not even by an `import` whose path is computed.
+fn base() -> Engine {
+    use rhai::packages::{Package, StandardPackage};
+    static STD: std::sync::OnceLock<rhai::Shared<rhai::Module>> = std::sync::OnceLock::new();
+    let std = STD.get_or_init(|| StandardPackage::new().as_shared_module());
+    let mut engine = Engine::new_raw();
+    engine.register_global_module(std.clone());
+    engine
+}
+
 /// The engine used to compile recipes and their modules: same limits and symbols
 /// as a run, no operations bound to any host.
 pub fn compiler() -> Engine {
-    let mut engine = Engine::new();
+    let mut engine = base();
     sandbox(&mut engine, &Limits::default());
     core::register_types(&mut engine);
     engine
@@ -394,7 +408,7 @@ pub fn compiler() -> Engine {
 
 /// The engine one host runs its recipe with.
 pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
-    let mut engine = Engine::new();
+    let mut engine = base();
     sandbox(&mut engine, limits);
     // `print` and `debug` are messages of the run like `log::info`: they go through
     // the sink (so `--json` stays JSON and the audit sees them) and are scrubbed.

@@ -388,6 +388,7 @@ fn remove_tree(
             )?;
             t.remove_dir(path)?;
         }
+        Kind::File if ctx.stash(op, path)? => {}
         Kind::File | Kind::Symlink => {
             save_for_undo(ctx, op, path, m)?;
             t.remove_file(path)?;

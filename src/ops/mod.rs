@@ -101,6 +101,8 @@ struct Shared {
     /// Where old contents are saved, on the target itself so rollback needs no transfer.
     backup_dir: String,
     backup_dir_ready: AtomicBool,
+    /// A stash (move into the backup dir) failed once: copy from then on.
+    stash_failed: AtomicBool,
     backups: AtomicU64,
     step: AtomicU64,
 }
@@ -111,6 +113,7 @@ impl Ctx {
             shared: Arc::new(Shared {
                 login: target.clone(),
                 backup_dir_ready: AtomicBool::new(journal.is_none()),
+                stash_failed: AtomicBool::new(false),
                 journal,
                 backup_dir,
                 backups: AtomicU64::new(0),
@@ -196,19 +199,60 @@ impl Ctx {
         if self.dry_run() {
             return Ok(String::new());
         }
-        let shared = &self.shared;
-        if !shared.backup_dir_ready.load(Ordering::SeqCst) {
-            // As the login user even under become: the directory is tend's own.
-            mkdir_p(shared.login.as_ref(), &shared.backup_dir, 0o700)?;
-            shared.backup_dir_ready.store(true, Ordering::SeqCst);
-        }
-        let n = shared.backups.fetch_add(1, Ordering::SeqCst) + 1;
-        let name = path.rsplit('/').next().unwrap_or("file");
-        let dest = crate::target::join(&shared.backup_dir, &format!("{n:06}-{name}"));
+        let dest = self.backup_slot(path)?;
         // Under become the copy is made by root (it may be the only one who can read
         // the file); it lands root-owned in tend's directory, readable only by root.
         self.target.copy_file(path, &dest)?;
         Ok(dest)
+    }
+
+    /// Remove a regular file by moving it into the backup directory, journaled as a
+    /// rename to undo: one rename instead of a copy and a delete, and the file comes
+    /// back as it was (same inode, owner, times). False when that cannot be done (a
+    /// dry-run, or the backup directory is on another file system): then copy.
+    pub fn stash(&self, op: &str, path: &str) -> OpResult<bool> {
+        let shared = &self.shared;
+        if self.dry_run() || shared.stash_failed.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let dest = self.backup_slot(path)?;
+        self.will(
+            op,
+            Undo::Rename {
+                from: path.into(),
+                to: dest.clone(),
+            },
+        )?;
+        match self.target.rename(path, &dest) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Most likely another file system (EXDEV). The record above reverts
+                // to nothing: its `from` still exists.
+                tracing::debug!(host = %self.host(), "stash of {path} failed, copying: {e}");
+                shared.stash_failed.store(true, Ordering::SeqCst);
+                Ok(false)
+            }
+        }
+    }
+
+    /// A new, unused path in the run's backup directory for a copy of `path`.
+    fn backup_slot(&self, path: &str) -> OpResult<String> {
+        let shared = &self.shared;
+        if !shared.backup_dir_ready.load(Ordering::SeqCst) {
+            // As the login user even under become: the directory is tend's own. Its
+            // parent usually exists (the run's directory on the host): try that first.
+            let login = shared.login.as_ref();
+            if login.mkdir(&shared.backup_dir, 0o700).is_err() {
+                mkdir_p(login, &shared.backup_dir, 0o700)?;
+            }
+            shared.backup_dir_ready.store(true, Ordering::SeqCst);
+        }
+        let n = shared.backups.fetch_add(1, Ordering::SeqCst) + 1;
+        let name = path.rsplit('/').next().unwrap_or("file");
+        Ok(crate::target::join(
+            &shared.backup_dir,
+            &format!("{n:06}-{name}"),
+        ))
     }
 }
 

@@ -25,7 +25,6 @@ impl Local {
             info: HostInfo {
                 name: "local".into(),
                 address: "localhost".into(),
-                os: std::env::consts::OS.into(),
                 user,
                 vars: Default::default(),
             },
@@ -223,6 +222,10 @@ impl Target for Local {
         fs::metadata("/proc/self")
             .map(|m| (m.uid(), m.gid()))
             .unwrap_or((0, 0))
+    }
+
+    fn os(&self) -> String {
+        std::env::consts::OS.into()
     }
 
     fn elevated(&self) -> TResult<std::sync::Arc<dyn Target>> {

@@ -18,7 +18,6 @@ use std::time::Duration;
 pub struct HostInfo {
     pub name: String,
     pub address: String,
-    pub os: String,
     pub user: String,
     pub vars: BTreeMap<String, String>,
 }
@@ -127,6 +126,10 @@ pub type TResult<T> = std::result::Result<T, TargetError>;
 /// nothing else, so a new target (SSH, container…) needs no change to any operation.
 pub trait Target: Send + Sync {
     fn info(&self) -> &HostInfo;
+
+    /// The operating system, as `host().os` shows it (`linux`). Not part of
+    /// [`HostInfo`]: a remote host is asked only when a recipe wants to know.
+    fn os(&self) -> String;
 
     /// `lstat`: `None` when the path does not exist.
     fn stat(&self, path: &str) -> TResult<Option<Meta>>;

@@ -495,6 +495,10 @@ impl Target for Overlay {
         self.ids
     }
 
+    fn os(&self) -> String {
+        self.inner.os()
+    }
+
     /// The plan of a `become` step: reads through the real target's sudo view (root
     /// may read what the login user cannot), new files owned as root's would be, and
     /// the same planned writes as the rest of the run.

@@ -44,7 +44,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, Weak};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use ssh2::{ErrorCode, FileStat, OpenFlags, OpenType, Session, Sftp};
@@ -154,6 +154,8 @@ pub(crate) fn tilde(path: &Path) -> String {
 /// network, not about big files.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
 
+const OSTYPE: &str = "/proc/sys/kernel/ostype";
+
 /// Files up to this size are copied through SFTP, bigger ones by `cp` on the host.
 const REMOTE_COPY_THRESHOLD: u64 = 1024 * 1024;
 
@@ -173,24 +175,45 @@ struct Conn {
     posix: Option<posix_rename::PosixRename>,
     /// The server lacks the extension: rename falls back to SFTP v3 or `mv`.
     posix_unsupported: bool,
+    /// Starting SFTP failed (no `Subsystem sftp`, or a noisy login shell).
+    sftp_unavailable: bool,
     link: Link,
     /// Set when the transport failed: later calls fail fast with this reason.
     broken: Option<String>,
+    /// Calls that may have changed the host (see [`SshTarget::lock_mut`]).
+    mutations: u64,
+    /// The last `stat`: (mutations then, path, result). An operation stats a file and
+    /// then replaces it; `write` reuses that answer instead of asking again, when
+    /// nothing changed in between.
+    last_stat: Option<(u64, String, Option<Meta>)>,
 }
 
 impl Conn {
     fn sftp(&mut self) -> Result<&Sftp, ssh2::Error> {
         if self.sftp.is_none() {
-            self.sftp = Some(self.link.session.sftp()?);
+            match self.link.session.sftp() {
+                Ok(s) => self.sftp = Some(s),
+                Err(e) => {
+                    self.sftp_unavailable = !is_transport(e.code());
+                    return Err(e);
+                }
+            }
         }
         Ok(self.sftp.as_ref().expect("just opened"))
     }
 }
 
+#[derive(Default)]
+struct Facts {
+    home: OnceLock<String>,
+    os: OnceLock<String>,
+}
+
 /// An SSH host as a [`Target`].
 pub struct SshTarget {
     info: HostInfo,
-    home: String,
+    /// Learnt from the host when first needed, shared with the sudo view.
+    facts: Arc<Facts>,
     connect_time: Duration,
     become_: bool,
     command_timeout: Option<Duration>,
@@ -542,6 +565,32 @@ for f in .* *; do
 done
 "#;
 
+/// Read a file `stat` said is `size` bytes: until a read comes back short with
+/// exactly that much, or (the file changed meanwhile) to the end.
+fn read_known(file: &mut ssh2::File, data: &mut Vec<u8>, size: usize) -> std::io::Result<()> {
+    let mut buf = vec![0u8; size + 1];
+    let mut filled = 0;
+    loop {
+        let n = file.read(&mut buf[filled..])?;
+        if n == 0 {
+            data.extend_from_slice(&buf[..filled]);
+            return Ok(());
+        }
+        filled += n;
+        if filled == size {
+            // Asked for size + 1 and got exactly size: the end.
+            data.extend_from_slice(&buf[..filled]);
+            return Ok(());
+        }
+        if filled == buf.len() {
+            // Grown since the stat: read the rest the plain way.
+            data.extend_from_slice(&buf);
+            file.read_to_end(data)?;
+            return Ok(());
+        }
+    }
+}
+
 /// The errno text at the end of a tool's error line, phrased like the local target.
 fn clean_stderr(stderr: &[u8], code: Option<i32>) -> String {
     let text = String::from_utf8_lossy(stderr);
@@ -648,45 +697,21 @@ fn safe_arg(path: &str) -> String {
 }
 
 impl SshTarget {
-    /// Connect, verify the host key, log in and open SFTP.
+    /// Connect, verify the host key and log in. SFTP starts at the first file
+    /// operation: `tend exec` and `tend ping` never need it.
     pub fn connect(opts: SshOptions) -> Result<SshTarget, TargetError> {
         let started = Instant::now();
         let link = establish(&opts)?;
-        let mut conn = Conn {
+        let conn = Conn {
             sftp: None,
+            sftp_unavailable: false,
             posix: None,
             posix_unsupported: false,
             link,
             broken: None,
+            mutations: 0,
+            last_stat: None,
         };
-        let fail = |m: String| TargetError::host(&opts.name, m);
-        let sftp = conn.sftp().map_err(|e| {
-            fail(format!(
-                "cannot start SFTP: {} (is `Subsystem sftp` enabled in the host's \
-                 sshd_config? A login shell that prints at startup also breaks SFTP)",
-                e.message()
-            ))
-        })?;
-        let home = sftp
-            .realpath(Path::new("."))
-            .map(|p| p.to_string_lossy().into_owned())
-            .map_err(|e| {
-                fail(format!(
-                    "cannot find the home directory of {}: {}",
-                    opts.user,
-                    e.message()
-                ))
-            })?;
-        let os = sftp
-            .open(Path::new("/proc/sys/kernel/ostype"))
-            .ok()
-            .and_then(|mut f| {
-                let mut s = String::new();
-                f.read_to_string(&mut s).ok().map(|_| s)
-            })
-            .map(|s| s.trim().to_lowercase())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into());
         let connect_time = started.elapsed();
         tracing::debug!(host = %opts.name, ms = connect_time.as_millis() as u64, "ssh connected");
         let conn = Arc::new(Mutex::new(conn));
@@ -695,11 +720,10 @@ impl SshTarget {
             info: HostInfo {
                 name: opts.name.clone(),
                 address: opts.address.clone(),
-                os,
                 user: opts.user.clone(),
                 vars: opts.vars.clone(),
             },
-            home,
+            facts: Arc::default(),
             connect_time,
             become_: opts.become_,
             command_timeout: opts.command_timeout,
@@ -709,11 +733,29 @@ impl SshTarget {
     }
 
     /// The login user's home directory on the host (absolute), for tend's state there.
-    pub fn home(&self) -> &str {
-        &self.home
+    pub fn home(&self) -> TResult<String> {
+        if let Some(home) = self.facts.home.get() {
+            return Ok(home.clone());
+        }
+        let mut c = self.lock()?;
+        let r = match c.sftp() {
+            Ok(s) => s.realpath(Path::new(".")),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        let home = r.map(|p| p.to_string_lossy().into_owned()).map_err(|e| {
+            TargetError::host(
+                self.name(),
+                format!(
+                    "cannot find the home directory of {}: {}",
+                    self.info.user,
+                    e.message()
+                ),
+            )
+        })?;
+        Ok(self.facts.home.get_or_init(|| home).clone())
     }
 
-    /// TCP connect, handshake, host key check, authentication and SFTP start.
+    /// TCP connect, handshake, host key check and authentication.
     pub fn connect_time(&self) -> Duration {
         self.connect_time
     }
@@ -733,8 +775,35 @@ impl SshTarget {
         Ok(c)
     }
 
+    /// [`SshTarget::lock`] for a call that may change the host: it invalidates the
+    /// remembered `stat`.
+    fn lock_mut(&self) -> TResult<MutexGuard<'_, Conn>> {
+        let mut c = self.lock()?;
+        c.mutations += 1;
+        Ok(c)
+    }
+
+    /// What `path` was at the last `stat`, if that was the call right before this
+    /// change (reads in between are fine).
+    fn stat_before_change(c: &mut Conn, path: &str) -> Option<Option<Meta>> {
+        match c.last_stat.take() {
+            Some((at, p, meta)) if at + 1 == c.mutations && p == path => Some(meta),
+            _ => None,
+        }
+    }
+
     /// A libssh2 error outside SFTP status codes: the connection is in trouble.
     fn lost(&self, c: &mut Conn, e: &ssh2::Error) -> TargetError {
+        if c.sftp.is_none() && c.sftp_unavailable {
+            return TargetError::host(
+                self.name(),
+                format!(
+                    "cannot start SFTP: {} (is `Subsystem sftp` enabled in the host's \
+                     sshd_config? A login shell that prints at startup also breaks SFTP)",
+                    e.message()
+                ),
+            );
+        }
         if is_transport(e.code()) {
             let why = match e.code() {
                 ErrorCode::Session(-9 | -30) => {
@@ -929,8 +998,23 @@ impl SshTarget {
             }
             Err(e) => return Err(self.sftp_err(c, path, &e)),
         };
+        // The size `stat` just gave saves a round trip: ask for one byte more, and
+        // a short answer of exactly that size is the whole file (OpenSSH answers a
+        // read of a regular file short only at its end), no need to ask for the EOF.
+        let known = match &c.last_stat {
+            Some((at, p, Some(m))) if *at == c.mutations && p == path && m.kind == Kind::File => {
+                Some(m.size as usize)
+            }
+            _ => None,
+        };
         let mut data = Vec::new();
-        if let Err(e) = file.read_to_end(&mut data) {
+        let read = match known {
+            Some(size) if size < REMOTE_COPY_THRESHOLD as usize => {
+                read_known(&mut file, &mut data, size)
+            }
+            _ => file.read_to_end(&mut data).map(|_| ()),
+        };
+        if let Err(e) = read {
             drop(file);
             let as_ssh = ssh2::Error::from_errno(ErrorCode::SFTP(FAILURE));
             let err = self.explain_failure(c, path, &as_ssh, "read");
@@ -1045,7 +1129,10 @@ impl SshTarget {
     }
 
     fn write_sftp(&self, c: &mut Conn, path: &str, data: &[u8], mode: u32) -> TResult<()> {
-        let old = self.lstat_in(c, path)?;
+        let old = match Self::stat_before_change(c, path) {
+            Some(meta) => meta,
+            None => self.lstat_in(c, path)?,
+        };
         if let Some(m) = &old {
             if m.kind == Kind::Dir {
                 return Err(TargetError::path(self.name(), path, "is a directory"));
@@ -1141,6 +1228,20 @@ impl Target for SshTarget {
         &self.info
     }
 
+    /// `/proc/sys/kernel/ostype` (`linux`), read once when a recipe asks.
+    fn os(&self) -> String {
+        self.facts
+            .os
+            .get_or_init(|| {
+                self.read(OSTYPE)
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "unknown".into())
+            })
+            .clone()
+    }
+
     fn creator_ids(&self) -> (u32, u32) {
         if self.become_ {
             return (0, 0); // sudo -n: root and root's group
@@ -1156,7 +1257,7 @@ impl Target for SshTarget {
     fn elevated(&self) -> TResult<Arc<dyn Target>> {
         Ok(Arc::new(SshTarget {
             info: self.info.clone(),
-            home: self.home.clone(),
+            facts: self.facts.clone(),
             connect_time: self.connect_time,
             become_: true,
             command_timeout: self.command_timeout,
@@ -1167,7 +1268,9 @@ impl Target for SshTarget {
 
     fn stat(&self, path: &str) -> TResult<Option<Meta>> {
         let mut c = self.lock()?;
-        self.lstat_in(&mut c, path)
+        let meta = self.lstat_in(&mut c, path)?;
+        c.last_stat = Some((c.mutations, path.to_string(), meta.clone()));
+        Ok(meta)
     }
 
     fn read(&self, path: &str) -> TResult<Vec<u8>> {
@@ -1232,7 +1335,7 @@ impl Target for SshTarget {
     }
 
     fn write(&self, path: &str, data: &[u8], mode: u32) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if !self.become_ {
             return self.write_sftp(&mut c, path, data, mode);
         }
@@ -1248,7 +1351,7 @@ impl Target for SshTarget {
     }
 
     fn copy_file(&self, from: &str, to: &str) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if !self.become_ {
             let meta = self.lstat_in(&mut c, from)?;
             let small = match &meta {
@@ -1274,7 +1377,7 @@ impl Target for SshTarget {
     }
 
     fn mkdir(&self, path: &str, mode: u32) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if self.become_ {
             let (p, m) = (safe_arg(path), format!("{:o}", mode & 0o7777));
             self.script_ok(
@@ -1308,7 +1411,7 @@ impl Target for SshTarget {
     }
 
     fn remove_file(&self, path: &str) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if self.become_ {
             let p = safe_arg(path);
             self.script_ok(&mut c, true, path, "rm -- \"$1\"", &[&p], &[])?;
@@ -1322,7 +1425,7 @@ impl Target for SshTarget {
     }
 
     fn remove_dir(&self, path: &str) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if self.become_ {
             let p = safe_arg(path);
             self.script_ok(&mut c, true, path, "rmdir -- \"$1\"", &[&p], &[])?;
@@ -1336,12 +1439,12 @@ impl Target for SshTarget {
     }
 
     fn rename(&self, from: &str, to: &str) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         self.rename_in(&mut c, from, to)
     }
 
     fn symlink(&self, link_target: &str, path: &str) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if self.become_ {
             let p = safe_arg(path);
             let script = r#"if [ -e "$2" ] || [ -L "$2" ]; then echo "ln: $2: File exists" >&2; exit 1; fi
@@ -1360,7 +1463,7 @@ ln -s -- "$1" "$2""#;
     }
 
     fn chmod(&self, path: &str, mode: u32) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if self.become_ {
             let (p, m) = (safe_arg(path), format!("{:o}", mode & 0o7777));
             self.script_ok(&mut c, true, path, "chmod \"$2\" -- \"$1\"", &[&p, &m], &[])?;
@@ -1379,7 +1482,7 @@ ln -s -- "$1" "$2""#;
     }
 
     fn chown(&self, path: &str, uid: u32, gid: u32) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         let is_link = !self.become_
             && matches!(self.lstat_in(&mut c, path)?, Some(m) if m.kind == Kind::Symlink);
         if self.become_ || is_link {
@@ -1409,7 +1512,7 @@ ln -s -- "$1" "$2""#;
     }
 
     fn set_mtime(&self, path: &str, mtime: i64) -> TResult<()> {
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         if self.become_ {
             let stamp = chrono::DateTime::from_timestamp(mtime.max(0), 0)
                 .map(|t| t.format("%Y%m%d%H%M.%S").to_string())
@@ -1451,7 +1554,7 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
         if let Some(data) = &req.stdin {
             stdin.extend_from_slice(data);
         }
-        let mut c = self.lock()?;
+        let mut c = self.lock_mut()?;
         let become_ = self.become_ || req.become_;
         let out = {
             let session = &c.link.session;

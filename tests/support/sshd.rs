@@ -130,8 +130,13 @@ impl Sshd {
 
     /// An sshd for `tendtest`, who has passwordless sudo.
     pub fn start_tendtest() -> Sshd {
+        Self::start_tendtest_with("")
+    }
+
+    /// [`Sshd::start_tendtest`] with more sshd_config (it wins over the defaults).
+    pub fn start_tendtest_with(extra_config: &str) -> Sshd {
         ensure_test_users();
-        Self::start_with(TEST_USER, "")
+        Self::start_with(TEST_USER, extra_config)
     }
 
     /// `user` is who `options()` logs in as; `extra_config` is appended to sshd_config.
@@ -193,12 +198,19 @@ impl Sshd {
              PrintMotd no\n\
              PrintLastLog no\n\
              AllowTcpForwarding yes\n\
-             LogLevel VERBOSE\n\
+             {loglevel}\
              {extra}\n",
             port = self.port,
             hk = self.host_key.display(),
             d = d.display(),
             extra = self.extra_config,
+            // VERBOSE by default: tests read the log (who logged in, forwarding, and
+            // that no secret shows up in what sshd logs of SFTP requests).
+            loglevel = if self.extra_config.contains("LogLevel") {
+                ""
+            } else {
+                "LogLevel VERBOSE\n"
+            },
             subsystem = if self.extra_config.contains("Subsystem") {
                 ""
             } else {
