@@ -207,6 +207,7 @@ impl Conn {
 struct Facts {
     home: OnceLock<String>,
     os: OnceLock<String>,
+    login_sh: OnceLock<bool>,
 }
 
 /// An SSH host as a [`Target`].
@@ -753,6 +754,36 @@ impl SshTarget {
             )
         })?;
         Ok(self.facts.home.get_or_init(|| home).clone())
+    }
+
+    /// Whether the login shell is `/bin/sh` (or dash) itself, so that a command needs
+    /// no `exec /bin/sh -c` around it. Learnt from /etc/passwd, once, and only when
+    /// SFTP is open anyway: `tend exec` and `ping` do not start SFTP to save a process.
+    /// Unknown (an LDAP account, another shell, no SFTP yet): the wrapper stays.
+    fn login_shell_is_sh(&self) -> bool {
+        if let Some(known) = self.facts.login_sh.get() {
+            return *known;
+        }
+        if self.lock().map(|c| c.sftp.is_none()).unwrap_or(true) {
+            return false;
+        }
+        let user = &self.info.user;
+        let sh = self
+            .read("/etc/passwd")
+            .ok()
+            .and_then(|text| {
+                String::from_utf8_lossy(&text).lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() == 7 && f[0] == user).then(|| f[6].to_string())
+                })
+            })
+            .is_some_and(|shell| {
+                matches!(
+                    shell.as_str(),
+                    "/bin/sh" | "/usr/bin/sh" | "/bin/dash" | "/usr/bin/dash"
+                )
+            });
+        *self.facts.login_sh.get_or_init(|| sh)
     }
 
     /// TCP connect, handshake, host key check and authentication.
@@ -1543,13 +1574,18 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
         tracing::debug!(host = %self.name(), command = %req.command.lines().next().unwrap_or(""), "ssh exec");
         let timeout = req.timeout.or(self.command_timeout);
         let marker = timeout.map(|_| exec::new_marker());
-        let (line, mut stdin) = exec::command_line(
-            &req.command,
-            &req.env,
-            self.become_ || req.become_,
-            &[],
-            marker.as_deref(),
-        )
+        let plain = marker.is_none() && !(self.become_ || req.become_);
+        let (line, mut stdin) = if plain && self.login_shell_is_sh() {
+            exec::direct_line(&req.command, &req.env)
+        } else {
+            exec::command_line(
+                &req.command,
+                &req.env,
+                self.become_ || req.become_,
+                &[],
+                marker.as_deref(),
+            )
+        }
         .map_err(|m| TargetError::host(self.name(), m))?;
         if let Some(data) = &req.stdin {
             stdin.extend_from_slice(data);

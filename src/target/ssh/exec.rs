@@ -107,6 +107,41 @@ pub(crate) fn command_line(
     args: &[&str],
     marker: Option<&str>,
 ) -> Result<(String, Vec<u8>), String> {
+    let (script, header) = with_env(script, env, marker)?;
+    let mut line = String::from("exec ");
+    if become_ {
+        line.push_str("sudo -n ");
+    }
+    line.push_str("/bin/sh -c ");
+    line.push_str(&shell_quote(&script));
+    if marker.is_some() || !args.is_empty() {
+        line.push(' ');
+        line.push_str(marker.unwrap_or("tend"));
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+    }
+    Ok((line, header))
+}
+
+/// The exec string for a login shell that is `/bin/sh` itself: the script as it is,
+/// which sshd already runs as `sh -c SCRIPT`. One process fewer than `exec /bin/sh -c`
+/// (on a VM, where starting a process is what a command costs, about a third).
+pub(crate) fn direct_line(
+    script: &str,
+    env: &[(String, String)],
+) -> Result<(String, Vec<u8>), String> {
+    with_env(script, env, None)
+}
+
+/// `script` preceded by the marker and the reader of the environment header; and the
+/// header.
+fn with_env(
+    script: &str,
+    env: &[(String, String)],
+    marker: Option<&str>,
+) -> Result<(String, Vec<u8>), String> {
     let mut header = String::new();
     for (k, v) in env {
         if !valid_env_name(k) {
@@ -128,22 +163,7 @@ pub(crate) fn command_line(
         ));
     }
     full.push_str(script);
-    let script = full;
-    let mut line = String::from("exec ");
-    if become_ {
-        line.push_str("sudo -n ");
-    }
-    line.push_str("/bin/sh -c ");
-    line.push_str(&shell_quote(&script));
-    if marker.is_some() || !args.is_empty() {
-        line.push(' ');
-        line.push_str(marker.unwrap_or("tend"));
-        for a in args {
-            line.push(' ');
-            line.push_str(&shell_quote(a));
-        }
-    }
-    Ok((line, header.into_bytes()))
+    Ok((full, header.into_bytes()))
 }
 
 /// A fresh marker for one command.
