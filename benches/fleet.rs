@@ -79,16 +79,16 @@ fn fresh(h: &Sshd, root: &Path) {
     h.hand_over(&[root]);
 }
 
-fn best_of(n: usize, mut f: impl FnMut() -> Measure) -> Measure {
-    let mut best: Option<Measure> = None;
-    for _ in 0..n {
-        let m = f();
-        if best.as_ref().is_none_or(|b| m.wall < b.wall) {
-            best = Some(m);
-        }
-    }
-    best.unwrap()
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[v.len() / 2]
 }
+
+/// Rounds per host count. Each round measures the floor and the three runs back to
+/// back, and ratios are taken within a round: this machine's speed drifts by tens of
+/// percent over a minute, and comparing a run with a floor measured at another
+/// moment measures the drift. The median round is reported, with the spread.
+const ROUNDS: usize = 7;
 
 fn main() {
     // As `tendtest`, whose login shell is /bin/sh: root's bash here runs `pyenv init`
@@ -128,45 +128,65 @@ fn main() {
             a.extend_from_slice(extra);
             measure(dir, &a)
         };
-        let floor = best_of(3, || {
+        let ping = || {
             let mut a = vec!["ping"];
             a.extend_from_slice(&common);
             measure(dir, &a)
-        });
-        let dry = best_of(3, || run(&["--dry-run"]));
-        // A first run can happen once per state of the files: reset them between
-        // tries so it is the best of 3 like the others.
-        let first = best_of(3, || {
+        };
+        let reset = || {
             for h in hosts.iter().take(n) {
                 fresh(h, &h.root.join(format!("bench{n}")));
             }
-            let m = run(&[]);
-            assert_eq!(m.code, 0, "first run failed");
-            m
-        });
-        let second = best_of(3, || run(&[]));
-        assert_eq!(second.code, 0);
-        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
-        let ratio =
-            |a: &Measure| format!("{:.2}×", a.wall.as_secs_f64() / floor.wall.as_secs_f64());
+        };
+        // Warm-up (page cache, first sshd forks), not counted.
+        ping();
+        run(&[]);
+        let mut rounds: Vec<[Measure; 4]> = Vec::new();
+        for _ in 0..ROUNDS {
+            let floor = ping();
+            assert_eq!(floor.code, 0, "ping failed");
+            reset();
+            // On the reset files: the dry-run plans all ten changes.
+            let dry = run(&["--dry-run"]);
+            let first = run(&[]);
+            assert_eq!(first.code, 0, "first run failed");
+            let second = run(&[]);
+            assert_eq!(second.code, 0, "no-change run failed");
+            rounds.push([floor, first, second, dry]);
+        }
+        let wall = |k: usize| median(rounds.iter().map(|r| r[k].wall.as_secs_f64()).collect());
+        let cpu = |k: usize| median(rounds.iter().map(|r| r[k].cpu.as_secs_f64()).collect());
+        let ratio = |k: usize| {
+            let r: Vec<f64> = rounds
+                .iter()
+                .map(|r| r[k].wall.as_secs_f64() / r[0].wall.as_secs_f64())
+                .collect();
+            let (lo, hi) = r
+                .iter()
+                .fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            format!("{:.2}× ({lo:.2}–{hi:.2})", median(r))
+        };
+        let ms = |s: f64| format!("{:.0} ms", s * 1000.0);
+        let rss = rounds.iter().map(|r| r[1].rss_kib).max().unwrap_or(0);
         writeln!(
             table,
             "| {n} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} / {} |",
-            ms(floor.wall),
-            ms(first.wall),
-            ms(second.wall),
-            ms(dry.wall),
-            ratio(&first),
-            ratio(&second),
-            ratio(&dry),
-            first.rss_kib as f64 / 1024.0,
-            ms(floor.cpu),
-            ms(first.cpu),
-            ms(second.cpu)
+            ms(wall(0)),
+            ms(wall(1)),
+            ms(wall(2)),
+            ms(wall(3)),
+            ratio(1),
+            ratio(2),
+            ratio(3),
+            rss as f64 / 1024.0,
+            ms(cpu(0)),
+            ms(cpu(1)),
+            ms(cpu(2))
         )
         .unwrap();
         eprintln!("done: {n} hosts");
     }
+    println!("Median of {ROUNDS} rounds; ratios are per round (floor measured in the same round), median and (min–max).\n");
     println!("{table}");
 
     // Sequential commands on one connected host.
@@ -178,19 +198,24 @@ fn main() {
         t.exec(&ExecRequest::new("true")).unwrap();
         t0.elapsed()
     };
-    // One round trip: the median of several single commands, measured the same way.
-    let mut singles: Vec<Duration> = (0..9).map(|_| once(&t)).collect();
-    singles.sort();
-    let single = singles[singles.len() / 2];
-    let t0 = Instant::now();
-    for _ in 0..10 {
-        t.exec(&ExecRequest::new("true")).unwrap();
-    }
-    let ten = t0.elapsed();
+    // One round trip: the median of several single commands, measured the same way;
+    // ten in a row, the median of several tens.
+    let singles: Vec<f64> = (0..15).map(|_| once(&t).as_secs_f64()).collect();
+    let single = median(singles);
+    let tens: Vec<f64> = (0..5)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..10 {
+                t.exec(&ExecRequest::new("true")).unwrap();
+            }
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    let ten = median(tens);
     println!(
-        "10 sequential sh(\"true\") on one connected host: {:.1} ms; one: {:.2} ms; ratio {:.1}× (target ≤ 10×)",
-        ten.as_secs_f64() * 1000.0,
-        single.as_secs_f64() * 1000.0,
-        ten.as_secs_f64() / single.as_secs_f64()
+        "10 sequential sh(\"true\") on one connected host: {:.1} ms; one: {:.2} ms; ratio {:.1}× (target ≤ 10×; medians of 5 and 15)",
+        ten * 1000.0,
+        single * 1000.0,
+        ten / single
     );
 }

@@ -228,6 +228,10 @@ impl Sshd {
             .open(self.dir.path().join("sshd.log"))
             .unwrap();
         let mut child = Command::new(SSHD)
+            // As a service manager starts it: not with cargo's LD_LIBRARY_PATH, which
+            // sends the loader of every connection's re-exec through target/ dirs.
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .arg("-D")
             .arg("-e")
             .arg("-f")
