@@ -663,3 +663,29 @@ fn a_locked_host_is_reported_and_left_alone() {
     );
     assert_eq!(f.trees(), before);
 }
+
+/// `host()` over SSH: the inventory's name, address, user and vars, and the os read
+/// from the host (only when a recipe asks for it); a field it lacks is an error.
+#[test]
+fn host_facts_over_ssh() {
+    let f = Fleet::new(1);
+    let r = f.recipe(
+        "let h = host();\nlog::info(`${h.name}|${h.address}|${h[\"user\"]}|${h.os}|${h.vars.root == \"\"}`);\n",
+    );
+    let run = f.tend(&["run", &r, "--json"], "h1");
+    run.assert_code(0);
+    let msg = run
+        .events()
+        .iter()
+        .find_map(|e| e["message"].as_str().map(str::to_string))
+        .expect("a log line");
+    assert_eq!(msg, "h1|127.0.0.1|tendtest|linux|false");
+    let bad = f.recipe("log::info(host()[\"color\"]);\n");
+    let run = f.tend(&["run", &bad, "--json"], "h1");
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("r.rhai:1:") && run.stderr.contains("host() has no `color`"),
+        "{}",
+        run.stderr
+    );
+}

@@ -71,22 +71,38 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         },
     );
 
+    // `host()`: name, address, user, vars and os. A type with getters rather than a
+    // map so that `os` is asked of the host only by a recipe that reads it.
     let h = host.clone();
-    engine.register_fn("host", move || -> Map {
-        let info = h.ctx.target.info();
-        let mut m = Map::new();
-        m.insert("name".into(), info.name.clone().into());
-        m.insert("address".into(), info.address.clone().into());
-        m.insert("os".into(), h.ctx.target.os().into());
-        m.insert("user".into(), info.user.clone().into());
-        let vars: Map = info
-            .vars
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
-            .collect();
-        m.insert("vars".into(), vars.into());
-        m
-    });
+    engine.register_fn("host", move || HostFacts(h.ctx.target.clone()));
+    engine
+        .register_type_with_name::<HostFacts>("host")
+        .register_get("name", |f: &mut HostFacts| f.0.info().name.clone())
+        .register_get("address", |f: &mut HostFacts| f.0.info().address.clone())
+        .register_get("user", |f: &mut HostFacts| f.0.info().user.clone())
+        .register_get("os", |f: &mut HostFacts| f.0.os())
+        .register_get("vars", |f: &mut HostFacts| f.vars())
+        .register_indexer_get(
+            |call: NativeCallContext, f: &mut HostFacts, key: &str| -> RResult<Dynamic> {
+                Ok(match key {
+                    "name" => f.0.info().name.clone().into(),
+                    "address" => f.0.info().address.clone().into(),
+                    "user" => f.0.info().user.clone().into(),
+                    "os" => f.0.os().into(),
+                    "vars" => f.vars().into(),
+                    other => {
+                        return Err(err(
+                            &call,
+                            format!(
+                                "host() has no `{other}` (it has name, address, user, os, vars)"
+                            ),
+                        ))
+                    }
+                })
+            },
+        )
+        .register_fn("to_string", |f: &mut HostFacts| f.describe())
+        .register_fn("to_debug", |f: &mut HostFacts| f.describe());
 
     let mut log = Module::new();
     for level in ["info", "warn", "error"] {
@@ -121,4 +137,31 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
             .unwrap_or_default())
     });
     engine.register_static_module("time", time.into());
+}
+
+/// What `host()` returns.
+#[derive(Clone)]
+pub struct HostFacts(Arc<dyn crate::target::Target>);
+
+impl HostFacts {
+    fn vars(&self) -> Map {
+        self.0
+            .info()
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        let i = self.0.info();
+        format!(
+            "#{{name: {:?}, address: {:?}, user: {:?}, os: {:?}, vars: {:?}}}",
+            i.name,
+            i.address,
+            i.user,
+            self.0.os(),
+            i.vars
+        )
+    }
 }
