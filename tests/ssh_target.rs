@@ -864,3 +864,27 @@ fn agent_child(port: u16) {
     assert!(!e.contains("ssh-agent"), "{e}");
     assert!(e.contains(&stranger.display().to_string()), "{e}");
 }
+
+/// Files are created with their final mode where that is safe, and a chmod round trip
+/// is skipped once a mode is known to come out whole in a directory: whatever the
+/// server's umask clears must still end up set, and set-id bits too.
+#[test]
+fn written_modes_are_exact_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // A umask that clears group and other write, and the sshd's own for contrast.
+    let sshd = Sshd::start_tendtest_with("Subsystem sftp internal-sftp -u 027");
+    let t = connect(&sshd);
+    let modes = [
+        0o644, 0o600, 0o640, 0o666, 0o777, 0o755, 0o4755, 0o2750, 0o444, 0o000,
+    ];
+    for (i, mode) in modes.iter().enumerate() {
+        let p = sshd.path(&format!("m{i}"));
+        t.write(&p, b"x", *mode).unwrap();
+        let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, *mode, "{p}: {got:o} instead of {mode:o}");
+        // Written again (a replace): still exact.
+        t.write(&p, b"y", *mode).unwrap();
+        let got = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, *mode, "{p} replaced: {got:o} instead of {mode:o}");
+    }
+}

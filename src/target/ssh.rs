@@ -186,6 +186,9 @@ struct Conn {
     /// then replaces it; `write` reuses that answer instead of asking again, when
     /// nothing changed in between.
     last_stat: Option<(u64, String, Option<Meta>)>,
+    /// Per directory: permission bits a file created there is known to keep (see
+    /// `write_sftp`).
+    exact_modes: std::collections::HashMap<String, u32>,
 }
 
 impl Conn {
@@ -712,6 +715,7 @@ impl SshTarget {
             broken: None,
             mutations: 0,
             last_stat: None,
+            exact_modes: Default::default(),
         };
         let connect_time = started.elapsed();
         tracing::debug!(host = %opts.name, ms = connect_time.as_millis() as u64, "ssh connected");
@@ -1171,17 +1175,26 @@ impl SshTarget {
         }
         let dir = super::parent(path);
         let tmp = super::join(dir, &format!(".tend-{}", unique_suffix()));
+        // Created with the final mode where that is safe to ask for (no set-id bits):
+        // the server's umask (or the directory's default ACL) may clear bits, so the
+        // first file of a directory is checked with fstat, and once a mode is known to
+        // come out whole there, later files within it need no chmod round trip.
+        let mode = mode & 0o7777;
+        let plain_mode = mode & 0o7000 == 0;
+        let exact_here = c.exact_modes.get(dir).copied().unwrap_or(0);
+        let needs_chmod = !plain_mode || mode & !exact_here != 0;
         let opened = match c.sftp() {
             Ok(s) => s.open_mode(
                 Path::new(&tmp),
                 OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
-                0o600,
+                if plain_mode { mode as i32 } else { 0o600 },
                 OpenType::File,
             ),
             Err(e) => return Err(self.lost(c, &e)),
         };
         let mut file = opened.map_err(|e| self.sftp_err(c, path, &e))?;
-        let result = (|| -> Result<(), ssh2::Error> {
+        // Ok(true): the mode came out whole without a chmod (learnt for `dir`).
+        let result = (|| -> Result<bool, ssh2::Error> {
             file.write_all(data).map_err(|e| {
                 // ssh2 wraps its own error in the io::Error: keep its code.
                 e.get_ref()
@@ -1201,11 +1214,21 @@ impl SshTarget {
                     ..empty_stat()
                 });
             }
+            if !needs_chmod {
+                return Ok(false);
+            }
+            if plain_mode {
+                if let Ok(st) = file.stat() {
+                    if st.perm.map(|p| p & 0o7777) == Some(mode) {
+                        return Ok(true);
+                    }
+                }
+            }
             file.setstat(FileStat {
-                perm: Some(mode & 0o7777),
+                perm: Some(mode),
                 ..empty_stat()
             })?;
-            Ok(())
+            Ok(false)
         })();
         drop(file);
         let cleanup = |c: &mut Conn| {
@@ -1213,6 +1236,9 @@ impl SshTarget {
                 let _ = s.unlink(Path::new(&tmp));
             }
         };
+        if let Ok(true) = result {
+            *c.exact_modes.entry(dir.to_string()).or_default() |= mode;
+        }
         if let Err(e) = result {
             let err = match sftp_code(&e) {
                 Some(n) if n != FAILURE => {
