@@ -689,3 +689,47 @@ fn host_facts_over_ssh() {
         run.stderr
     );
 }
+
+/// On the local machine a file step runs as root only when tend itself does: as
+/// another user, `become` for a file step is refused with what to do, and nothing
+/// changes.
+#[test]
+fn become_for_a_local_file_step_needs_tend_as_root() {
+    use std::os::unix::process::CommandExt;
+    sshd::ensure_test_users();
+    let (uid, gid) = sshd::uid_of(sshd::TEST_USER);
+    let w = World::new();
+    w.write("kept", "as it was\n");
+    let r = w.recipe(
+        "r.rhai",
+        &format!(
+            "become(|| {{ fs::file(\"{}\", \"changed\\n\"); }});\n",
+            w.path("kept")
+        ),
+    );
+    let ok = std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(w.dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let before = w.snapshot();
+    let out = w
+        .command()
+        .env("HOME", w.dir.path())
+        .env("USER", sshd::TEST_USER)
+        .args(["run", r.to_str().unwrap(), "--json"])
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("needs tend itself to run as root"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_same(&before, &w.snapshot());
+}

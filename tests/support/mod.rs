@@ -24,7 +24,7 @@ pub struct Run {
     pub stderr: String,
 }
 
-impl Run {
+impl From<Output> for Run {
     fn from(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
@@ -32,7 +32,9 @@ impl Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
 
+impl Run {
     /// The `--json` event lines of stdout.
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.stdout

@@ -76,7 +76,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn uid_of(user: &str) -> (u32, u32) {
+pub fn uid_of(user: &str) -> (u32, u32) {
     let text = fs::read_to_string("/etc/passwd").unwrap();
     for line in text.lines() {
         let f: Vec<&str> = line.split(':').collect();
