@@ -752,8 +752,6 @@ pub fn rollback_host(
             })?)
         };
     let mut report = RollbackReport::default();
-    // The sudo view of the host, made once, only when a record was made as root.
-    let mut as_root: Option<std::result::Result<Arc<dyn Target>, String>> = None;
     for e in entries.iter().rev().filter(|e| !e.undone) {
         let action = e.undo.describe();
         let result = if dry_run {
@@ -773,19 +771,15 @@ pub fn rollback_host(
             ));
             "skipped".to_string()
         } else {
-            let root = if e.become_ && !matches!(e.undo, Undo::Command { .. }) {
-                Some(
-                    as_root
-                        .get_or_insert_with(|| target.elevated().map_err(|e| e.to_string()))
-                        .clone(),
-                )
+            // A change made as root is reverted through the host's sudo view (no I/O
+            // to make one); an undo command asks sudo itself.
+            let result = if e.become_ && !matches!(e.undo, Undo::Command { .. }) {
+                target
+                    .elevated()
+                    .map_err(Into::into)
+                    .and_then(|t| e.undo.revert(t.as_ref(), true))
             } else {
-                None
-            };
-            let result = match root {
-                None => e.undo.revert(target, e.become_),
-                Some(Ok(t)) => e.undo.revert(t.as_ref(), e.become_),
-                Some(Err(m)) => Err(crate::ops::OpError::Invalid(m)),
+                e.undo.revert(target, e.become_)
             };
             match result {
                 Ok(r) => {

@@ -11,7 +11,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -60,10 +60,7 @@ impl RunMeta {
 
 /// `/var/lib/tend` for root, else `$XDG_STATE_HOME/tend` (or `~/.local/state/tend`).
 pub fn default_root() -> PathBuf {
-    let is_root = fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    if is_root {
+    if crate::target::local::running_as_root() {
         return PathBuf::from("/var/lib/tend");
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {

@@ -418,6 +418,23 @@ fn rotate_minus_1() {
 
 // ---------------------------------------------------------------- dateext / dateformat
 
+/// The dated name a rotation gave: today's date in `fmt`, read before and after
+/// `run_it` (at midnight either may be right), whichever file exists.
+fn rotated_today(
+    w: &World,
+    fmt: &str,
+    name: impl Fn(&str) -> String,
+    run_it: impl FnOnce(),
+) -> String {
+    let before = name(&chrono::Local::now().format(fmt).to_string());
+    run_it();
+    if w.root().join(&before).exists() {
+        before
+    } else {
+        name(&chrono::Local::now().format(fmt).to_string())
+    }
+}
+
 /// logrotate(8), `dateext`: "Archive old versions of log files adding a date
 /// extension like YYYYMMDD instead of simply adding a number." and `dateformat`:
 /// "logrotate sorts all rotated filenames to find out which logfiles are older and
@@ -426,8 +443,6 @@ fn rotate_minus_1() {
 #[test]
 fn dateext() {
     let w = World::new();
-    // The run happens between `before` and `after`: at midnight either may be right.
-    let before = chrono::Local::now().format("%Y%m%d").to_string();
     write(&w, "app.log", "today\n", 0o644);
     write(&w, "app.log-20200101", "oldest\n", 0o644);
     write(&w, "app.log-20200102.gz", "older (compressed)\n", 0o644);
@@ -438,14 +453,14 @@ fn dateext() {
         ("keep", "2"),
         ("compress", "false"),
     ];
-    rotate(&w, &p).assert_code(0);
-    let after = chrono::Local::now().format("%Y%m%d").to_string();
-    let stamp = if w.root().join(format!("app.log-{before}")).exists() {
-        before
-    } else {
-        after
-    };
-    let dated = format!("app.log-{stamp}");
+    let dated = rotated_today(
+        &w,
+        "%Y%m%d",
+        |d| format!("app.log-{d}"),
+        || {
+            rotate(&w, &p).assert_code(0);
+        },
+    );
     assert_files(
         &w,
         &[
@@ -478,7 +493,6 @@ fn dateext() {
 #[test]
 fn dateformat() {
     let w = World::new();
-    let before = chrono::Local::now().format("%Y-%m-%d").to_string();
     write(&w, "app.log", "today\n", 0o644);
     write(&w, "app.log-2020-01-01.gz", "x", 0o644);
     write(&w, "app.log-2020-01-02", "old\n", 0o644);
@@ -489,14 +503,14 @@ fn dateformat() {
         ("keep", "2"),
         ("delaycompress", "false"),
     ];
-    rotate(&w, &p).assert_code(0);
-    let after = chrono::Local::now().format("%Y-%m-%d").to_string();
-    let stamp = if w.root().join(format!("app.log-{before}.gz")).exists() {
-        before
-    } else {
-        after
-    };
-    let dated = format!("app.log-{stamp}.gz");
+    let dated = rotated_today(
+        &w,
+        "%Y-%m-%d",
+        |d| format!("app.log-{d}.gz"),
+        || {
+            rotate(&w, &p).assert_code(0);
+        },
+    );
     // The oldest by its date went; the other old copy and today's are compressed.
     assert_files(
         &w,

@@ -356,8 +356,9 @@ fn exec_timeout_kills_the_command() {
     assert!(out.timed_out);
     assert_ne!(out.code, 0);
     assert_eq!(out.stdout, b"started\n");
+    // Killed at its timeout, not waited for (the sleep is 40 s and more).
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
@@ -590,7 +591,8 @@ fn unreachable_hosts_fail_fast_and_clearly() {
     o.identities_only = true;
     let started = Instant::now();
     let e = connect_err(o.clone());
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Refused is final: no waiting out the 10 s connect timeout.
+    assert!(started.elapsed() < o.connect_timeout);
     assert_eq!(
         e,
         format!(
@@ -604,7 +606,8 @@ fn unreachable_hosts_fail_fast_and_clearly() {
     o.connect_timeout = Duration::from_millis(700);
     let started = Instant::now();
     let e = connect_err(o.clone());
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // Given up at the connect timeout, not at the 60 s I/O timeout.
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
         e.contains("did not complete the SSH handshake within 700ms"),
         "{e}"
@@ -722,8 +725,9 @@ fn become_writes_root_owned_files_through_sudo() {
     let started = Instant::now();
     let out = t.exec(&req).unwrap();
     assert!(out.timed_out);
+    // Killed at its timeout, not waited for (the sleep is 40 s and more).
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
@@ -786,7 +790,8 @@ fn lost_connection_fails_fast() {
     let started = Instant::now();
     let e1 = t.exec(&ExecRequest::new("echo 2")).unwrap_err().to_string();
     let e2 = t.stat("/").unwrap_err().to_string();
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // Seen at once, not after the 60 s I/O timeout.
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert!(e1.contains("SSH connection lost"), "{e1}");
     assert!(e2.contains("connection was lost earlier"), "{e2}");
 }

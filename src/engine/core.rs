@@ -77,32 +77,26 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     engine.register_fn("host", move || HostFacts(h.ctx.target.clone()));
     engine
         .register_type_with_name::<HostFacts>("host")
-        .register_get("name", |f: &mut HostFacts| f.0.info().name.clone())
-        .register_get("address", |f: &mut HostFacts| f.0.info().address.clone())
-        .register_get("user", |f: &mut HostFacts| f.0.info().user.clone())
-        .register_get("os", |f: &mut HostFacts| f.0.os())
-        .register_get("vars", |f: &mut HostFacts| f.vars())
         .register_indexer_get(
             |call: NativeCallContext, f: &mut HostFacts, key: &str| -> RResult<Dynamic> {
-                Ok(match key {
-                    "name" => f.0.info().name.clone().into(),
-                    "address" => f.0.info().address.clone().into(),
-                    "user" => f.0.info().user.clone().into(),
-                    "os" => f.0.os().into(),
-                    "vars" => f.vars().into(),
-                    other => {
-                        return Err(err(
-                            &call,
-                            format!(
-                                "host() has no `{other}` (it has name, address, user, os, vars)"
-                            ),
-                        ))
-                    }
+                f.field(key).ok_or_else(|| {
+                    err(
+                        &call,
+                        format!(
+                            "host() has no `{key}` (it has {})",
+                            HostFacts::FIELDS.join(", ")
+                        ),
+                    )
                 })
             },
         )
         .register_fn("to_string", |f: &mut HostFacts| f.describe())
         .register_fn("to_debug", |f: &mut HostFacts| f.describe());
+    for name in HostFacts::FIELDS {
+        engine.register_get(name, move |f: &mut HostFacts| {
+            f.field(name).expect("one of FIELDS")
+        });
+    }
 
     let mut log = Module::new();
     for level in ["info", "warn", "error"] {
@@ -144,13 +138,23 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
 pub struct HostFacts(Arc<dyn crate::target::Target>);
 
 impl HostFacts {
-    fn vars(&self) -> Map {
-        self.0
-            .info()
-            .vars
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
-            .collect()
+    const FIELDS: [&'static str; 5] = ["name", "address", "user", "os", "vars"];
+
+    fn field(&self, key: &str) -> Option<Dynamic> {
+        let i = self.0.info();
+        Some(match key {
+            "name" => i.name.clone().into(),
+            "address" => i.address.clone().into(),
+            "user" => i.user.clone().into(),
+            "os" => self.0.os().into(),
+            "vars" => i
+                .vars
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                .collect::<Map>()
+                .into(),
+            _ => return None,
+        })
     }
 
     fn describe(&self) -> String {

@@ -227,7 +227,7 @@ impl HostContext {
                 "`become: true`, but the recipe declares `//! become: false`",
             ));
         }
-        if !become_ && self.root_blocks.load(Ordering::SeqCst) == 0 {
+        if !become_ && !self.in_root_block() {
             return Ok(None);
         }
         self.ctx

@@ -137,15 +137,13 @@ impl Ctx {
     /// The same run as root through `sudo -n`: its undo records are marked so that a
     /// rollback reverts them as root too.
     pub fn as_root(&self) -> OpResult<Ctx> {
-        if self.become_ {
-            return Ok(Ctx {
-                target: self.target.clone(),
-                shared: self.shared.clone(),
-                become_: true,
-            });
-        }
+        let target = if self.become_ {
+            self.target.clone()
+        } else {
+            self.target.elevated()?
+        };
         Ok(Ctx {
-            target: self.target.elevated()?,
+            target,
             shared: self.shared.clone(),
             become_: true,
         })

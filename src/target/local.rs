@@ -47,6 +47,18 @@ impl Default for Local {
     }
 }
 
+/// Effective uid and gid of this process (/proc/self is owned by them).
+fn process_ids() -> (u32, u32) {
+    fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .unwrap_or((u32::MAX, u32::MAX))
+}
+
+/// Whether tend runs as root.
+pub fn running_as_root() -> bool {
+    process_ids().0 == 0
+}
+
 /// The account name of our uid from /etc/passwd (cron and containers often have no
 /// $USER; the audit log still needs to say who).
 fn user_of_this_process() -> String {
@@ -218,10 +230,7 @@ impl Target for Local {
     }
 
     fn creator_ids(&self) -> (u32, u32) {
-        // /proc/self is owned by our effective uid and gid.
-        fs::metadata("/proc/self")
-            .map(|m| (m.uid(), m.gid()))
-            .unwrap_or((0, 0))
+        process_ids()
     }
 
     fn os(&self) -> String {
@@ -232,7 +241,7 @@ impl Target for Local {
         // File operations here are system calls of this process, not commands: they
         // can only be root when tend is. (Commands go through sudo: `sh(…, #{become:
         // true})`.)
-        if self.creator_ids().0 == 0 {
+        if running_as_root() {
             return Ok(std::sync::Arc::new(self.clone()));
         }
         Err(TargetError::host(
@@ -250,7 +259,7 @@ impl Target for Local {
         // Through sudo the environment is reset, so (as over SSH) variables travel on
         // stdin ahead of the command's own input, never in argv.
         // Already root (tend under sudo, or cron as root): no sudo needed, or wanted.
-        let (command, stdin, env) = if req.become_ && self.creator_ids().0 != 0 {
+        let (command, stdin, env) = if req.become_ && !running_as_root() {
             let (line, mut prefix) =
                 super::ssh::exec::command_line(&req.command, &req.env, true, &[], None)
                     .map_err(|m| TargetError::host(host, m))?;

@@ -173,12 +173,18 @@ pub trait Target: Send + Sync {
     /// The owner new files get on this target, so a dry-run's planned files carry the
     /// owner the real ones will (and an owner-setting step plans exactly).
     fn creator_ids(&self) -> (u32, u32) {
-        self.stat(".")
-            .ok()
-            .flatten()
-            .map(|m| (m.uid, m.gid))
-            .unwrap_or((0, 0))
+        login_dir_owner(self)
     }
+}
+
+/// Owner of the directory a target starts in (the login user's home over SSH): who
+/// new files belong to when nothing else says.
+pub fn login_dir_owner<T: Target + ?Sized>(t: &T) -> (u32, u32) {
+    t.stat(".")
+        .ok()
+        .flatten()
+        .map(|m| (m.uid, m.gid))
+        .unwrap_or((0, 0))
 }
 
 /// The parent directory of a POSIX path (`/` for `/x`, `.` for a bare name).

@@ -1265,6 +1265,28 @@ impl SshTarget {
         }
         Ok(())
     }
+
+    /// `remove_file` and `remove_dir`: the SFTP request, or the tool through sudo.
+    fn remove_in(
+        &self,
+        path: &str,
+        op: &str,
+        tool: &str,
+        request: impl FnOnce(&Sftp, &Path) -> Result<(), ssh2::Error>,
+    ) -> TResult<()> {
+        let mut c = self.lock_mut()?;
+        if self.become_ {
+            let p = safe_arg(path);
+            let script = format!("{tool} -- \"$1\"");
+            self.script_ok(&mut c, true, path, &script, &[&p], &[])?;
+            return Ok(());
+        }
+        let r = match c.sftp() {
+            Ok(s) => request(s, Path::new(path)),
+            Err(e) => return Err(self.lost(&mut c, &e)),
+        };
+        r.map_err(|e| self.explain_failure(&mut c, path, &e, op))
+    }
 }
 
 /// Said goodbye when the last view of the session (the login one or its sudo view)
@@ -1303,11 +1325,7 @@ impl Target for SshTarget {
         if self.become_ {
             return (0, 0); // sudo -n: root and root's group
         }
-        self.stat(".")
-            .ok()
-            .flatten()
-            .map(|m| (m.uid, m.gid))
-            .unwrap_or((0, 0))
+        super::login_dir_owner(self)
     }
 
     /// The same session with every primitive through `sudo -n`.
@@ -1468,31 +1486,11 @@ impl Target for SshTarget {
     }
 
     fn remove_file(&self, path: &str) -> TResult<()> {
-        let mut c = self.lock_mut()?;
-        if self.become_ {
-            let p = safe_arg(path);
-            self.script_ok(&mut c, true, path, "rm -- \"$1\"", &[&p], &[])?;
-            return Ok(());
-        }
-        let r = match c.sftp() {
-            Ok(s) => s.unlink(Path::new(path)),
-            Err(e) => return Err(self.lost(&mut c, &e)),
-        };
-        r.map_err(|e| self.explain_failure(&mut c, path, &e, "unlink"))
+        self.remove_in(path, "unlink", "rm", |s, p| s.unlink(p))
     }
 
     fn remove_dir(&self, path: &str) -> TResult<()> {
-        let mut c = self.lock_mut()?;
-        if self.become_ {
-            let p = safe_arg(path);
-            self.script_ok(&mut c, true, path, "rmdir -- \"$1\"", &[&p], &[])?;
-            return Ok(());
-        }
-        let r = match c.sftp() {
-            Ok(s) => s.rmdir(Path::new(path)),
-            Err(e) => return Err(self.lost(&mut c, &e)),
-        };
-        r.map_err(|e| self.explain_failure(&mut c, path, &e, "rmdir"))
+        self.remove_in(path, "rmdir", "rmdir", |s, p| s.rmdir(p))
     }
 
     fn rename(&self, from: &str, to: &str) -> TResult<()> {
