@@ -312,6 +312,57 @@ fn exec_output_stdin_env() {
 }
 
 #[test]
+fn later_commands_share_one_shell_and_each_runs_as_if_alone() {
+    let sshd = Sshd::start_tendtest();
+    let t = connect(&sshd);
+    let probe = "pwd; echo \"[$X$Y]\"; umask; echo \"$0\" | grep -c sh";
+    // The first command has a channel of its own; what a lone command sees:
+    let alone = sh(&connect(&sshd), probe);
+    let first = sh(&t, "echo $$");
+    let pid = sh(&t, "echo $$").stdout;
+    assert_ne!(first.stdout, pid);
+    // Later ones share a shell...
+    assert_eq!(sh(&t, "echo $$").stdout, pid);
+    // ...and nothing a command does to its shell reaches the next one.
+    let out = sh(
+        &t,
+        "cd /; X=1; export Y=2; umask 077; set -e; false; exit 9",
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(sh(&t, "exit 7").code, 7);
+    let out = sh(&t, probe);
+    assert_eq!(out.stdout, alone.stdout);
+    assert_eq!(out.code, alone.code);
+    // Output without a final newline, and what looks like the end marker.
+    let out = sh(&t, "printf abc; printf err >&2; printf 'tend-done-0 5\n'");
+    assert_eq!(out.stdout, b"abctend-done-0 5\n");
+    assert_eq!(out.stderr, b"err");
+    assert_eq!(out.code, 0);
+    // A syntax error, or a `)` that would close the subshell, is the command's.
+    let out = sh(&t, "if then");
+    assert_eq!(out.code, 2);
+    assert!(!out.stderr.is_empty());
+    let out = sh(&t, "echo a ) ; echo b");
+    assert_eq!(out.code, 2);
+    assert_eq!(out.stdout, b"");
+    // A command that reads stdin gets end-of-file, not the shell's next command.
+    assert_eq!(sh(&t, "cat; echo after").stdout, b"after\n");
+    // The environment reaches the command and ends with it; a timeout that does not
+    // fire keeps the shell.
+    let mut req = ExecRequest::new("printf %s \"$TOKEN\"");
+    req.env = vec![("TOKEN".into(), "it's $secret".into())];
+    req.timeout = Some(Duration::from_secs(30));
+    assert_eq!(t.exec(&req).unwrap().stdout, b"it's $secret");
+    assert_eq!(sh(&t, "printf %s \"$TOKEN\"").stdout, b"");
+    assert_eq!(sh(&t, "echo $$").stdout, pid);
+    // A command that kills the shell is reported as killed; the next gets a new shell.
+    assert_eq!(sh(&t, "kill -TERM $$").code, 128 + 15);
+    let again = sh(&t, "echo $$; echo ok");
+    assert!(again.stdout.ends_with(b"ok\n"));
+    assert!(!again.stdout.starts_with(&pid));
+}
+
+#[test]
 fn exec_large_output_does_not_hang() {
     // A /bin/sh login shell: root's ~/.bashrc here costs ~300 ms per command.
     let sshd = Sshd::start_tendtest();

@@ -37,6 +37,7 @@ mod auth;
 pub(crate) mod exec;
 mod hostkey;
 mod posix_rename;
+mod shell;
 mod tunnel;
 
 use std::collections::BTreeMap;
@@ -171,6 +172,10 @@ pub(crate) struct Link {
 struct Conn {
     // Declared before `link`: dropped before the session they run on.
     sftp: Option<Sftp>,
+    /// Long-lived shells, [login user, root], opened at the second command of each.
+    shells: [Option<shell::Shell>; 2],
+    /// Commands run so far, [login user, root]: the first gets a channel of its own.
+    commands: [u32; 2],
     /// Second SFTP channel for `posix-rename@openssh.com`, opened at first rename.
     posix: Option<posix_rename::PosixRename>,
     /// The server lacks the extension: rename falls back to SFTP v3 or `mv`.
@@ -469,6 +474,7 @@ pub(crate) fn establish(opts: &SshOptions) -> Result<Link, TargetError> {
         .map_err(|e| handshake_error(opts, &session, e))?;
     verify_host_key(&session, opts)?;
     auth::authenticate(&session, opts).map_err(fail)?;
+    exec::quick_ack(fd);
     session.set_timeout(timeout_ms(IO_TIMEOUT));
     session.set_keepalive(false, opts.keepalive.as_secs().min(u32::MAX as u64) as u32);
     Ok(Link {
@@ -700,6 +706,31 @@ fn safe_arg(path: &str) -> String {
     }
 }
 
+/// One command to run on the host, as `sh -c SCRIPT tend ARGS…`.
+struct Cmd<'a> {
+    script: &'a str,
+    env: &'a [(String, String)],
+    args: &'a [&'a str],
+    stdin: &'a [u8],
+    become_: bool,
+    timeout: Option<Duration>,
+}
+
+/// Kill what carries `marker`, from a channel of its own (see `exec::KILL_SCRIPT`).
+fn kill_marked(sess: &Session, fd: RawFd, become_: bool, marker: &str) {
+    if let Ok((line, _)) = exec::command_line(exec::KILL_SCRIPT, &[], become_, &[marker], None) {
+        let _ = exec::run_channel(
+            sess,
+            fd,
+            &line,
+            &[],
+            Some(Duration::from_secs(10)),
+            IO_TIMEOUT,
+            &mut || {},
+        );
+    }
+}
+
 impl SshTarget {
     /// Connect, verify the host key and log in. SFTP starts at the first file
     /// operation: `tend exec` and `tend ping` never need it.
@@ -708,6 +739,8 @@ impl SshTarget {
         let link = establish(&opts)?;
         let conn = Conn {
             sftp: None,
+            shells: [None, None],
+            commands: [0, 0],
             sftp_unavailable: false,
             posix: None,
             posix_unsupported: false,
@@ -860,6 +893,58 @@ impl SshTarget {
         }
     }
 
+    /// Run a command: the first of its kind (login user or root) and any with stdin
+    /// on a channel of its own, the others in that kind's long-lived shell (see
+    /// `shell`). `direct`: the login shell is `/bin/sh` and the command is plain, so a
+    /// channel of its own runs it as it is (`exec::direct_line`).
+    fn run_in(&self, c: &mut Conn, cmd: &Cmd<'_>, direct: bool) -> TResult<exec::ChannelOutput> {
+        let kind = cmd.become_ as usize;
+        let marker = cmd.timeout.map(|_| exec::new_marker());
+        let bad = |m: String| TargetError::host(self.name(), m);
+        let exports = exec::env_exports(cmd.env).map_err(bad)?;
+        let own_channel = c.commands[kind] == 0 || !cmd.stdin.is_empty();
+        c.commands[kind] += 1;
+        let Conn { link, shells, .. } = &mut *c;
+        let (sess, fd) = (&link.session, link.fd);
+        let mut kill = || {
+            if let Some(m) = &marker {
+                kill_marked(sess, fd, cmd.become_, m);
+            }
+        };
+        let result = if own_channel {
+            let (line, mut stdin) = if direct {
+                exec::direct_line(cmd.script, cmd.env)
+            } else {
+                exec::command_line(
+                    cmd.script,
+                    cmd.env,
+                    cmd.become_,
+                    cmd.args,
+                    marker.as_deref(),
+                )
+            }
+            .map_err(bad)?;
+            stdin.extend_from_slice(cmd.stdin);
+            exec::run_channel(sess, fd, &line, &stdin, cmd.timeout, IO_TIMEOUT, &mut kill)
+        } else {
+            let opened = match shells[kind].take() {
+                Some(sh) => Ok(sh),
+                None => shell::Shell::open(sess, fd, cmd.become_, IO_TIMEOUT),
+            };
+            opened.and_then(|mut sh| {
+                let input = sh.input(cmd.script, &exports, cmd.args, marker.as_deref());
+                let (out, alive) = sh.run(sess, fd, &input, cmd.timeout, &mut kill)?;
+                if alive {
+                    shells[kind] = Some(sh);
+                } else {
+                    sh.close(sess);
+                }
+                Ok(out)
+            })
+        };
+        result.map_err(|e| self.lost(c, &e))
+    }
+
     /// Run a helper script (`/bin/sh -c`, `LC_ALL=C`), through `sudo -n` if
     /// `privileged`.
     fn script(
@@ -872,18 +957,15 @@ impl SshTarget {
     ) -> TResult<exec::ChannelOutput> {
         tracing::debug!(host = %self.name(), script = %script.lines().next().unwrap_or(""), "ssh helper command");
         let full = format!("export LC_ALL=C\n{RN}{script}");
-        let (line, _) = exec::command_line(&full, &[], privileged, args, None)
-            .map_err(|m| TargetError::host(self.name(), m))?;
-        let out = exec::run_channel(
-            &c.link.session,
-            c.link.fd,
-            &line,
+        let cmd = Cmd {
+            script: &full,
+            env: &[],
+            args,
             stdin,
-            None,
-            IO_TIMEOUT,
-            &mut || {},
-        )
-        .map_err(|e| self.lost(c, &e))?;
+            become_: privileged,
+            timeout: None,
+        };
+        let out = self.run_in(c, &cmd, false)?;
         if privileged {
             if let Some(e) = self.sudo_refusal(&out) {
                 return Err(e);
@@ -1293,10 +1375,15 @@ impl SshTarget {
 /// is gone.
 impl Drop for Conn {
     fn drop(&mut self) {
+        self.link.session.set_timeout(2_000);
+        for shell in self.shells.iter_mut().filter_map(Option::take) {
+            if self.broken.is_none() {
+                shell.close(&self.link.session);
+            }
+        }
         self.sftp = None;
         self.posix = None;
         if self.broken.is_none() {
-            self.link.session.set_timeout(2_000);
             let _ = self.link.session.disconnect(None, "tend: done", None);
         }
     }
@@ -1596,49 +1683,20 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
 
     fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {
         tracing::debug!(host = %self.name(), command = %req.command.lines().next().unwrap_or(""), "ssh exec");
-        let timeout = req.timeout.or(self.command_timeout);
-        let marker = timeout.map(|_| exec::new_marker());
-        let plain = marker.is_none() && !(self.become_ || req.become_);
-        let (line, mut stdin) = if plain && self.login_shell_is_sh() {
-            exec::direct_line(&req.command, &req.env)
-        } else {
-            exec::command_line(
-                &req.command,
-                &req.env,
-                self.become_ || req.become_,
-                &[],
-                marker.as_deref(),
-            )
-        }
-        .map_err(|m| TargetError::host(self.name(), m))?;
-        if let Some(data) = &req.stdin {
-            stdin.extend_from_slice(data);
-        }
-        let mut c = self.lock_mut()?;
         let become_ = self.become_ || req.become_;
-        let out = {
-            let session = &c.link.session;
-            let fd = c.link.fd;
-            let mut kill = || {
-                if let Some(m) = &marker {
-                    if let Ok((kill_line, _)) =
-                        exec::command_line(exec::KILL_SCRIPT, &[], become_, &[m], None)
-                    {
-                        let _ = exec::run_channel(
-                            session,
-                            fd,
-                            &kill_line,
-                            &[],
-                            Some(Duration::from_secs(10)),
-                            IO_TIMEOUT,
-                            &mut || {},
-                        );
-                    }
-                }
-            };
-            exec::run_channel(session, fd, &line, &stdin, timeout, IO_TIMEOUT, &mut kill)
+        let cmd = Cmd {
+            script: &req.command,
+            env: &req.env,
+            args: &[],
+            stdin: req.stdin.as_deref().unwrap_or_default(),
+            become_,
+            timeout: req.timeout.or(self.command_timeout),
         };
-        let out = out.map_err(|e| self.lost(&mut c, &e))?;
+        // Asked before taking the connection: learning it may read /etc/passwd.
+        let own_channel = self.lock()?.commands[become_ as usize] == 0 || !cmd.stdin.is_empty();
+        let direct = own_channel && !become_ && cmd.timeout.is_none() && self.login_shell_is_sh();
+        let mut c = self.lock_mut()?;
+        let out = self.run_in(&mut c, &cmd, direct)?;
         if become_ {
             if let Some(e) = self.sudo_refusal(&out) {
                 return Err(e);

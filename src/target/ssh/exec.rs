@@ -43,7 +43,7 @@ use std::io::{Read, Write};
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
-use ssh2::{BlockDirections, ErrorCode, Session};
+use ssh2::{BlockDirections, Channel, ErrorCode, Session};
 
 use crate::target::shell_quote;
 
@@ -135,14 +135,9 @@ pub(crate) fn direct_line(
     with_env(script, env, None)
 }
 
-/// `script` preceded by the marker and the reader of the environment header; and the
-/// header.
-fn with_env(
-    script: &str,
-    env: &[(String, String)],
-    marker: Option<&str>,
-) -> Result<(String, Vec<u8>), String> {
-    let mut header = String::new();
+/// `export K='v'` lines for `env`, checked.
+pub(crate) fn env_exports(env: &[(String, String)]) -> Result<String, String> {
+    let mut lines = String::new();
     for (k, v) in env {
         if !valid_env_name(k) {
             return Err(format!("`{k}` is not a valid environment variable name"));
@@ -150,8 +145,19 @@ fn with_env(
         if v.contains('\0') {
             return Err(format!("environment variable {k} contains a NUL byte"));
         }
-        header.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        lines.push_str(&format!("export {k}={}\n", shell_quote(v)));
     }
+    Ok(lines)
+}
+
+/// `script` preceded by the marker and the reader of the environment header; and the
+/// header.
+fn with_env(
+    script: &str,
+    env: &[(String, String)],
+    marker: Option<&str>,
+) -> Result<(String, Vec<u8>), String> {
+    let header = env_exports(env)?;
     let mut full = String::new();
     if let Some(m) = marker {
         full.push_str(&format!("export TEND_EXEC_ID={}\n", shell_quote(m)));
@@ -195,8 +201,35 @@ fn is_eagain(e: &ssh2::Error) -> bool {
     e.code() == ErrorCode::Session(EAGAIN)
 }
 
+/// Acknowledge the next segment from the server at once instead of after Linux's
+/// delayed-ACK timer (40 ms). sshd leaves Nagle on for commands without a pty, so when
+/// it sends two messages in a row (after authentication: its host keys, then more)
+/// the second waits for our ACK of the first: every connection's first channel took
+/// 45 ms longer than the others. The flag does not stick (the kernel goes back to
+/// delaying once the exchange looks interactive), so it is set again before each wait.
+pub(crate) fn quick_ack(fd: RawFd) {
+    #[cfg(target_os = "linux")]
+    {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; a
+        // descriptor that is not a TCP socket (a jump host tunnel) only gets an error.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
 /// Wait until the socket is ready in the direction libssh2 is blocked on, or `max`.
 pub(crate) fn wait_socket(sess: &Session, fd: RawFd, max: Duration) {
+    quick_ack(fd);
     let events = match sess.block_directions() {
         BlockDirections::Outbound => libc::POLLOUT,
         BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
@@ -227,13 +260,13 @@ pub(crate) fn poll_fds(fds: &mut [(RawFd, i16)], max: Duration) -> Vec<i16> {
 
 /// Switches the session to non-blocking mode and restores the previous mode however
 /// the exec ends (a kill command runs nested inside a timed-out exec).
-struct NonBlocking<'a> {
+pub(crate) struct NonBlocking<'a> {
     sess: &'a Session,
     was_blocking: bool,
 }
 
 impl<'a> NonBlocking<'a> {
-    fn new(sess: &'a Session) -> Self {
+    pub(crate) fn new(sess: &'a Session) -> Self {
         let was_blocking = sess.is_blocking();
         sess.set_blocking(false);
         NonBlocking { sess, was_blocking }
@@ -284,16 +317,69 @@ pub(crate) fn run_channel(
     io_timeout: Duration,
     on_timeout: &mut dyn FnMut(),
 ) -> Result<ChannelOutput, ssh2::Error> {
+    let mut channel = open_channel(sess, fd, line, io_timeout)?;
+    let out = {
+        let _mode = NonBlocking::new(sess);
+        pump(
+            sess,
+            fd,
+            &mut channel,
+            stdin,
+            true,
+            timeout,
+            on_timeout,
+            &mut |_| false,
+        )
+    };
+    free_channel(sess, channel);
+    Ok(out?.0)
+}
+
+/// A new session channel running `line`.
+pub(crate) fn open_channel(
+    sess: &Session,
+    fd: RawFd,
+    line: &str,
+    io_timeout: Duration,
+) -> Result<Channel, ssh2::Error> {
     let _mode = NonBlocking::new(sess);
     let open_deadline = Instant::now() + io_timeout;
     let mut channel = retry(sess, fd, open_deadline, || sess.channel_session())?;
     retry(sess, fd, open_deadline, || channel.exec(line))?;
+    Ok(channel)
+}
 
+/// Free a channel in blocking mode, or libssh2 may leave it half-closed.
+pub(crate) fn free_channel(sess: &Session, channel: Channel) {
+    let was_blocking = sess.is_blocking();
+    sess.set_blocking(true);
+    let saved = sess.timeout();
+    sess.set_timeout(5_000);
+    drop(channel);
+    sess.set_timeout(saved);
+    sess.set_blocking(was_blocking);
+}
+
+/// Feed `input` to a channel and collect its output until `finished` says so or the
+/// channel closes (`true` in the result: the exit status is in the output then).
+/// `close_input`: send EOF after the input (a one-off command); a long-lived shell
+/// keeps its stdin open. The session must be in non-blocking mode.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pump(
+    sess: &Session,
+    fd: RawFd,
+    channel: &mut Channel,
+    input: &[u8],
+    close_input: bool,
+    timeout: Option<Duration>,
+    on_timeout: &mut dyn FnMut(),
+    finished: &mut dyn FnMut(&ChannelOutput) -> bool,
+) -> Result<(ChannelOutput, bool), ssh2::Error> {
     let started = Instant::now();
     let mut deadline = timeout.map(|t| started + t);
     let mut out = ChannelOutput::default();
     let mut pos = 0usize;
-    let mut stdin_done = false;
+    let mut input_done = false;
     let mut buf = vec![0u8; 64 * 1024];
     let mut last_keepalive = Instant::now();
     let mut grace = false;
@@ -302,10 +388,10 @@ pub(crate) fn run_channel(
     loop {
         let mut progress = false;
 
-        if !stdin_done {
-            if pos < stdin.len() {
-                let end = stdin.len().min(pos + 256 * 1024);
-                match channel.write(&stdin[pos..end]) {
+        if !input_done {
+            if pos < input.len() {
+                let end = input.len().min(pos + 256 * 1024);
+                match channel.write(&input[pos..end]) {
                     Ok(0) => {}
                     Ok(n) => {
                         pos += n;
@@ -313,17 +399,21 @@ pub(crate) fn run_channel(
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     // The command is gone or closed its stdin: the rest has no reader.
-                    Err(_) => stdin_done = true,
+                    Err(_) => input_done = true,
                 }
             }
-            if pos >= stdin.len() && !stdin_done {
-                match channel.send_eof() {
-                    Ok(()) => {
-                        stdin_done = true;
-                        progress = true;
+            if pos >= input.len() && !input_done {
+                if !close_input {
+                    input_done = true;
+                } else {
+                    match channel.send_eof() {
+                        Ok(()) => {
+                            input_done = true;
+                            progress = true;
+                        }
+                        Err(e) if is_eagain(&e) => {}
+                        Err(_) => input_done = true,
                     }
-                    Err(e) if is_eagain(&e) => {}
-                    Err(_) => stdin_done = true,
                 }
             }
         }
@@ -348,13 +438,17 @@ pub(crate) fn run_channel(
             }
         }
 
+        if progress && finished(&out) {
+            return Ok((out, false));
+        }
+
         if channel.eof() {
             // Output is complete; the exit status comes with (before) the close.
             match channel.wait_close() {
                 Ok(()) => {
                     out.code = channel.exit_status().ok();
                     out.signal = channel.exit_signal().ok().and_then(|s| s.exit_signal);
-                    break;
+                    return Ok((out, true));
                 }
                 Err(e) if is_eagain(&e) => {}
                 Err(e) => return Err(e),
@@ -365,7 +459,7 @@ pub(crate) fn run_channel(
         if let Some(d) = deadline {
             if now >= d {
                 if grace {
-                    break; // killed, but the channel did not finish: give up on it
+                    return Ok((out, false)); // killed, but the channel did not finish
                 }
                 out.timed_out = true;
                 grace = true;
@@ -393,14 +487,6 @@ pub(crate) fn run_channel(
             wait_socket(sess, fd, wait);
         }
     }
-    // Free the channel in blocking mode, or libssh2 may leave it half-closed.
-    sess.set_blocking(true);
-    let saved = sess.timeout();
-    sess.set_timeout(5_000);
-    drop(channel);
-    sess.set_timeout(saved);
-    sess.set_blocking(false); // `_mode` restores the caller's mode
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! One long-lived `/bin/sh` per host and user (login user, root under `sudo -n`) that
+//! runs the commands after the first.
+//!
+//! An exec channel costs the server a fork of its session process and the start of
+//! the login shell, and costs the wire a channel open, an exec request and a close:
+//! 4.5 ms for a `true` on loopback here, of which `true` is a tenth. A recipe with many
+//! `sh()` steps paid that per step, and a `--become` run per file primitive (each one
+//! a `sudo` helper, and sudo's own start is dearer still). The shell pays it once;
+//! each command is then one write and one read on its channel, plus the subshell's
+//! fork.
+//!
+//! A host's first command of each kind still gets a channel of its own: most recipes
+//! run one command or none, and for one command a shell is a process more.
+//!
+//! # Protocol
+//!
+//! Per command the shell reads, from its stdin:
+//!
+//! ```text
+//! (
+//! export TEND_EXEC_ID=<marker>     with a timeout (see `exec`)
+//! export K='v'                     the environment: read by the shell, never in argv
+//! set -- 'arg'…
+//! eval '<script>'
+//! ) </dev/null
+//! printf '%s %d\n' TOKEN "$?"; printf '%s\n' TOKEN >&2
+//! ```
+//!
+//! * The subshell keeps `sh -c` semantics: `cd`, variables, `exit`, `set -e` end with
+//!   the command; through `eval`, a syntax error is the command's (status 2), not the
+//!   shell's, and an unbalanced `)` cannot leave the subshell.
+//! * `</dev/null`: dash reads its script ahead in blocks, so a command must never
+//!   read the shell's stdin. A command with stdin gets a channel of its own.
+//! * TOKEN is random per shell; a command's output is what comes before it.
+//! * A timeout kills the marker's process groups, and the shell's is one of them: the
+//!   shell dies with the command and the next command starts a new one.
+//! * If the shell dies mid-command (the command killed `$$`, sudo refused), its exit
+//!   status is the command's, as it would be on a channel of its own.
+
+use std::os::unix::io::RawFd;
+use std::time::Duration;
+
+use ssh2::{Channel, Session};
+
+use super::exec::{self, ChannelOutput, NonBlocking};
+use crate::target::shell_quote;
+
+pub(crate) struct Shell {
+    channel: Channel,
+    token: String,
+}
+
+impl Shell {
+    pub fn open(
+        sess: &Session,
+        fd: RawFd,
+        become_: bool,
+        io_timeout: Duration,
+    ) -> Result<Shell, ssh2::Error> {
+        let line = if become_ {
+            "exec sudo -n /bin/sh"
+        } else {
+            "exec /bin/sh"
+        };
+        Ok(Shell {
+            channel: exec::open_channel(sess, fd, line, io_timeout)?,
+            token: format!("tend-done-{}", super::unique_suffix()),
+        })
+    }
+
+    /// What the shell is sent for one command; `exports` from `exec::env_exports`.
+    pub fn input(
+        &self,
+        script: &str,
+        exports: &str,
+        args: &[&str],
+        marker: Option<&str>,
+    ) -> String {
+        let mut s = String::from("(\n");
+        if let Some(m) = marker {
+            s.push_str(&format!("export TEND_EXEC_ID={}\n", shell_quote(m)));
+        }
+        s.push_str(exports);
+        s.push_str("set --");
+        for a in args {
+            s.push(' ');
+            s.push_str(&shell_quote(a));
+        }
+        s.push_str("\neval ");
+        s.push_str(&shell_quote(script));
+        s.push_str(&format!(
+            "\n) </dev/null\nprintf '%s %d\\n' {t} \"$?\"; printf '%s\\n' {t} >&2\n",
+            t = self.token
+        ));
+        s
+    }
+
+    /// Run one command; `Ok((output, alive))`, where a shell that is not alive must be
+    /// closed and not used again.
+    pub fn run(
+        &mut self,
+        sess: &Session,
+        fd: RawFd,
+        input: &str,
+        timeout: Option<Duration>,
+        on_timeout: &mut dyn FnMut(),
+    ) -> Result<(ChannelOutput, bool), ssh2::Error> {
+        let out_end = format!("{} ", self.token).into_bytes();
+        let err_end = format!("{}\n", self.token).into_bytes();
+        let mut out_scan = Scan::default();
+        let mut err_scan = Scan::default();
+        let mut finished = |o: &ChannelOutput| {
+            out_scan
+                .find(&o.stdout, &out_end)
+                .is_some_and(|p| o.stdout[p..].contains(&b'\n'))
+                && err_scan.find(&o.stderr, &err_end).is_some()
+        };
+        let (mut out, closed) = {
+            let _mode = NonBlocking::new(sess);
+            exec::pump(
+                sess,
+                fd,
+                &mut self.channel,
+                input.as_bytes(),
+                false,
+                timeout,
+                on_timeout,
+                &mut finished,
+            )?
+        };
+        let done = finished(&out);
+        if let (Some(p), true) = (out_scan.at, done) {
+            let code = &out.stdout[p + out_end.len()..];
+            let code = code.split(|&b| b == b'\n').next().unwrap_or(b"");
+            out.code = std::str::from_utf8(code).ok().and_then(|c| c.parse().ok());
+            out.signal = None;
+            out.stdout.truncate(p);
+        }
+        if let (Some(p), true) = (err_scan.at, done) {
+            out.stderr.truncate(p);
+        }
+        let alive = done && !closed && !out.timed_out;
+        Ok((out, alive))
+    }
+
+    /// End the shell (EOF on its stdin) and free its channel.
+    pub fn close(mut self, sess: &Session) {
+        let _ = self.channel.send_eof();
+        exec::free_channel(sess, self.channel);
+    }
+}
+
+/// A search through a growing buffer that does not rescan what it has seen.
+#[derive(Default)]
+struct Scan {
+    from: usize,
+    at: Option<usize>,
+}
+
+impl Scan {
+    fn find(&mut self, buf: &[u8], needle: &[u8]) -> Option<usize> {
+        if self.at.is_none() && buf.len() >= needle.len() {
+            let start = self.from.min(buf.len() - needle.len());
+            self.at = buf[start..]
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .map(|p| start + p);
+            // The next search starts where a match could still begin.
+            self.from = buf.len() + 1 - needle.len();
+        }
+        self.at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_finds_a_needle_split_across_reads() {
+        let mut s = Scan::default();
+        let mut buf = b"output tend-do".to_vec();
+        assert_eq!(s.find(&buf, b"tend-done"), None);
+        buf.extend_from_slice(b"ne 0\n");
+        assert_eq!(s.find(&buf, b"tend-done"), Some(7));
+        assert_eq!(s.find(&buf, b"tend-done"), Some(7));
+        let mut s = Scan::default();
+        assert_eq!(s.find(b"ab", b"abc"), None);
+        assert_eq!(s.find(b"abc", b"abc"), Some(0));
+    }
+}
