@@ -345,8 +345,22 @@ fn later_commands_share_one_shell_and_each_runs_as_if_alone() {
     let out = sh(&t, "echo a ) ; echo b");
     assert_eq!(out.code, 2);
     assert_eq!(out.stdout, b"");
-    // A command that reads stdin gets end-of-file, not the shell's next command.
+    // A command that reads stdin gets end-of-file, not the shell's next command...
     assert_eq!(sh(&t, "cat; echo after").stdout, b"after\n");
+    // ...or the bytes it was given, exactly, whatever they are.
+    let mut data: Vec<u8> = (0..=255u8).collect();
+    data.extend_from_slice(b"%s %% \\0 '\"' $(reboot) `x`\n\nno final newline");
+    let mut req = ExecRequest::new("cat; printf '|%s' \"$1\"");
+    req.stdin = Some(data.clone());
+    let out = t.exec(&req).unwrap();
+    let mut want = data.clone();
+    want.push(b'|');
+    assert_eq!(out.stdout, want);
+    assert_eq!(
+        sh(&t, "echo $$").stdout,
+        pid,
+        "stdin went through the shared shell"
+    );
     // The environment reaches the command and ends with it; a timeout that does not
     // fire keeps the shell.
     let mut req = ExecRequest::new("printf %s \"$TOKEN\"");
@@ -360,6 +374,16 @@ fn later_commands_share_one_shell_and_each_runs_as_if_alone() {
     let again = sh(&t, "echo $$; echo ok");
     assert!(again.stdout.ends_with(b"ok\n"));
     assert!(!again.stdout.starts_with(&pid));
+    // A background process that keeps the output open holds up neither its command
+    // nor the end of the session (a channel of its own would wait for it to exit).
+    let started = Instant::now();
+    assert_eq!(sh(&t, "sleep 31.5 & echo bg").stdout, b"bg\n");
+    drop(t);
+    let took = started.elapsed();
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "sleep 31.5"])
+        .status();
+    assert!(took < Duration::from_secs(20), "{took:?}");
 }
 
 #[test]

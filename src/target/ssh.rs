@@ -893,8 +893,8 @@ impl SshTarget {
         }
     }
 
-    /// Run a command: the first of its kind (login user or root) and any with stdin
-    /// on a channel of its own, the others in that kind's long-lived shell (see
+    /// Run a command: the first of its kind (login user or root) and any with a big
+    /// stdin on a channel of its own, the others in that kind's long-lived shell (see
     /// `shell`). `direct`: the login shell is `/bin/sh` and the command is plain, so a
     /// channel of its own runs it as it is (`exec::direct_line`).
     fn run_in(&self, c: &mut Conn, cmd: &Cmd<'_>, direct: bool) -> TResult<exec::ChannelOutput> {
@@ -902,7 +902,7 @@ impl SshTarget {
         let marker = cmd.timeout.map(|_| exec::new_marker());
         let bad = |m: String| TargetError::host(self.name(), m);
         let exports = exec::env_exports(cmd.env).map_err(bad)?;
-        let own_channel = c.commands[kind] == 0 || !cmd.stdin.is_empty();
+        let own_channel = c.commands[kind] == 0 || cmd.stdin.len() > shell::STDIN_IN_SCRIPT;
         c.commands[kind] += 1;
         let Conn { link, shells, .. } = &mut *c;
         let (sess, fd) = (&link.session, link.fd);
@@ -932,12 +932,12 @@ impl SshTarget {
                 None => shell::Shell::open(sess, fd, cmd.become_, IO_TIMEOUT),
             };
             opened.and_then(|mut sh| {
-                let input = sh.input(cmd.script, &exports, cmd.args, marker.as_deref());
+                let input = sh.input(cmd.script, &exports, cmd.args, marker.as_deref(), cmd.stdin);
                 let (out, alive) = sh.run(sess, fd, &input, cmd.timeout, &mut kill)?;
                 if alive {
                     shells[kind] = Some(sh);
                 } else {
-                    sh.close(sess);
+                    sh.close(sess, Duration::from_secs(5));
                 }
                 Ok(out)
             })
@@ -1378,7 +1378,7 @@ impl Drop for Conn {
         self.link.session.set_timeout(2_000);
         for shell in self.shells.iter_mut().filter_map(Option::take) {
             if self.broken.is_none() {
-                shell.close(&self.link.session);
+                shell.close(&self.link.session, Duration::from_millis(500));
             }
         }
         self.sftp = None;
@@ -1693,7 +1693,8 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
             timeout: req.timeout.or(self.command_timeout),
         };
         // Asked before taking the connection: learning it may read /etc/passwd.
-        let own_channel = self.lock()?.commands[become_ as usize] == 0 || !cmd.stdin.is_empty();
+        let own_channel = self.lock()?.commands[become_ as usize] == 0
+            || cmd.stdin.len() > shell::STDIN_IN_SCRIPT;
         let direct = own_channel && !become_ && cmd.timeout.is_none() && self.login_shell_is_sh();
         let mut c = self.lock_mut()?;
         let out = self.run_in(&mut c, &cmd, direct)?;

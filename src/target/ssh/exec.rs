@@ -331,7 +331,7 @@ pub(crate) fn run_channel(
             &mut |_| false,
         )
     };
-    free_channel(sess, channel);
+    free_channel(sess, channel, Duration::from_secs(5));
     Ok(out?.0)
 }
 
@@ -349,12 +349,13 @@ pub(crate) fn open_channel(
     Ok(channel)
 }
 
-/// Free a channel in blocking mode, or libssh2 may leave it half-closed.
-pub(crate) fn free_channel(sess: &Session, channel: Channel) {
+/// Free a channel in blocking mode, or libssh2 may leave it half-closed; waiting at
+/// most `wait` for the server to close its end.
+pub(crate) fn free_channel(sess: &Session, channel: Channel, wait: Duration) {
     let was_blocking = sess.is_blocking();
     sess.set_blocking(true);
     let saved = sess.timeout();
-    sess.set_timeout(5_000);
+    sess.set_timeout(wait.as_millis().clamp(1, u32::MAX as u128) as u32);
     drop(channel);
     sess.set_timeout(saved);
     sess.set_blocking(was_blocking);

@@ -30,7 +30,9 @@
 //!   the command; through `eval`, a syntax error is the command's (status 2), not the
 //!   shell's, and an unbalanced `)` cannot leave the subshell.
 //! * `</dev/null`: dash reads its script ahead in blocks, so a command must never
-//!   read the shell's stdin. A command with stdin gets a channel of its own.
+//!   read the shell's stdin. A command's own stdin (a file's content for a `sudo`
+//!   write) travels in the script as a builtin `printf` piped into the subshell; past
+//!   `STDIN_IN_SCRIPT` bytes it gets a channel of its own, where it streams.
 //! * TOKEN is random per shell; a command's output is what comes before it.
 //! * A timeout kills the marker's process groups, and the shell's is one of them: the
 //!   shell dies with the command and the next command starts a new one.
@@ -44,6 +46,10 @@ use ssh2::{Channel, Session};
 
 use super::exec::{self, ChannelOutput, NonBlocking};
 use crate::target::shell_quote;
+
+/// The most stdin a command may bring into the shell (as octal escapes, up to four
+/// times as long in the script).
+pub(crate) const STDIN_IN_SCRIPT: usize = 256 * 1024;
 
 pub(crate) struct Shell {
     channel: Channel,
@@ -75,8 +81,14 @@ impl Shell {
         exports: &str,
         args: &[&str],
         marker: Option<&str>,
+        stdin: &[u8],
     ) -> String {
-        let mut s = String::from("(\n");
+        let mut s = String::new();
+        if !stdin.is_empty() {
+            s.push_str(&printf_of(stdin));
+            s.push_str(" | ");
+        }
+        s.push_str("(\n");
         if let Some(m) = marker {
             s.push_str(&format!("export TEND_EXEC_ID={}\n", shell_quote(m)));
         }
@@ -88,8 +100,13 @@ impl Shell {
         }
         s.push_str("\neval ");
         s.push_str(&shell_quote(script));
+        s.push_str(if stdin.is_empty() {
+            "\n) </dev/null"
+        } else {
+            "\n)"
+        });
         s.push_str(&format!(
-            "\n) </dev/null\nprintf '%s %d\\n' {t} \"$?\"; printf '%s\\n' {t} >&2\n",
+            "\nprintf '%s %d\\n' {t} \"$?\"; printf '%s\\n' {t} >&2\n",
             t = self.token
         ));
         s
@@ -143,11 +160,31 @@ impl Shell {
         Ok((out, alive))
     }
 
-    /// End the shell (EOF on its stdin) and free its channel.
-    pub fn close(mut self, sess: &Session) {
+    /// End the shell (EOF on its stdin) and free its channel, waiting at most `wait`
+    /// for sshd to close it: a command's background process that kept the output open
+    /// (`sh("daemon &")`) keeps the channel open as long as it runs.
+    pub fn close(mut self, sess: &Session, wait: Duration) {
         let _ = self.channel.send_eof();
-        exec::free_channel(sess, self.channel);
+        exec::free_channel(sess, self.channel, wait);
     }
+}
+
+/// A `printf` that writes `data` byte for byte: the shell's builtin, so the bytes
+/// travel inside the script (a command must not read the shell's own stdin, see the
+/// module notes) and cost no process. Bytes other than a few plain ones are octal
+/// escapes, which POSIX printf decodes in its format; NUL included.
+fn printf_of(data: &[u8]) -> String {
+    let mut s = String::with_capacity(data.len() * 2 + 9);
+    s.push_str("printf '");
+    for &b in data {
+        match b {
+            b'%' => s.push_str("%%"),
+            b if b.is_ascii_alphanumeric() || b" ,.-_/:=+@".contains(&b) => s.push(b as char),
+            b => s.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    s.push('\'');
+    s
 }
 
 /// A search through a growing buffer that does not rescan what it has seen.
@@ -175,6 +212,15 @@ impl Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printf_escapes_what_the_shell_or_printf_would_read() {
+        assert_eq!(printf_of(b"a b%"), "printf 'a b%%'");
+        assert_eq!(
+            printf_of(b"'\\\n\0\xff9"),
+            "printf '\\047\\134\\012\\000\\3779'"
+        );
+    }
 
     #[test]
     fn scan_finds_a_needle_split_across_reads() {
