@@ -199,7 +199,16 @@ struct Conn {
 impl Conn {
     fn sftp(&mut self) -> Result<&Sftp, ssh2::Error> {
         if self.sftp.is_none() {
-            match self.link.session.sftp() {
+            // Driven here, not inside libssh2's blocking wait, so that each wait is
+            // preceded by `quick_ack`: the first channel after authentication otherwise
+            // waits 40 ms for sshd's Nagle (see `exec::quick_ack`).
+            let sess = &self.link.session;
+            let started = {
+                let _mode = exec::NonBlocking::new(sess);
+                let deadline = Instant::now() + IO_TIMEOUT;
+                exec::retry(sess, self.link.fd, deadline, || sess.sftp())
+            };
+            match started {
                 Ok(s) => self.sftp = Some(s),
                 Err(e) => {
                     self.sftp_unavailable = !is_transport(e.code());
@@ -1159,7 +1168,7 @@ impl SshTarget {
             return None;
         }
         if c.posix.is_none() {
-            match posix_rename::PosixRename::open(&c.link.session) {
+            match posix_rename::PosixRename::open(&c.link.session, c.link.fd, IO_TIMEOUT) {
                 Ok(p) => c.posix = Some(p),
                 Err(e) if is_transport(e.code()) => return Some(Err(e)),
                 Err(_) => {

@@ -280,7 +280,7 @@ impl Drop for NonBlocking<'_> {
 }
 
 /// Retry a libssh2 call until it stops saying EAGAIN.
-fn retry<T>(
+pub(crate) fn retry<T>(
     sess: &Session,
     fd: RawFd,
     deadline: Instant,

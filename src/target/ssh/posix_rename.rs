@@ -15,10 +15,14 @@
 //! (this struct holds a clone of the session).
 
 use std::ffi::CString;
+use std::os::unix::io::RawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use libssh2_sys as raw;
 use ssh2::{ErrorCode, Session};
+
+use super::exec::{wait_socket, NonBlocking};
 
 const ERROR_SFTP_PROTOCOL: i32 = -31;
 
@@ -44,25 +48,47 @@ pub(crate) struct PosixRename {
 unsafe impl Send for PosixRename {}
 
 impl PosixRename {
-    /// Open the extra SFTP channel (blocking session).
-    pub fn open(session: &Session) -> Result<PosixRename, ssh2::Error> {
-        let mut guard = session.raw();
-        let sess: *mut raw::LIBSSH2_SESSION = &mut *guard;
-        // SAFETY: `sess` is the live session, locked by `guard` for the call.
-        let sftp = unsafe { raw::libssh2_sftp_init(sess) };
-        if sftp.is_null() {
-            // SAFETY: as above.
-            let rc = unsafe { raw::libssh2_session_last_errno(sess) };
-            return Err(ssh2::Error::new(
-                ErrorCode::Session(rc),
-                "cannot open an SFTP channel for posix-rename",
-            ));
+    /// Open the extra SFTP channel. Driven in non-blocking mode, each wait preceded by
+    /// `quick_ack` (see `exec::quick_ack`: inside libssh2's own blocking wait, a
+    /// channel open can sit 40 ms on sshd's Nagle).
+    pub fn open(
+        session: &Session,
+        fd: RawFd,
+        io_timeout: Duration,
+    ) -> Result<PosixRename, ssh2::Error> {
+        let _mode = NonBlocking::new(session);
+        let deadline = Instant::now() + io_timeout;
+        let mut idle = 0u32;
+        loop {
+            let (sftp, rc) = {
+                let mut guard = session.raw();
+                let sess: *mut raw::LIBSSH2_SESSION = &mut *guard;
+                // SAFETY: `sess` is the live session, locked by `guard` for the calls.
+                unsafe {
+                    let sftp = raw::libssh2_sftp_init(sess);
+                    let rc = if sftp.is_null() {
+                        raw::libssh2_session_last_errno(sess)
+                    } else {
+                        0
+                    };
+                    (sftp, rc)
+                }
+            };
+            if !sftp.is_null() {
+                return Ok(PosixRename {
+                    sftp,
+                    session: session.clone(),
+                });
+            }
+            if rc != raw::LIBSSH2_ERROR_EAGAIN || Instant::now() >= deadline {
+                return Err(ssh2::Error::new(
+                    ErrorCode::Session(rc),
+                    "cannot open an SFTP channel for posix-rename",
+                ));
+            }
+            wait_socket(session, fd, Duration::from_millis(1 << idle.min(7)));
+            idle += 1;
         }
-        drop(guard);
-        Ok(PosixRename {
-            sftp,
-            session: session.clone(),
-        })
     }
 
     /// rename(2) `from` to `to` on the host. An `SFTP(8)` error (operation
