@@ -369,6 +369,23 @@ fn later_commands_share_one_shell_and_each_runs_as_if_alone() {
     assert_eq!(t.exec(&req).unwrap().stdout, b"it's $secret");
     assert_eq!(sh(&t, "printf %s \"$TOKEN\"").stdout, b"");
     assert_eq!(sh(&t, "echo $$").stdout, pid);
+    // Output a background process writes after its command finished is nobody's.
+    sh(&t, "(sleep 0.2; echo late; echo late >&2) &");
+    std::thread::sleep(Duration::from_millis(600));
+    let out = sh(&t, "echo next");
+    assert_eq!((out.stdout, out.stderr), (b"next\n".to_vec(), vec![]));
+    // A shell killed between commands is replaced, not blamed for the next command.
+    let shell_pid = String::from_utf8(pid.clone()).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", shell_pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sh(&t, "echo $$; echo fine");
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.ends_with(b"fine\n"));
+    let pid = out.stdout[..out.stdout.len() - 5].to_vec();
     // A command that kills the shell is reported as killed; the next gets a new shell.
     assert_eq!(sh(&t, "kill -TERM $$").code, 128 + 15);
     let again = sh(&t, "echo $$; echo ok");

@@ -936,7 +936,16 @@ impl SshTarget {
             stdin.extend_from_slice(cmd.stdin);
             exec::run_channel(sess, fd, &line, &stdin, cmd.timeout, IO_TIMEOUT, &mut kill)
         } else {
-            let opened = match shells[kind].take() {
+            let live = shells[kind].take().and_then(|mut sh| {
+                if !sh.ended(sess) {
+                    return Some(sh);
+                }
+                // Gone since its last command (killed on the host): a new one, rather
+                // than reporting its death as this command's failure.
+                sh.close(sess, Duration::from_secs(1));
+                None
+            });
+            let opened = match live {
                 Some(sh) => Ok(sh),
                 None => shell::Shell::open(sess, fd, cmd.become_, IO_TIMEOUT),
             };

@@ -39,6 +39,7 @@
 //! * If the shell dies mid-command (the command killed `$$`, sudo refused), its exit
 //!   status is the command's, as it would be on a channel of its own.
 
+use std::io::Read;
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
@@ -158,6 +159,20 @@ impl Shell {
         }
         let alive = done && !closed && !out.timed_out;
         Ok((out, alive))
+    }
+
+    /// Whether the shell has ended since its last command (killed on the host).
+    /// Reading first takes in what arrived meanwhile, so the answer is current; what
+    /// it reads is output of no command (a background process that wrote after its
+    /// command finished), dropped rather than passed off as the next command's.
+    pub fn ended(&mut self, sess: &Session) -> bool {
+        let _mode = NonBlocking::new(sess);
+        let mut stray = [0u8; 4096];
+        for id in [0, 1] {
+            let mut stream = self.channel.stream(id);
+            while matches!(stream.read(&mut stray), Ok(n) if n > 0) {}
+        }
+        self.channel.eof()
     }
 
     /// End the shell (EOF on its stdin) and free its channel, waiting at most `wait`
