@@ -38,11 +38,33 @@ struct Measure {
     /// tend's own CPU time (user + system): what the controller spends, as opposed
     /// to waiting on the hosts.
     cpu: Duration,
+    /// CPU time of the whole machine during the run (`/proc/stat`): tend, sshd and the
+    /// commands together, which is what a run on 2 cores is bound by.
+    machine_cpu: Duration,
     code: i32,
+}
+
+/// Busy CPU time of the whole machine so far (user, nice, system, irq, softirq).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        .filter(|(i, _)| matches!(i, 0 | 1 | 2 | 5 | 6))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
 }
 
 /// Run tend, return wall time and peak RSS (from wait4's rusage: the child alone).
 fn measure(dir: &Path, args: &[&str]) -> Measure {
+    let busy0 = machine_busy();
     let t0 = Instant::now();
     let child = Command::new(TEND)
         .args(args)
@@ -59,8 +81,10 @@ fn measure(dir: &Path, args: &[&str]) -> Measure {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     std::mem::forget(child);
     assert_eq!(r, pid);
+    let wall = t0.elapsed();
     Measure {
-        wall: t0.elapsed(),
+        wall,
+        machine_cpu: machine_busy().saturating_sub(busy0),
         rss_kib: usage.ru_maxrss,
         cpu: Duration::from_micros(
             (usage.ru_utime.tv_sec as u64 + usage.ru_stime.tv_sec as u64) * 1_000_000
@@ -109,10 +133,10 @@ fn main() {
     let mut table = String::new();
     writeln!(
         table,
-        "| hosts | connect-only floor | first run | no-change run | dry-run | first/floor | no-change/floor | dry/floor | peak RSS (first run) | tend CPU: floor / first / no-change |"
+        "| hosts | connect-only floor | first run | no-change run | dry-run | first/floor | no-change/floor | dry/floor | peak RSS (first run) | tend CPU: floor / first / no-change | machine CPU per host: floor / first / no-change |"
     )
     .unwrap();
-    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
     for n in sizes() {
         let work = tempfile::tempdir().unwrap();
         let dir = work.path();
@@ -165,6 +189,14 @@ fn main() {
         }
         let wall = |k: usize| median(rounds.iter().map(|r| r[k].wall.as_secs_f64()).collect());
         let cpu = |k: usize| median(rounds.iter().map(|r| r[k].cpu.as_secs_f64()).collect());
+        let per_host = |k: usize| {
+            median(
+                rounds
+                    .iter()
+                    .map(|r| r[k].machine_cpu.as_secs_f64() / n as f64)
+                    .collect(),
+            )
+        };
         let ratio = |k: usize| {
             let r: Vec<f64> = rounds
                 .iter()
@@ -179,7 +211,7 @@ fn main() {
         let rss = rounds.iter().map(|r| r[1].rss_kib).max().unwrap_or(0);
         writeln!(
             table,
-            "| {n} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} / {} |",
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {:.1} MiB | {} / {} / {} | {} / {} / {} |",
             ms(wall(0)),
             ms(wall(1)),
             ms(wall(2)),
@@ -190,7 +222,10 @@ fn main() {
             rss as f64 / 1024.0,
             ms(cpu(0)),
             ms(cpu(1)),
-            ms(cpu(2))
+            ms(cpu(2)),
+            ms(per_host(0)),
+            ms(per_host(1)),
+            ms(per_host(2))
         )
         .unwrap();
         eprintln!("done: {n} hosts");
