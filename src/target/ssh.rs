@@ -197,6 +197,13 @@ struct Conn {
 }
 
 impl Conn {
+    /// Whether `cmd` gets a channel of its own: the first command of its kind (for
+    /// one command, a shell would be a process more), and one whose stdin is too big
+    /// to travel in the shell's script. The others run in the shared shell.
+    fn own_channel(&self, cmd: &Cmd<'_>) -> bool {
+        self.commands[cmd.become_ as usize] == 0 || cmd.stdin.len() > shell::STDIN_IN_SCRIPT
+    }
+
     fn sftp(&mut self) -> Result<&Sftp, ssh2::Error> {
         if self.sftp.is_none() {
             // Driven here, not inside libssh2's blocking wait, so that each wait is
@@ -902,16 +909,15 @@ impl SshTarget {
         }
     }
 
-    /// Run a command: the first of its kind (login user or root) and any with a big
-    /// stdin on a channel of its own, the others in that kind's long-lived shell (see
-    /// `shell`). `direct`: the login shell is `/bin/sh` and the command is plain, so a
+    /// Run a command on a channel of its own or in its kind's shared shell (see
+    /// `Conn::own_channel` and `shell`). `direct`: the login shell is `/bin/sh` and the command is plain, so a
     /// channel of its own runs it as it is (`exec::direct_line`).
     fn run_in(&self, c: &mut Conn, cmd: &Cmd<'_>, direct: bool) -> TResult<exec::ChannelOutput> {
         let kind = cmd.become_ as usize;
         let marker = cmd.timeout.map(|_| exec::new_marker());
         let bad = |m: String| TargetError::host(self.name(), m);
         let exports = exec::env_exports(cmd.env).map_err(bad)?;
-        let own_channel = c.commands[kind] == 0 || cmd.stdin.len() > shell::STDIN_IN_SCRIPT;
+        let own_channel = c.own_channel(cmd);
         c.commands[kind] += 1;
         let Conn { link, shells, .. } = &mut *c;
         let (sess, fd) = (&link.session, link.fd);
@@ -1711,8 +1717,7 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
             timeout: req.timeout.or(self.command_timeout),
         };
         // Asked before taking the connection: learning it may read /etc/passwd.
-        let own_channel = self.lock()?.commands[become_ as usize] == 0
-            || cmd.stdin.len() > shell::STDIN_IN_SCRIPT;
+        let own_channel = self.lock()?.own_channel(&cmd);
         let direct = own_channel && !become_ && cmd.timeout.is_none() && self.login_shell_is_sh();
         let mut c = self.lock_mut()?;
         let out = self.run_in(&mut c, &cmd, direct)?;
