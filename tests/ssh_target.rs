@@ -622,6 +622,17 @@ fn changed_host_key_is_refused_whatever_the_policy() {
 }
 
 #[test]
+fn a_server_that_takes_no_keys_is_explained() {
+    let sshd = Sshd::start_with(
+        "root",
+        "Match User root\n  PubkeyAuthentication no\n  PasswordAuthentication yes",
+    );
+    let e = connect_err(sshd.options());
+    assert!(e.contains("does not accept keys"), "{e}");
+    assert!(e.contains("it offers: password"), "{e}");
+}
+
+#[test]
 fn refused_login_names_what_was_tried() {
     let sshd = Sshd::start();
     let stranger = sshd.dir.path().join("stranger");
