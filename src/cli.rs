@@ -1,6 +1,7 @@
 //! Command-line arguments (clap derive) and the hand-off to the layers below.
 //! Parsing happens here once; nothing downstream re-validates flags.
 
+use crate::out::{out, outln};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +69,7 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
 
+    /// Colors: auto (only on a terminal, and not with NO_COLOR), always, never
     #[arg(long, global = true, value_enum, default_value = "auto")]
     color: Color,
 
@@ -89,6 +91,7 @@ enum Command {
     Run(RunArgs),
     /// Parse a recipe, resolve its imports and check parameters; changes nothing
     Check {
+        /// The recipe file (.rhai)
         recipe: PathBuf,
         /// Parameter to check, as NAME=VALUE (repeatable)
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -100,12 +103,15 @@ enum Command {
     Vet(VetArgs),
     /// Describe a recipe: documentation, parameters, reversibility, content hash, vetting
     Show {
+        /// The recipe file (.rhai)
         recipe: PathBuf,
+        /// The description as one JSON object
         #[arg(long)]
         json: bool,
     },
     /// Undo a run by replaying its journal in reverse (also after a crash or kill -9)
     Rollback {
+        /// The run to undo (see `tend runs`)
         run_id: String,
         /// Only this host
         #[arg(long, value_name = "HOST")]
@@ -113,6 +119,7 @@ enum Command {
         /// Show what would be undone
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// One JSON object per line on stdout
         #[arg(long)]
         json: bool,
     },
@@ -121,6 +128,7 @@ enum Command {
         /// How many of the most recent runs
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// One JSON object per run on stdout
         #[arg(long)]
         json: bool,
     },
@@ -137,6 +145,7 @@ enum Command {
         /// Stop the command after this long on a host
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// One JSON object per line on stdout: each host's output and exit code
         #[arg(long)]
         json: bool,
         /// The command, after `--`
@@ -147,6 +156,7 @@ enum Command {
     Ping {
         #[command(flatten)]
         fleet: FleetArgs,
+        /// One JSON object per host on stdout, with its timings
         #[arg(long)]
         json: bool,
     },
@@ -156,6 +166,7 @@ enum Command {
         pattern: Option<String>,
         #[command(flatten)]
         fleet: FleetArgs,
+        /// One JSON object per host on stdout
         #[arg(long)]
         json: bool,
     },
@@ -171,7 +182,9 @@ enum Command {
 enum AuditCommand {
     /// Show audit events, all or those of one run
     Show {
+        /// Only the events of this run
         run_id: Option<String>,
+        /// The events as JSON Lines, as stored
         #[arg(long)]
         json: bool,
     },
@@ -208,6 +221,9 @@ pub struct FleetArgs {
     /// Private key to log in with (an encrypted key reads $TEND_SSH_PASSPHRASE)
     #[arg(long, value_name = "FILE")]
     pub private_key: Option<PathBuf>,
+    /// Give up on a host that has not answered (TCP connect, SSH handshake, login)
+    /// within this long, e.g. 5s [default: the host's connect_timeout in tend.toml or
+    /// ConnectTimeout in ssh config, else 10s]
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub connect_timeout: Option<Duration>,
     /// Run commands and write files as root through `sudo -n`
@@ -501,7 +517,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                     Ok(s) => s.to_json(),
                     Err(e) => serde_json::json!({"status": "error", "vetted": false, "error": e}),
                 };
-                println!("{v}");
+                outln!("{v}");
             } else {
                 human.show_recipe(&r, &decls, &irreversible);
                 human.show_vetting(&vetting);
@@ -534,7 +550,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 for r in runs {
                     let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
                     v["outcome"] = r.effective_outcome().into();
-                    println!("{v}");
+                    outln!("{v}");
                 }
             } else {
                 human.runs_table(runs);
@@ -549,7 +565,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             }
             if *json {
                 for e in &events {
-                    println!("{e}");
+                    outln!("{e}");
                 }
             } else {
                 human.audit_table(&events);
@@ -708,7 +724,7 @@ fn vet(cli: &Cli, human: &Human, args: &VetArgs) -> Result<i32> {
             "event": "revoke", "recipe": e.recipe, "recipe_hash": e.hash, "by": e.by,
         }));
         if args.json {
-            println!("{}", serde_json::json!({"revoked": e}));
+            outln!("{}", serde_json::json!({"revoked": e}));
         } else {
             human.line(&format!(
                 "revoked: {} was vetted by {} at {}; it counts as unvetted now",
@@ -723,7 +739,7 @@ fn vet(cli: &Cli, human: &Human, args: &VetArgs) -> Result<i32> {
     if args.print_message {
         let by = args.by.as_deref().unwrap_or_default();
         let entry = trust.draft(&recipe, by, args.note.as_deref())?;
-        print!("{}", trust::message(&entry));
+        out!("{}", trust::message(&entry));
         return Ok(exit::OK);
     }
     let sign = match (&args.sign_key, &args.signature) {
@@ -748,7 +764,7 @@ fn vet(cli: &Cli, human: &Human, args: &VetArgs) -> Result<i32> {
         "signed_by": report.signer.as_ref().map(|g| g.principal.clone()),
     }));
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "vetted": e,
@@ -821,12 +837,12 @@ fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
                     "description": why,
                 }),
             };
-            println!("{v}");
+            outln!("{v}");
         }
         return Ok(exit::OK);
     }
     if rows.is_empty() {
-        println!("no vetted recipes in {}", trust.file.display());
+        outln!("no vetted recipes in {}", trust.file.display());
         return Ok(exit::OK);
     }
     let mut t = table(&["RECIPE", "STATUS", "BY", "AT", "SIGNED", "NOTE"]);
@@ -846,7 +862,7 @@ fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
             e.note.clone().unwrap_or_default(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(exit::OK)
 }
 
@@ -927,7 +943,7 @@ fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> 
     let results = crate::ping::ping(&hosts, fleet.forks);
     if json {
         for r in &results {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?
             );
@@ -948,7 +964,7 @@ fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Res
     let specs = select_hosts(cli, &fleet, true)?;
     if json {
         for s in &specs {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(s).map_err(|e| Error::Other(e.to_string()))?
             );
@@ -959,7 +975,7 @@ fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Res
             let vars: Vec<String> = s.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
             t.add_row(vec![s.name.clone(), s.how(), vars.join(" ")]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
     Ok(exit::OK)
 }

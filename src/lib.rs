@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod journal;
 pub mod lock;
 pub mod ops;
+mod out;
 pub mod ping;
 pub mod reach;
 pub mod recipe;

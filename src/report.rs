@@ -1,5 +1,6 @@
 //! Rendering for people (and `--json`). The only module that prints, besides `cli`.
 
+use crate::out::outln;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -108,7 +109,7 @@ impl Human {
             Some(live) => {
                 let _ = live.mp.println(line);
             }
-            None => println!("{line}"),
+            None => outln!("{line}"),
         }
     }
 
@@ -122,7 +123,7 @@ impl Human {
 
     pub fn line(&self, text: &str) {
         if !self.quiet {
-            println!("{text}");
+            outln!("{text}");
         }
     }
 
@@ -143,7 +144,7 @@ impl Human {
             return;
         }
         for l in diff.lines() {
-            println!("{}", self.diff_line(l));
+            outln!("{}", self.diff_line(l));
         }
     }
 
@@ -168,10 +169,10 @@ impl Human {
             Ok(s) if s.is_vetted() => {
                 let d = s.describe();
                 let d = d.strip_prefix("vetted ").unwrap_or(&d);
-                println!("Vetted: {}, {d}", self.paint(GREEN, "yes"))
+                outln!("Vetted: {}, {d}", self.paint(GREEN, "yes"))
             }
-            Ok(s) => println!("Vetted: {}, {}", self.paint(YELLOW, "no"), s.describe()),
-            Err(e) => println!("Vetted: {}: {e}", self.paint(RED, "cannot tell")),
+            Ok(s) => outln!("Vetted: {}, {}", self.paint(YELLOW, "no"), s.describe()),
+            Err(e) => outln!("Vetted: {}: {e}", self.paint(RED, "cannot tell")),
         }
     }
 
@@ -384,10 +385,10 @@ impl Human {
                 err,
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
         let count =
             |f: &dyn Fn(Outcome) -> bool| result.hosts.iter().filter(|h| f(h.outcome)).count();
-        println!(
+        outln!(
             "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} locked, {} skipped",
             result.hosts.len(),
             count(&|o| o == Outcome::Ok),
@@ -451,9 +452,9 @@ impl Human {
             let mut lines = key.lines();
             let head = lines.next().unwrap_or_default();
             let style = if head == "exit 0" { GREEN } else { RED };
-            println!("{} ({head})", self.paint(style, &hs.join(", ")));
+            outln!("{} ({head})", self.paint(style, &hs.join(", ")));
             for l in lines {
-                println!("    {l}");
+                outln!("    {l}");
             }
         }
     }
@@ -469,28 +470,28 @@ impl Human {
                 r.error.clone().unwrap_or_default(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
 
     pub fn show_recipe(&self, r: &Recipe, decls: &[ParamDecl], irreversible: &[String]) {
-        println!("{}  {}", self.paint(BOLD, &r.name), r.path.display());
+        outln!("{}  {}", self.paint(BOLD, &r.name), r.path.display());
         let doc = r.doc();
         if !doc.is_empty() {
-            println!();
+            outln!();
             for l in doc.lines() {
-                println!("  {l}");
+                outln!("  {l}");
             }
         }
-        println!("\nParameters:");
+        outln!("\nParameters:");
         if decls.is_empty() {
-            println!("  (none)");
+            outln!("  (none)");
         }
         for d in decls {
             let default = match &d.default {
                 Some(v) => format!(" = {v}"),
                 None => " (required)".into(),
             };
-            println!(
+            outln!(
                 "  {:<14} {:<9}{default}{}",
                 d.name,
                 d.ty.as_str(),
@@ -501,26 +502,26 @@ impl Human {
                 }
             );
         }
-        println!();
+        outln!();
         if irreversible.is_empty() {
-            println!("Reversible: yes, every step can be rolled back");
+            outln!("Reversible: yes, every step can be rolled back");
         } else {
-            println!("Reversible: no; these steps leave a barrier (sh without undo):");
+            outln!("Reversible: no; these steps leave a barrier (sh without undo):");
             for s in irreversible {
-                println!("  {s}");
+                outln!("  {s}");
             }
         }
         if !r.modules.is_empty() {
             let names: Vec<&str> = r.modules.iter().map(|(n, _)| n.as_str()).collect();
-            println!("Imports: {}", names.join(", "));
+            outln!("Imports: {}", names.join(", "));
         }
-        println!("Scope: {}", r.scope_display());
-        println!("Hash: {}", r.hash);
+        outln!("Scope: {}", r.scope_display());
+        outln!("Hash: {}", r.hash);
     }
 
     pub fn runs_table(&self, runs: &[RunMeta]) {
         if runs.is_empty() {
-            println!("no runs yet");
+            outln!("no runs yet");
             return;
         }
         let mut t = table(&[
@@ -542,7 +543,7 @@ impl Human {
                 r.changed.to_string(),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
 
     pub fn audit_table(&self, events: &[serde_json::Value]) {
@@ -581,7 +582,7 @@ impl Human {
                 ),
                 _ => String::new(),
             };
-            println!(
+            outln!(
                 "{:>5} {ts} {:<21} {:<10} {:<12} {:<11} {what}",
                 e.get("seq").and_then(|v| v.as_u64()).unwrap_or(0),
                 s("run_id"),
@@ -635,7 +636,7 @@ impl Output {
                     "complete": report.incomplete.is_empty(),
                     "incomplete": report.incomplete,
                 });
-                println!("{v}");
+                outln!("{v}");
             }
             Output::Human(h, _) => {
                 if dry_run {

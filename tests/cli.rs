@@ -155,3 +155,50 @@ fn run_json_has_the_documented_shape() {
     assert_eq!(end["outcome"], "ok");
     assert_eq!(end["changed"], 1);
 }
+
+/// stdout whose reader has gone (`tend … | head -1` after head exits): nobody reads.
+fn closed_pipe() -> std::fs::File {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills both descriptors; the read end is closed at once and the
+    // write end is owned by the File from here on.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::fs::File::from_raw_fd(fds[1])
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_neither_crashes_tend_nor_stops_a_run() {
+    let w = World::new();
+    let dir = w.path("demo");
+    // The demo's run writes its report to the closed pipe, and still rotates.
+    let out = w
+        .command()
+        .args(["demo", "--dir", &dir])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(w.root().join("demo/logs/app.log.2.gz").exists());
+    let runs = w.tend(&["runs", "--json"]).events();
+    assert_eq!(runs[0]["outcome"], "ok");
+    for args in [
+        vec!["runs", "--json"],
+        vec!["audit", "show"],
+        vec!["show", &shipped("log-rotate.rhai")],
+    ] {
+        let out = w
+            .command()
+            .args(&args)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
