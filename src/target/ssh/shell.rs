@@ -36,6 +36,9 @@
 //! * TOKEN is random per shell; a command's output is what comes before it.
 //! * A timeout kills the marker's process groups, and the shell's is one of them: the
 //!   shell dies with the command and the next command starts a new one.
+//! * Before each command, what arrived since the last one is read and dropped (late
+//!   output of a background process is no command's), and a shell that ended
+//!   meanwhile is replaced (`Shell::ended`).
 //! * If the shell dies mid-command (the command killed `$$`, sudo refused), its exit
 //!   status is the command's, as it would be on a channel of its own.
 
