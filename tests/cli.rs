@@ -201,4 +201,22 @@ fn a_reader_that_goes_away_neither_crashes_tend_nor_stops_a_run() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
     }
+    // A full disk is not a reader that left: it is said, once.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = w
+        .command()
+        .args(["show", &shipped("log-rotate.rhai")])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot write to standard output").count(),
+        1,
+        "{stderr}"
+    );
 }
