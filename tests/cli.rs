@@ -169,54 +169,41 @@ fn closed_pipe() -> std::fs::File {
     }
 }
 
+/// `tend ARGS` with its stdout going to `stdout`; it must not panic, whatever happens
+/// to what it writes.
+fn tend_writing_to(w: &World, args: &[&str], stdout: std::fs::File) -> support::Run {
+    let r = support::Run::from(w.command().args(args).stdout(stdout).output().unwrap());
+    assert!(!r.stderr.contains("panicked"), "{args:?}: {}", r.stderr);
+    r
+}
+
 #[test]
 fn a_reader_that_goes_away_neither_crashes_tend_nor_stops_a_run() {
     let w = World::new();
     let dir = w.path("demo");
     // The demo's run writes its report to the closed pipe, and still rotates.
-    let out = w
-        .command()
-        .args(["demo", "--dir", &dir])
-        .stdout(closed_pipe())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    tend_writing_to(&w, &["demo", "--dir", &dir], closed_pipe()).assert_code(0);
     assert!(w.root().join("demo/logs/app.log.2.gz").exists());
     let runs = w.tend(&["runs", "--json"]).events();
     assert_eq!(runs[0]["outcome"], "ok");
+    let show = shipped("log-rotate.rhai");
     for args in [
-        vec!["runs", "--json"],
-        vec!["audit", "show"],
-        vec!["show", &shipped("log-rotate.rhai")],
+        &["runs", "--json"][..],
+        &["audit", "show"],
+        &["show", &show],
     ] {
-        let out = w
-            .command()
-            .args(&args)
-            .stdout(closed_pipe())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        tend_writing_to(&w, args, closed_pipe()).assert_code(0);
     }
     // A full disk is not a reader that left: it is said, once.
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let out = w
-        .command()
-        .args(["show", &shipped("log-rotate.rhai")])
-        .stdout(full)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let r = tend_writing_to(&w, &["show", &show], full);
     assert_eq!(
-        stderr.matches("cannot write to standard output").count(),
+        r.stderr.matches("cannot write to standard output").count(),
         1,
-        "{stderr}"
+        "{}",
+        r.stderr
     );
 }
