@@ -92,11 +92,7 @@ fn unknown_function_after_a_change_is_rolled_back() {
     // --json says the same in its step_failed event.
     let r = w.run(&recipe, &[]);
     r.assert_code(ROLLED_BACK);
-    let failed = r
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
+    let failed = r.event("step_failed");
     let msg = failed["error"].as_str().unwrap();
     assert!(
         msg.contains("recipe.rhai:4:") && msg.contains("frobnicate"),

@@ -472,11 +472,7 @@ log::info(`user=${a.stdout.split("\n")[0]} root=${b.stdout.split("\n")[0]} env=$
     );
     let run = f.tend(&["run", &r, "--json"], "h1");
     run.assert_code(0);
-    let log = run
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "log")
-        .expect("a log event");
+    let log = run.event("log");
     let msg = log["message"].as_str().unwrap();
     assert!(msg.contains("root=0 env=yes"), "{msg}");
     let uid: u32 = msg

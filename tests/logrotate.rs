@@ -808,11 +808,7 @@ fn nomissingok() {
     let r = rotate(&w, &[("missing_ok", "false")]);
     // Exit 1: failed, with nothing to roll back.
     r.assert_code(1);
-    let failed = r
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
+    let failed = r.event("step_failed");
     let msg = failed["error"].as_str().unwrap();
     assert!(
         msg.contains(&format!("no log file matches {}/*.log", w.root().display())),
@@ -925,11 +921,7 @@ fn postrotate_without_undo() {
     r.assert_code(0);
     let rb = w.tend(&["rollback", &r.run_id(), "--json"]);
     rb.assert_code(4);
-    let report = rb
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "rollback")
-        .unwrap();
+    let report = rb.event("rollback");
     let incomplete: Vec<&str> = report["incomplete"]
         .as_array()
         .unwrap()
@@ -968,11 +960,7 @@ fn postrotate_failure_rolls_back() {
         ],
     );
     r.assert_code(4);
-    let failed = r
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
+    let failed = r.event("step_failed");
     assert!(
         failed["error"]
             .as_str()
@@ -1026,11 +1014,7 @@ fn compress_failure_rolls_back() {
         &[("PATH", &path)],
     );
     r.assert_code(3);
-    let failed = r
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step_failed")
-        .unwrap();
+    let failed = r.event("step_failed");
     assert!(
         failed["error"]
             .as_str()

@@ -639,11 +639,7 @@ fn sh_is_unknown_in_dry_run_and_not_run() {
     assert_eq!(steps[0]["op"], "sh");
     assert_eq!(steps[0]["unknown"], true);
     assert_eq!(steps[0]["changed"], false);
-    let end = dry
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "run_end")
-        .unwrap();
+    let end = dry.event("run_end");
     assert_eq!(end["unknown"], 1);
     assert!(gone(&w, "X"), "a dry-run ran sh");
     assert_same(&before, &w.snapshot());
@@ -771,10 +767,6 @@ fn sh_become_locally() {
     );
     let r = w.run(&recipe, &[]);
     r.assert_code(0);
-    let step = r
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step")
-        .unwrap();
+    let step = r.event("step");
     assert_eq!(step["stdout"], "0\nyes\n", "{}", r.stdout);
 }

@@ -43,15 +43,8 @@ fn recipe(w: &World, at: usize, fail: &str) -> PathBuf {
     w.recipe_in_root("recipe.rhai", &lines.join("\n"))
 }
 
-fn event(r: &Run, name: &str) -> serde_json::Value {
-    r.events()
-        .into_iter()
-        .find(|e| e["event"] == name)
-        .unwrap_or_else(|| panic!("no {name} event in:\n{}\n{}", r.stdout, r.stderr))
-}
-
 fn step_failed_error(r: &Run) -> String {
-    event(r, "step_failed")["error"]
+    r.event("step_failed")["error"]
         .as_str()
         .unwrap()
         .to_string()
@@ -70,8 +63,8 @@ fn failure_at_step_5_on(w: &World) {
         err.contains("recipe.rhai:5:") && err.contains("boom"),
         "{err}"
     );
-    assert_eq!(event(&r, "run_end")["outcome"], "rolled_back");
-    let rb = event(&r, "rollback");
+    assert_eq!(r.event("run_end")["outcome"], "rolled_back");
+    let rb = r.event("rollback");
     assert_eq!(rb["reverted"], 4, "{}", r.stdout);
     assert_eq!(rb["incomplete"].as_array().unwrap().len(), 0);
     assert_same(&before, &w.snapshot());
@@ -214,7 +207,7 @@ fn no_rollback_then_tend_rollback() {
     let before = w.snapshot();
     let r = w.run(&recipe(&w, 9, r#"throw "boom";"#), &["--no-rollback"]);
     r.assert_code(1);
-    assert_eq!(event(&r, "run_end")["outcome"], "failed");
+    assert_eq!(r.event("run_end")["outcome"], "failed");
     let changed = w.snapshot();
     // Every step's change is still there.
     let d = diff(&before, &changed);
@@ -326,8 +319,8 @@ throw "boom";
     let recipe = w.recipe_in_root("recipe.rhai", text);
     let r = w.run(&recipe, &[]);
     r.assert_code(4);
-    assert_eq!(event(&r, "run_end")["outcome"], "rollback_incomplete");
-    let rb = event(&r, "rollback");
+    assert_eq!(r.event("run_end")["outcome"], "rollback_incomplete");
+    let rb = r.event("rollback");
     let incomplete: Vec<String> = rb["incomplete"]
         .as_array()
         .unwrap()
@@ -503,7 +496,7 @@ sh("exit 3", #{undo: "touch ROOT/undo-ran"});
 "#;
     let r = w.run(&w.recipe_in_root("recipe.rhai", text), &[]);
     r.assert_code(4);
-    let rb = event(&r, "rollback");
+    let rb = r.event("rollback");
     let incomplete = rb["incomplete"].as_array().unwrap();
     assert_eq!(incomplete.len(), 1, "{}", r.stdout);
     let msg = incomplete[0].as_str().unwrap();

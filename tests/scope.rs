@@ -253,11 +253,7 @@ sh("touch ROOT/logs/touched");
     // Dry-run: reported, flagged, with a warning.
     let plan = w.run(&unmarked, &["--dry-run"]);
     plan.assert_code(0);
-    let step = plan
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "step")
-        .expect("a step");
+    let step = plan.event("step");
     assert_eq!(step["outside_scope"], true, "{step}");
     assert_eq!(step["unknown"], true, "{step}");
     assert!(plan.events().iter().any(|e| e["event"] == "log"

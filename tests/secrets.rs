@@ -328,11 +328,7 @@ fn a_planted_secret_appears_nowhere_locally() {
             let r = go(&format!("fail {how} json={json}"), &args);
             r.assert_code(ROLLED_BACK);
             if how == "sh" && json {
-                let err = r
-                    .events()
-                    .into_iter()
-                    .find(|e| e["event"] == "step_failed")
-                    .unwrap();
+                let err = r.event("step_failed");
                 assert!(
                     err["error"]
                         .as_str()

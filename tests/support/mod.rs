@@ -43,6 +43,14 @@ impl Run {
             .collect()
     }
 
+    /// The first `--json` event named `name`.
+    pub fn event(&self, name: &str) -> serde_json::Value {
+        self.events()
+            .into_iter()
+            .find(|e| e["event"] == name)
+            .unwrap_or_else(|| panic!("no {name} event in:\n{}\n{}", self.stdout, self.stderr))
+    }
+
     pub fn run_id(&self) -> String {
         self.events()
             .iter()
