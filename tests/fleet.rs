@@ -584,28 +584,22 @@ log::info(`login uid ${{me.stdout.trim()}}`);
     f.world.tend(&["rollback", &again.run_id()]).assert_code(0);
     assert_same(&before, &snapshot(sys.path()));
 
-    // A failure after the block: the run rolls itself back, as root where needed. The
-    // failing step writes outside the block, as the login user, and is refused.
-    let failing = f.recipe(&format!("{body}fs::file(`${{d}}/not-as-root`, \"x\");\n"));
-    let failed = f.tend(&["run", &failing, "--json"], "h1");
-    assert_ne!(failed.code, 0);
-    assert!(
-        failed.stdout.contains("ermission denied"),
-        "{}",
-        failed.stdout
-    );
-    assert_same(&before, &snapshot(sys.path()));
-
-    // A recipe that declares it never needs root cannot ask for it by block either.
-    let no = f.recipe(&format!("//! become: false\n{body}"));
-    let refused = f.tend(&["run", &no, "--json"], "h1");
-    assert_ne!(refused.code, 0);
-    assert!(
-        refused.stdout.contains("become: false"),
-        "{}",
-        refused.stdout
-    );
-    assert_same(&before, &snapshot(sys.path()));
+    // Refused, and nothing left changed:
+    // - a failure after the block: the run rolls itself back, as root where needed
+    //   (the failing step writes outside the block, as the login user);
+    // - a recipe that declares it never needs root cannot ask for it by block either.
+    for (recipe, says) in [
+        (
+            format!("{body}fs::file(`${{d}}/not-as-root`, \"x\");\n"),
+            "ermission denied",
+        ),
+        (format!("//! become: false\n{body}"), "become: false"),
+    ] {
+        let refused = f.tend(&["run", &f.recipe(&recipe), "--json"], "h1");
+        assert_ne!(refused.code, 0);
+        assert!(refused.stdout.contains(says), "{}", refused.stdout);
+        assert_same(&before, &snapshot(sys.path()));
+    }
 }
 
 /// The host lock lives on the host: a run finds it held (by a live run elsewhere, or
