@@ -910,13 +910,13 @@ impl SshTarget {
     }
 
     /// Run a command on a channel of its own or in its kind's shared shell (see
-    /// `Conn::own_channel` and `shell`). `direct`: the login shell is `/bin/sh` and the command is plain, so a
-    /// channel of its own runs it as it is (`exec::direct_line`).
+    /// `Conn::own_channel` and `shell`). `direct`: the login shell is `/bin/sh` and
+    /// the command is plain, so a channel of its own runs it as it is
+    /// (`exec::direct_line`).
     fn run_in(&self, c: &mut Conn, cmd: &Cmd<'_>, direct: bool) -> TResult<exec::ChannelOutput> {
         let kind = cmd.become_ as usize;
         let marker = cmd.timeout.map(|_| exec::new_marker());
         let bad = |m: String| TargetError::host(self.name(), m);
-        let exports = exec::env_exports(cmd.env).map_err(bad)?;
         let own_channel = c.own_channel(cmd);
         c.commands[kind] += 1;
         let Conn { link, shells, .. } = &mut *c;
@@ -942,6 +942,7 @@ impl SshTarget {
             stdin.extend_from_slice(cmd.stdin);
             exec::run_channel(sess, fd, &line, &stdin, cmd.timeout, IO_TIMEOUT, &mut kill)
         } else {
+            let exports = exec::env_exports(cmd.env).map_err(bad)?;
             let live = shells[kind].take().and_then(|mut sh| {
                 if !sh.ended(sess) {
                     return Some(sh);

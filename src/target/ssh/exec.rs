@@ -160,7 +160,7 @@ fn with_env(
     let header = env_exports(env)?;
     let mut full = String::new();
     if let Some(m) = marker {
-        full.push_str(&format!("export TEND_EXEC_ID={}\n", shell_quote(m)));
+        full.push_str(&marker_export(m));
     }
     if !header.is_empty() {
         full.push_str(&format!(
@@ -170,6 +170,11 @@ fn with_env(
     }
     full.push_str(script);
     Ok((full, header.into_bytes()))
+}
+
+/// The line that exports `marker` to a command and everything it starts.
+pub(crate) fn marker_export(marker: &str) -> String {
+    format!("export TEND_EXEC_ID={}\n", shell_quote(marker))
 }
 
 /// A fresh marker for one command.

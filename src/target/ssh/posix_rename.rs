@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use libssh2_sys as raw;
 use ssh2::{ErrorCode, Session};
 
-use super::exec::{wait_socket, NonBlocking};
+use super::exec::{retry, NonBlocking};
 
 const ERROR_SFTP_PROTOCOL: i32 = -31;
 
@@ -58,37 +58,25 @@ impl PosixRename {
     ) -> Result<PosixRename, ssh2::Error> {
         let _mode = NonBlocking::new(session);
         let deadline = Instant::now() + io_timeout;
-        let mut idle = 0u32;
-        loop {
-            let (sftp, rc) = {
-                let mut guard = session.raw();
-                let sess: *mut raw::LIBSSH2_SESSION = &mut *guard;
-                // SAFETY: `sess` is the live session, locked by `guard` for the calls.
-                unsafe {
-                    let sftp = raw::libssh2_sftp_init(sess);
-                    let rc = if sftp.is_null() {
-                        raw::libssh2_session_last_errno(sess)
-                    } else {
-                        0
-                    };
-                    (sftp, rc)
-                }
-            };
-            if !sftp.is_null() {
-                return Ok(PosixRename {
-                    sftp,
-                    session: session.clone(),
-                });
-            }
-            if rc != raw::LIBSSH2_ERROR_EAGAIN || Instant::now() >= deadline {
+        let sftp = retry(session, fd, deadline, || {
+            let mut guard = session.raw();
+            let sess: *mut raw::LIBSSH2_SESSION = &mut *guard;
+            // SAFETY: `sess` is the live session, locked by `guard` for the calls.
+            let sftp = unsafe { raw::libssh2_sftp_init(sess) };
+            if sftp.is_null() {
+                // SAFETY: as above.
+                let rc = unsafe { raw::libssh2_session_last_errno(sess) };
                 return Err(ssh2::Error::new(
                     ErrorCode::Session(rc),
                     "cannot open an SFTP channel for posix-rename",
                 ));
             }
-            wait_socket(session, fd, Duration::from_millis(1 << idle.min(7)));
-            idle += 1;
-        }
+            Ok(sftp)
+        })?;
+        Ok(PosixRename {
+            sftp,
+            session: session.clone(),
+        })
     }
 
     /// rename(2) `from` to `to` on the host. An `SFTP(8)` error (operation

@@ -94,7 +94,7 @@ impl Shell {
         }
         s.push_str("(\n");
         if let Some(m) = marker {
-            s.push_str(&format!("export TEND_EXEC_ID={}\n", shell_quote(m)));
+            s.push_str(&exec::marker_export(m));
         }
         s.push_str(exports);
         s.push_str("set --");
