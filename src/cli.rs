@@ -119,6 +119,10 @@ enum Command {
         /// Show what would be undone
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Also revert paths that changed since the run (their current content is
+        /// saved in the run's backup directory first); without it they are left alone
+        #[arg(long)]
+        force: bool,
         /// One JSON object per line on stdout
         #[arg(long)]
         json: bool,
@@ -529,11 +533,12 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             run_id,
             host,
             dry_run,
+            force,
             json,
         } => {
             let state = state_dir(cli)?;
             let (sink, out) = sink_for(*json, human, *dry_run);
-            let report = runner::rollback(&state, run_id, host.as_deref(), *dry_run, sink)?;
+            let report = runner::rollback(&state, run_id, host.as_deref(), *dry_run, *force, sink)?;
             out.rollback_summary(run_id, &report, *dry_run);
             Ok(if report.incomplete.is_empty() {
                 exit::OK

@@ -2,17 +2,22 @@
 //! appended and fsync'ed before each change is made, so that a run killed at any
 //! point can still be rolled back, by itself or later by `tend rollback`.
 //!
-//! Format: JSON Lines. `{"seq":1,"step":3,"op":"fs::file","undo":{…}}` before a change,
-//! `{"done":1}` after it, `{"undone":1}` once rollback reverted it. A torn last line
-//! (the process died mid-write) is ignored: its change had not started.
+//! Format: JSON Lines. `{"seq":1,"step":3,"op":"fs::file","undo":{…},"dirs":[…]}`
+//! before a change, `{"left":1,"state":{…}}` once it is made (what it left at its
+//! path), `{"done":1}` after the step, `{"undone":1}` once rollback reverted it.
+//!
+//! Only a torn *last* line is the normal trace of a crash (the process died while
+//! writing it, so its change had not started); opening the journal cuts it off. Any
+//! other line that cannot be read is damage: [`Journal::read`] reports it, and a
+//! rollback of a damaged journal is incomplete, never silently "complete".
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::ops::undo::Undo;
+use crate::ops::undo::{Fingerprint, Undo};
 
 pub struct Journal {
     path: PathBuf,
@@ -28,10 +33,24 @@ pub struct Entry {
     pub undo: Undo,
     /// The change was made as root through sudo (`become`): revert it that way too.
     pub become_: bool,
+    /// Where the parent directory of each of `undo.paths()` really led when the record
+    /// was written (symlinks resolved). Empty in journals of older versions.
+    pub dirs: Vec<String>,
+    /// What the change left at `undo.subject()`: `Some(None)` when it left nothing
+    /// there, `None` when that was never recorded (the run died during the change).
+    pub left: Option<Option<Fingerprint>>,
     /// The change finished. False for the step that was running when the run died.
     pub done: bool,
     /// Already reverted by an earlier rollback.
     pub undone: bool,
+}
+
+/// A journal as read back: its records, and the lines that could not be read.
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub entries: Vec<Entry>,
+    /// `line N: why`, for every line that is neither a record nor a torn last line.
+    pub damaged: Vec<String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -44,6 +63,12 @@ enum Line {
         undo: Undo,
         #[serde(default, rename = "become", skip_serializing_if = "std::ops::Not::not")]
         become_: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dirs: Vec<String>,
+    },
+    Left {
+        left: u64,
+        state: Option<Fingerprint>,
     },
     Done {
         done: u64,
@@ -56,21 +81,26 @@ enum Line {
 impl Journal {
     /// Open (creating if needed) the journal at `path` for appending.
     pub fn open(path: &Path) -> std::io::Result<Journal> {
-        let existing = if path.exists() {
-            Self::read(path)?
-        } else {
-            Vec::new()
-        };
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-        let text_end = std::fs::read(path)?.last().copied();
-        if text_end.is_some_and(|b| b != b'\n') {
-            // Close a torn line so the next record starts on its own.
-            file.write_all(b"\n")?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)?;
+        if text.last().is_some_and(|b| *b != b'\n') {
+            // A torn last line: the write that died with the process. Cut it off, so
+            // that the next line does not turn it into damage in the middle.
+            let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(keep as u64)?;
+            file.sync_data()?;
+            text.truncate(keep);
         }
+        let existing = parse(&text);
         Ok(Journal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
-            seq: AtomicU64::new(existing.iter().map(|e| e.seq).max().unwrap_or(0)),
+            seq: AtomicU64::new(existing.entries.iter().map(|e| e.seq).max().unwrap_or(0)),
         })
     }
 
@@ -90,7 +120,14 @@ impl Journal {
     }
 
     /// Append an undo record durably; returns its sequence number.
-    pub fn append(&self, step: u64, op: &str, undo: &Undo, become_: bool) -> std::io::Result<u64> {
+    pub fn append(
+        &self,
+        step: u64,
+        op: &str,
+        undo: &Undo,
+        become_: bool,
+        dirs: &[String],
+    ) -> std::io::Result<u64> {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.write_line(
             &Line::Record {
@@ -99,10 +136,23 @@ impl Journal {
                 op: op.to_string(),
                 undo: undo.clone(),
                 become_,
+                dirs: dirs.to_vec(),
             },
             true,
         )?;
         Ok(seq)
+    }
+
+    /// What record `seq`'s change left. Not fsync'ed by itself: the next record's
+    /// fsync carries it, and losing it at a crash only makes rollback more careful.
+    pub fn record_left(&self, seq: u64, state: Option<&Fingerprint>) -> std::io::Result<()> {
+        self.write_line(
+            &Line::Left {
+                left: seq,
+                state: state.cloned(),
+            },
+            false,
+        )
     }
 
     /// The last appended change completed. Not fsync'ed: losing it only makes a
@@ -119,60 +169,89 @@ impl Journal {
         self.write_line(&Line::Undone { undone: seq }, true)
     }
 
-    pub fn read(path: &Path) -> std::io::Result<Vec<Entry>> {
-        let mut entries: Vec<Entry> = Vec::new();
-        let reader = BufReader::new(File::open(path)?);
-        for line in reader.lines() {
-            let line = line?;
-            let Ok(parsed) = serde_json::from_str::<Line>(&line) else {
-                continue; // torn write at a crash
-            };
-            match parsed {
-                Line::Record {
-                    seq,
-                    step,
-                    op,
-                    undo,
-                    become_,
-                } => entries.push(Entry {
-                    seq,
-                    step,
-                    op,
-                    undo,
-                    become_,
-                    done: false,
-                    undone: false,
-                }),
-                Line::Done { done } => {
-                    // `done` marks every record up to it: a step may append several.
-                    for e in entries.iter_mut().filter(|e| e.seq <= done) {
-                        e.done = true;
-                    }
+    pub fn read(path: &Path) -> std::io::Result<Contents> {
+        Ok(parse(&std::fs::read(path)?))
+    }
+}
+
+fn parse(text: &[u8]) -> Contents {
+    let mut out = Contents::default();
+    let torn_tail = text.last().is_some_and(|b| *b != b'\n');
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    // `split` yields an empty piece after a final newline.
+    let count = lines.len() - usize::from(!torn_tail);
+    for (i, raw) in lines.iter().take(count).enumerate() {
+        let number = i + 1;
+        let parsed = std::str::from_utf8(raw)
+            .map_err(|e| e.to_string())
+            .and_then(|l| serde_json::from_str::<Line>(l).map_err(|e| e.to_string()));
+        let line = match parsed {
+            Ok(l) => l,
+            Err(_) if torn_tail && number == count => continue, // died mid-write
+            Err(e) => {
+                out.damaged.push(format!("line {number}: {e}"));
+                continue;
+            }
+        };
+        let entries = &mut out.entries;
+        match line {
+            Line::Record {
+                seq,
+                step,
+                op,
+                undo,
+                become_,
+                dirs,
+            } => entries.push(Entry {
+                seq,
+                step,
+                op,
+                undo,
+                become_,
+                dirs,
+                left: None,
+                done: false,
+                undone: false,
+            }),
+            Line::Left { left, state } => {
+                if let Some(e) = entries.iter_mut().find(|e| e.seq == left) {
+                    e.left = Some(state);
                 }
-                Line::Undone { undone } => {
-                    if let Some(e) = entries.iter_mut().find(|e| e.seq == undone) {
-                        e.undone = true;
-                    }
+            }
+            Line::Done { done } => {
+                // `done` marks every record up to it: a step may append several.
+                for e in entries.iter_mut().filter(|e| e.seq <= done) {
+                    e.done = true;
+                }
+            }
+            Line::Undone { undone } => {
+                if let Some(e) = entries.iter_mut().find(|e| e.seq == undone) {
+                    e.undone = true;
                 }
             }
         }
-        Ok(entries)
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn remove(p: &str) -> Undo {
+        Undo::Remove { path: p.into() }
+    }
+
     #[test]
     fn round_trip_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
         let j = Journal::open(&path).unwrap();
-        j.append(1, "fs::file", &Undo::Remove { path: "/x".into() }, false)
+        j.append(1, "fs::file", &remove("/x"), false, &["/".into()])
             .unwrap();
+        j.record_left(1, None).unwrap();
         j.mark_done().unwrap();
-        j.append(2, "sh", &Undo::Barrier { what: "sh".into() }, true)
+        j.append(2, "sh", &Undo::Barrier { what: "sh".into() }, true, &[])
             .unwrap();
         j.mark_undone(2).unwrap();
         drop(j);
@@ -182,16 +261,42 @@ mod tests {
             .unwrap()
             .write_all(b"{\"seq\":3,\"st")
             .unwrap();
-        let entries = Journal::read(&path).unwrap();
+        let read = Journal::read(&path).unwrap();
+        assert!(read.damaged.is_empty(), "{:?}", read.damaged);
+        let entries = read.entries;
         assert_eq!(entries.len(), 2);
         assert!(entries[0].done && !entries[0].undone);
+        assert_eq!(entries[0].left, Some(None));
+        assert_eq!(entries[0].dirs, vec!["/".to_string()]);
         assert!(!entries[1].done && entries[1].undone);
         assert!(!entries[0].become_ && entries[1].become_);
         let j = Journal::open(&path).unwrap();
-        assert_eq!(
-            j.append(3, "x", &Undo::Remove { path: "/y".into() }, false)
-                .unwrap(),
-            3
+        assert_eq!(j.append(3, "x", &remove("/y"), false, &[]).unwrap(), 3);
+        drop(j);
+        // The torn line was cut off, not left in the middle as damage.
+        let read = Journal::read(&path).unwrap();
+        assert!(read.damaged.is_empty(), "{:?}", read.damaged);
+        assert_eq!(read.entries.len(), 3);
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let j = Journal::open(&path).unwrap();
+        j.append(1, "fs::file", &remove("/x"), false, &[]).unwrap();
+        j.append(2, "fs::file", &remove("/y"), false, &[]).unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let broken = text.replacen(
+            "\"undo\":{\"undo\":\"remove\"",
+            "\"undo\":{\"undo\":\"rem",
+            1,
         );
+        std::fs::write(&path, broken).unwrap();
+        let read = Journal::read(&path).unwrap();
+        assert_eq!(read.entries.len(), 1);
+        assert_eq!(read.damaged.len(), 1);
+        assert!(read.damaged[0].starts_with("line 1:"), "{:?}", read.damaged);
     }
 }

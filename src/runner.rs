@@ -13,7 +13,7 @@ use crate::engine::{self, HostContext, Limits, Mode};
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{batches, run_pool, BatchSize, Policy};
-use crate::journal::Journal;
+use crate::journal::{Entry, Journal};
 use crate::ops::undo::{Reverted, Undo};
 use crate::ops::Ctx;
 use crate::reach::{HostSpec, Reached};
@@ -22,7 +22,7 @@ use crate::recipe::Recipe;
 use crate::state::{new_run_id, RunMeta, StateDir};
 use crate::target::local::Local;
 use crate::target::overlay::Overlay;
-use crate::target::Target;
+use crate::target::{Kind, Target};
 
 pub struct RunRequest {
     pub params: Vec<(String, String)>,
@@ -516,7 +516,11 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
             let (Some(target), Some(jpath)) = (h.reached.clone(), h.journal.clone()) else {
                 continue;
             };
-            let report = rollback_host(target.as_ref(), &jpath, false, &sink)?;
+            let replay = Replay {
+                run_id: run_id.to_string(),
+                ..Replay::default()
+            };
+            let report = rollback_host(target.as_ref(), &jpath, &replay, &sink)?;
             h.outcome = if report.incomplete.is_empty() {
                 Outcome::RolledBack
             } else {
@@ -646,6 +650,7 @@ impl HostRunner<'_> {
             )?),
             _ => None,
         };
+        let mut backup_dir = None;
         let (ctx, journal_path) = if req.dry_run {
             (Ctx::plan(Arc::new(Overlay::new(target.clone()))), None)
         } else {
@@ -658,6 +663,7 @@ impl HostRunner<'_> {
                 Some(remote) => format!("{remote}/runs/{}/backup", self.run_id),
                 None => dir.join("backup").display().to_string(),
             };
+            backup_dir = Some(backup.clone());
             (
                 Ctx::apply(target.clone(), Arc::new(journal), backup),
                 Some(jpath),
@@ -702,10 +708,16 @@ impl HostRunner<'_> {
             // Nothing journaled means nothing changed: a plain failure, not a rollback.
             let journaled = journal_path
                 .as_deref()
-                .is_some_and(|j| Journal::read(j).is_ok_and(|e| !e.is_empty()));
+                .is_some_and(|j| Journal::read(j).is_ok_and(|c| !c.entries.is_empty()));
             r.outcome = match (&journal_path, req.no_rollback || !journaled) {
                 (Some(jpath), false) => {
-                    let report = rollback_host(target.as_ref(), jpath, false, self.sink)?;
+                    let replay = Replay {
+                        run_id: self.run_id.to_string(),
+                        dry_run: false,
+                        force: false,
+                        save_dir: backup_dir.clone().unwrap_or_default(),
+                    };
+                    let report = rollback_host(target.as_ref(), jpath, &replay, self.sink)?;
                     if report.incomplete.is_empty() {
                         Outcome::RolledBack
                     } else {
@@ -732,16 +744,34 @@ pub struct RollbackReport {
     pub incomplete: Vec<String>,
 }
 
+/// How a journal is replayed.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// The run whose journal it is, for messages.
+    pub run_id: String,
+    pub dry_run: bool,
+    /// Revert paths that changed since the run, saving what they hold first.
+    pub force: bool,
+    /// Where `force` saves what it overwrites: the run's backup directory on the host.
+    pub save_dir: String,
+}
+
 /// Replay one host's journal in reverse. Goes on past a record it cannot revert, so
 /// as much as possible is undone, and says exactly what was not.
+///
+/// Before reverting a record it checks, through the same view the change was made
+/// with, that its directories still lead where they led when the run wrote it (no
+/// symlink swapped in) and that the path still holds what the run left there (nobody
+/// changed it since). A record that fails either is not touched.
 pub fn rollback_host(
     target: &dyn Target,
     journal_path: &Path,
-    dry_run: bool,
+    replay: &Replay,
     sink: &Sink,
 ) -> Result<RollbackReport> {
     let host = target.info().name.clone();
-    let entries = Journal::read(journal_path)
+    let dry_run = replay.dry_run;
+    let contents = Journal::read(journal_path)
         .map_err(|e| Error::io(format!("cannot read journal {}", journal_path.display()), e))?;
     let journal =
         if dry_run {
@@ -752,62 +782,79 @@ pub fn rollback_host(
             })?)
         };
     let mut report = RollbackReport::default();
-    for e in entries.iter().rev().filter(|e| !e.undone) {
+    for d in &contents.damaged {
+        report.incomplete.push(format!(
+            "journal {}: {d}: that line cannot be read, so whatever change it recorded was not undone: check by hand",
+            journal_path.display()
+        ));
+    }
+    let mut root_view: Option<Arc<dyn Target>> = None;
+    for e in contents.entries.iter().rev().filter(|e| !e.undone) {
         let action = e.undo.describe();
-        let result = if dry_run {
-            match &e.undo {
-                Undo::Barrier { what } => {
-                    report
-                        .incomplete
-                        .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
-                    "cannot undo".to_string()
-                }
-                _ => "would revert".to_string(),
-            }
-        } else if matches!(e.undo, Undo::Command { .. }) && !e.done {
+        let is_command = matches!(e.undo, Undo::Command { .. });
+        let result = if is_command && !e.done {
             report.incomplete.push(format!(
                 "step {} ({}) did not finish (it failed or the run was killed); its undo ({action}) was not run: check by hand",
                 e.step, e.op
             ));
             "skipped".to_string()
         } else {
-            // A change made as root is reverted through the host's sudo view (no I/O
-            // to make one); an undo command asks sudo itself.
-            let result = if e.become_ && !matches!(e.undo, Undo::Command { .. }) {
-                target
-                    .elevated()
-                    .map_err(Into::into)
-                    .and_then(|t| e.undo.revert(t.as_ref(), true))
+            // A change made as root is checked and reverted through the host's sudo
+            // view; an undo command asks sudo itself.
+            let view: Result<&dyn Target> = if e.become_ && !is_command {
+                if root_view.is_none() {
+                    root_view = Some(target.elevated()?);
+                }
+                Ok(root_view.as_deref().expect("set above"))
             } else {
-                e.undo.revert(target, e.become_)
+                Ok(target)
             };
-            match result {
-                Ok(r) => {
-                    if let Some(j) = &journal {
-                        j.mark_undone(e.seq)
-                            .map_err(|err| Error::io("cannot update journal", err))?;
-                    }
-                    match r {
-                        Reverted::Done => {
-                            report.reverted += 1;
-                            "reverted".to_string()
-                        }
-                        Reverted::NotNeeded => "not needed".to_string(),
-                        Reverted::Impossible(what) => {
-                            report
-                                .incomplete
-                                .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
-                            "cannot undo".to_string()
-                        }
-                    }
+            let view = view?;
+            match preflight(view, e, replay) {
+                Err(why) => {
+                    report
+                        .incomplete
+                        .push(format!("step {} ({}): {why}", e.step, e.op));
+                    format!("refused: {why}")
                 }
-                Err(err) => {
-                    report.incomplete.push(format!(
-                        "step {} ({}): {action} failed: {err}",
-                        e.step, e.op
-                    ));
-                    format!("failed: {err}")
-                }
+                Ok(note) if dry_run => match &e.undo {
+                    Undo::Barrier { what } => {
+                        report
+                            .incomplete
+                            .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
+                        "cannot undo".to_string()
+                    }
+                    _ => format!("would revert{note}"),
+                },
+                Ok(note) => match e.undo.revert(view, e.become_) {
+                    Ok(r) => {
+                        if let Some(j) = &journal {
+                            j.mark_undone(e.seq)
+                                .map_err(|err| Error::io("cannot update journal", err))?;
+                        }
+                        match r {
+                            Reverted::Done => {
+                                report.reverted += 1;
+                                format!("reverted{note}")
+                            }
+                            Reverted::NotNeeded => "not needed".to_string(),
+                            Reverted::Impossible(what) => {
+                                report.incomplete.push(format!(
+                                    "step {} ({}): cannot undo {what}",
+                                    e.step, e.op
+                                ));
+                                "cannot undo".to_string()
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        report.incomplete.push(format!(
+                            "step {} ({}): {action} failed: {err}",
+                            e.step, e.op
+                        ));
+                        format!("failed: {err}")
+                    }
+                },
             }
         };
         sink(&Event::Undo {
@@ -826,12 +873,88 @@ pub fn rollback_host(
     Ok(report)
 }
 
+/// Whether record `e` may be reverted now; with `--force` the drifted content is saved
+/// first, and the note says where. The refusal says why, for the report.
+fn preflight(t: &dyn Target, e: &Entry, replay: &Replay) -> std::result::Result<String, String> {
+    use crate::ops::undo::Fingerprint;
+    let paths = e.undo.paths();
+    if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!(
+            "{p} was recorded as a relative path (by an older tend); not reverted: it is unknown where it was"
+        ));
+    }
+    for (p, then) in paths.iter().zip(&e.dirs) {
+        let dir = crate::target::parent(p);
+        let now = t.resolve_dir(dir).map_err(|err| err.to_string())?;
+        if &now != then {
+            return Err(format!(
+                "{p}: its directory now leads to {now}, not to {then} as when the run wrote it \
+                 (a symlink was put in its way since); not reverted"
+            ));
+        }
+    }
+    let (Some(path), Some(left)) = (e.undo.subject(), &e.left) else {
+        return Ok(String::new());
+    };
+    let now = Fingerprint::of(t, path).map_err(|err| err.to_string())?;
+    if now.is_none() || same_state(left.as_ref(), now.as_ref()) {
+        // Gone since (nothing to lose), or as the run left it.
+        return Ok(String::new());
+    }
+    let drift = format!(
+        "{path}: changed since run {} wrote it (it left {}; now it is {})",
+        replay.run_id,
+        Fingerprint::describe(left.as_ref()),
+        Fingerprint::describe(now.as_ref())
+    );
+    if !replay.force {
+        return Err(format!(
+            "{drift}; not rolled back (use --force to overwrite: the current content is saved first)"
+        ));
+    }
+    if !matches!(now.as_ref().map(|f| f.kind), Some(Kind::File)) {
+        return Ok(format!(" ({drift}; overwritten with --force)"));
+    }
+    let name = path.rsplit('/').next().unwrap_or("file");
+    let saved = crate::target::join(&replay.save_dir, &format!("drift-{:06}-{name}", e.seq));
+    if replay.dry_run {
+        return Ok(format!(
+            " ({drift}; --force would save it to {saved} first)"
+        ));
+    }
+    crate::ops::mkdir_p(t, &replay.save_dir, 0o700)
+        .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
+    t.copy_file(path, &saved)
+        .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
+    Ok(format!(" ({drift}; its content was saved to {saved})"))
+}
+
+/// Whether a path still is what a step left: same kind, and the same bytes and mode
+/// for a file, the same mode for a directory, the same target for a link.
+fn same_state(
+    left: Option<&crate::ops::undo::Fingerprint>,
+    now: Option<&crate::ops::undo::Fingerprint>,
+) -> bool {
+    match (left, now) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.kind == b.kind
+                && a.mode == b.mode
+                && a.size == b.size
+                && a.link == b.link
+                && (a.sha256.is_none() || b.sha256.is_none() || a.sha256 == b.sha256)
+        }
+        _ => false,
+    }
+}
+
 /// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
 pub fn rollback(
     state: &StateDir,
     run_id: &str,
     only_host: Option<&str>,
     dry_run: bool,
+    force: bool,
     sink: Sink,
 ) -> Result<RollbackReport> {
     let mut meta = state.read_meta(run_id)?;
@@ -883,7 +1006,21 @@ pub fn rollback(
         } else {
             Some(state.lock_host(&host, run_id)?)
         };
-        let r = rollback_host(reached.target.as_ref(), &jpath, dry_run, &sink)?;
+        let save_dir = match reached.remote_state() {
+            Ok(Some(remote)) => format!("{remote}/runs/{run_id}/backup"),
+            _ => state
+                .journal_path(run_id, &host)
+                .with_file_name("backup")
+                .display()
+                .to_string(),
+        };
+        let replay = Replay {
+            run_id: run_id.to_string(),
+            dry_run,
+            force,
+            save_dir,
+        };
+        let r = rollback_host(reached.target.as_ref(), &jpath, &replay, &sink)?;
         let state_dir = match (dry_run, r.incomplete.is_empty()) {
             (false, true) => reached.remote_state().ok().flatten(),
             _ => None,

@@ -113,10 +113,12 @@ pub struct HostLock {
 
 impl StateDir {
     pub fn open(root: &Path) -> Result<StateDir> {
-        mkdirs(root)?;
-        Ok(StateDir {
-            root: root.to_path_buf(),
-        })
+        // Absolute from the start: journals name backups inside it, and a rollback
+        // may be started from another directory.
+        let root = std::path::absolute(root)
+            .map_err(|e| Error::io(format!("state directory {}", root.display()), e))?;
+        mkdirs(&root)?;
+        Ok(StateDir { root })
     }
 
     pub fn root(&self) -> &Path {

@@ -81,15 +81,7 @@ pub fn compress(ctx: &Ctx, src: &str, format: Format) -> OpResult<StepReport> {
             )));
         }
     }
-    let backup = ctx.backup(src)?;
-    ctx.will(
-        OP,
-        Undo::Restore {
-            path: src.into(),
-            backup,
-            meta: m,
-        },
-    )?;
+    ctx.will(OP, ctx.restore_undo(src, m)?)?;
     t.remove_file(src)?;
     Ok(StepReport::changed(OP, subject, vec![src.into(), dest]))
 }

@@ -109,15 +109,7 @@ pub fn file(
     report.diff = Some(diff);
     match (meta, content_changed) {
         (Some(m), true) => {
-            let backup = ctx.backup(path)?;
-            ctx.will(
-                op,
-                Undo::Restore {
-                    path: path.into(),
-                    backup,
-                    meta: m,
-                },
-            )?;
+            ctx.will(op, ctx.restore_undo(path, m)?)?;
             t.write(path, content, want_mode)?;
         }
         (Some(m), false) => {
@@ -215,15 +207,7 @@ pub fn link(ctx: &Ctx, path: &str, link_target: &str) -> OpResult<StepReport> {
             Ok(r)
         }
         Some(m) if m.kind == Kind::File => {
-            let backup = ctx.backup(path)?;
-            ctx.will(
-                OP,
-                Undo::Restore {
-                    path: path.into(),
-                    backup,
-                    meta: m,
-                },
-            )?;
+            ctx.will(OP, ctx.restore_undo(path, m)?)?;
             replace_link(t, path, link_target)?;
             Ok(StepReport::changed(OP, subject, vec![path.into()]))
         }
@@ -339,11 +323,7 @@ fn save_for_undo(ctx: &Ctx, op: &str, path: &str, m: Meta) -> OpResult<()> {
             path: path.into(),
             target: ctx.target.read_link(path)?,
         },
-        _ => Undo::Restore {
-            path: path.into(),
-            backup: ctx.backup(path)?,
-            meta: m,
-        },
+        _ => ctx.restore_undo(path, m)?,
     };
     ctx.will(op, undo)
 }

@@ -11,11 +11,11 @@ pub mod sh;
 pub mod undo;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::journal::Journal;
-use crate::target::{Target, TargetError};
-use undo::Undo;
+use crate::target::{Meta, Target, TargetError};
+use undo::{Fingerprint, Undo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -105,6 +105,19 @@ struct Shared {
     stash_failed: AtomicBool,
     backups: AtomicU64,
     step: AtomicU64,
+    /// The last record appended, whose change is being made: what it left is recorded
+    /// once the change is done (at the next record or the end of the step).
+    pending: Mutex<Option<Pending>>,
+    /// Where relative paths start on this target, asked once when one shows up.
+    base: OnceLock<String>,
+}
+
+struct Pending {
+    seq: u64,
+    path: String,
+    /// The view the change was made through (root's under become): it may be the
+    /// only one that can read what the change left.
+    target: Arc<dyn Target>,
 }
 
 impl Ctx {
@@ -118,6 +131,8 @@ impl Ctx {
                 backup_dir,
                 backups: AtomicU64::new(0),
                 step: AtomicU64::new(0),
+                pending: Mutex::new(None),
+                base: OnceLock::new(),
             }),
             target,
             become_: false,
@@ -168,9 +183,43 @@ impl Ctx {
 
     /// The step's changes are all made: later rollbacks know it completed.
     pub fn finish_step(&self) {
+        self.record_left();
         if let Some(j) = &self.shared.journal {
             let _ = j.mark_done();
         }
+    }
+
+    /// Journal what the pending record's change left at its path.
+    fn record_left(&self) {
+        let (Some(j), Some(p)) = (
+            &self.shared.journal,
+            self.shared.pending.lock().expect("pending lock").take(),
+        ) else {
+            return;
+        };
+        match Fingerprint::of(p.target.as_ref(), &p.path) {
+            Ok(f) => {
+                let _ = j.record_left(p.seq, f.as_ref());
+            }
+            // Without it, rollback of this record cannot tell drift: it says so.
+            Err(e) => tracing::debug!(host = %self.host(), "cannot record {}: {e}", p.path),
+        }
+    }
+
+    /// A relative path as the target reads it now, absolute.
+    fn absolute(&self, undo: &mut Undo) -> OpResult<()> {
+        if undo.paths().iter().all(|p| p.starts_with('/')) {
+            return Ok(());
+        }
+        let base = match self.shared.base.get() {
+            Some(b) => b.clone(),
+            None => {
+                let b = self.shared.login.working_dir()?;
+                self.shared.base.get_or_init(|| b).clone()
+            }
+        };
+        undo.absolutize(&base);
+        Ok(())
     }
 
     pub fn current_step(&self) -> u64 {
@@ -184,24 +233,57 @@ impl Ctx {
 
     /// [`Ctx::will`] for a change made as root (`become_`) whatever this view is: a
     /// `sh(…, #{become: true})` step whose undo command must run through sudo too.
-    pub fn will_as(&self, op: &str, undo: Undo, become_: bool) -> OpResult<()> {
-        if let Some(j) = &self.shared.journal {
-            j.append(self.current_step(), op, &undo, become_)
-                .map_err(|e| OpError::Journal(e.to_string()))?;
+    ///
+    /// With the record go the directories its paths really lead to now (symlinks
+    /// resolved): a rollback refuses to revert through a symlink swapped in since.
+    pub fn will_as(&self, op: &str, mut undo: Undo, become_: bool) -> OpResult<()> {
+        let Some(j) = &self.shared.journal else {
+            return Ok(());
+        };
+        self.record_left();
+        self.absolute(&mut undo)?;
+        let target = if become_ && !self.become_ && !undo.paths().is_empty() {
+            self.target.elevated()?
+        } else {
+            self.target.clone()
+        };
+        let dirs = undo
+            .paths()
+            .iter()
+            .map(|p| target.resolve_dir(crate::target::parent(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let seq = j
+            .append(self.current_step(), op, &undo, become_, &dirs)
+            .map_err(|e| OpError::Journal(e.to_string()))?;
+        if let Some(path) = undo.subject() {
+            *self.shared.pending.lock().expect("pending lock") = Some(Pending {
+                seq,
+                path: path.to_string(),
+                target,
+            });
         }
         Ok(())
     }
 
-    /// Save the current contents of a regular file for rollback; returns where.
-    pub fn backup(&self, path: &str) -> OpResult<String> {
-        if self.dry_run() {
-            return Ok(String::new());
-        }
-        let dest = self.backup_slot(path)?;
-        // Under become the copy is made by root (it may be the only one who can read
-        // the file); it lands root-owned in tend's directory, readable only by root.
-        self.target.copy_file(path, &dest)?;
-        Ok(dest)
+    /// Save the current contents of the regular file `path` (described by `meta`)
+    /// for rollback; the record that restores them, with the copy's hash.
+    pub fn restore_undo(&self, path: &str, meta: Meta) -> OpResult<Undo> {
+        let (backup, hash) = if self.dry_run() {
+            (String::new(), None)
+        } else {
+            let dest = self.backup_slot(path)?;
+            // Under become the copy is made by root (it may be the only one who can
+            // read the file); it lands root-owned in tend's directory, root-only.
+            self.target.copy_file(path, &dest)?;
+            let hash = self.target.hash(&dest)?;
+            (dest, Some(hash))
+        };
+        Ok(Undo::Restore {
+            path: path.into(),
+            backup,
+            meta,
+            hash,
+        })
     }
 
     /// Remove a regular file by moving it into the backup directory, journaled as a

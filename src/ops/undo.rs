@@ -17,6 +17,9 @@ pub enum Undo {
         path: String,
         backup: String,
         meta: Meta,
+        /// SHA-256 of the backup when it was made: a backup altered since is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
     },
     /// `path` did not exist (file or symlink): remove whatever is there.
     Remove {
@@ -60,6 +63,71 @@ pub enum Undo {
     },
 }
 
+/// What a step left at a path, recorded right after the change: before reverting,
+/// rollback compares the path with it, so a change somebody made since is never
+/// silently overwritten or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fingerprint {
+    pub kind: Kind,
+    /// Regular files only (a directory's size changes with its entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Symlinks: where the link points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+impl Fingerprint {
+    /// What `path` is now on `t`; `None` when it does not exist.
+    pub fn of(t: &dyn Target, path: &str) -> OpResult<Option<Fingerprint>> {
+        let Some(m) = t.stat(path)? else {
+            return Ok(None);
+        };
+        let mut f = Fingerprint {
+            kind: m.kind,
+            size: None,
+            mode: m.mode,
+            sha256: None,
+            link: None,
+        };
+        match m.kind {
+            Kind::File => {
+                f.size = Some(m.size);
+                f.sha256 = Some(t.hash(path)?);
+            }
+            Kind::Symlink => {
+                f.link = Some(t.read_link(path)?);
+                f.mode = 0; // meaningless for a link, and differs between systems
+            }
+            _ => {}
+        }
+        Ok(Some(f))
+    }
+
+    /// For people: `file of 12 bytes, mode 644`.
+    pub fn describe(f: Option<&Fingerprint>) -> String {
+        match f {
+            None => "absent".into(),
+            Some(f) => match f.kind {
+                Kind::File => format!(
+                    "a file of {} bytes, mode {:o}, sha256 {}",
+                    f.size.unwrap_or(0),
+                    f.mode,
+                    f.sha256
+                        .as_deref()
+                        .map(|h| &h[..h.len().min(12)])
+                        .unwrap_or("?")
+                ),
+                Kind::Symlink => format!("a symlink to {}", f.link.as_deref().unwrap_or("?")),
+                k => format!("a {} with mode {:o}", k.as_str(), f.mode),
+            },
+        }
+    }
+}
+
 /// What reverting one record came to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,6 +140,63 @@ pub enum Reverted {
 }
 
 impl Undo {
+    /// Every path reverting this record writes or removes.
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Undo::Restore { path, .. }
+            | Undo::Remove { path }
+            | Undo::RemoveDir { path }
+            | Undo::Relink { path, .. }
+            | Undo::MakeDir { path, .. }
+            | Undo::Chmod { path, .. }
+            | Undo::Chown { path, .. } => vec![path],
+            Undo::Rename { from, to } => vec![from, to],
+            Undo::Command { .. } | Undo::Barrier { .. } => Vec::new(),
+        }
+    }
+
+    /// The path whose state after the change is recorded ([`Fingerprint`]): the one
+    /// reverting overwrites or removes. Directories being made or removed need none
+    /// (`rmdir` refuses a directory somebody filled; `mkdir` leaves an existing one).
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Undo::Restore { path, .. }
+            | Undo::Remove { path }
+            | Undo::Relink { path, .. }
+            | Undo::Chmod { path, .. }
+            | Undo::Chown { path, .. } => Some(path),
+            Undo::Rename { to, .. } => Some(to),
+            _ => None,
+        }
+    }
+
+    /// Make every path absolute from `base`, so a rollback started anywhere (or on
+    /// another day) acts on the files the run changed.
+    pub fn absolutize(&mut self, base: &str) {
+        let fix = |p: &mut String| {
+            if !p.starts_with('/') {
+                *p = crate::target::path::absolute(base, p);
+            }
+        };
+        match self {
+            Undo::Restore { path, backup, .. } => {
+                fix(path);
+                fix(backup);
+            }
+            Undo::Remove { path }
+            | Undo::RemoveDir { path }
+            | Undo::Relink { path, .. }
+            | Undo::MakeDir { path, .. }
+            | Undo::Chmod { path, .. }
+            | Undo::Chown { path, .. } => fix(path),
+            Undo::Rename { from, to } => {
+                fix(from);
+                fix(to);
+            }
+            Undo::Command { .. } | Undo::Barrier { .. } => {}
+        }
+    }
+
     /// One line for people: what reverting this record does.
     pub fn describe(&self) -> String {
         match self {
@@ -93,7 +218,12 @@ impl Undo {
     /// that it works on the local machine too, where only commands go through sudo).
     pub fn revert(&self, t: &dyn Target, become_: bool) -> OpResult<Reverted> {
         match self {
-            Undo::Restore { path, backup, meta } => {
+            Undo::Restore {
+                path,
+                backup,
+                meta,
+                hash,
+            } => {
                 if t.stat(backup)?.is_none() {
                     // The backup is made before the record is written, so a missing
                     // backup means the state dir was tampered with or cleaned.
@@ -108,9 +238,21 @@ impl Undo {
                         )));
                     }
                 }
+                if let Some(want) = hash {
+                    let have = t.hash(backup)?;
+                    if &have != want {
+                        return Err(OpError::Invalid(format!(
+                            "backup {backup} of {path} was altered since the run saved it \
+                             (sha256 {} now, {} then); not restoring it",
+                            &have[..12],
+                            &want[..want.len().min(12)]
+                        )));
+                    }
+                }
                 t.copy_file(backup, path)?;
-                t.chmod(path, meta.mode)?;
+                // Owner first: chown clears the set-id bits the mode may carry.
                 let _ = t.chown(path, meta.uid, meta.gid); // only root may; best effort
+                t.chmod(path, meta.mode)?;
                 t.set_mtime(path, meta.mtime)?;
                 Ok(Reverted::Done)
             }

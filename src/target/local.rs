@@ -147,12 +147,13 @@ impl Target for Local {
             .map_err(|e| self.err(path, e))?;
         tmp.write_all(data).map_err(|e| self.err(path, e))?;
         let file = tmp.as_file();
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| self.err(path, e))?;
         if let Some(old) = old.filter(|m| m.is_file()) {
             // Keep the owner of the file being replaced; only root may, so ignore EPERM.
+            // Before the mode: chown clears the setuid and setgid bits.
             let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
         }
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| self.err(path, e))?;
         file.sync_all().map_err(|e| self.err(path, e))?;
         tmp.persist(path).map_err(|e| self.err(path, e.error))?;
         sync_dir(dir);
@@ -227,6 +228,30 @@ impl Target for Local {
             .map_err(|e| self.err(path, e))?;
         let t = UNIX_EPOCH + Duration::from_secs(mtime.max(0) as u64);
         file.set_modified(t).map_err(|e| self.err(path, e))
+    }
+
+    fn hash(&self, path: &str) -> TResult<String> {
+        use sha2::Digest;
+        // Streamed: a removed log of several GB must not be read into memory.
+        let mut f = fs::File::open(path).map_err(|e| self.err(path, e))?;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut f, &mut h).map_err(|e| self.err(path, e))?;
+        Ok(hex::encode(h.finalize()))
+    }
+
+    fn resolve_dir(&self, dir: &str) -> TResult<String> {
+        super::path::resolve_missing(dir, |p| match fs::canonicalize(p) {
+            Ok(real) => Ok(Some(real.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(e) => Err(self.err(p, e)),
+        })
+    }
+
+    fn working_dir(&self) -> TResult<String> {
+        std::env::current_dir()
+            .map(|d| d.to_string_lossy().into_owned())
+            .map_err(|e| self.err(".", e))
     }
 
     fn creator_ids(&self) -> (u32, u32) {

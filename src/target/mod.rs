@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod overlay;
+pub mod path;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -167,6 +168,29 @@ pub trait Target: Send + Sync {
         Err(TargetError::host(
             &self.info().name,
             "this target cannot run file operations as root (become)",
+        ))
+    }
+
+    /// SHA-256 (hex) of a regular file's bytes: what the journal records of a file a
+    /// step left or saved, so a rollback can tell whether it is still that file.
+    fn hash(&self, path: &str) -> TResult<String> {
+        use sha2::Digest;
+        Ok(hex::encode(sha2::Sha256::digest(self.read(path)?)))
+    }
+
+    /// Where the absolute directory path `dir` really leads, every symlink resolved
+    /// (components that do not exist are kept as written). Recorded with each undo
+    /// record and compared before it is reverted.
+    fn resolve_dir(&self, dir: &str) -> TResult<String> {
+        path::resolve(self, dir, true).map_err(|m| TargetError::path(&self.info().name, dir, m))
+    }
+
+    /// The directory relative paths are taken from (the working directory here, the
+    /// login directory over SSH), so the journal records absolute paths only.
+    fn working_dir(&self) -> TResult<String> {
+        Err(TargetError::host(
+            &self.info().name,
+            "this target has no working directory: use absolute paths",
         ))
     }
 

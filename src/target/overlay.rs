@@ -272,6 +272,10 @@ impl Overlay {
 }
 
 impl Target for Overlay {
+    fn working_dir(&self) -> TResult<String> {
+        self.inner.working_dir()
+    }
+
     fn info(&self) -> &HostInfo {
         self.inner.info()
     }

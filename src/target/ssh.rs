@@ -1453,6 +1453,58 @@ impl Target for SshTarget {
         }))
     }
 
+    fn hash(&self, path: &str) -> TResult<String> {
+        // On the host: a removed file is not transferred only to be hashed.
+        let mut c = self.lock()?;
+        let arg = safe_arg(path);
+        let out = self.script_ok(
+            &mut c,
+            self.become_,
+            path,
+            "sha256sum -- \"$1\"",
+            &[&arg],
+            &[],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.split_whitespace().next() {
+            Some(h) if h.len() == 64 => Ok(h.to_string()),
+            _ => Err(TargetError::path(
+                self.name(),
+                path,
+                "sha256sum gave no hash",
+            )),
+        }
+    }
+
+    fn resolve_dir(&self, dir: &str) -> TResult<String> {
+        let mut c = self.lock()?;
+        super::path::resolve_missing(dir, |p| {
+            let r = match c.sftp() {
+                Ok(s) => s.realpath(Path::new(p)),
+                Err(e) => return Err(self.lost(&mut c, &e)),
+            };
+            match r {
+                Ok(real) => Ok(Some(real.to_string_lossy().into_owned())),
+                Err(e) if sftp_code(&e) == Some(NO_SUCH_FILE) => Ok(None),
+                Err(e) if self.become_ && sftp_code(&e) == Some(PERMISSION_DENIED) => {
+                    let arg = safe_arg(p);
+                    let script = r#"if [ ! -e "$1" ]; then exit 0; fi
+cd -P -- "$1" && pwd -P"#;
+                    let out = self.script_ok(&mut c, true, p, script, &[&arg], &[])?;
+                    let text = String::from_utf8_lossy(&out.stdout)
+                        .trim_end_matches('\n')
+                        .to_string();
+                    Ok((!text.is_empty()).then_some(text))
+                }
+                Err(e) => Err(self.sftp_err(&mut c, p, &e)),
+            }
+        })
+    }
+
+    fn working_dir(&self) -> TResult<String> {
+        self.home()
+    }
+
     fn stat(&self, path: &str) -> TResult<Option<Meta>> {
         let mut c = self.lock()?;
         let meta = self.lstat_in(&mut c, path)?;
