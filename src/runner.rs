@@ -896,7 +896,7 @@ fn preflight(t: &dyn Target, e: &Entry, replay: &Replay) -> std::result::Result<
     let (Some(path), Some(left)) = (e.undo.subject(), &e.left) else {
         return Ok(String::new());
     };
-    let now = Fingerprint::of(t, path).map_err(|err| err.to_string())?;
+    let now = Fingerprint::of(t, path, None).map_err(|err| err.to_string())?;
     if now.is_none() || same_state(left.as_ref(), now.as_ref()) {
         // Gone since (nothing to lose), or as the run left it.
         return Ok(String::new());

@@ -81,7 +81,7 @@ pub fn compress(ctx: &Ctx, src: &str, format: Format) -> OpResult<StepReport> {
             )));
         }
     }
-    ctx.will(OP, ctx.restore_undo(src, m)?)?;
+    ctx.will(OP, ctx.restore_undo(src, m, None)?)?;
     t.remove_file(src)?;
     Ok(StepReport::changed(OP, subject, vec![src.into(), dest]))
 }

@@ -109,8 +109,9 @@ pub fn file(
     report.diff = Some(diff);
     match (meta, content_changed) {
         (Some(m), true) => {
-            ctx.will(op, ctx.restore_undo(path, m)?)?;
+            ctx.will(op, ctx.restore_undo(path, m, old.as_deref())?)?;
             t.write(path, content, want_mode)?;
+            ctx.wrote(path, content);
         }
         (Some(m), false) => {
             ctx.will(
@@ -121,10 +122,12 @@ pub fn file(
                 },
             )?;
             t.chmod(path, want_mode)?;
+            ctx.wrote(path, content);
         }
         (None, _) => {
             ctx.will(op, Undo::Remove { path: path.into() })?;
             t.write(path, content, want_mode)?;
+            ctx.wrote(path, content);
         }
     }
     Ok(report)
@@ -207,7 +210,7 @@ pub fn link(ctx: &Ctx, path: &str, link_target: &str) -> OpResult<StepReport> {
             Ok(r)
         }
         Some(m) if m.kind == Kind::File => {
-            ctx.will(OP, ctx.restore_undo(path, m)?)?;
+            ctx.will(OP, ctx.restore_undo(path, m, None)?)?;
             replace_link(t, path, link_target)?;
             Ok(StepReport::changed(OP, subject, vec![path.into()]))
         }
@@ -323,7 +326,7 @@ fn save_for_undo(ctx: &Ctx, op: &str, path: &str, m: Meta) -> OpResult<()> {
             path: path.into(),
             target: ctx.target.read_link(path)?,
         },
-        _ => ctx.restore_undo(path, m)?,
+        _ => ctx.restore_undo(path, m, None)?,
     };
     ctx.will(op, undo)
 }

@@ -118,6 +118,8 @@ struct Pending {
     /// The view the change was made through (root's under become): it may be the
     /// only one that can read what the change left.
     target: Arc<dyn Target>,
+    /// Hash of the bytes the change wrote at `path`, when the operation knows them.
+    wrote: Option<String>,
 }
 
 impl Ctx {
@@ -197,12 +199,22 @@ impl Ctx {
         ) else {
             return;
         };
-        match Fingerprint::of(p.target.as_ref(), &p.path) {
+        match Fingerprint::of(p.target.as_ref(), &p.path, p.wrote) {
             Ok(f) => {
                 let _ = j.record_left(p.seq, f.as_ref());
             }
             // Without it, rollback of this record cannot tell drift: it says so.
             Err(e) => tracing::debug!(host = %self.host(), "cannot record {}: {e}", p.path),
+        }
+    }
+
+    /// The change of the last record wrote `data` at `path`: what it left is known
+    /// without reading it back from the host.
+    pub fn wrote(&self, path: &str, data: &[u8]) {
+        if let Some(p) = self.shared.pending.lock().expect("pending lock").as_mut() {
+            if p.path == path {
+                p.wrote = Some(undo::sha256(data));
+            }
         }
     }
 
@@ -260,6 +272,7 @@ impl Ctx {
                 seq,
                 path: path.to_string(),
                 target,
+                wrote: None,
             });
         }
         Ok(())
@@ -267,7 +280,8 @@ impl Ctx {
 
     /// Save the current contents of the regular file `path` (described by `meta`)
     /// for rollback; the record that restores them, with the copy's hash.
-    pub fn restore_undo(&self, path: &str, meta: Meta) -> OpResult<Undo> {
+    /// `old`: those contents, when the operation has read them (spares a hash on the host).
+    pub fn restore_undo(&self, path: &str, meta: Meta, old: Option<&[u8]>) -> OpResult<Undo> {
         let (backup, hash) = if self.dry_run() {
             (String::new(), None)
         } else {
@@ -275,7 +289,10 @@ impl Ctx {
             // Under become the copy is made by root (it may be the only one who can
             // read the file); it lands root-owned in tend's directory, root-only.
             self.target.copy_file(path, &dest)?;
-            let hash = self.target.hash(&dest)?;
+            let hash = match old {
+                Some(bytes) => undo::sha256(bytes),
+                None => self.target.hash(&dest)?,
+            };
             (dest, Some(hash))
         };
         Ok(Undo::Restore {

@@ -80,9 +80,16 @@ pub struct Fingerprint {
     pub link: Option<String>,
 }
 
+/// SHA-256 (hex) of bytes in memory, as [`Target::hash`] gives it of a file.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
 impl Fingerprint {
-    /// What `path` is now on `t`; `None` when it does not exist.
-    pub fn of(t: &dyn Target, path: &str) -> OpResult<Option<Fingerprint>> {
+    /// What `path` is now on `t`; `None` when it does not exist. `known`: the hash of
+    /// the bytes just written there, which spares reading them back.
+    pub fn of(t: &dyn Target, path: &str, known: Option<String>) -> OpResult<Option<Fingerprint>> {
         let Some(m) = t.stat(path)? else {
             return Ok(None);
         };
@@ -96,7 +103,10 @@ impl Fingerprint {
         match m.kind {
             Kind::File => {
                 f.size = Some(m.size);
-                f.sha256 = Some(t.hash(path)?);
+                f.sha256 = Some(match known {
+                    Some(h) => h,
+                    None => t.hash(path)?,
+                });
             }
             Kind::Symlink => {
                 f.link = Some(t.read_link(path)?);
