@@ -279,7 +279,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Stop a recipe after this many script operations (runaway-loop guard)
-    #[arg(long, default_value_t = 50_000_000)]
+    #[arg(long, default_value_t = 50_000_000, value_parser = parse_max_operations)]
     pub max_operations: u64,
     /// Run a recipe that is not vetted (needed when tend.toml has
     /// `[trust] require_vetted = "flag"`); the audit log records it as unvetted
@@ -355,8 +355,21 @@ fn parse_param(s: &str) -> std::result::Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// Every duration flag is a timeout: bounded, so that no deadline overflows.
 fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (write like 30s, 10m)"))
+    humantime::parse_duration(s)
+        .map_err(|e| e.to_string())
+        .and_then(crate::engine::check_timeout)
+        .map_err(|e| format!("{s:?}: {e} (write like 30s, 10m)"))
+}
+
+/// Rhai takes 0 as "no limit": refused, so that no typo turns the guard off.
+fn parse_max_operations(s: &str) -> std::result::Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("0 would mean no limit at all; give a large number instead".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?}: {e}")),
+    }
 }
 
 /// Parse `args` and run; returns the process exit code.

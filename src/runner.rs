@@ -160,6 +160,16 @@ fn null_sink() -> Sink {
 /// Evaluate the recipe up to `params()` to learn and check its parameters, touching
 /// nothing. Shared by `run`, `check` and `show`.
 pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Vec<ParamDecl>> {
+    declared_params_within(recipe, given, &Limits::default())
+}
+
+/// [`declared_params`] under the run's own limits: a recipe that computes a lot
+/// before `params()` (or has none) needs the `--max-operations` it was given here too.
+fn declared_params_within(
+    recipe: &Recipe,
+    given: &[(String, String)],
+    limits: &Limits,
+) -> Result<Vec<ParamDecl>> {
     let target: Arc<dyn Target> = Arc::new(Overlay::new(Arc::new(Local::new())));
     let host = Arc::new(HostContext::new(
         Ctx::plan(target),
@@ -169,8 +179,7 @@ pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Ve
         recipe.param_docs(),
         null_sink(),
     ));
-    let limits = Limits::default();
-    let engine = engine::for_host(host.clone(), &limits);
+    let engine = engine::for_host(host.clone(), limits);
     let display = recipe.path.display().to_string();
     match engine.run_ast(&recipe.ast) {
         Ok(()) => {}
@@ -183,7 +192,7 @@ pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Ve
             }
             Some(false) => {}
             None => {
-                let text = engine::describe(&e, &display, &limits);
+                let text = engine::describe(&e, &display, limits);
                 // Parameter problems are the caller's, not the recipe's.
                 return Err(if text.contains("parameter `") {
                     Error::Param(
@@ -395,7 +404,7 @@ fn audited(
 
 pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> Result<RunResult> {
     let started = Instant::now();
-    let decls = declared_params(recipe, &req.params)?;
+    let decls = declared_params_within(recipe, &req.params, &req.limits)?;
     check_given(&decls, &req.params, true)
         .map_err(|m| Error::Param(format!("{}: {m}", recipe.path.display())))?;
     let specs: Vec<HostSpec> = if req.hosts.is_empty() {

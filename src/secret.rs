@@ -30,14 +30,16 @@ impl Secret {
     /// of shell history and `ps`). Anything else is refused, for the same reason.
     pub fn from_reference(param: &str, raw: &str) -> Result<Secret, String> {
         if let Some(var) = raw.strip_prefix("env:") {
-            return std::env::var(var).map(Secret).map_err(|_| {
+            let value = std::env::var(var).map_err(|_| {
                 format!("secret parameter `{param}`: environment variable {var} is not set")
-            });
+            })?;
+            return checked(param, &format!("environment variable {var}"), value);
         }
         if let Some(path) = raw.strip_prefix("file:") {
-            return std::fs::read_to_string(path)
-                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
-                .map_err(|e| format!("secret parameter `{param}`: cannot read {path}: {e}"));
+            let value = std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("secret parameter `{param}`: cannot read {path}: {e}"))?;
+            return checked(param, path, value);
         }
         // The value itself is not repeated: it may be the secret.
         Err(format!(
@@ -65,6 +67,7 @@ impl Secret {
         if value.is_empty() {
             return Err(format!("secret parameter `{param}`: nothing was entered"));
         }
+        let value = checked(param, "what was entered", value)?.0;
         PROMPTED
             .lock()
             .expect("lock")
@@ -98,6 +101,32 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
+}
+
+/// The shortest secret accepted, in bytes. Every occurrence of a secret's value is
+/// replaced by `***` in all output, so a one-letter secret would blank that letter
+/// in every path and message, the audit log included (and could hardly be secret).
+pub const MIN_SECRET_BYTES: usize = 4;
+
+/// `value`, read from `source`, as the secret `param`, if it is long enough. The
+/// message gives the length, never the value.
+fn checked(param: &str, source: &str, value: String) -> Result<Secret, String> {
+    if value.len() >= MIN_SECRET_BYTES {
+        return Ok(Secret(value));
+    }
+    let got = if value.is_empty() {
+        "is empty".to_string()
+    } else {
+        format!(
+            "is only {} byte{}",
+            value.len(),
+            if value.len() == 1 { "" } else { "s" }
+        )
+    };
+    Err(format!(
+        "secret parameter `{param}`: the value from {source} {got}; a secret must be at least \
+         {MIN_SECRET_BYTES} bytes (each occurrence of it is masked as *** in all output)"
+    ))
 }
 
 /// Marks a declared parameter as a required secret: `token: secret()`.

@@ -155,6 +155,7 @@ impl StateDir {
     }
 
     pub fn read_meta(&self, run_id: &str) -> Result<RunMeta> {
+        check_run_id(run_id)?;
         let path = self.run_dir(run_id).join("run.json");
         let text = fs::read(&path).map_err(|_| Error::UnknownRun(run_id.to_string()))?;
         serde_json::from_slice(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
@@ -205,6 +206,28 @@ impl StateDir {
         let _ = writeln!(file, "run {run_id} (pid {})", std::process::id());
         Ok(HostLock { _file: file })
     }
+}
+
+/// Refuse anything that is not shaped like an id [`new_run_id`] makes: a run id
+/// names a folder of the state dir, so `../x` or `/tmp/x` would replay a journal
+/// from anywhere.
+pub fn check_run_id(run_id: &str) -> Result<()> {
+    let b = run_id.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let ok = b.len() == 20
+        && digits(0..8)
+        && b[8] == b'-'
+        && digits(9..15)
+        && b[15] == b'-'
+        && b[16..]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{run_id:?} is not a run id (they look like 20261128-212233-4f2a); `tend runs` lists them"
+    )))
 }
 
 /// `20261128-212233-4f2a`: sorts by time, unique enough across concurrent runs.

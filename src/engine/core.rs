@@ -20,14 +20,27 @@ pub fn register_types(engine: &mut Engine) {
         .register_fn("to_string", |_: &mut SecretDecl| "secret()".to_string())
         .register_fn("secret", || SecretDecl)
         .register_fn("size", |call: NativeCallContext, s: &str| -> RResult<i64> {
-            parse_size(s)
-                .ok_or_else(|| err(&call, format!("not a size: {s:?} (write like 10M, 1G)")))
+            parse_size(s).map_err(|q| {
+                err(
+                    &call,
+                    format!(
+                        "{}: {s:?} (write like 10M, 1G)",
+                        q.describe("a size", "bytes")
+                    ),
+                )
+            })
         })
         .register_fn(
             "duration",
             |call: NativeCallContext, s: &str| -> RResult<i64> {
-                parse_duration(s).ok_or_else(|| {
-                    err(&call, format!("not a duration: {s:?} (write like 30s, 7d)"))
+                parse_duration(s).map_err(|q| {
+                    err(
+                        &call,
+                        format!(
+                            "{}: {s:?} (write like 30s, 7d)",
+                            q.describe("a duration", "seconds")
+                        ),
+                    )
                 })
             },
         );

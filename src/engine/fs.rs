@@ -86,13 +86,9 @@ fn content_of(call: &NativeCallContext, v: &Dynamic) -> RResult<(Vec<u8>, bool)>
 /// A file shipped beside the recipe (`src:`, templates). Only below the recipe's
 /// folder, like imports.
 fn recipe_file(call: &NativeCallContext, host: &HostContext, rel: &str) -> RResult<String> {
-    if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
-        return Err(err(
-            call,
-            format!("{rel:?}: files used by a recipe must be in its folder (a relative path without ..)"),
-        ));
-    }
-    let path = host.recipe_dir.join(rel);
+    let path = crate::recipe::in_folder(&host.recipe_dir, rel)
+        .map_err(|why| err(call, format!("{rel:?}: {why}")))?
+        .unwrap_or_else(|| host.recipe_dir.join(rel));
     std::fs::read_to_string(&path)
         .map_err(|e| err(call, format!("cannot read {}: {e}", path.display())))
 }

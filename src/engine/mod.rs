@@ -44,6 +44,26 @@ impl Default for Limits {
     }
 }
 
+/// The longest timeout tend accepts (`--timeout`, `sh(…, #{timeout})`): a year is
+/// "never" for a maintenance step, and deadlines beyond what `Instant` can hold
+/// would panic. A year as humantime counts one (365.25 days), so it prints `1year`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(31_557_600);
+
+/// A timeout must be more than zero (zero would stop everything at once) and at most
+/// [`MAX_TIMEOUT`].
+pub fn check_timeout(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("a timeout must be more than 0".into())
+    } else if d > MAX_TIMEOUT {
+        Err(format!(
+            "a timeout may be at most {}",
+            humantime::format_duration(MAX_TIMEOUT)
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
 /// Marker error text: `params()` was reached while only collecting declarations.
 const DECLARED: &str = "\u{0}tend:params-declared";
 /// Marker error text: an operation was reached while only collecting declarations.
@@ -371,8 +391,8 @@ fn sandbox(engine: &mut Engine, limits: &Limits) {
     engine.set_max_variables(10_000);
     engine.set_max_functions(10_000);
     engine.disable_symbol("eval");
-    if let Some(timeout) = limits.timeout {
-        let deadline = Instant::now() + timeout;
+    // A deadline past what `Instant` can hold is none (the CLI refuses such values).
+    if let Some(deadline) = limits.timeout.and_then(|t| Instant::now().checked_add(t)) {
         engine.on_progress(move |ops| {
             if ops % 256 == 0 && Instant::now() >= deadline {
                 Some(Dynamic::from("timeout"))

@@ -70,12 +70,30 @@ fn duration(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<Duratio
     let s = v.to_string();
     parse_duration(&s)
         .map(|n| Duration::from_secs(n as u64))
-        .ok_or_else(|| {
+        .map_err(|q| {
             err(
                 call,
-                format!("sh: `{key}` must be a duration like \"30s\", not {s:?}"),
+                format!(
+                    "sh: `{key}` must be a duration like \"30s\"; {s:?} is {}",
+                    q.describe("a duration", "seconds")
+                ),
             )
         })
+}
+
+/// `timeout:` as [`duration`], but a negative or zero one is refused rather than
+/// taken as "time out at once".
+fn timeout(call: &NativeCallContext, v: &Dynamic) -> RResult<Duration> {
+    let d = match v.as_int() {
+        Ok(i) if i <= 0 => Duration::ZERO,
+        _ => duration(call, "timeout", v)?,
+    };
+    crate::engine::check_timeout(d).map_err(|why| {
+        err(
+            call,
+            format!("sh: `timeout` of {v}: {why} (seconds, or like \"30s\")"),
+        )
+    })
 }
 
 /// The command's spec, and whether the recipe marked it `in_scope: true`.
@@ -121,7 +139,7 @@ fn spec(
             "allow_fail" => spec.allow_fail = b()?,
             "become" => spec.become_ = b()?,
             "in_scope" => in_scope = b()?,
-            "timeout" => spec.timeout = Some(duration(call, k, v)?),
+            "timeout" => spec.timeout = Some(timeout(call, v)?),
             "delay" => spec.delay = duration(call, k, v)?,
             "retries" => {
                 spec.retries = v

@@ -19,7 +19,6 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::model::{usage, Model, Settings};
-use super::range;
 use crate::error::Error;
 
 /// Which format an inventory file is in.
@@ -110,7 +109,7 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                         .map_err(|m| usage(&at, format!("`{k}`: {m}")))?;
                     vars.insert(k.to_string(), v.to_string());
                 }
-                for name in range::expand(pattern).map_err(|m| usage(&at, m))? {
+                for name in model.expand(pattern, &at)? {
                     model.add_member(group, &name, &at)?;
                     let h = model.host(&name, &at)?;
                     h.settings.overlay(&settings);
@@ -393,7 +392,7 @@ fn walk(
                 .map_err(|m| usage(&hat, format!("host `{pattern}` var `{k}`: {m}")))?;
             vars.insert(k.clone(), v);
         }
-        for h in range::expand(pattern).map_err(|m| usage(&hat, m))? {
+        for h in model.expand(pattern, &hat)? {
             model.add_member(name, &h, &hat)?;
             let hd = model.host(&h, &hat)?;
             hd.settings.overlay(&settings);

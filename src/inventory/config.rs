@@ -32,7 +32,6 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::model::{self, parse_bool, parse_duration, parse_port, usage, Model, Settings};
-use super::range;
 use crate::error::Error;
 
 type Table = BTreeMap<Spanned<String>, Spanned<Value>>;
@@ -93,7 +92,7 @@ pub(crate) fn parse(
     let mut order: Vec<(usize, String)> = Vec::new();
     let mut host_defs = Vec::new();
     for (key, table) in &hosts {
-        let names = range::expand(key.get_ref()).map_err(|m| usage(&cx.at(key.span().start), m))?;
+        let names = model.expand(key.get_ref(), &cx.at(key.span().start))?;
         for n in &names {
             order.push((key.span().start, n.clone()));
         }
@@ -108,7 +107,7 @@ pub(crate) fn parse(
             match k.get_ref().as_str() {
                 "hosts" => {
                     for (i, h) in string_list(v, "hosts", &at)?.into_iter().enumerate() {
-                        for n in range::expand(&h).map_err(|m| usage(&at, m))? {
+                        for n in model.expand(&h, &at)? {
                             order.push((v.span().start + i, n.clone()));
                             def.hosts.push((n, at.clone()));
                         }

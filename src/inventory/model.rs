@@ -224,9 +224,32 @@ pub(crate) struct Model {
     pub hosts: Vec<HostDef>,
     index: HashMap<String, usize>,
     pub groups: BTreeMap<String, GroupDef>,
+    /// Host names written out by ranges so far, in all sources (see `expand`).
+    expanded: usize,
 }
 
+/// The most host names the ranges of a whole inventory may write out (a host in
+/// several groups counts each time): many names each under the per-name cap must
+/// not add up to more memory than the machine has.
+pub(crate) const MAX_EXPANDED: usize = 1_000_000;
+
 impl Model {
+    /// The names `pattern` (written at `source`) expands to; see [`range::expand`].
+    pub fn expand(&mut self, pattern: &str, source: &str) -> Result<Vec<String>, Error> {
+        let names = super::range::expand(pattern).map_err(|m| usage(source, m))?;
+        self.expanded += names.len();
+        if self.expanded > MAX_EXPANDED {
+            return Err(usage(
+                source,
+                format!(
+                    "with `{pattern}` the inventory's host ranges make more than {MAX_EXPANDED} \
+                     host names; split the inventory, or use smaller ranges"
+                ),
+            ));
+        }
+        Ok(names)
+    }
+
     /// Whether a host is called `name` or has it as its address.
     pub fn knows_host(&self, name: &str) -> bool {
         self.index.contains_key(name)

@@ -7,6 +7,10 @@
 //! range over single ASCII letters, an optional third field is the step, and a name may
 //! hold several ranges (`r[1:2]-n[a:b]` is four hosts).
 
+/// The most hosts one name may expand to, its ranges multiplied together
+/// (`h[0:999]x[0:999]` is a million).
+pub(crate) const MAX_PER_NAME: usize = 100_000;
+
 /// Expand every `[start:end(:step)]` in `name`; a name without brackets is returned as is.
 /// The error says what is wrong with the range; the caller adds where it was written.
 pub(crate) fn expand(name: &str) -> Result<Vec<String>, String> {
@@ -81,9 +85,9 @@ pub(crate) fn expand(name: &str) -> Result<Vec<String>, String> {
         } else {
             0
         };
-        if (e - b) / step as u64 >= 100_000 {
+        if (e - b) / step as u64 >= MAX_PER_NAME as u64 {
             return Err(format!(
-                "host range `[{inner}]` in `{name}` would make more than 100000 hosts"
+                "host range `[{inner}]` in `{name}` would make more than {MAX_PER_NAME} hosts"
             ));
         }
         (b..=e)
@@ -93,6 +97,14 @@ pub(crate) fn expand(name: &str) -> Result<Vec<String>, String> {
     };
 
     let tails = expand(tail)?;
+    // Each range is capped above; checked before allocating, their product is too.
+    if middles.len().saturating_mul(tails.len()) > MAX_PER_NAME {
+        return Err(format!(
+            "the ranges in `{name}` would make {} hosts together, more than {MAX_PER_NAME}; \
+             split it into smaller ranges or groups",
+            middles.len() as u128 * tails.len() as u128
+        ));
+    }
     let mut out = Vec::with_capacity(middles.len() * tails.len());
     for m in &middles {
         for t in &tails {
@@ -112,7 +124,7 @@ fn single_letter(s: &str) -> Option<char> {
 
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use super::{expand, MAX_PER_NAME};
 
     #[test]
     fn inventory_range_numeric_keeps_zero_padding() {
@@ -148,5 +160,9 @@ mod tests {
         assert!(expand("web[1-3]").unwrap_err().contains("[start:end]"));
         assert!(expand("web[1:3").unwrap_err().contains("closing"));
         assert!(expand("web[a:3]").unwrap_err().contains("numbers"));
+        assert!(expand("h[0:99999]x[0:99999]")
+            .unwrap_err()
+            .contains("10000000000 hosts together"));
+        assert_eq!(expand("h[1:1000]x[1:100]").unwrap().len(), MAX_PER_NAME);
     }
 }

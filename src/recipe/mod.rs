@@ -29,9 +29,15 @@ pub struct Recipe {
 
 impl Recipe {
     pub fn load(path: &Path) -> Result<Recipe> {
-        let source = std::fs::read_to_string(path).map_err(|source| Error::RecipeRead {
-            path: path.to_path_buf(),
-            source,
+        let source = read_text(path).map_err(|e| match e {
+            ReadError::Io(source) => Error::RecipeRead {
+                path: path.to_path_buf(),
+                source,
+            },
+            ReadError::Invalid(message) => Error::Recipe {
+                location: path.display().to_string(),
+                message,
+            },
         })?;
         let dir = path
             .parent()
@@ -48,7 +54,7 @@ impl Recipe {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "recipe".into());
         let display = path.display().to_string();
-        let (ast, modules) = resolver::compile(&source, &display, &dir)?;
+        let (ast, modules) = resolver::compile(&source, &display, &dir, Some(path))?;
         check_header(&source, &display)?;
         let hash = content_hash(&source, &hash_names(&modules, &dir));
         Ok(Recipe {
@@ -66,7 +72,7 @@ impl Recipe {
     pub fn from_text(name: &str, source: &str) -> Result<Recipe> {
         let display = format!("<{name}>");
         let dir = PathBuf::from(".");
-        let (ast, modules) = resolver::compile(source, &display, &dir)?;
+        let (ast, modules) = resolver::compile(source, &display, &dir, None)?;
         check_header(source, &display)?;
         let hash = content_hash(source, &hash_names(&modules, &dir));
         Ok(Recipe {
@@ -141,6 +147,115 @@ impl Recipe {
         }
         out
     }
+}
+
+/// The largest recipe or module tend reads. Recipes are a few kilobytes; the limit
+/// keeps a mistaken path (a log, an image, `/dev/zero`) from exhausting memory.
+pub const MAX_RECIPE_BYTES: u64 = 1024 * 1024;
+
+/// Why a recipe or module file could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Could not be opened or read (missing, permission…).
+    Io(std::io::Error),
+    /// Is there but is no recipe: not a regular file, too large, not text.
+    Invalid(String),
+}
+
+/// A recipe or module file's text. Opened without blocking and checked on the open
+/// file, so a FIFO cannot hang tend and a device cannot be read forever.
+pub(crate) fn read_text(path: &Path) -> std::result::Result<String, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(ReadError::Invalid(format!(
+            "is {kind}; a recipe or module must be a regular .rhai file"
+        )));
+    }
+    let too_large = || {
+        ReadError::Invalid(format!(
+            "is larger than {} KiB, the most tend reads as a recipe or module; is this the right file?",
+            MAX_RECIPE_BYTES / 1024
+        ))
+    };
+    if meta.len() > MAX_RECIPE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    // Bounded again while reading: the file may grow after the check.
+    file.take(MAX_RECIPE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_RECIPE_BYTES {
+        return Err(too_large());
+    }
+    let binary = |at: usize| {
+        ReadError::Invalid(format!(
+            "is not a text file (binary content at byte {at}); a recipe is Rhai source text"
+        ))
+    };
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(binary(at));
+    }
+    String::from_utf8(bytes).map_err(|e| binary(e.utf8_error().valid_up_to()))
+}
+
+/// `rel`, a file in the recipe's folder `dir` (imports, `src:` files, templates),
+/// with symlinks resolved: refused when it is absolute, has `..`, or resolves to a
+/// place outside `dir`, so that what a recipe can reach is what was vetted with it.
+/// `Ok(None)` when it does not exist.
+pub(crate) fn in_folder(dir: &Path, rel: &str) -> std::result::Result<Option<PathBuf>, String> {
+    if rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+        return Err(
+            "files used by a recipe must be in its folder (a relative path without ..)".into(),
+        );
+    }
+    let path = dir.join(rel);
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "cannot resolve {}: {}",
+                path.display(),
+                crate::error::describe_io(&e)
+            ))
+        }
+    };
+    let folder = dir.canonicalize().map_err(|e| {
+        format!(
+            "cannot resolve {}: {}",
+            dir.display(),
+            crate::error::describe_io(&e)
+        )
+    })?;
+    if !real.starts_with(&folder) {
+        return Err(format!(
+            "{} leads to {}, outside the recipe's folder {} (through a symlink); copy the file into the folder instead",
+            path.display(),
+            real.display(),
+            folder.display()
+        ));
+    }
+    Ok(Some(real))
 }
 
 /// The text of a call starting on line `i`, up to its closing parenthesis.

@@ -47,12 +47,32 @@ pub struct ParamDecl {
     pub doc: String,
 }
 
+/// Why a size or duration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// Not written like one.
+    Invalid,
+    /// Written like one, but larger than a recipe's int holds: wrapped, it would be
+    /// negative (a retention recipe would then find every file expired).
+    TooLarge,
+}
+
+impl Quantity {
+    /// The reason, for a message about `what` ("a size") counted in `unit`s.
+    pub fn describe(self, what: &str, unit: &str) -> String {
+        match self {
+            Quantity::Invalid => format!("not {what}"),
+            Quantity::TooLarge => format!("too large for {what} (at most {} {unit})", i64::MAX),
+        }
+    }
+}
+
 /// `"10M"`, `"1.5G"`, `"512K"`, `"100"`+`B`… Upper-case units, so `"10m"` stays a
-/// duration (ten minutes).
-pub fn parse_size(s: &str) -> Option<i64> {
+/// duration (ten minutes). In bytes.
+pub fn parse_size(s: &str) -> Result<i64, Quantity> {
     let t = s.trim();
     if t == "0" {
-        return Some(0); // "no size limit" needs no unit
+        return Ok(0); // "no size limit" needs no unit
     }
     let unit_ok = t
         .trim_start_matches(|c: char| c.is_ascii_digit() || c == '.')
@@ -61,26 +81,28 @@ pub fn parse_size(s: &str) -> Option<i64> {
         .next()
         .is_some_and(|c| "BKMGTP".contains(c));
     if !unit_ok {
-        return None;
+        return Err(Quantity::Invalid);
     }
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(t)
-        .ok()
-        .map(|n| n as i64)
+    match parse_size::Config::new().with_binary().parse_size(t) {
+        Ok(n) => i64::try_from(n).map_err(|_| Quantity::TooLarge),
+        Err(parse_size::Error::PosOverflow) => Err(Quantity::TooLarge),
+        Err(_) => Err(Quantity::Invalid),
+    }
 }
 
 /// `"30s"`, `"15m"`, `"2h"`, `"7d"`, `"1w"`, `"1h30m"`: seconds.
-pub fn parse_duration(s: &str) -> Option<i64> {
+pub fn parse_duration(s: &str) -> Result<i64, Quantity> {
     let t = s.trim();
     if !t.starts_with(|c: char| c.is_ascii_digit())
         || !t.ends_with(|c: char| c.is_ascii_alphabetic())
     {
-        return None;
+        return Err(Quantity::Invalid);
     }
-    humantime::parse_duration(t)
-        .ok()
-        .map(|d| d.as_secs() as i64)
+    match humantime::parse_duration(t) {
+        Ok(d) => i64::try_from(d.as_secs()).map_err(|_| Quantity::TooLarge),
+        Err(humantime::DurationError::NumberOverflow) => Err(Quantity::TooLarge),
+        Err(_) => Err(Quantity::Invalid),
+    }
 }
 
 fn type_of(v: &Dynamic) -> Option<ParamType> {
@@ -96,9 +118,11 @@ fn type_of(v: &Dynamic) -> Option<ParamType> {
         Some(ParamType::List)
     } else if v.is_string() {
         let s = v.clone().into_string().unwrap_or_default();
-        Some(if parse_size(&s).is_some() {
+        // A default too large for its type still declares that type: using it is
+        // then refused, rather than it silently becoming a string.
+        Some(if parse_size(&s) != Err(Quantity::Invalid) {
             ParamType::Size
-        } else if parse_duration(&s).is_some() {
+        } else if parse_duration(&s) != Err(Quantity::Invalid) {
             ParamType::Duration
         } else {
             ParamType::String
@@ -118,6 +142,13 @@ pub fn declarations(decl: &Map, docs: &BTreeMap<String, String>) -> Result<Vec<P
                 v.type_name()
             )
         })?;
+        if matches!(ty, ParamType::Size | ParamType::Duration) {
+            // A default too large for its type is the recipe's mistake, found before
+            // anything runs.
+            if let Err(m) = convert(name, ty, &v.to_string()) {
+                return Err(format!("the default of {m}"));
+            }
+        }
         out.push(ParamDecl {
             name: name.to_string(),
             ty,
@@ -179,6 +210,7 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
                     ))
                 }
             },
+            // Defaults were checked by `declarations`.
             (None, ParamType::Size) => Dynamic::from_int(
                 parse_size(&default.into_string().unwrap_or_default()).unwrap_or(0),
             ),
@@ -210,6 +242,10 @@ pub fn secret_values(decls: &[ParamDecl], given: &[(String, String)]) -> Vec<Str
 
 fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
     let bad = |what: &str| format!("parameter `{name}` is {what}; got {raw:?}");
+    let bad_quantity = |q: Quantity, what: &str, unit: &str, like: &str| match q {
+        Quantity::Invalid => bad(&format!("{what} (like {like})")),
+        Quantity::TooLarge => format!("parameter `{name}`: {raw:?} is {}", q.describe(what, unit)),
+    };
     Ok(match ty {
         ParamType::String => Dynamic::from(raw.to_string()),
         ParamType::Int => Dynamic::from_int(match raw.trim().strip_prefix("0o") {
@@ -223,11 +259,12 @@ fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
             "false" | "no" | "0" | "off" => false,
             _ => return Err(bad("a bool (true/false)")),
         }),
-        ParamType::Size => {
-            Dynamic::from_int(parse_size(raw).ok_or_else(|| bad("a size (like 10M, 1G)"))?)
-        }
+        ParamType::Size => Dynamic::from_int(
+            parse_size(raw).map_err(|q| bad_quantity(q, "a size", "bytes", "10M, 1G"))?,
+        ),
         ParamType::Duration => Dynamic::from_int(
-            parse_duration(raw).ok_or_else(|| bad("a duration (like 30s, 15m, 7d)"))?,
+            parse_duration(raw)
+                .map_err(|q| bad_quantity(q, "a duration", "seconds", "30s, 15m, 7d"))?,
         ),
         ParamType::List => Dynamic::from_array(
             raw.split(',')
@@ -246,12 +283,19 @@ mod tests {
 
     #[test]
     fn sizes_and_durations() {
-        assert_eq!(parse_size("10M"), Some(10 * 1024 * 1024));
-        assert_eq!(parse_size("1K"), Some(1024));
-        assert_eq!(parse_size("10m"), None);
-        assert_eq!(parse_size("10"), None);
-        assert_eq!(parse_duration("7d"), Some(7 * 86400));
-        assert_eq!(parse_duration("15m"), Some(900));
-        assert_eq!(parse_duration("/var/log"), None);
+        assert_eq!(parse_size("10M"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("10m"), Err(Quantity::Invalid));
+        assert_eq!(parse_size("10"), Err(Quantity::Invalid));
+        assert_eq!(parse_size("9999999T"), Err(Quantity::TooLarge));
+        assert_eq!(parse_size("99999999999999999999P"), Err(Quantity::TooLarge));
+        assert_eq!(parse_duration("7d"), Ok(7 * 86400));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("/var/log"), Err(Quantity::Invalid));
+        assert_eq!(parse_duration("500000000000y"), Err(Quantity::TooLarge));
+        assert_eq!(
+            parse_duration("99999999999999999999y"),
+            Err(Quantity::TooLarge)
+        );
     }
 }

@@ -19,10 +19,23 @@ pub fn stdlib_source(name: &str) -> Option<&'static str> {
 struct Resolver {
     dir: PathBuf,
     seen: Mutex<Vec<(String, String)>>,
+    /// The files being loaded, outermost first (the recipe itself when it is a
+    /// file): an import of one of them is a cycle, which would recurse until the
+    /// stack overflows.
+    loading: Mutex<Vec<(PathBuf, String)>>,
 }
 
+/// How deep imports may nest. Far more than any recipe needs; it keeps a long chain
+/// of modules from exhausting the stack.
+const MAX_IMPORT_DEPTH: usize = 16;
+
 impl Resolver {
-    fn source_of(&self, path: &str, pos: Position) -> Result<(String, String), Box<EvalAltResult>> {
+    /// `(display name, text, real path)`; the real path is `None` for stdlib modules.
+    fn source_of(
+        &self,
+        path: &str,
+        pos: Position,
+    ) -> Result<(String, String, Option<PathBuf>), Box<EvalAltResult>> {
         let refuse = |why: String| -> Box<EvalAltResult> {
             // ErrorRuntime, not ErrorModuleNotFound: Rhai replaces the latter's message.
             EvalAltResult::ErrorRuntime(why.into(), pos).into()
@@ -34,14 +47,27 @@ impl Resolver {
             )));
         }
         let name = path.strip_suffix(".rhai").unwrap_or(path);
-        let local = self.dir.join(format!("{name}.rhai"));
-        if local.is_file() {
-            let text = std::fs::read_to_string(&local)
-                .map_err(|e| refuse(format!("cannot read {}: {e}", local.display())))?;
-            return Ok((local.display().to_string(), text));
+        let file = format!("{name}.rhai");
+        let local = self.dir.join(&file);
+        let real = super::in_folder(&self.dir, &file)
+            .map_err(|why| refuse(format!("import \"{path}\" is not allowed: {why}")))?;
+        if let Some(real) = real {
+            // What is read (and hashed for vetting) is the resolved file, so a symlink
+            // swapped after the check cannot change what was loaded.
+            let text = super::read_text(&real).map_err(|e| {
+                refuse(match e {
+                    super::ReadError::Io(e) => format!(
+                        "cannot read {}: {}",
+                        local.display(),
+                        crate::error::describe_io(&e)
+                    ),
+                    super::ReadError::Invalid(why) => format!("{} {why}", local.display()),
+                })
+            })?;
+            return Ok((local.display().to_string(), text, Some(real)));
         }
         if let Some(text) = stdlib_source(name) {
-            return Ok((format!("stdlib/{name}.rhai"), text.to_string()));
+            return Ok((format!("stdlib/{name}.rhai"), text.to_string(), None));
         }
         Err(refuse(format!(
             "no module \"{path}\": not in stdlib ({}) nor at {}",
@@ -67,7 +93,30 @@ impl ModuleResolver for Resolver {
         path: &str,
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        let (display, text) = self.source_of(path, pos)?;
+        let (display, text, real) = self.source_of(path, pos)?;
+        let refuse = |why: String| -> Box<EvalAltResult> {
+            EvalAltResult::ErrorRuntime(why.into(), pos).into()
+        };
+        let key = real.unwrap_or_else(|| PathBuf::from(&display));
+        {
+            let loading = self.loading.lock().expect("resolver lock");
+            if let Some(at) = loading.iter().position(|(p, _)| *p == key) {
+                let chain: Vec<&str> = loading[at..]
+                    .iter()
+                    .map(|(_, name)| name.as_str())
+                    .chain([display.as_str()])
+                    .collect();
+                return Err(refuse(format!(
+                    "import \"{path}\" makes a cycle: {}; modules may not import each other in a circle",
+                    chain.join(" imports ")
+                )));
+            }
+            if loading.len() > MAX_IMPORT_DEPTH {
+                return Err(refuse(format!(
+                    "import \"{path}\" nests imports more than {MAX_IMPORT_DEPTH} deep"
+                )));
+            }
+        }
         let mut ast = engine.compile(&text).map_err(|e| {
             Box::new(EvalAltResult::ErrorRuntime(
                 format!("{display}:{}: {}", fmt_pos(e.position()), e.err_type()).into(),
@@ -75,7 +124,13 @@ impl ModuleResolver for Resolver {
             ))
         })?;
         ast.set_source(display.clone());
-        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)?;
+        self.loading
+            .lock()
+            .expect("resolver lock")
+            .push((key, display.clone()));
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine);
+        self.loading.lock().expect("resolver lock").pop();
+        let module = module?;
         self.seen
             .lock()
             .expect("resolver lock")
@@ -92,12 +147,24 @@ pub fn fmt_pos(p: Position) -> String {
     }
 }
 
-/// Compile `source` with every import resolved into the AST.
-pub fn compile(source: &str, display: &str, dir: &Path) -> Result<(AST, Vec<(String, String)>)> {
+/// Compile `source` with every import resolved into the AST. `file`: where the
+/// recipe was read from, if it was, so that importing itself is seen as a cycle.
+pub fn compile(
+    source: &str,
+    display: &str,
+    dir: &Path,
+    file: Option<&Path>,
+) -> Result<(AST, Vec<(String, String)>)> {
     let mut engine = crate::engine::compiler();
+    let loading = file
+        .and_then(|f| f.canonicalize().ok())
+        .map(|real| (real, display.to_string()))
+        .into_iter()
+        .collect();
     let resolver = std::sync::Arc::new(Resolver {
         dir: dir.to_path_buf(),
         seen: Mutex::new(Vec::new()),
+        loading: Mutex::new(loading),
     });
     engine.set_module_resolver(SharedResolver(resolver.clone()));
     let scope = Scope::new();

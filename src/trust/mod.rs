@@ -494,12 +494,28 @@ impl Trust {
         })
     }
 
+    /// The trust file's folder must exist: creating a path that a typo in
+    /// `[trust] file` named (as root, anywhere) is worse than refusing.
+    fn check_folder(&self) -> Result<()> {
+        let dir = self
+            .file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if dir.is_dir() {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "trust file {}: its folder {} does not exist; create it, or fix `[trust] file` in {}",
+            self.file.display(),
+            dir.display(),
+            self.source
+        )))
+    }
+
     fn write(&self, file: &TrustFile) -> Result<()> {
         let body = toml::to_string(file).map_err(|e| Error::Other(e.to_string()))?;
-        if let Some(dir) = self.file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        }
+        self.check_folder()?;
         write_atomic(&self.file, format!("{HEADER}\n{body}").as_bytes()).map_err(|e| {
             Error::io(
                 format!("cannot write trust file {}", self.file.display()),
@@ -700,6 +716,8 @@ impl Trust {
             (None, _) => (None, None),
         };
 
+        // Before anything is kept in the state dir for an approval that can't be written.
+        self.check_folder()?;
         let _lock = self.lock()?;
         let mut file = self.read()?;
         let previous = file.get(&key).cloned();
