@@ -51,6 +51,10 @@ pub struct Contents {
     pub entries: Vec<Entry>,
     /// `line N: why`, for every line that is neither a record nor a torn last line.
     pub damaged: Vec<String>,
+    /// The write scope of the recipe that made the changes, when it declared one.
+    pub scope: Option<Vec<String>>,
+    /// The run's backup directory on the host (older journals do not say).
+    pub backups: Option<String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -69,6 +73,13 @@ enum Line {
     Left {
         left: u64,
         state: Option<Fingerprint>,
+    },
+    /// First in a journal: where the run keeps its backups on the host, and the
+    /// recipe's declared write scope, which rollback checks every path against again.
+    Header {
+        backups: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Vec<String>>,
     },
     Done {
         done: u64,
@@ -117,6 +128,17 @@ impl Journal {
             f.sync_data()?;
         }
         Ok(())
+    }
+
+    /// Record where backups go and the recipe's write scope (before any change).
+    pub fn header(&self, backups: &str, scope: Option<&[String]>) -> std::io::Result<()> {
+        self.write_line(
+            &Line::Header {
+                backups: backups.to_string(),
+                scope: scope.map(<[String]>::to_vec),
+            },
+            true,
+        )
     }
 
     /// Append an undo record durably; returns its sequence number.
@@ -213,6 +235,10 @@ fn parse(text: &[u8]) -> Contents {
                 done: false,
                 undone: false,
             }),
+            Line::Header { backups, scope } => {
+                out.backups = Some(backups);
+                out.scope = scope;
+            }
             Line::Left { left, state } => {
                 if let Some(e) = entries.iter_mut().find(|e| e.seq == left) {
                     e.left = Some(state);

@@ -667,11 +667,16 @@ impl HostRunner<'_> {
             let jpath = self.state.journal_path(self.run_id, name);
             let journal = Journal::open(&jpath)
                 .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
+
             // Old contents stay on the machine they came from: rollback needs no transfer.
             let backup = match &remote_state {
                 Some(remote) => format!("{remote}/runs/{}/backup", self.run_id),
                 None => dir.join("backup").display().to_string(),
             };
+            let scope = self.recipe.scope_set();
+            journal
+                .header(&backup, scope.as_ref().map(|s| s.patterns()))
+                .map_err(|e| Error::io(format!("cannot write journal {}", jpath.display()), e))?;
             backup_dir = Some(backup.clone());
             (
                 Ctx::apply(target.clone(), Arc::new(journal), backup),
@@ -797,6 +802,20 @@ pub fn rollback_host(
             journal_path.display()
         ));
     }
+    let scope = match &contents.scope {
+        Some(patterns) => match crate::engine::Scope::new(patterns) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report.incomplete.push(format!(
+                    "journal {}: its scope cannot be read ({e}); nothing was reverted",
+                    journal_path.display()
+                ));
+                return Ok(report);
+            }
+        },
+        None => None,
+    };
+    let backups = contents.backups.as_deref().unwrap_or(&replay.save_dir);
     let mut root_view: Option<Arc<dyn Target>> = None;
     for e in contents.entries.iter().rev().filter(|e| !e.undone) {
         let action = e.undo.describe();
@@ -819,7 +838,7 @@ pub fn rollback_host(
                 Ok(target)
             };
             let view = view?;
-            match preflight(view, e, replay) {
+            match preflight(view, e, scope.as_ref(), backups, replay) {
                 Err(why) => {
                     report
                         .incomplete
@@ -884,13 +903,26 @@ pub fn rollback_host(
 
 /// Whether record `e` may be reverted now; with `--force` the drifted content is saved
 /// first, and the note says where. The refusal says why, for the report.
-fn preflight(t: &dyn Target, e: &Entry, replay: &Replay) -> std::result::Result<String, String> {
+fn preflight(
+    t: &dyn Target,
+    e: &Entry,
+    scope: Option<&crate::engine::Scope>,
+    backups: &str,
+    replay: &Replay,
+) -> std::result::Result<String, String> {
     use crate::ops::undo::Fingerprint;
     let paths = e.undo.paths();
     if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
         return Err(format!(
             "{p} was recorded as a relative path (by an older tend); not reverted: it is unknown where it was"
         ));
+    }
+    if let Some(scope) = scope {
+        for p in paths.iter().filter(|p| !inside(p, backups)) {
+            scope
+                .check(t, p, None, false)
+                .map_err(|why| format!("{why}; not reverted"))?;
+        }
     }
     for (p, then) in paths.iter().zip(&e.dirs) {
         let dir = crate::target::parent(p);
@@ -925,17 +957,25 @@ fn preflight(t: &dyn Target, e: &Entry, replay: &Replay) -> std::result::Result<
         return Ok(format!(" ({drift}; overwritten with --force)"));
     }
     let name = path.rsplit('/').next().unwrap_or("file");
-    let saved = crate::target::join(&replay.save_dir, &format!("drift-{:06}-{name}", e.seq));
+    let saved = crate::target::join(backups, &format!("drift-{:06}-{name}", e.seq));
     if replay.dry_run {
         return Ok(format!(
             " ({drift}; --force would save it to {saved} first)"
         ));
     }
-    crate::ops::mkdir_p(t, &replay.save_dir, 0o700)
+    crate::ops::mkdir_p(t, backups, 0o700)
         .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
     t.copy_file(path, &saved)
         .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
     Ok(format!(" ({drift}; its content was saved to {saved})"))
+}
+
+/// Whether `path` is `dir` or below it (tend's own backups are outside any scope).
+fn inside(path: &str, dir: &str) -> bool {
+    !dir.is_empty()
+        && path
+            .strip_prefix(dir.trim_end_matches('/'))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Whether a path still is what a step left: same kind, and the same bytes and mode

@@ -342,3 +342,42 @@ fn item09_an_altered_backup_is_refused() {
     assert!(incomplete(&rb).contains("altered"), "{}", rb.stdout);
     assert_eq!(read(w.root().join("app.ini")), "setting=2\n");
 }
+
+/// A journal whose record was turned (by hand, or by a bug) towards a path outside the
+/// recipe's declared scope: rollback checks the scope again and refuses it.
+#[test]
+fn item01_rollback_rechecks_the_declared_scope() {
+    let w = World::new();
+    w.write("sc/a", "old\n");
+    w.write("out/a", "keep\n");
+    let recipe = w.recipe_in_root(
+        "r.rhai",
+        "//! scope: ROOT/sc/**\nfs::file(\"ROOT/sc/a\", \"new\\n\");\n",
+    );
+    let r = w.run(&recipe, &[]);
+    r.assert_code(0);
+    let journal = journal_of(&w, &r.run_id());
+    let text = read(&journal);
+    assert!(text.contains("\"scope\""), "{text}");
+    let (sc, out) = (w.path("sc"), w.path("out"));
+    let turned: String = text
+        .lines()
+        .map(|l| {
+            if l.contains("\"undo\":") {
+                l.replace(&sc, &out)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&journal, turned + "\n").unwrap();
+    let rb = w.tend(&["rollback", &r.run_id(), "--json"]);
+    rb.assert_code(4);
+    assert!(
+        incomplete(&rb).contains("outside the recipe's declared scope"),
+        "{}",
+        rb.stdout
+    );
+    assert_eq!(read(w.root().join("out/a")), "keep\n");
+}
