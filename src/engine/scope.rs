@@ -17,10 +17,8 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::target::path::{walk, Hop, Walked, LOOP_MESSAGE};
 use crate::target::{join, Kind, Target};
-
-/// How many symlinks one path may pass through (Linux's own limit).
-const MAX_LINKS: usize = 40;
 
 #[derive(Debug, Clone)]
 pub struct Scope {
@@ -142,61 +140,28 @@ pub fn normalize(path: &str) -> String {
 /// the last component) replaced by where it leads, as the kernel would walk it.
 /// Components that do not exist yet are taken as they are.
 fn resolve(t: &dyn Target, path: &str, follow_last: bool) -> Result<String, String> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|p| !p.is_empty())
-        .rev()
-        .map(String::from)
-        .collect();
-    let mut done: Vec<String> = Vec::new();
-    let mut links = 0;
     let mut missing = false;
-    while let Some(part) = todo.pop() {
-        match part.as_str() {
-            "." | "" => continue,
-            ".." => {
-                done.pop();
-                continue;
-            }
-            _ => {}
+    let walked = walk(path, follow_last, |p| {
+        if missing {
+            return Ok(Hop::Dir);
         }
-        let here = format!(
-            "/{}",
-            [done.as_slice(), std::slice::from_ref(&part)]
-                .concat()
-                .join("/")
-        );
-        let last = todo.is_empty();
-        if missing || (last && !follow_last) {
-            done.push(part);
-            continue;
-        }
-        match t.stat(&here).map_err(|e| e.to_string())? {
-            Some(m) if m.kind == Kind::Symlink => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err("too many levels of symbolic links".into());
-                }
-                let target = t.read_link(&here).map_err(|e| e.to_string())?;
-                if target.starts_with('/') {
-                    done.clear();
-                }
-                todo.extend(
-                    target
-                        .split('/')
-                        .filter(|p| !p.is_empty())
-                        .rev()
-                        .map(String::from),
-                );
-            }
-            Some(_) => done.push(part),
+        Ok(match t.stat(p)? {
+            Some(m) if m.kind == Kind::Symlink => Hop::Link(t.read_link(p)?),
+            // What is below a missing component is what a step would create there.
             None => {
                 missing = true;
-                done.push(part);
+                Hop::Dir
             }
-        }
+            Some(_) => Hop::Dir,
+        })
+    })
+    .map_err(|e| e.to_string())?;
+    match walked {
+        Walked::At(physical) => Ok(physical),
+        Walked::Loop => Err(LOOP_MESSAGE.into()),
+        // Every component counts as a directory above.
+        Walked::NoEntry | Walked::NotDir => Err(format!("{path}: cannot be resolved")),
     }
-    Ok(format!("/{}", done.join("/")))
 }
 
 /// Every path below directory `dir`, relative to it; symlinks are not followed.
