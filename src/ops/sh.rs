@@ -1,12 +1,18 @@
 //! `sh`: an opaque command. tend cannot know what it changes, so a dry-run does not
 //! run it (unless the recipe says it is read-only) and reports it as *unknown*, and
 //! a real run journals the recipe's `undo` command or, without one, a barrier.
+//!
+//! In a dry-run a command (a read-only one, an `unless:` guard) runs on the real
+//! target, which does not hold the plan's writes; tend cannot tell which files a
+//! command reads, so once the plan has changed anything the command's answer is not
+//! vouched for: the step is *unknown*. `creates:` is a path check, answered from the
+//! plan itself.
 
 use std::time::Duration;
 
 use super::undo::Undo;
 use super::{Ctx, OpError, OpResult, StepReport};
-use crate::target::{ExecOutput, ExecRequest};
+use crate::target::{Divergence, ExecOutput, ExecRequest};
 
 #[derive(Debug, Clone, Default)]
 pub struct ShSpec {
@@ -37,12 +43,27 @@ fn text(b: &[u8]) -> String {
 pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
     let t = ctx.target.as_ref();
     let subject = spec.command.clone();
+    let unknown = || {
+        let mut r = StepReport::unchanged(OP, spec.command.clone());
+        r.unknown = true;
+        r.reversible = spec.undo.is_some();
+        r
+    };
+    let divergence = t.divergence();
     if let Some(path) = &spec.creates {
         if t.stat(path)?.is_some() {
+            // The plan knows its own paths, but not what a command it passed over
+            // would have removed.
+            if divergence == Divergence::Unknown {
+                return Ok(unknown());
+            }
             return Ok(StepReport::unchanged(OP, subject));
         }
     }
-    if let Some(check) = &spec.unless {
+    // What a command says on the real target is the real run's answer only while
+    // the plan has changed nothing.
+    let blind = divergence != Divergence::None;
+    if let Some(check) = spec.unless.as_ref().filter(|_| !blind) {
         // A guard is a question, not a change: it runs in dry-runs too.
         let mut req = ExecRequest::new(check.clone());
         req.env = spec.env.clone();
@@ -53,10 +74,9 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
         }
     }
     if ctx.dry_run() && !spec.read_only {
-        let mut r = StepReport::unchanged(OP, subject);
-        r.unknown = true;
-        r.reversible = spec.undo.is_some();
-        return Ok(r);
+        // From here on the plan cannot know what the real run will have done.
+        t.note_unknown_effect();
+        return Ok(unknown());
     }
     if !spec.read_only {
         let undo = match &spec.undo {
@@ -69,6 +89,24 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
         };
         // The undo of a command run as root runs as root too.
         ctx.will_as(OP, undo, spec.become_ || ctx.is_root_view())?;
+    }
+    if blind {
+        // Still run, so that the recipe gets the best answer there is (most read-only
+        // commands, `id -u` or `hostname`, do not read what the plan wrote); but
+        // flagged, and its failure is not taken as the real run's (nor retried: the
+        // file it waits for may be one only the plan holds).
+        let out = run_with_retries(
+            ctx,
+            &ShSpec {
+                retries: 0,
+                ..spec.clone()
+            },
+        )?;
+        let mut r = unknown();
+        r.stdout = Some(text(&out.stdout));
+        r.stderr = Some(text(&out.stderr));
+        r.code = Some(out.code);
+        return Ok(r);
     }
     let out = run_with_retries(ctx, spec)?;
     let mut r = if spec.read_only {

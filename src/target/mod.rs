@@ -199,6 +199,29 @@ pub trait Target: Send + Sync {
     fn creator_ids(&self) -> (u32, u32) {
         login_dir_owner(self)
     }
+
+    /// A dry-run view: how far its planned state has moved from the real target. A
+    /// real target is its own state.
+    fn divergence(&self) -> Divergence {
+        Divergence::None
+    }
+
+    /// A dry-run view: a step whose effect cannot be planned (a command that was not
+    /// run) was passed over; from here on the view cannot vouch for anything.
+    fn note_unknown_effect(&self) {}
+}
+
+/// How a dry-run's planned state differs from the real target, at one point of the
+/// run: what decides whether a check made on the real target is the real run's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Divergence {
+    /// Nothing planned yet: the real target is the planned state.
+    None,
+    /// Planned changes the view holds exactly: its path checks are exact, but a
+    /// command, which runs on the real target, does not see them.
+    Known,
+    /// An earlier step had effects the plan cannot know (a command not run).
+    Unknown,
 }
 
 /// Owner of the directory a target starts in (the login user's home over SSH): who

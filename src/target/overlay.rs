@@ -5,10 +5,14 @@
 //! implementation of each operation that could drift from the real one, and a later
 //! step that reads what an earlier step would have written sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::{ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError};
+use super::path::{self, Hop, Walked};
+use super::{
+    Divergence, ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError,
+};
 
 #[derive(Debug, Clone)]
 enum Content {
@@ -48,12 +52,36 @@ enum View {
     Missing,
 }
 
+/// Whether a primitive acts on a final symlink or on what it leads to, as its system
+/// call does (`lstat`, `unlink`, `rename`, `lchown` do not follow; `open`, `chmod`,
+/// `opendir` do).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    Keep,
+    Follow,
+}
+
+/// Planned entries are keyed by the path the kernel would reach (see [`path::walk`]):
+/// no symlink and no `..` among their directories, so a file written through a link
+/// and read through its target's name are one entry, and a directory's planned
+/// children move with it when it is renamed.
 pub struct Overlay {
     inner: Arc<dyn Target>,
     /// Owner of files and directories the plan creates.
     ids: (u32, u32),
     /// Shared with the sudo view ([`Target::elevated`]): one plan, seen by both.
     nodes: Arc<Mutex<BTreeMap<String, Node>>>,
+    /// A command was not run: see [`Divergence::Unknown`]. Shared like `nodes`.
+    unknown_effects: Arc<AtomicBool>,
+    /// What the real target's directories and links are, by resolved path: walking a
+    /// path asks about every component, and over SSH each question is a round trip.
+    /// Only the real target is cached, which a dry-run never changes. Per view, not
+    /// shared: root may see what the login user cannot.
+    hops: Mutex<HashMap<String, Hop>>,
+    /// The target's working directory, where relative paths start: asked once, and
+    /// only if a recipe uses one. Without it `data/f` and `/home/u/data/f` (the same
+    /// file, reached through an absolute link) would be two plan entries.
+    cwd: std::sync::OnceLock<Option<String>>,
 }
 
 /// `a//b/./c/` → `a/b/c`. `..` is left alone: it cannot be resolved without the target.
@@ -80,6 +108,9 @@ impl Overlay {
             ids: inner.creator_ids(),
             inner,
             nodes: Arc::new(Mutex::new(BTreeMap::new())),
+            unknown_effects: Arc::new(AtomicBool::new(false)),
+            hops: Mutex::new(HashMap::new()),
+            cwd: std::sync::OnceLock::new(),
         }
     }
 
@@ -91,14 +122,91 @@ impl Overlay {
         TargetError::path(self.host(), path, "no such file or directory")
     }
 
-    fn view(&self, nodes: &BTreeMap<String, Node>, path: &str) -> View {
-        if let Some(node) = nodes.get(path) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Node>> {
+        self.nodes.lock().expect("overlay lock")
+    }
+
+    /// The entry `path` names, as the system call would find it: `Ok(None)` when a
+    /// directory on the way is missing or is not one (what `lstat` reports as absent).
+    fn find(
+        &self,
+        nodes: &BTreeMap<String, Node>,
+        path: &str,
+        last: Last,
+    ) -> TResult<Option<String>> {
+        match self.walk(nodes, path, last)? {
+            Walked::At(key) => Ok(Some(key)),
+            Walked::NoEntry | Walked::NotDir => Ok(None),
+            Walked::Loop => Err(TargetError::path(self.host(), path, path::LOOP_MESSAGE)),
+        }
+    }
+
+    /// [`Overlay::find`] for primitives that fail where the path cannot be reached.
+    fn at(&self, nodes: &BTreeMap<String, Node>, path: &str, last: Last) -> TResult<String> {
+        match self.walk(nodes, path, last)? {
+            Walked::At(key) => Ok(key),
+            Walked::NoEntry => Err(self.not_found(path)),
+            Walked::NotDir => Err(TargetError::path(self.host(), path, "not a directory")),
+            Walked::Loop => Err(TargetError::path(self.host(), path, path::LOOP_MESSAGE)),
+        }
+    }
+
+    fn walk(&self, nodes: &BTreeMap<String, Node>, path: &str, last: Last) -> TResult<Walked> {
+        let anchored = if path.starts_with('/') {
+            None
+        } else {
+            self.cwd().map(|cwd| super::join(cwd, path))
+        };
+        let path = anchored.as_deref().unwrap_or(path);
+        path::walk(path, last == Last::Follow, |p| self.hop(nodes, p))
+    }
+
+    fn cwd(&self) -> Option<&str> {
+        self.cwd
+            .get_or_init(|| {
+                let out = self.inner.exec(&ExecRequest::new("pwd -P")).ok()?;
+                let dir = String::from_utf8(out.stdout).ok()?;
+                let dir = dir.trim_end_matches('\n');
+                (out.code == 0 && dir.starts_with('/')).then(|| dir.to_string())
+            })
+            .as_deref()
+    }
+
+    /// What one resolved path is, planned or real.
+    fn hop(&self, nodes: &BTreeMap<String, Node>, key: &str) -> TResult<Hop> {
+        let real = match self.view(nodes, key) {
+            View::Missing => return Ok(Hop::Missing),
+            View::Node(Node::Link { target }) => return Ok(Hop::Link(target)),
+            View::Node(Node::Dir { .. }) => return Ok(Hop::Dir),
+            View::Node(Node::File { .. }) => return Ok(Hop::Other),
+            View::Node(Node::Absent) => return Ok(Hop::Missing),
+            View::Inner(p) => p,
+        };
+        if let Some(hop) = self.hops.lock().expect("overlay lock").get(&real) {
+            return Ok(hop.clone());
+        }
+        let hop = match self.inner.stat(&real)? {
+            None => Hop::Missing,
+            Some(m) if m.kind == Kind::Symlink => Hop::Link(self.inner.read_link(&real)?),
+            Some(m) if m.kind == Kind::Dir => Hop::Dir,
+            Some(_) => Hop::Other,
+        };
+        self.hops
+            .lock()
+            .expect("overlay lock")
+            .insert(real, hop.clone());
+        Ok(hop)
+    }
+
+    /// Where the truth about a resolved path lives.
+    fn view(&self, nodes: &BTreeMap<String, Node>, key: &str) -> View {
+        if let Some(node) = nodes.get(key) {
             return match node {
                 Node::Absent => View::Missing,
                 n => View::Node(n.clone()),
             };
         }
-        let mut p = path;
+        let mut p = key;
         while p != "/" && p != "." {
             p = super::parent(p);
             match nodes.get(p) {
@@ -106,8 +214,11 @@ impl Overlay {
                 Some(_) => return View::Missing,
             }
         }
-        View::Inner(path.to_string())
+        View::Inner(key.to_string())
     }
+
+    // From here on, paths are plan keys: resolved by `at` or `find` first, so that
+    // the same file is never looked up under two names.
 
     fn meta(&self, nodes: &BTreeMap<String, Node>, path: &str) -> TResult<Option<Meta>> {
         match self.view(nodes, path) {
@@ -151,8 +262,8 @@ impl Overlay {
                 kind: Kind::Symlink,
                 size: target.len() as u64,
                 mode: 0o777,
-                uid: 0,
-                gid: 0,
+                uid: self.ids.0,
+                gid: self.ids.1,
                 mtime: super::local::now_epoch(),
             })),
             View::Node(Node::Absent) => Ok(None),
@@ -261,12 +372,12 @@ impl Overlay {
         Ok(())
     }
 
-    fn update(&self, path: &str, f: impl FnOnce(&mut Node)) -> TResult<()> {
-        let path = norm(path);
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        let mut node = self.node_of(&nodes, &path)?;
+    fn update(&self, path: &str, last: Last, f: impl FnOnce(&mut Node)) -> TResult<()> {
+        let mut nodes = self.lock();
+        let key = self.at(&nodes, path, last)?;
+        let mut node = self.node_of(&nodes, &key)?;
         f(&mut node);
-        nodes.insert(path, node);
+        nodes.insert(key, node);
         Ok(())
     }
 }
@@ -281,15 +392,17 @@ impl Target for Overlay {
     }
 
     fn stat(&self, path: &str) -> TResult<Option<Meta>> {
-        let path = norm(path);
-        let nodes = self.nodes.lock().expect("overlay lock");
-        self.meta(&nodes, &path)
+        let nodes = self.lock();
+        match self.find(&nodes, path, Last::Keep)? {
+            Some(key) => self.meta(&nodes, &key),
+            None => Ok(None),
+        }
     }
 
     fn read(&self, path: &str) -> TResult<Vec<u8>> {
-        let path = norm(path);
-        let nodes = self.nodes.lock().expect("overlay lock");
-        match self.view(&nodes, &path) {
+        let nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Follow)?;
+        match self.view(&nodes, &key) {
             View::Inner(p) => self.inner.read(&p),
             View::Node(Node::File {
                 content: Content::Bytes(b),
@@ -300,49 +413,48 @@ impl Target for Overlay {
                 ..
             }) => self.inner.read(&p),
             View::Node(Node::Dir { .. }) => {
-                Err(TargetError::path(self.host(), &path, "is a directory"))
+                Err(TargetError::path(self.host(), path, "is a directory"))
             }
-            View::Node(Node::Link { target }) => {
-                let resolved = if target.starts_with('/') {
-                    target
-                } else {
-                    super::join(super::parent(&path), &target)
-                };
-                drop(nodes);
-                self.read(&resolved)
+            // A followed path never ends at a link.
+            View::Node(Node::Link { .. } | Node::Absent) | View::Missing => {
+                Err(self.not_found(path))
             }
-            View::Missing | View::Node(Node::Absent) => Err(self.not_found(&path)),
         }
     }
 
     fn read_link(&self, path: &str) -> TResult<String> {
-        let path = norm(path);
-        let nodes = self.nodes.lock().expect("overlay lock");
-        match self.view(&nodes, &path) {
+        let nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Keep)?;
+        match self.view(&nodes, &key) {
             View::Inner(p) => self.inner.read_link(&p),
             View::Node(Node::Link { target }) => Ok(target),
-            View::Missing => Err(self.not_found(&path)),
-            _ => Err(TargetError::path(self.host(), &path, "not a symlink")),
+            View::Missing | View::Node(Node::Absent) => Err(self.not_found(path)),
+            View::Node(_) => Err(TargetError::path(self.host(), path, "not a symlink")),
         }
     }
 
     fn list_dir(&self, path: &str) -> TResult<Vec<String>> {
-        let path = norm(path);
-        let nodes = self.nodes.lock().expect("overlay lock");
-        self.names(&nodes, &path)
+        let nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Follow)?;
+        self.names(&nodes, &key)
     }
 
+    /// Like the real write (a new file renamed into place), replaces a final symlink
+    /// rather than writing through it.
     fn write(&self, path: &str, data: &[u8], mode: u32) -> TResult<()> {
-        let path = norm(path);
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        self.require_dir(&nodes, super::parent(&path))?;
-        let old = self.meta(&nodes, &path)?;
+        let mut nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Keep)?;
+        let old = self.meta(&nodes, &key)?;
         if matches!(&old, Some(m) if m.kind == Kind::Dir) {
-            return Err(TargetError::path(self.host(), &path, "is a directory"));
+            return Err(TargetError::path(self.host(), path, "is a directory"));
         }
-        let (uid, gid) = old.map(|m| (m.uid, m.gid)).unwrap_or(self.ids);
+        // Only a replaced regular file passes its owner on (see `Local::write`).
+        let (uid, gid) = old
+            .filter(|m| m.kind == Kind::File)
+            .map(|m| (m.uid, m.gid))
+            .unwrap_or(self.ids);
         nodes.insert(
-            path,
+            key,
             Node::File {
                 content: Content::Bytes(data.to_vec()),
                 mode,
@@ -355,42 +467,36 @@ impl Target for Overlay {
     }
 
     fn copy_file(&self, from: &str, to: &str) -> TResult<()> {
-        let (from, to) = (norm(from), norm(to));
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        self.require_dir(&nodes, super::parent(&to))?;
-        match self.node_of(&nodes, &from)? {
-            Node::File {
-                content,
-                mode,
-                uid,
-                gid,
-                ..
-            } => {
+        let mut nodes = self.lock();
+        let src = self.at(&nodes, from, Last::Follow)?;
+        let dest = self.at(&nodes, to, Last::Keep)?;
+        match self.node_of(&nodes, &src)? {
+            Node::File { content, mode, .. } => {
+                // A new file made by the copier: its owner, not the source's.
                 nodes.insert(
-                    to,
+                    dest,
                     Node::File {
                         content,
                         mode,
-                        uid,
-                        gid,
+                        uid: self.ids.0,
+                        gid: self.ids.1,
                         mtime: super::local::now_epoch(),
                     },
                 );
                 Ok(())
             }
-            _ => Err(TargetError::path(self.host(), &from, "not a regular file")),
+            _ => Err(TargetError::path(self.host(), from, "not a regular file")),
         }
     }
 
     fn mkdir(&self, path: &str, mode: u32) -> TResult<()> {
-        let path = norm(path);
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        self.require_dir(&nodes, super::parent(&path))?;
-        if self.meta(&nodes, &path)?.is_some() {
-            return Err(TargetError::path(self.host(), &path, "already exists"));
+        let mut nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Keep)?;
+        if self.meta(&nodes, &key)?.is_some() {
+            return Err(TargetError::path(self.host(), path, "already exists"));
         }
         nodes.insert(
-            path,
+            key,
             Node::Dir {
                 mode,
                 uid: self.ids.0,
@@ -403,61 +509,84 @@ impl Target for Overlay {
     }
 
     fn remove_file(&self, path: &str) -> TResult<()> {
-        let path = norm(path);
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        match self.meta(&nodes, &path)? {
-            None => Err(self.not_found(&path)),
+        let mut nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Keep)?;
+        match self.meta(&nodes, &key)? {
+            None => Err(self.not_found(path)),
             Some(m) if m.kind == Kind::Dir => {
-                Err(TargetError::path(self.host(), &path, "is a directory"))
+                Err(TargetError::path(self.host(), path, "is a directory"))
             }
             Some(_) => {
-                nodes.insert(path, Node::Absent);
+                nodes.insert(key, Node::Absent);
                 Ok(())
             }
         }
     }
 
     fn remove_dir(&self, path: &str) -> TResult<()> {
-        let path = norm(path);
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        if !self.names(&nodes, &path)?.is_empty() {
-            return Err(TargetError::path(self.host(), &path, "directory not empty"));
+        let mut nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Keep)?;
+        match self.meta(&nodes, &key)? {
+            None => return Err(self.not_found(path)),
+            Some(m) if m.kind != Kind::Dir => {
+                return Err(TargetError::path(self.host(), path, "not a directory"))
+            }
+            Some(_) => {}
         }
-        nodes.insert(path, Node::Absent);
+        if !self.names(&nodes, &key)?.is_empty() {
+            return Err(TargetError::path(self.host(), path, "directory not empty"));
+        }
+        nodes.insert(key, Node::Absent);
         Ok(())
     }
 
     fn rename(&self, from: &str, to: &str) -> TResult<()> {
-        let (from, to) = (norm(from), norm(to));
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        self.require_dir(&nodes, super::parent(&to))?;
-        let node = self.node_of(&nodes, &from)?;
-        if let Some(m) = self.meta(&nodes, &to)? {
-            let from_dir = matches!(node, Node::Dir { .. });
-            if m.kind == Kind::Dir && (!from_dir || !self.names(&nodes, &to)?.is_empty()) {
-                return Err(TargetError::path(self.host(), &to, "is a directory"));
+        let mut nodes = self.lock();
+        let src = self.at(&nodes, from, Last::Keep)?;
+        let dest = self.at(&nodes, to, Last::Keep)?;
+        let node = self.node_of(&nodes, &src)?;
+        if src == dest {
+            return Ok(()); // rename(2) of a path onto itself does nothing
+        }
+        let from_dir = matches!(node, Node::Dir { .. });
+        if from_dir && dest.starts_with(&format!("{src}/")) {
+            return Err(TargetError::path(self.host(), from, "invalid argument"));
+        }
+        if let Some(m) = self.meta(&nodes, &dest)? {
+            let to_dir = m.kind == Kind::Dir;
+            if to_dir && !from_dir {
+                return Err(TargetError::path(self.host(), to, "is a directory"));
+            }
+            if from_dir && !to_dir {
+                return Err(TargetError::path(self.host(), to, "not a directory"));
+            }
+            if to_dir && !self.names(&nodes, &dest)?.is_empty() {
+                return Err(TargetError::path(self.host(), to, "directory not empty"));
             }
         }
-        if matches!(node, Node::Dir { .. }) {
-            self.materialize(&mut nodes, &from, &to)?;
-            let prefix = format!("{from}/");
-            nodes.retain(|k, _| !k.starts_with(&prefix));
+        if from_dir {
+            // The replaced empty directory's leftovers (removal marks) must not show
+            // through the one moved in.
+            let under_dest = format!("{dest}/");
+            nodes.retain(|k, _| !k.starts_with(&under_dest));
+            self.materialize(&mut nodes, &src, &dest)?;
+            let under_src = format!("{src}/");
+            nodes.retain(|k, _| !k.starts_with(&under_src));
         } else {
-            nodes.insert(to, node);
+            nodes.insert(dest, node);
         }
-        nodes.insert(from, Node::Absent);
+        nodes.insert(src, Node::Absent);
         Ok(())
     }
 
     fn symlink(&self, link_target: &str, path: &str) -> TResult<()> {
-        let path = norm(path);
-        let mut nodes = self.nodes.lock().expect("overlay lock");
-        self.require_dir(&nodes, super::parent(&path))?;
-        if self.meta(&nodes, &path)?.is_some() {
-            return Err(TargetError::path(self.host(), &path, "already exists"));
+        let mut nodes = self.lock();
+        let key = self.at(&nodes, path, Last::Keep)?;
+        if self.meta(&nodes, &key)?.is_some() {
+            return Err(TargetError::path(self.host(), path, "already exists"));
         }
         nodes.insert(
-            path,
+            key,
             Node::Link {
                 target: link_target.to_string(),
             },
@@ -466,14 +595,14 @@ impl Target for Overlay {
     }
 
     fn chmod(&self, path: &str, new_mode: u32) -> TResult<()> {
-        self.update(path, |n| match n {
+        self.update(path, Last::Follow, |n| match n {
             Node::File { mode, .. } | Node::Dir { mode, .. } => *mode = new_mode,
             _ => {}
         })
     }
 
     fn chown(&self, path: &str, new_uid: u32, new_gid: u32) -> TResult<()> {
-        self.update(path, |n| match n {
+        self.update(path, Last::Keep, |n| match n {
             Node::File { uid, gid, .. } | Node::Dir { uid, gid, .. } => {
                 *uid = new_uid;
                 *gid = new_gid;
@@ -483,16 +612,30 @@ impl Target for Overlay {
     }
 
     fn set_mtime(&self, path: &str, new_mtime: i64) -> TResult<()> {
-        self.update(path, |n| match n {
+        self.update(path, Last::Follow, |n| match n {
             Node::File { mtime, .. } | Node::Dir { mtime, .. } => *mtime = new_mtime,
             _ => {}
         })
     }
 
-    /// Only read-only commands reach here (operations never run a mutating command
-    /// in a dry-run); they see the real target, not the planned writes.
+    /// Commands run on the real target and never see the plan: callers ask
+    /// [`Target::divergence`] first to know whether the answer is the real run's.
     fn exec(&self, request: &ExecRequest) -> TResult<ExecOutput> {
         self.inner.exec(request)
+    }
+
+    fn divergence(&self) -> Divergence {
+        if self.unknown_effects.load(Ordering::SeqCst) {
+            Divergence::Unknown
+        } else if self.lock().is_empty() {
+            Divergence::None
+        } else {
+            Divergence::Known
+        }
+    }
+
+    fn note_unknown_effect(&self) {
+        self.unknown_effects.store(true, Ordering::SeqCst);
     }
 
     fn creator_ids(&self) -> (u32, u32) {
@@ -512,6 +655,9 @@ impl Target for Overlay {
             ids: inner.creator_ids(),
             inner,
             nodes: self.nodes.clone(),
+            unknown_effects: self.unknown_effects.clone(),
+            hops: Mutex::new(HashMap::new()),
+            cwd: std::sync::OnceLock::new(),
         }))
     }
 }
