@@ -989,6 +989,81 @@ mod tests {
     }
 
     #[test]
+    fn anchor_pins_the_lines_up_to_it() {
+        let (dir, log) = log_with(4);
+        let at_two: Anchor = {
+            let second = &log.read(None).unwrap()[1];
+            format!("{}:2", second["hash"].as_str().unwrap())
+                .parse()
+                .unwrap()
+        };
+        let now = log.verify_against(Some(&at_two)).unwrap();
+        assert_eq!(now.count, 4);
+        assert_eq!(now.to_string().parse::<Anchor>().unwrap(), now);
+        assert_eq!(log.current_anchor().unwrap(), now);
+
+        // Cut to one line and point the head at it: verify alone is satisfied.
+        let lines = lines_of(&log);
+        write_lines(&log, &lines[..1]);
+        let first = &log.read(None).unwrap()[0];
+        let head = json!({"seq": 1, "hash": first["hash"]});
+        fs::write(dir.path().join("audit.head"), head.to_string()).unwrap();
+        assert_eq!(log.verify().unwrap(), 1);
+        let msg = match log.verify_against(Some(&at_two)) {
+            Err(Error::Tampered { message, .. }) => message,
+            other => panic!("expected Tampered, got {other:?}"),
+        };
+        assert!(msg.starts_with("the log has 1 lines but anchor"), "{msg}");
+
+        // Same length, other content (the whole log rewritten with fresh hashes).
+        let forged: Vec<String> = lines[..2]
+            .iter()
+            .map(|l| rehash(l, |f| drop(f.insert("name".into(), json!("x")))))
+            .collect();
+        let mut prev = GENESIS.to_string();
+        let chained: Vec<String> = forged
+            .iter()
+            .map(|l| {
+                let l = rehash(l, |f| drop(f.insert("prev".into(), json!(prev.clone()))));
+                prev = serde_json::from_str::<Value>(&l).unwrap()["hash"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                l
+            })
+            .collect();
+        write_lines(&log, &chained);
+        let head = json!({"seq": 2, "hash": prev});
+        fs::write(dir.path().join("audit.head"), head.to_string()).unwrap();
+        assert_eq!(log.verify().unwrap(), 2);
+        assert!(matches!(
+            log.verify_against(Some(&at_two)),
+            Err(Error::Tampered { .. })
+        ));
+    }
+
+    #[test]
+    fn anchors_parse_strictly() {
+        for bad in [
+            "",
+            "abc:1",
+            "zz:1",
+            &format!("{}:x", "a".repeat(64)),
+            &format!("{}:0", "a".repeat(64)),
+        ] {
+            assert!(bad.parse::<Anchor>().is_err(), "{bad:?}");
+        }
+        let a: Anchor = format!("{}:7", "A".repeat(64)).parse().unwrap();
+        assert_eq!(
+            a,
+            Anchor {
+                hash: "a".repeat(64),
+                count: 7
+            }
+        );
+    }
+
+    #[test]
     fn canonical_form_sorts_keys_at_every_level() {
         let value = json!({"b": {"z": 1, "a": [true, null, "\"q\""]}, "a": 1.5});
         let mut out = String::new();

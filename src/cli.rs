@@ -17,7 +17,7 @@ use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
 use crate::inventory::Inventory;
 use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
-use crate::report::{table, Human, Output};
+use crate::report::{escape, table, Human, Output};
 use crate::runner::{self, Outcome, RunRequest};
 use crate::state::{self, StateDir};
 use crate::trust::{self, RequireVetted, Sign, Trust, VetRequest};
@@ -948,13 +948,15 @@ fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
             Err(why) => why.clone(),
         };
         let status: String = status.chars().take(90).collect();
+        // The trust file is edited by people: nothing in it may drive the terminal.
+        let cell = |s: &str| escape(s).into_owned();
         t.add_row(vec![
-            e.recipe.clone(),
-            status,
-            e.by.clone(),
-            e.at.clone(),
+            cell(&e.recipe),
+            cell(&status),
+            cell(&e.by),
+            cell(&e.at),
             if e.signature.is_some() { "yes" } else { "no" }.to_string(),
-            e.note.clone().unwrap_or_default(),
+            cell(e.note.as_deref().unwrap_or_default()),
         ]);
     }
     outln!("{t}");
@@ -1070,7 +1072,11 @@ fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Res
         let mut t = table(&["HOST", "REACHED BY", "VARS"]);
         for s in &specs {
             let vars: Vec<String> = s.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            t.add_row(vec![s.name.clone(), s.how(), vars.join(" ")]);
+            t.add_row(vec![
+                escape(&s.name).into_owned(),
+                escape(&s.how()).into_owned(),
+                escape(&vars.join(" ")).into_owned(),
+            ]);
         }
         outln!("{t}");
     }

@@ -774,3 +774,19 @@ impl Output {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped() {
+        assert!(matches!(escape("plain /var/log/ü"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\x1b[2Jb\nc\t\0\u{202e}\u{7f}\u{85}"),
+            r"a\x1b[2Jb\nc\t\0\u{202e}\x7f\x85"
+        );
+        assert_eq!(escape_keeping_tabs("a\tb\r"), "a\tb\\r");
+        assert_eq!(escape_lines("one\ntwo\x1b", "  "), "one\n  two\\x1b");
+    }
+}

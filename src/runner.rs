@@ -346,7 +346,7 @@ impl GroupCommit {
             q.writing = false;
             q.durable = upto;
             if let Err(err) = written {
-                q.failed.get_or_insert(err.to_string());
+                q.failed.get_or_insert(audit_failure(&err));
             }
             self.written.notify_all();
         }
@@ -354,6 +354,21 @@ impl GroupCommit {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Why an append failed, if one did.
+    fn failure(&self) -> Option<String> {
+        self.state.lock().expect("audit queue").failed.clone()
+    }
+}
+
+/// Why the log refused an append, without its path: the messages built from this
+/// name the log themselves.
+fn audit_failure(e: &Error) -> String {
+    match e {
+        Error::Tampered { message, .. } => format!("it failed verification: {message}"),
+        Error::Audit { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -370,16 +385,20 @@ fn audited(
     user: String,
     dry_run: bool,
     halt: Option<engine::Halt>,
+    commits: Arc<GroupCommit>,
 ) -> Sink {
-    let commits = GroupCommit::default();
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
             if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
                 if let Err(why) = commits.append(log, vec![rec]) {
                     match &halt {
+                        // Not started (see `run`): nothing to show it began.
+                        Some(_) if matches!(e, Event::RunStart { .. }) => return,
                         Some(halt) => {
-                            let _ =
-                                halt.set(format!("the audit log cannot record this run: {why}"));
+                            let _ = halt.set(format!(
+                                "the audit log {} cannot record this run: {why}",
+                                log.path().display()
+                            ));
                         }
                         None => tracing::error!("audit log: {why}"),
                     }
@@ -437,9 +456,18 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         targets: specs.clone(),
         pid: std::process::id(),
     };
-    let audit = Some(Arc::new(AuditLog::new(state.root())));
+    let audit = Arc::new(AuditLog::new(state.root()));
     let halt: Option<engine::Halt> = (!req.dry_run).then(Default::default);
-    let sink = audited(sink, audit, run_id.clone(), user, req.dry_run, halt.clone());
+    let commits = Arc::new(GroupCommit::default());
+    let sink = audited(
+        sink,
+        Some(audit.clone()),
+        run_id.clone(),
+        user,
+        req.dry_run,
+        halt.clone(),
+        commits.clone(),
+    );
     // Scrubbed before the audit log and the terminal see anything.
     let sink = engine::redacting(
         sink,
@@ -456,8 +484,11 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     });
     // Fail closed: a run the audit log cannot record does not start (and leaves no
     // run record behind).
-    if let Some(why) = halt.as_ref().and_then(|h| h.get()) {
-        return Err(Error::Other(format!("run not started: {why}")));
+    if let Some(why) = commits.failure().filter(|_| !req.dry_run) {
+        return Err(Error::Audit {
+            path: audit.path().to_path_buf(),
+            message: format!("cannot record the run, so it was not started: {why}"),
+        });
     }
     if !req.dry_run {
         state.write_meta(&meta)?;
@@ -861,7 +892,15 @@ pub fn rollback(
     }
     let user = Local::new().info().user.clone();
     let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
-    let sink = audited(sink, audit, run_id.to_string(), user, dry_run, None);
+    let sink = audited(
+        sink,
+        audit,
+        run_id.to_string(),
+        user,
+        dry_run,
+        None,
+        Arc::default(),
+    );
     let mut total = RollbackReport::default();
     let hosts: Vec<String> = meta
         .hosts
