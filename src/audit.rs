@@ -17,8 +17,11 @@
 //! pick the same `seq`. Readers take the lock shared so they never see half a line.
 //!
 //! This is tamper-*evident* against edits by hand or by tools that do not know the
-//! format; someone who can rewrite the whole file and recompute every hash can forge
-//! it, which only a copy kept elsewhere would reveal.
+//! format; someone who can rewrite the whole file (or cut lines off the end and
+//! rewrite `audit.head` to match) can forge it. An [`Anchor`] (`HASH:COUNT`, the hash
+//! of the last line and the number of lines) kept off the machine closes that gap for
+//! every line up to it: `tend audit verify --anchor HASH:COUNT` fails unless line
+//! COUNT still carries HASH, which no rewrite of the earlier lines can keep.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -53,6 +56,43 @@ struct Head {
 struct Tail {
     seq: u64,
     hash: String,
+}
+
+/// A point of the chain to be kept elsewhere: line `count` has hash `hash`. Written
+/// and read as `HASH:COUNT`; an empty log is the all-zero hash with count 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub hash: String,
+    pub count: u64,
+}
+
+impl std::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.hash, self.count)
+    }
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Anchor, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not an anchor; write it as `tend audit anchor` prints it: \
+                 HASH:COUNT (64 hex digits, a colon, the number of lines)"
+            )
+        };
+        let (hash, count) = s.trim().split_once(':').ok_or_else(bad)?;
+        let count: u64 = count.parse().map_err(|_| bad())?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let hash = hash.to_ascii_lowercase();
+        if count == 0 && hash != GENESIS {
+            return Err(format!("{s:?}: an anchor of 0 lines has the all-zero hash"));
+        }
+        Ok(Anchor { hash, count })
+    }
 }
 
 pub struct AuditLog {
@@ -181,8 +221,22 @@ impl AuditLog {
     /// Ok(number of lines verified) or Err(Error::Tampered{..}) whose message names the
     /// first bad line number (1-based) and why.
     pub fn verify(&self) -> Result<u64, Error> {
+        self.verify_against(None).map(|a| a.count)
+    }
+
+    /// [`AuditLog::verify`], and also that the log still holds `anchor` (taken earlier
+    /// and kept elsewhere): line `anchor.count` must carry `anchor.hash`. Returns the
+    /// anchor of the log as it is now.
+    pub fn verify_against(&self, anchor: Option<&Anchor>) -> Result<Anchor, Error> {
+        let empty = Anchor {
+            hash: GENESIS.to_string(),
+            count: 0,
+        };
         if !self.path.exists() && !self.head_path.exists() {
-            return Ok(0);
+            return match anchor {
+                Some(a) if a.count > 0 => Err(self.anchor_missing(a, 0)),
+                _ => Ok(empty),
+            };
         }
         let _lock = self.lock(false)?;
         // Checked again under the lock: a first append may have created it meanwhile.
@@ -198,6 +252,12 @@ impl AuditLog {
         if let Some(mut lines) = self.lines()? {
             while let Some((number, bytes)) = lines.next_line()? {
                 let tail = self.check_line(number, &bytes, last.as_ref())?;
+                if let Some(a) = anchor.filter(|a| a.count == tail.seq && a.hash != tail.hash) {
+                    return Err(self.tampered(format!(
+                        "line {number} does not carry the hash of anchor {a} \
+                         (the log was rewritten up to or before that line)"
+                    )));
+                }
                 if head.as_ref().is_some_and(|h| h.seq == tail.seq) {
                     hash_at_head_seq = Some(tail.hash.clone());
                 }
@@ -233,7 +293,50 @@ impl AuditLog {
         if let Some(problem) = problem {
             return Err(self.tampered(problem));
         }
-        Ok(count)
+        // Checked after the head: a log that lost lines says so in the head's words
+        // first, and only a head rewritten to match the cut is left to the anchor.
+        if let Some(a) = anchor.filter(|a| a.count > last_seq) {
+            return Err(self.anchor_missing(a, last_seq));
+        }
+        Ok(last.map_or(empty, |t| Anchor {
+            hash: t.hash,
+            count: t.seq,
+        }))
+    }
+
+    fn anchor_missing(&self, anchor: &Anchor, lines: u64) -> Error {
+        self.tampered(format!(
+            "the log has {lines} lines but anchor {anchor} was taken when it had {} \
+             (lines removed from the end and audit.head rewritten to match)",
+            anchor.count
+        ))
+    }
+
+    /// The anchor of the log as it is, without reading all of it: the last line,
+    /// cross-checked with `audit.head` as an append does. For `[audit] anchor_command`
+    /// after each run; `tend audit anchor` verifies the whole chain first.
+    pub fn current_anchor(&self) -> Result<Anchor, Error> {
+        if !self.path.exists() && !self.head_path.exists() {
+            return Ok(Anchor {
+                hash: GENESIS.to_string(),
+                count: 0,
+            });
+        }
+        let _lock = self.lock(false)?;
+        let mut log = File::open(&self.path)
+            .map_err(|e| Error::io(format!("cannot open {}", self.path.display()), e))?;
+        let tail = self.last_line(&mut log)?;
+        self.check_head_before_append(tail.as_ref())?;
+        Ok(match tail {
+            Some(t) => Anchor {
+                hash: t.hash,
+                count: t.seq,
+            },
+            None => Anchor {
+                hash: GENESIS.to_string(),
+                count: 0,
+            },
+        })
     }
 
     /// Checks one line against itself and the line before it; returns its chain fields.
@@ -458,6 +561,106 @@ impl AuditLog {
             path: self.path.clone(),
             message: message.into(),
         }
+    }
+}
+
+/// `[audit]` in tend.toml.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A shell command that is given the log's anchor (`HASH:COUNT`) on stdin and in
+    /// `$TEND_AUDIT_ANCHOR` after every run and rollback, to keep it where whoever
+    /// controls this machine cannot rewrite it: `logger -t tend-audit` (syslog or
+    /// journald forwarded elsewhere), an append-only remote store…
+    pub anchor_command: Option<String>,
+}
+
+/// How long an anchor command may take: a hung command must not hold the run's
+/// report (and its exit code) back forever.
+const ANCHOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl AuditConfig {
+    /// `[audit]` of `config` (`None`: `./tend.toml` if present); defaults without one.
+    pub fn load(config: Option<&Path>) -> Result<AuditConfig, Error> {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            audit: Option<AuditConfig>,
+        }
+        let default_config = Path::new("tend.toml");
+        let Some(path) = config.or_else(|| default_config.is_file().then_some(default_config))
+        else {
+            return Ok(AuditConfig::default());
+        };
+        let text = fs::read_to_string(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::Usage(format!(
+                "config file {} does not exist; check the --config path",
+                path.display()
+            )),
+            _ => Error::io(format!("cannot read config file {}", path.display()), e),
+        })?;
+        let doc: Doc = toml::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{}: {}; [audit] takes anchor_command = \"COMMAND\"",
+                path.display(),
+                e.message().trim_end()
+            ))
+        })?;
+        Ok(doc.audit.unwrap_or_default())
+    }
+
+    /// Run `anchor_command`, if there is one, with `anchor`. Err: why it did not
+    /// succeed, for a warning (the run it follows is over; its record is in the log).
+    pub fn send_anchor(&self, anchor: &Anchor, run_id: &str) -> Result<(), String> {
+        let Some(command) = self.anchor_command.as_deref() else {
+            return Ok(());
+        };
+        let failed = |why: String| format!("[audit] anchor_command `{command}` {why}");
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .env("TEND_AUDIT_ANCHOR", anchor.to_string())
+            .env("TEND_RUN_ID", run_id)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| failed(format!("could not start: {e}")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that does not read its input is fine: it has the variable.
+            let _ = writeln!(stdin, "{anchor}");
+        }
+        let deadline = std::time::Instant::now() + ANCHOR_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(failed(format!(
+                        "did not finish within {}s and was stopped",
+                        ANCHOR_TIMEOUT.as_secs()
+                    )));
+                }
+                Err(e) => return Err(failed(format!("could not be waited for: {e}"))),
+            }
+        };
+        if status.success() {
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let stderr = stderr.trim();
+        Err(failed(if stderr.is_empty() {
+            format!("failed ({status})")
+        } else {
+            format!("failed ({status}): {stderr}")
+        }))
     }
 }
 
@@ -783,6 +986,81 @@ mod tests {
         assert_eq!(log.append(json!({"small": 1})).unwrap(), 3);
         assert_eq!(log.append(json!({"blob": big})).unwrap(), 4);
         assert_eq!(log.verify().unwrap(), 4);
+    }
+
+    #[test]
+    fn anchor_pins_the_lines_up_to_it() {
+        let (dir, log) = log_with(4);
+        let at_two: Anchor = {
+            let second = &log.read(None).unwrap()[1];
+            format!("{}:2", second["hash"].as_str().unwrap())
+                .parse()
+                .unwrap()
+        };
+        let now = log.verify_against(Some(&at_two)).unwrap();
+        assert_eq!(now.count, 4);
+        assert_eq!(now.to_string().parse::<Anchor>().unwrap(), now);
+        assert_eq!(log.current_anchor().unwrap(), now);
+
+        // Cut to one line and point the head at it: verify alone is satisfied.
+        let lines = lines_of(&log);
+        write_lines(&log, &lines[..1]);
+        let first = &log.read(None).unwrap()[0];
+        let head = json!({"seq": 1, "hash": first["hash"]});
+        fs::write(dir.path().join("audit.head"), head.to_string()).unwrap();
+        assert_eq!(log.verify().unwrap(), 1);
+        let msg = match log.verify_against(Some(&at_two)) {
+            Err(Error::Tampered { message, .. }) => message,
+            other => panic!("expected Tampered, got {other:?}"),
+        };
+        assert!(msg.starts_with("the log has 1 lines but anchor"), "{msg}");
+
+        // Same length, other content (the whole log rewritten with fresh hashes).
+        let forged: Vec<String> = lines[..2]
+            .iter()
+            .map(|l| rehash(l, |f| drop(f.insert("name".into(), json!("x")))))
+            .collect();
+        let mut prev = GENESIS.to_string();
+        let chained: Vec<String> = forged
+            .iter()
+            .map(|l| {
+                let l = rehash(l, |f| drop(f.insert("prev".into(), json!(prev.clone()))));
+                prev = serde_json::from_str::<Value>(&l).unwrap()["hash"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                l
+            })
+            .collect();
+        write_lines(&log, &chained);
+        let head = json!({"seq": 2, "hash": prev});
+        fs::write(dir.path().join("audit.head"), head.to_string()).unwrap();
+        assert_eq!(log.verify().unwrap(), 2);
+        assert!(matches!(
+            log.verify_against(Some(&at_two)),
+            Err(Error::Tampered { .. })
+        ));
+    }
+
+    #[test]
+    fn anchors_parse_strictly() {
+        for bad in [
+            "",
+            "abc:1",
+            "zz:1",
+            &format!("{}:x", "a".repeat(64)),
+            &format!("{}:0", "a".repeat(64)),
+        ] {
+            assert!(bad.parse::<Anchor>().is_err(), "{bad:?}");
+        }
+        let a: Anchor = format!("{}:7", "A".repeat(64)).parse().unwrap();
+        assert_eq!(
+            a,
+            Anchor {
+                hash: "a".repeat(64),
+                count: 7
+            }
+        );
     }
 
     #[test]

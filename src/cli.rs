@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditConfig, AuditLog};
 use crate::demo;
 use crate::engine::Limits;
 use crate::error::{exit, Error, Result};
@@ -17,7 +17,7 @@ use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
 use crate::inventory::Inventory;
 use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
-use crate::report::{table, Human, Output};
+use crate::report::{escape, table, Human, Output};
 use crate::runner::{self, Outcome, RunRequest};
 use crate::state::{self, StateDir};
 use crate::trust::{self, RequireVetted, Sign, Trust, VetRequest};
@@ -193,7 +193,16 @@ enum AuditCommand {
         json: bool,
     },
     /// Check the hash chain; names the first line that was edited or removed
-    Verify,
+    Verify {
+        /// Also check that the log still holds this anchor, printed earlier by `tend
+        /// audit anchor` (or sent by `[audit] anchor_command`) and kept elsewhere:
+        /// catches lines cut off the end with audit.head rewritten to match
+        #[arg(long, value_name = "HASH:COUNT")]
+        anchor: Option<crate::audit::Anchor>,
+    },
+    /// Verify the chain and print its anchor, HASH:COUNT, to keep off this machine
+    /// (e.g. `tend audit anchor | logger -t tend-audit`)
+    Anchor,
 }
 
 /// Which hosts, and how to reach them.
@@ -374,38 +383,88 @@ fn parse_max_operations(s: &str) -> std::result::Result<u64, String> {
 
 /// Parse `args` and run; returns the process exit code.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    exit::OK
-                }
-                _ => exit::USAGE,
-            };
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                return exit::OK;
+            }
+            // The command line did not parse, so which command was meant is unknown:
+            // a `--json` before any `--` is taken as asking for JSON.
+            let json = args
+                .iter()
+                .skip(1)
+                .take_while(|a| *a != "--")
+                .any(|a| a == "--json");
+            if json {
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default();
+                let message = first.strip_prefix("error: ").unwrap_or(first);
+                json_error("usage", message, exit::USAGE);
+            }
+            return exit::USAGE;
         }
     };
-    init_tracing(cli.verbose, cli.quiet);
-    let color = match cli.color {
+    use std::io::IsTerminal;
+    // Each stream on its own: `tend run … 2>log` on a terminal colours stdout only.
+    let color = |terminal: bool| match cli.color {
         Color::Always => true,
         Color::Never => false,
-        Color::Auto => {
-            use std::io::IsTerminal;
-            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-        }
+        Color::Auto => terminal && std::env::var_os("NO_COLOR").is_none(),
     };
-    let human = Human::new(color, cli.verbose, cli.quiet);
+    let (color_out, color_err) = (
+        color(std::io::stdout().is_terminal()),
+        color(std::io::stderr().is_terminal()),
+    );
+    init_tracing(cli.verbose, cli.quiet, color_err);
+    let human = Human::new(color_out, color_err, cli.verbose, cli.quiet);
     match dispatch(&cli, &human) {
         Ok(code) => code,
         Err(e) => {
             human.error(&e.to_string());
+            if cli.json() {
+                json_error(e.kind(), &e.to_string(), e.exit_code());
+            }
             e.exit_code()
         }
     }
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
+/// With `--json`, an error that ends the command is one line on stdout too, so that a
+/// script reading JSON never gets nothing.
+fn json_error(kind: &str, message: &str, exit_code: i32) {
+    outln!(
+        "{}",
+        serde_json::json!({"event": "error", "kind": kind, "message": message, "exit_code": exit_code})
+    );
+}
+
+impl Cli {
+    /// Whether the command asked for `--json`.
+    fn json(&self) -> bool {
+        match &self.command {
+            Command::Run(a) => a.json,
+            Command::Vet(a) => a.json,
+            Command::Show { json, .. }
+            | Command::Rollback { json, .. }
+            | Command::Runs { json, .. }
+            | Command::Audit(AuditCommand::Show { json, .. })
+            | Command::Exec { json, .. }
+            | Command::Ping { json, .. }
+            | Command::Hosts { json, .. } => *json,
+            Command::Check { .. }
+            | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
+            | Command::Demo { .. } => false,
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool, ansi: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (_, 0 | 1) => "warn",
@@ -417,6 +476,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .without_time()
         .try_init();
 }
@@ -433,6 +493,21 @@ fn sink_for(json: bool, human: &Human, dry_run: bool) -> (Sink, Output) {
         Output::Human(human.clone(), dry_run)
     };
     (out.sink(), out)
+}
+
+/// `[audit] anchor_command`, after a run or rollback has written to the audit log. A
+/// failure is a warning: what the run did is done, and recorded in the log.
+fn send_anchor(config: &AuditConfig, human: &Human, state: &StateDir, run_id: &str) {
+    if config.anchor_command.is_none() {
+        return;
+    }
+    let sent = AuditLog::new(state.root())
+        .current_anchor()
+        .map_err(|e| format!("no anchor sent: {e}"))
+        .and_then(|anchor| config.send_anchor(&anchor, run_id));
+    if let Err(why) = sent {
+        human.warn(&why);
+    }
 }
 
 /// The hosts a command acts on: none (this machine) without `-H`.
@@ -550,8 +625,12 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             json,
         } => {
             let state = state_dir(cli)?;
+            let audit = AuditConfig::load(cli.config.as_deref())?;
             let (sink, out) = sink_for(*json, human, *dry_run);
             let report = runner::rollback(&state, run_id, host.as_deref(), *dry_run, *force, sink)?;
+            if !*dry_run {
+                send_anchor(&audit, human, &state, run_id);
+            }
             out.rollback_summary(run_id, &report, *dry_run);
             Ok(if report.incomplete.is_empty() {
                 exit::OK
@@ -590,14 +669,26 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Verify { anchor }) => {
             let state = state_dir(cli)?;
             let log = AuditLog::new(state.root());
-            let n = log.verify()?;
+            let now = log.verify_against(anchor.as_ref())?;
+            let held = match anchor {
+                Some(a) => format!(", anchor {a} holds"),
+                None => String::new(),
+            };
             human.line(&format!(
-                "{}: {n} lines, chain intact",
-                log.path().display()
+                "{}: {} lines, chain intact{held}",
+                log.path().display(),
+                now.count
             ));
+            Ok(exit::OK)
+        }
+        Command::Audit(AuditCommand::Anchor) => {
+            let state = state_dir(cli)?;
+            // Anchoring a log that was already edited would vouch for the edit.
+            let anchor = AuditLog::new(state.root()).verify_against(None)?;
+            outln!("{anchor}");
             Ok(exit::OK)
         }
         Command::Exec {
@@ -657,6 +748,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
 
 fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
     let state = state_dir(cli)?;
+    let audit = AuditConfig::load(cli.config.as_deref())?;
     let recipe = Recipe::load(&args.recipe)?;
     let vetted = vetting_gate(cli, human, &state, &recipe, args)?;
     let hosts = select_hosts(cli, &args.fleet, false)?;
@@ -679,6 +771,9 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
         vetted,
     };
     let result = runner::run(&state, &recipe, &req, sink)?;
+    if !args.dry_run {
+        send_anchor(&audit, &human, &state, &result.run_id);
+    }
     if !args.json {
         human.summary(&result);
     }
@@ -871,13 +966,15 @@ fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
             Err(why) => why.clone(),
         };
         let status: String = status.chars().take(90).collect();
+        // The trust file is edited by people: nothing in it may drive the terminal.
+        let cell = |s: &str| escape(s).into_owned();
         t.add_row(vec![
-            e.recipe.clone(),
-            status,
-            e.by.clone(),
-            e.at.clone(),
+            cell(&e.recipe),
+            cell(&status),
+            cell(&e.by),
+            cell(&e.at),
             if e.signature.is_some() { "yes" } else { "no" }.to_string(),
-            e.note.clone().unwrap_or_default(),
+            cell(e.note.as_deref().unwrap_or_default()),
         ]);
     }
     outln!("{t}");
@@ -902,6 +999,7 @@ fn exec(
     command: &[String],
 ) -> Result<i32> {
     let state = state_dir(cli)?;
+    let audit = AuditConfig::load(cli.config.as_deref())?;
     let recipe = Recipe::from_text("exec", EXEC_RECIPE)?;
     let hosts = select_hosts(cli, fleet, false)?;
     let (policy, serial) = policy(policy_args)?;
@@ -938,6 +1036,7 @@ fn exec(
         vetted: false,
     };
     let result = runner::run(&state, &recipe, &req, inner)?;
+    send_anchor(&audit, human, &state, &result.run_id);
     let mut codes = Vec::new();
     for h in &result.hosts {
         let events = collected.lock().expect("events");
@@ -991,7 +1090,11 @@ fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Res
         let mut t = table(&["HOST", "REACHED BY", "VARS"]);
         for s in &specs {
             let vars: Vec<String> = s.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            t.add_row(vec![s.name.clone(), s.how(), vars.join(" ")]);
+            t.add_row(vec![
+                escape(&s.name).into_owned(),
+                escape(&s.how()).into_owned(),
+                escape(&vars.join(" ")).into_owned(),
+            ]);
         }
         outln!("{t}");
     }

@@ -97,6 +97,23 @@ impl Error {
         }
     }
 
+    /// A stable name for the kind of failure, for `--json` (`{"event":"error","kind":…}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Param(_) => "param",
+            Error::Recipe { .. } => "recipe",
+            Error::RecipeRead { .. } | Error::UnknownRun(_) => "not_found",
+            Error::Target(_) => "target",
+            Error::Locked { .. } => "locked",
+            Error::Audit { .. } => "audit",
+            Error::Tampered { .. } => "tampered",
+            Error::Io { .. } => "io",
+            Error::Unvetted(_) => "unvetted",
+            Error::Other(_) => "internal",
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Param(_) => exit::USAGE,

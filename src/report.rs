@@ -1,7 +1,8 @@
 //! Rendering for people (and `--json`). The only module that prints, besides `cli`.
 
 use crate::out::outln;
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,12 +18,17 @@ use crate::state::RunMeta;
 
 #[derive(Clone)]
 pub struct Human {
+    /// Colours on stdout, and on stderr: each only when that stream is a terminal
+    /// (or `--color always`).
     color: bool,
+    color_err: bool,
     verbose: u8,
     quiet: bool,
     live: Option<Arc<Live>>,
     /// How many hosts the run has: per-host end lines only for fleets.
     hosts_hint: usize,
+    /// Hosts whose failed step was printed already: their end need not repeat it.
+    failures_shown: Arc<Mutex<HashSet<String>>>,
 }
 
 /// On a terminal, during a fleet run: one live line per running host and an overall
@@ -83,13 +89,15 @@ const CYAN: &str = "\x1b[36m";
 const DIM: &str = "\x1b[2m";
 
 impl Human {
-    pub fn new(color: bool, verbose: u8, quiet: bool) -> Self {
+    pub fn new(color: bool, color_err: bool, verbose: u8, quiet: bool) -> Self {
         Human {
             color,
+            color_err,
             verbose,
             quiet,
             live: None,
             hosts_hint: 1,
+            failures_shown: Arc::default(),
         }
     }
 
@@ -114,28 +122,42 @@ impl Human {
     }
 
     fn paint(&self, style: &str, text: &str) -> String {
-        if self.color {
-            format!("{style}{text}{RESET}")
-        } else {
-            text.to_string()
-        }
+        paint(self.color, style, text)
+    }
+
+    /// [`Human::paint`] for a line that goes to stderr.
+    fn paint_err(&self, style: &str, text: &str) -> String {
+        paint(self.color_err, style, text)
     }
 
     pub fn line(&self, text: &str) {
         if !self.quiet {
-            outln!("{text}");
+            outln!("{}", escape_lines(text, ""));
         }
     }
 
     pub fn error(&self, text: &str) {
-        eprintln!("{} {text}", self.paint(RED, "error:"));
+        eprintln!(
+            "{} {}",
+            self.paint_err(RED, "error:"),
+            escape_lines(text, "  ")
+        );
     }
 
     /// A one-line remark on stderr (stdout may be JSON), unless --quiet.
     pub fn note(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{} {text}", self.paint(YELLOW, "note:"));
+            eprintln!("{} {}", self.paint_err(YELLOW, "note:"), escape(text));
         }
+    }
+
+    /// Something went wrong that does not change the outcome; on stderr, even --quiet.
+    pub fn warn(&self, text: &str) {
+        eprintln!(
+            "{} {}",
+            self.paint_err(YELLOW, "warning:"),
+            escape_lines(text, "  ")
+        );
     }
 
     /// A unified diff, coloured, not indented (`tend vet` of an edited recipe).
@@ -148,8 +170,9 @@ impl Human {
         }
     }
 
-    /// One line of a unified diff, coloured by what it is.
+    /// One line of a unified diff, escaped and coloured by what it is.
     fn diff_line(&self, l: &str) -> String {
+        let l = &escape_keeping_tabs(l);
         if l.starts_with("+++") || l.starts_with("---") {
             self.paint(BOLD, l)
         } else if l.starts_with('+') {
@@ -169,10 +192,14 @@ impl Human {
             Ok(s) if s.is_vetted() => {
                 let d = s.describe();
                 let d = d.strip_prefix("vetted ").unwrap_or(&d);
-                outln!("Vetted: {}, {d}", self.paint(GREEN, "yes"))
+                outln!("Vetted: {}, {}", self.paint(GREEN, "yes"), escape(d))
             }
-            Ok(s) => outln!("Vetted: {}, {}", self.paint(YELLOW, "no"), s.describe()),
-            Err(e) => outln!("Vetted: {}: {e}", self.paint(RED, "cannot tell")),
+            Ok(s) => outln!(
+                "Vetted: {}, {}",
+                self.paint(YELLOW, "no"),
+                escape(&s.describe())
+            ),
+            Err(e) => outln!("Vetted: {}: {}", self.paint(RED, "cannot tell"), escape(e)),
         }
     }
 
@@ -197,8 +224,9 @@ impl Human {
                         ""
                     };
                     self.out(format!(
-                        "{} {recipe}  run {run_id}{mode}",
-                        self.paint(BOLD, "tend")
+                        "{} {}  run {run_id}{mode}",
+                        self.paint(BOLD, "tend"),
+                        escape(recipe)
                     ));
                 }
             }
@@ -228,8 +256,10 @@ impl Human {
                     (self.paint(DIM, "="), "")
                 };
                 self.out(format!(
-                    "  {mark} {host}  {:<18} {}{note}",
-                    report.op, report.subject
+                    "  {mark} {}  {:<18} {}{note}",
+                    escape(host),
+                    report.op,
+                    escape(&report.subject)
                 ));
                 if let Some(d) = &report.diff {
                     if report.changed && (dry_run || self.verbose > 0) {
@@ -239,16 +269,20 @@ impl Human {
                 if self.verbose > 0 {
                     if let Some(out) = report.stdout.as_deref().filter(|s| !s.is_empty()) {
                         for l in out.lines() {
-                            self.out(format!("      | {l}"));
+                            self.out(format!("      | {}", escape_keeping_tabs(l)));
                         }
                     }
                 }
             }
             Event::StepFailed { host, error, .. } => {
-                let line = format!("  {} {host}  {error}", self.paint(RED, "✗"));
+                self.failures_shown
+                    .lock()
+                    .expect("failures")
+                    .insert(host.clone());
+                let body = format!("{}  {}", escape(host), escape_lines(error, "      "));
                 match self.live {
-                    Some(_) => self.out(line),
-                    None => eprintln!("{line}"),
+                    Some(_) => self.out(format!("  {} {body}", self.paint(RED, "✗"))),
+                    None => eprintln!("  {} {body}", self.paint_err(RED, "✗")),
                 }
             }
             Event::Log {
@@ -262,7 +296,11 @@ impl Human {
                         "error" => self.paint(RED, "error"),
                         _ => self.paint(CYAN, "info"),
                     };
-                    self.out(format!("  {tag} {host}  {message}"));
+                    self.out(format!(
+                        "  {tag} {}  {}",
+                        escape(host),
+                        escape_lines(message, "      ")
+                    ));
                 }
             }
             Event::Undo {
@@ -273,8 +311,11 @@ impl Human {
             } => {
                 if !self.quiet {
                     self.out(format!(
-                        "  {} {host}  {action}: {result}",
-                        self.paint(CYAN, "↺")
+                        "  {} {}  {}: {}",
+                        self.paint(CYAN, "↺"),
+                        escape(host),
+                        escape(action),
+                        escape(result)
                     ));
                 }
             }
@@ -285,16 +326,18 @@ impl Human {
             } => {
                 if incomplete.is_empty() {
                     self.out(format!(
-                        "  {} {host}  rolled back {reverted} change(s)",
-                        self.paint(CYAN, "↺")
+                        "  {} {}  rolled back {reverted} change(s)",
+                        self.paint(CYAN, "↺"),
+                        escape(host)
                     ));
                 } else {
                     self.out(format!(
-                        "  {} {host}  rollback INCOMPLETE ({reverted} reverted); not undone:",
-                        self.paint(RED, "!")
+                        "  {} {}  rollback INCOMPLETE ({reverted} reverted); not undone:",
+                        self.paint(RED, "!"),
+                        escape(host)
                     ));
                     for i in incomplete {
-                        self.out(format!("      - {i}"));
+                        self.out(format!("      - {}", escape_lines(i, "        ")));
                     }
                 }
             }
@@ -310,20 +353,32 @@ impl Human {
                 if let Some(live) = &self.live {
                     live.host_done(host);
                 }
+                let ok = outcome == "ok" || outcome == "skipped";
+                // Why a host failed is printed whatever the number of hosts, once:
+                // a failed step said it already; a connection, host key, lock or
+                // state-dir failure is said here.
+                let shown = self.failures_shown.lock().expect("failures").remove(host);
+                let why = match error {
+                    Some(e) if !ok && !shown => format!(": {}", escape_lines(e, "      ")),
+                    _ => String::new(),
+                };
+                let took = *duration_ms as f64 / 1000.0;
                 if fleet && !self.quiet {
-                    let mark = if outcome == "ok" || outcome == "skipped" {
+                    let mark = if ok {
                         self.paint(GREEN, "✓")
                     } else {
                         self.paint(RED, "✗")
                     };
-                    let why = match (outcome.as_str(), error) {
-                        ("ok", _) | (_, None) => String::new(),
-                        (_, Some(e)) => format!(": {}", e.lines().next().unwrap_or_default()),
-                    };
                     self.out(format!(
-                        "  {mark} {host}  {outcome}, {changed} changed, {:.1}s{why}",
-                        *duration_ms as f64 / 1000.0
+                        "  {mark} {}  {outcome}, {changed} changed, {took:.1}s{why}",
+                        escape(host)
                     ));
+                } else if !fleet && !why.is_empty() {
+                    eprintln!(
+                        "  {} {}  {outcome}{why}",
+                        self.paint_err(RED, "✗"),
+                        escape(host)
+                    );
                 }
             }
             Event::RunEnd {
@@ -374,9 +429,9 @@ impl Human {
                 .as_deref()
                 .and_then(|e| e.lines().next())
                 .unwrap_or("");
-            let err: String = err.chars().take(70).collect();
+            let err: String = escape(err).chars().take(70).collect();
             t.add_row(vec![
-                h.host.clone(),
+                escape(&h.host).into_owned(),
                 h.outcome.as_str().to_string(),
                 h.changed.to_string(),
                 h.unchanged.to_string(),
@@ -452,9 +507,14 @@ impl Human {
             let mut lines = key.lines();
             let head = lines.next().unwrap_or_default();
             let style = if head == "exit 0" { GREEN } else { RED };
-            outln!("{} ({head})", self.paint(style, &hs.join(", ")));
+            let hs: Vec<Cow<str>> = hs.iter().map(|h| escape(h)).collect();
+            outln!(
+                "{} ({})",
+                self.paint(style, &hs.join(", ")),
+                escape_keeping_tabs(head)
+            );
             for l in lines {
-                outln!("    {l}");
+                outln!("    {}", escape_keeping_tabs(l));
             }
         }
     }
@@ -463,23 +523,27 @@ impl Human {
         let mut t = table(&["HOST", "STATUS", "CONNECT", "EXEC", "ERROR"]);
         for r in results {
             t.add_row(vec![
-                r.host.clone(),
+                escape(&r.host).into_owned(),
                 if r.ok { "ok".into() } else { "FAILED".into() },
                 format!("{:.1} ms", r.connect_ms),
                 format!("{:.1} ms", r.exec_ms),
-                r.error.clone().unwrap_or_default(),
+                escape(r.error.as_deref().unwrap_or_default()).into_owned(),
             ]);
         }
         outln!("{t}");
     }
 
     pub fn show_recipe(&self, r: &Recipe, decls: &[ParamDecl], irreversible: &[String]) {
-        outln!("{}  {}", self.paint(BOLD, &r.name), r.path.display());
+        outln!(
+            "{}  {}",
+            self.paint(BOLD, &escape(&r.name)),
+            escape(&r.path.display().to_string())
+        );
         let doc = r.doc();
         if !doc.is_empty() {
             outln!();
             for l in doc.lines() {
-                outln!("  {l}");
+                outln!("  {}", escape(l));
             }
         }
         outln!("\nParameters:");
@@ -488,17 +552,17 @@ impl Human {
         }
         for d in decls {
             let default = match &d.default {
-                Some(v) => format!(" = {v}"),
+                Some(v) => format!(" = {}", escape(&v.to_string())),
                 None => " (required)".into(),
             };
             outln!(
                 "  {:<14} {:<9}{default}{}",
-                d.name,
+                escape(&d.name),
                 d.ty.as_str(),
                 if d.doc.is_empty() {
                     String::new()
                 } else {
-                    format!("  // {}", d.doc)
+                    format!("  // {}", escape(&d.doc))
                 }
             );
         }
@@ -508,14 +572,14 @@ impl Human {
         } else {
             outln!("Reversible: no; these steps leave a barrier (sh without undo):");
             for s in irreversible {
-                outln!("  {s}");
+                outln!("  {}", escape(s));
             }
         }
         if !r.modules.is_empty() {
-            let names: Vec<&str> = r.modules.iter().map(|(n, _)| n.as_str()).collect();
+            let names: Vec<Cow<str>> = r.modules.iter().map(|(n, _)| escape(n)).collect();
             outln!("Imports: {}", names.join(", "));
         }
-        outln!("Scope: {}", r.scope_display());
+        outln!("Scope: {}", escape(&r.scope_display()));
         outln!("Hash: {}", r.hash);
     }
 
@@ -530,12 +594,12 @@ impl Human {
         for r in runs {
             let started = r.started.get(..19).unwrap_or(&r.started).replace('T', " ");
             let hosts = match r.hosts.as_slice() {
-                [one] => one.clone(),
+                [one] => escape(one).into_owned(),
                 many => format!("{} hosts", many.len()),
             };
             t.add_row(vec![
-                r.run_id.clone(),
-                r.recipe.clone(),
+                escape(&r.run_id).into_owned(),
+                escape(&r.recipe).into_owned(),
                 hosts,
                 started,
                 format!("{:.1}s", r.duration_ms as f64 / 1000.0),
@@ -548,7 +612,7 @@ impl Human {
 
     pub fn audit_table(&self, events: &[serde_json::Value]) {
         for e in events {
-            let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let s = |k: &str| escape(e.get(k).and_then(|v| v.as_str()).unwrap_or("")).into_owned();
             let ts = s("ts");
             let ts = ts.get(..19).unwrap_or(&ts).replace('T', " ");
             let what = match s("event").as_str() {
@@ -592,6 +656,60 @@ impl Human {
             );
         }
     }
+}
+
+fn paint(color: bool, style: &str, text: &str) -> String {
+    if color {
+        format!("{style}{text}{RESET}")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Text from recipes, inventories, paths, hosts and commands, made safe to print, as
+/// `ls` and `git` do: a control character (NUL, newline, ANSI escape…) or a bidi
+/// override (U+202E…) becomes a visible escape (`\n`, `\x1b`, `\u{202e}`), so such
+/// text can neither move the cursor, recolour the terminal, start a line that looks
+/// like tend's own, nor reorder what is shown.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    escape_except(text, |_| false)
+}
+
+/// [`escape`] for one line of a file or of command output, where tabs are content.
+fn escape_keeping_tabs(text: &str) -> Cow<'_, str> {
+    escape_except(text, |c| c == '\t')
+}
+
+/// [`escape`] for text that may be several lines by design (an error, a message):
+/// its lines stay lines, each after the first indented by `indent`, so that no line
+/// of it can pass for one of tend's.
+fn escape_lines(text: &str, indent: &str) -> String {
+    let lines: Vec<Cow<str>> = text.lines().map(escape_keeping_tabs).collect();
+    lines.join(&format!("\n{indent}"))
+}
+
+fn escape_except(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        !keep(c)
+            && (c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            _ if !unsafe_char(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0' => out.push_str("\\0"),
+            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A plain table in the style of `ps`: no borders, left-aligned columns.
@@ -654,5 +772,21 @@ impl Output {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped() {
+        assert!(matches!(escape("plain /var/log/ü"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\x1b[2Jb\nc\t\0\u{202e}\u{7f}\u{85}"),
+            r"a\x1b[2Jb\nc\t\0\u{202e}\x7f\x85"
+        );
+        assert_eq!(escape_keeping_tabs("a\tb\r"), "a\tb\\r");
+        assert_eq!(escape_lines("one\ntwo\x1b", "  "), "one\n  two\\x1b");
     }
 }

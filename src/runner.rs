@@ -311,8 +311,8 @@ fn audit_record(
 
 /// Audit appends from many host threads, written together (group commit): whoever
 /// finds no write in progress writes every batch queued so far, with one lock, one
-/// fsync and one head update; the others wait until theirs is durable. Hosts of a run
-/// tend to end together, so twenty appends become a handful.
+/// fsync and one head update; the others wait until theirs is durable. Hosts of a
+/// fleet run step in parallel, so their appends share fsyncs.
 #[derive(Default)]
 struct GroupCommit {
     state: Mutex<Queue>,
@@ -326,11 +326,18 @@ struct Queue {
     queued: u64,
     durable: u64,
     writing: bool,
+    /// Why an append failed. Every later one fails too: a record after a lost one
+    /// would make a chain that reads as complete.
+    failed: Option<String>,
 }
 
 impl GroupCommit {
-    fn append(&self, log: &AuditLog, batch: Vec<serde_json::Value>) {
+    /// Ok once `batch` is durable in the log; Err(why) if it is not.
+    fn append(&self, log: &AuditLog, batch: Vec<serde_json::Value>) -> Result<(), String> {
         let mut q = self.state.lock().expect("audit queue");
+        if let Some(why) = &q.failed {
+            return Err(why.clone());
+        }
         q.records.extend(batch);
         q.queued += 1;
         let mine = q.queued;
@@ -343,59 +350,68 @@ impl GroupCommit {
             let records = std::mem::take(&mut q.records);
             let upto = q.queued;
             drop(q);
-            if let Err(err) = log.append_many(records) {
-                tracing::error!("audit log: {err}");
-            }
+            let written = log.append_many(records);
             q = self.state.lock().expect("audit queue");
             q.writing = false;
             q.durable = upto;
+            if let Err(err) = written {
+                q.failed.get_or_insert(audit_failure(&err));
+            }
             self.written.notify_all();
         }
+        match &q.failed {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Why an append failed, if one did.
+    fn failure(&self) -> Option<String> {
+        self.state.lock().expect("audit queue").failed.clone()
     }
 }
 
-/// A sink that also appends to the audit log. A host's step events are kept until
-/// the host ends (or rolls back) and then written in one append: one lock and one
-/// fsync per host instead of per step, which on a 20-host run was most of the
-/// difference between a run and the bare connections. Should tend die mid-run, the
-/// journal (fsync'ed before every change) is the record of what was done, and its
-/// rollback is audited.
+/// Why the log refused an append, without its path: the messages built from this
+/// name the log themselves.
+fn audit_failure(e: &Error) -> String {
+    match e {
+        Error::Tampered { message, .. } => format!("it failed verification: {message}"),
+        Error::Audit { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A sink that also appends to the audit log, each recorded event as it happens, so
+/// that no change is followed by another before its record is durable. When `halt`
+/// is given (a real run) a failed append sets it: the step being recorded fails, no
+/// further step runs, and the run rolls back as after any failure. Without it (a
+/// dry-run, which changes nothing; a rollback, which must not be stopped halfway) the
+/// failure is only reported.
 fn audited(
     sink: Sink,
     audit: Option<Arc<AuditLog>>,
     run_id: String,
     user: String,
     dry_run: bool,
+    halt: Option<engine::Halt>,
+    commits: Arc<GroupCommit>,
 ) -> Sink {
-    let pending: Mutex<BTreeMap<String, Vec<serde_json::Value>>> = Mutex::default();
-    let commits = GroupCommit::default();
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
-            let rec = audit_record(&run_id, &user, dry_run, e);
-            let batch = {
-                let mut pending = pending.lock().expect("audit buffer");
-                match e {
-                    Event::Step { host, .. } | Event::StepFailed { host, .. } => {
-                        pending.entry(host.clone()).or_default().extend(rec);
-                        None
-                    }
-                    Event::HostEnd { host, .. } | Event::Rollback { host, .. } => {
-                        let mut b = pending.remove(host).unwrap_or_default();
-                        b.extend(rec);
-                        Some(b)
-                    }
-                    _ => {
-                        let mut b: Vec<serde_json::Value> = std::mem::take(&mut *pending)
-                            .into_values()
-                            .flatten()
-                            .collect();
-                        b.extend(rec);
-                        Some(b)
+            if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
+                if let Err(why) = commits.append(log, vec![rec]) {
+                    match &halt {
+                        // Not started (see `run`): nothing to show it began.
+                        Some(_) if matches!(e, Event::RunStart { .. }) => return,
+                        Some(halt) => {
+                            let _ = halt.set(format!(
+                                "the audit log {} cannot record this run: {why}",
+                                log.path().display()
+                            ));
+                        }
+                        None => tracing::error!("audit log: {why}"),
                     }
                 }
-            };
-            if let Some(batch) = batch.filter(|b| !b.is_empty()) {
-                commits.append(log, batch);
             }
         }
         sink(e);
@@ -449,16 +465,23 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         targets: specs.clone(),
         pid: std::process::id(),
     };
-    let audit = Some(Arc::new(AuditLog::new(state.root())));
-    let sink = audited(sink, audit, run_id.clone(), user, req.dry_run);
+    let audit = Arc::new(AuditLog::new(state.root()));
+    let halt: Option<engine::Halt> = (!req.dry_run).then(Default::default);
+    let commits = Arc::new(GroupCommit::default());
+    let sink = audited(
+        sink,
+        Some(audit.clone()),
+        run_id.clone(),
+        user,
+        req.dry_run,
+        halt.clone(),
+        commits.clone(),
+    );
     // Scrubbed before the audit log and the terminal see anything.
     let sink = engine::redacting(
         sink,
         crate::recipe::params::secret_values(&decls, &req.params),
     );
-    if !req.dry_run {
-        state.write_meta(&meta)?;
-    }
     sink(&Event::RunStart {
         run_id: run_id.clone(),
         recipe: recipe.name.clone(),
@@ -468,6 +491,17 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         hosts: names.clone(),
         params,
     });
+    // Fail closed: a run the audit log cannot record does not start (and leaves no
+    // run record behind).
+    if let Some(why) = commits.failure().filter(|_| !req.dry_run) {
+        return Err(Error::Audit {
+            path: audit.path().to_path_buf(),
+            message: format!("cannot record the run, so it was not started: {why}"),
+        });
+    }
+    if !req.dry_run {
+        state.write_meta(&meta)?;
+    }
 
     let one = HostRunner {
         state,
@@ -475,6 +509,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         recipe,
         req,
         sink: &sink,
+        halt,
     };
     let total = specs.len();
     let mut results: Vec<Option<HostResult>> = vec![None; total];
@@ -594,6 +629,7 @@ struct HostRunner<'a> {
     recipe: &'a Recipe,
     req: &'a RunRequest,
     sink: &'a Sink,
+    halt: Option<engine::Halt>,
 }
 
 impl HostRunner<'_> {
@@ -683,18 +719,20 @@ impl HostRunner<'_> {
                 Some(jpath),
             )
         };
-        let hctx = Arc::new(
-            HostContext::new(
-                ctx,
-                self.recipe.dir.clone(),
-                Mode::Run,
-                req.params.clone(),
-                self.recipe.param_docs(),
-                self.sink.clone(),
-            )
-            .with_scope(self.recipe.scope_set())
-            .without_become(self.recipe.become_policy() == Some(false)),
-        );
+        let mut hctx = HostContext::new(
+            ctx,
+            self.recipe.dir.clone(),
+            Mode::Run,
+            req.params.clone(),
+            self.recipe.param_docs(),
+            self.sink.clone(),
+        )
+        .with_scope(self.recipe.scope_set())
+        .without_become(self.recipe.become_policy() == Some(false));
+        if let Some(halt) = &self.halt {
+            hctx = hctx.with_halt(halt.clone());
+        }
+        let hctx = Arc::new(hctx);
         let engine = engine::for_host(hctx.clone(), &req.limits);
         let result = engine.run_ast(&self.recipe.ast);
         drop(engine);
@@ -997,6 +1035,17 @@ fn same_state(
     }
 }
 
+/// A host whose journal could not be replayed at all: said like any incomplete
+/// rollback, so the terminal and the audit log both have the reason.
+fn not_undone(sink: &Sink, host: &str, why: String, total: &mut RollbackReport) {
+    sink(&Event::Rollback {
+        host: host.to_string(),
+        reverted: 0,
+        incomplete: vec![why.clone()],
+    });
+    total.incomplete.push(why);
+}
+
 /// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
 pub fn rollback(
     state: &StateDir,
@@ -1006,7 +1055,7 @@ pub fn rollback(
     force: bool,
     sink: Sink,
 ) -> Result<RollbackReport> {
-    let mut meta = state.read_meta(run_id)?;
+    let mut meta = state.recover_meta(run_id)?;
     if meta.effective_outcome() == "running" {
         return Err(Error::Other(format!(
             "run {run_id} is still running (pid {}); roll it back when it ends",
@@ -1015,7 +1064,15 @@ pub fn rollback(
     }
     let user = Local::new().info().user.clone();
     let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
-    let sink = audited(sink, audit, run_id.to_string(), user, dry_run);
+    let sink = audited(
+        sink,
+        audit,
+        run_id.to_string(),
+        user,
+        dry_run,
+        None,
+        Arc::default(),
+    );
     let mut total = RollbackReport::default();
     let hosts: Vec<String> = meta
         .hosts
@@ -1035,18 +1092,28 @@ pub fn rollback(
         if !jpath.exists() {
             continue;
         }
-        let spec = meta
-            .targets
-            .iter()
-            .find(|t| t.name == host)
-            .cloned()
-            .unwrap_or_else(HostSpec::local);
+        let spec = match meta.targets.iter().find(|t| t.name == host) {
+            Some(spec) => spec.clone(),
+            // Lost with a damaged run.json: guessing "here" could replay another
+            // host's journal on this machine.
+            None if meta.is_damaged() => {
+                let why = format!(
+                    "{host}: run.json is damaged, so how to reach this host is not known; \
+                     its journal is kept in {}",
+                    jpath.display()
+                );
+                not_undone(&sink, &host, why, &mut total);
+                continue;
+            }
+            None => HostSpec::local(),
+        };
         let reached = match spec.connect() {
             Ok(r) => r,
             Err(e) => {
-                total.incomplete.push(format!(
+                let why = format!(
                     "{host}: not reached ({e}); its journal is kept: retry `tend rollback {run_id} --host {host}`"
-                ));
+                );
+                not_undone(&sink, &host, why, &mut total);
                 continue;
             }
         };

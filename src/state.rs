@@ -47,7 +47,43 @@ pub struct RunMeta {
     pub pid: u32,
 }
 
+/// The outcome shown for a run whose `run.json` cannot be read.
+pub const DAMAGED: &str = "damaged";
+
 impl RunMeta {
+    /// Stands in for a `run.json` that cannot be read (edited, cut short by a full
+    /// disk): the run is still listed, and its journals can still be replayed. Only
+    /// this machine can be reached again; how other hosts were reached was in the
+    /// file that is lost.
+    fn damaged(run_id: &str, hosts: Vec<String>) -> RunMeta {
+        let local = crate::reach::HostSpec::local();
+        RunMeta {
+            run_id: run_id.to_string(),
+            recipe: "?".into(),
+            recipe_path: String::new(),
+            hash: String::new(),
+            params: Default::default(),
+            user: String::new(),
+            started: String::new(),
+            ended: None,
+            duration_ms: 0,
+            outcome: DAMAGED.into(),
+            changed: 0,
+            dry_run: false,
+            targets: hosts
+                .contains(&local.name)
+                .then_some(local)
+                .into_iter()
+                .collect(),
+            hosts,
+            pid: 0,
+        }
+    }
+
+    pub fn is_damaged(&self) -> bool {
+        self.outcome == DAMAGED
+    }
+
     /// `running` becomes `interrupted` when the process that wrote it is gone.
     pub fn effective_outcome(&self) -> String {
         if self.outcome == "running" && !Path::new(&format!("/proc/{}", self.pid)).exists() {
@@ -161,7 +197,46 @@ impl StateDir {
         serde_json::from_slice(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
-    /// All runs, oldest first (run ids sort by time).
+    /// [`StateDir::read_meta`], or for a run whose `run.json` is damaged but that has
+    /// journals, a stand-in ([`RunMeta::damaged`]) to roll back from; the damaged file
+    /// is kept as `run.json.damaged`, since the stand-in will be written over it.
+    pub fn recover_meta(&self, run_id: &str) -> Result<RunMeta> {
+        // An id that is a path is refused before any of it is looked at.
+        check_run_id(run_id)?;
+        let err = match self.read_meta(run_id) {
+            Ok(meta) => return Ok(meta),
+            Err(e) => e,
+        };
+        let Some(meta) = self.damaged_meta(run_id) else {
+            return Err(err);
+        };
+        let file = self.run_dir(run_id).join("run.json");
+        let kept = file.with_extension("json.damaged");
+        if file.exists() && !kept.exists() {
+            fs::copy(&file, &kept)
+                .map_err(|e| Error::io(format!("cannot keep a copy of {}", file.display()), e))?;
+        }
+        Ok(meta)
+    }
+
+    /// The stand-in for an unreadable `run.json`, if the run left anything to show:
+    /// the file itself, or a host's journal.
+    fn damaged_meta(&self, run_id: &str) -> Option<RunMeta> {
+        let dir = self.run_dir(run_id);
+        let mut hosts: Vec<String> = fs::read_dir(dir.join("hosts"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("journal.jsonl").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        hosts.sort();
+        (!hosts.is_empty() || dir.join("run.json").exists())
+            .then(|| RunMeta::damaged(run_id, hosts))
+    }
+
+    /// All runs, oldest first (run ids sort by time); a run whose `run.json` cannot be
+    /// read is listed as damaged rather than left out.
     pub fn list_runs(&self) -> Result<Vec<RunMeta>> {
         let mut ids: Vec<String> = match fs::read_dir(self.runs_dir()) {
             Ok(rd) => rd
@@ -173,7 +248,7 @@ impl StateDir {
         ids.sort();
         Ok(ids
             .iter()
-            .filter_map(|id| self.read_meta(id).ok())
+            .filter_map(|id| self.read_meta(id).ok().or_else(|| self.damaged_meta(id)))
             .collect())
     }
 

@@ -96,7 +96,13 @@ pub struct HostContext {
     no_become: bool,
     /// Inside `become(|| …)` (nested blocks count): every step runs as root.
     root_blocks: AtomicUsize,
+    /// Set (with why) when the run must make no further change, e.g. because the
+    /// audit log can no longer record it: the next step fails instead of running.
+    halt: Option<Halt>,
 }
+
+/// See [`HostContext::with_halt`].
+pub type Halt = std::sync::Arc<std::sync::OnceLock<String>>;
 
 impl HostContext {
     pub fn new(
@@ -122,6 +128,20 @@ impl HostContext {
             scope: None,
             no_become: false,
             root_blocks: AtomicUsize::new(0),
+            halt: None,
+        }
+    }
+
+    /// Fail every step once `halt` is set, and the step during which it was set.
+    pub fn with_halt(mut self, halt: Halt) -> Self {
+        self.halt = Some(halt);
+        self
+    }
+
+    fn halted(&self, call: &NativeCallContext) -> RResult<()> {
+        match self.halt.as_ref().and_then(|h| h.get()) {
+            Some(why) => Err(err(call, why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -300,6 +320,7 @@ impl HostContext {
         ctx: &Ctx,
         f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
     ) -> RResult<Map> {
+        self.halted(call)?;
         let step = ctx.begin_step();
         match f(ctx) {
             Ok(mut report) => {
@@ -336,6 +357,8 @@ impl HostContext {
                     step,
                     report,
                 });
+                // A change that could not be recorded fails, and so is rolled back.
+                self.halted(call)?;
                 Ok(map)
             }
             Err(e) => {
