@@ -564,7 +564,15 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
                 run_id: run_id.to_string(),
                 ..Replay::default()
             };
-            let report = rollback_host(target.as_ref(), &jpath, &replay, &sink)?;
+            // One host's failure to roll back must not stop the others' rollback, nor
+            // the end of the run (its run_end event and final record).
+            let report =
+                rollback_host(target.as_ref(), &jpath, &replay, &sink).unwrap_or_else(|e| {
+                    let mut r = RollbackReport::default();
+                    let why = format!("its journal could not be replayed: {e}");
+                    not_undone(&sink, &h.host, why, &mut r);
+                    r
+                });
             h.outcome = if report.incomplete.is_empty() {
                 Outcome::RolledBack
             } else {

@@ -723,3 +723,35 @@ fn become_for_a_local_file_step_needs_tend_as_root() {
     );
     assert_same(&before, &w.snapshot());
 }
+
+/// `--atomic` where one host's rollback fails (its journal is destroyed by the failing
+/// host's step): the other hosts are still rolled back, the run ends with `run_end`
+/// and a final run record, exit 4.
+#[test]
+fn atomic_goes_on_when_one_hosts_rollback_fails() {
+    let f = Fleet::new(3);
+    for h in &f.hosts {
+        std::fs::write(h.root.join("data.txt"), "original\n").unwrap();
+    }
+    let before = f.trees();
+    let state = f.world.state().display().to_string();
+    let r = f.recipe(&format!(
+        r#"fs::file(`${{host().vars.root}}/data.txt`, "changed\n");
+if host().name == "h3" {{
+    sh("for j in {state}/runs/*/hosts/h1/journal.jsonl; do rm -f $j && mkdir $j; done", #{{become: true}});
+    throw "h3 breaks";
+}}
+"#
+    ));
+    let run = f.tend(&["run", &r, "--json", "--atomic", "--serial", "1"], "@web");
+    run.assert_code(4);
+    let trees = f.trees();
+    assert_eq!(trees[1], before[1], "h2 was not rolled back");
+    assert_eq!(trees[2], before[2], "h3 was not rolled back");
+    let o = host_outcomes(&run);
+    assert_eq!(o["h1"], "rollback_incomplete", "{o:?}");
+    assert_eq!(o["h2"], "rolled_back", "{o:?}");
+    assert_eq!(run.event("run_end")["outcome"], "rollback_incomplete");
+    let runs = f.world.runs();
+    assert_eq!(runs.last().unwrap()["outcome"], "rollback_incomplete");
+}
