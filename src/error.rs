@@ -42,7 +42,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    #[error("cannot read recipe {path}: {}", crate::error::describe_io(source))]
+    #[error("cannot read recipe {path}: {}", describe_io(source))]
     RecipeRead {
         path: PathBuf,
         source: std::io::Error,
@@ -74,7 +74,7 @@ pub enum Error {
     #[error("audit log {path} failed verification: {message}")]
     Tampered { path: PathBuf, message: String },
 
-    #[error("{context}: {}", crate::error::describe_io(source))]
+    #[error("{context}: {}", describe_io(source))]
     Io {
         context: String,
         source: std::io::Error,
@@ -128,21 +128,6 @@ impl Error {
     }
 }
 
-/// An io::Error as a sysadmin would phrase it, without Rust's "(os error N)" noise.
-pub fn describe_io(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        NotFound => "no such file or directory".into(),
-        PermissionDenied => "permission denied".into(),
-        AlreadyExists => "already exists".into(),
-        _ => {
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_lowercase(),
-                None => s,
-            }
-        }
-    }
-}
+pub use crate::target::describe_io;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

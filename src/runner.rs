@@ -13,8 +13,8 @@ use crate::engine::{self, HostContext, Limits, Mode};
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{batches, run_pool, BatchSize, Policy};
+use crate::journal::undo::{Reverted, Undo};
 use crate::journal::{Entry, Journal};
-use crate::ops::undo::{Reverted, Undo};
 use crate::ops::Ctx;
 use crate::reach::{HostSpec, Reached};
 use crate::recipe::params::{ParamDecl, ParamType};
@@ -956,7 +956,7 @@ fn preflight(
     backups: &str,
     replay: &Replay,
 ) -> std::result::Result<String, String> {
-    use crate::ops::undo::Fingerprint;
+    use crate::journal::undo::Fingerprint;
     let paths = e.undo.paths();
     if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
         return Err(format!(
@@ -1027,8 +1027,8 @@ fn inside(path: &str, dir: &str) -> bool {
 /// Whether a path still is what a step left: same kind, and the same bytes and mode
 /// for a file, the same mode for a directory, the same target for a link.
 fn same_state(
-    left: Option<&crate::ops::undo::Fingerprint>,
-    now: Option<&crate::ops::undo::Fingerprint>,
+    left: Option<&crate::journal::undo::Fingerprint>,
+    now: Option<&crate::journal::undo::Fingerprint>,
 ) -> bool {
     match (left, now) {
         (None, None) => true,

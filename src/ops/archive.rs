@@ -4,8 +4,8 @@
 //! The compressor runs on the target (no file travels over the network); the plan
 //! needs no compression: it knows the names that appear and disappear.
 
-use super::undo::Undo;
 use super::{Ctx, OpError, OpResult, StepReport};
+use crate::journal::undo::Undo;
 use crate::target::{shell_quote, ExecRequest, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

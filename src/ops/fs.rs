@@ -5,8 +5,8 @@
 use globset::GlobBuilder;
 use regex::Regex;
 
-use super::undo::Undo;
 use super::{mkdir_p, unified_diff, Ctx, OpError, OpResult, StepReport};
+use crate::journal::undo::Undo;
 use crate::target::{join, parent, Kind, Meta, Target};
 
 fn invalid(msg: impl Into<String>) -> OpError {

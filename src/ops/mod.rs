@@ -8,14 +8,13 @@
 pub mod archive;
 pub mod fs;
 pub mod sh;
-pub mod undo;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::journal::undo::{self, Fingerprint, Undo};
 use crate::journal::Journal;
 use crate::target::{Meta, Target, TargetError};
-use undo::{Fingerprint, Undo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {

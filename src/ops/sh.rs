@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use super::undo::Undo;
 use super::{Ctx, OpError, OpResult, StepReport};
+use crate::journal::undo::Undo;
 use crate::target::{Divergence, ExecOutput, ExecRequest};
 
 #[derive(Debug, Clone, Default)]

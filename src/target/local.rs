@@ -7,9 +7,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::error::describe_io;
-
-use super::{ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError};
+use super::{
+    describe_io, ExecOutput, ExecRequest, HostInfo, Kind, Meta, TResult, Target, TargetError,
+};
 
 #[derive(Clone)]
 pub struct Local {

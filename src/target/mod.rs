@@ -234,6 +234,23 @@ pub fn login_dir_owner<T: Target + ?Sized>(t: &T) -> (u32, u32) {
         .unwrap_or((0, 0))
 }
 
+/// An io::Error as a sysadmin would phrase it, without Rust's "(os error N)" noise.
+pub fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "no such file or directory".into(),
+        PermissionDenied => "permission denied".into(),
+        AlreadyExists => "already exists".into(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_lowercase(),
+                None => s,
+            }
+        }
+    }
+}
+
 /// The parent directory of a POSIX path (`/` for `/x`, `.` for a bare name).
 pub fn parent(path: &str) -> &str {
     let trimmed = path.trim_end_matches('/');

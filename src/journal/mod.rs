@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::ops::undo::{Fingerprint, Undo};
+pub mod undo;
+
+use undo::{Fingerprint, Undo};
 
 pub struct Journal {
     path: PathBuf,

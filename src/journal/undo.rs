@@ -5,9 +5,19 @@
 //! record is written *before* the change, so a run killed between the two leaves a
 //! record whose change is absent, and a rollback must still succeed.
 
-use crate::target::{ExecRequest, Kind, Meta, Target};
+use crate::target::{ExecRequest, Kind, Meta, Target, TargetError};
 
-use super::{OpError, OpResult};
+/// Why a record could not be reverted (or its state read).
+#[derive(Debug, thiserror::Error)]
+pub enum UndoError {
+    #[error("{0}")]
+    Target(#[from] TargetError),
+    /// Reverting would be wrong: the path is not what the record expects.
+    #[error("{0}")]
+    Refused(String),
+}
+
+pub type UndoResult<T> = Result<T, UndoError>;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "undo", rename_all = "snake_case")]
@@ -89,7 +99,11 @@ pub fn sha256(data: &[u8]) -> String {
 impl Fingerprint {
     /// What `path` is now on `t`; `None` when it does not exist. `known`: the hash of
     /// the bytes just written there, which spares reading them back.
-    pub fn of(t: &dyn Target, path: &str, known: Option<String>) -> OpResult<Option<Fingerprint>> {
+    pub fn of(
+        t: &dyn Target,
+        path: &str,
+        known: Option<String>,
+    ) -> UndoResult<Option<Fingerprint>> {
         let Some(m) = t.stat(path)? else {
             return Ok(None);
         };
@@ -226,7 +240,7 @@ impl Undo {
     /// Revert on `t`. `become_`: the change was made as root; `t` is then already the
     /// sudo view of the host, except for an undo command, which asks sudo itself (so
     /// that it works on the local machine too, where only commands go through sudo).
-    pub fn revert(&self, t: &dyn Target, become_: bool) -> OpResult<Reverted> {
+    pub fn revert(&self, t: &dyn Target, become_: bool) -> UndoResult<Reverted> {
         match self {
             Undo::Restore {
                 path,
@@ -237,13 +251,13 @@ impl Undo {
                 if t.stat(backup)?.is_none() {
                     // The backup is made before the record is written, so a missing
                     // backup means the state dir was tampered with or cleaned.
-                    return Err(OpError::Invalid(format!(
+                    return Err(UndoError::Refused(format!(
                         "backup {backup} of {path} is missing; cannot restore it"
                     )));
                 }
                 if let Some(m) = t.stat(path)? {
                     if m.kind == Kind::Dir {
-                        return Err(OpError::Invalid(format!(
+                        return Err(UndoError::Refused(format!(
                             "{path} is now a directory; not replacing it with the saved file"
                         )));
                     }
@@ -251,7 +265,7 @@ impl Undo {
                 if let Some(want) = hash {
                     let have = t.hash(backup)?;
                     if &have != want {
-                        return Err(OpError::Invalid(format!(
+                        return Err(UndoError::Refused(format!(
                             "backup {backup} of {path} was altered since the run saved it \
                              (sha256 {} now, {} then); not restoring it",
                             &have[..12],
@@ -268,7 +282,7 @@ impl Undo {
             }
             Undo::Remove { path } => match t.stat(path)? {
                 None => Ok(Reverted::NotNeeded),
-                Some(m) if m.kind == Kind::Dir => Err(OpError::Invalid(format!(
+                Some(m) if m.kind == Kind::Dir => Err(UndoError::Refused(format!(
                     "{path} is a directory now; expected a file"
                 ))),
                 Some(_) => {
@@ -292,7 +306,7 @@ impl Undo {
                         t.remove_file(path)?;
                     }
                     Some(m) if m.kind == Kind::Dir => {
-                        return Err(OpError::Invalid(format!(
+                        return Err(UndoError::Refused(format!(
                             "{path} is a directory now; expected a symlink"
                         )))
                     }
@@ -333,7 +347,7 @@ impl Undo {
                 req.become_ = become_;
                 let out = t.exec(&req)?;
                 if out.code != 0 {
-                    return Err(OpError::Invalid(format!(
+                    return Err(UndoError::Refused(format!(
                         "undo command `{command}` exited with {}: {}",
                         out.code,
                         String::from_utf8_lossy(&out.stderr).trim()
