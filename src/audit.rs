@@ -564,8 +564,8 @@ impl AuditLog {
     }
 }
 
-/// `[audit]` in tend.toml.
-#[derive(Debug, Default, Deserialize)]
+/// `[audit]` in tend.toml (read by `app::Config`).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// A shell command that is given the log's anchor (`HASH:COUNT`) on stdin and in
@@ -580,34 +580,8 @@ pub struct AuditConfig {
 const ANCHOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AuditConfig {
-    /// `[audit]` of `config` (`None`: `./tend.toml` if present); defaults without one.
-    pub fn load(config: Option<&Path>) -> Result<AuditConfig, Error> {
-        #[derive(Deserialize)]
-        struct Doc {
-            #[serde(default)]
-            audit: Option<AuditConfig>,
-        }
-        let default_config = Path::new("tend.toml");
-        let Some(path) = config.or_else(|| default_config.is_file().then_some(default_config))
-        else {
-            return Ok(AuditConfig::default());
-        };
-        let text = fs::read_to_string(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::Usage(format!(
-                "config file {} does not exist; check the --config path",
-                path.display()
-            )),
-            _ => Error::io(format!("cannot read config file {}", path.display()), e),
-        })?;
-        let doc: Doc = toml::from_str(&text).map_err(|e| {
-            Error::Usage(format!(
-                "{}: {}; [audit] takes anchor_command = \"COMMAND\"",
-                path.display(),
-                e.message().trim_end()
-            ))
-        })?;
-        Ok(doc.audit.unwrap_or_default())
-    }
+    /// The keys of `[audit]`, for "did you mean" suggestions.
+    pub const KEYS: &[&str] = &["anchor_command"];
 
     /// Run `anchor_command`, if there is one, with `anchor`. Err: why it did not
     /// succeed, for a warning (the run it follows is over; its record is in the log).

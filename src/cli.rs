@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::app::{Actor, Config, Trigger};
 use crate::audit::{AuditConfig, AuditLog};
 use crate::demo;
 use crate::engine::Limits;
@@ -20,7 +21,7 @@ use crate::recipe::Recipe;
 use crate::report::{escape, table, Human, Output};
 use crate::runner::{self, Outcome, RunRequest};
 use crate::state::{self, StateDir};
-use crate::trust::{self, RequireVetted, Sign, Trust, VetRequest};
+use crate::trust::{self, Sign, Trust, VetRequest};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -511,7 +512,7 @@ fn send_anchor(config: &AuditConfig, human: &Human, state: &StateDir, run_id: &s
 }
 
 /// The hosts a command acts on: none (this machine) without `-H`.
-fn select_hosts(cli: &Cli, fleet: &FleetArgs, default_all: bool) -> Result<Vec<HostSpec>> {
+fn select_hosts(config: &Config, fleet: &FleetArgs, default_all: bool) -> Result<Vec<HostSpec>> {
     let pattern = match (&fleet.hosts, default_all) {
         (Some(p), _) => p.clone(),
         (None, true) => "all".to_string(),
@@ -528,10 +529,14 @@ fn select_hosts(cli: &Cli, fleet: &FleetArgs, default_all: bool) -> Result<Vec<H
     if pattern == "local" {
         return Ok(vec![HostSpec::local()]);
     }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from);
     let inv = Inventory::load(
-        cli.config.as_deref(),
+        config.inventory(),
         &fleet.inventory,
         fleet.ssh_config.as_deref(),
+        home.as_deref(),
     )?;
     for w in inv.warnings() {
         eprintln!("warning: {w}");
@@ -568,9 +573,16 @@ fn exit_code(outcome: Outcome) -> i32 {
     }
 }
 
+/// The config file by the one lookup rule, for the commands that use it.
+fn config(cli: &Cli) -> Result<Config> {
+    Config::load(cli.config.as_deref())
+}
+
 fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
+    // Who asks, read from this process once: nothing below reads $USER.
+    let actor = &Actor::from_process(Trigger::Cli);
     match &cli.command {
-        Command::Run(args) => run(cli, human, args),
+        Command::Run(args) => run(cli, human, actor, args),
         Command::Check { recipe, params } => {
             let r = Recipe::load(recipe)?;
             let decls = runner::declared_params(&r, params)?;
@@ -590,7 +602,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             let irreversible = r.irreversible_steps();
             // A broken trust setup is reported as the status, not as a failure to show.
             let vetting = state_dir(cli)
-                .and_then(|state| Trust::load(cli.config.as_deref(), &state))
+                .and_then(|state| config(cli)?.trust(&state))
                 .and_then(|t| t.status(&r))
                 .map_err(|e| e.to_string());
             if *json {
@@ -616,7 +628,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Vet(args) => vet(cli, human, args),
+        Command::Vet(args) => vet(cli, human, actor, args),
         Command::Rollback {
             run_id,
             host,
@@ -625,11 +637,19 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             json,
         } => {
             let state = state_dir(cli)?;
-            let audit = AuditConfig::load(cli.config.as_deref())?;
+            let config = config(cli)?;
             let (sink, out) = sink_for(*json, human, *dry_run);
-            let report = runner::rollback(&state, run_id, host.as_deref(), *dry_run, *force, sink)?;
+            let report = runner::rollback(
+                &state,
+                actor,
+                run_id,
+                host.as_deref(),
+                *dry_run,
+                *force,
+                sink,
+            )?;
             if !*dry_run {
-                send_anchor(&audit, human, &state, run_id);
+                send_anchor(&config.audit, human, &state, run_id);
             }
             out.rollback_summary(run_id, &report, *dry_run);
             Ok(if report.incomplete.is_empty() {
@@ -697,7 +717,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             timeout,
             json,
             command,
-        } => exec(cli, human, fleet, policy, *timeout, *json, command),
+        } => exec(cli, human, actor, fleet, policy, *timeout, *json, command),
         Command::Ping { fleet, json } => ping(cli, human, fleet, *json),
         Command::Hosts {
             pattern,
@@ -730,13 +750,13 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 fleet: FleetArgs::default(),
                 policy: PolicyArgs::default(),
             };
-            run(cli, human, &args)?;
+            run(cli, human, actor, &args)?;
             human.line("\n== 2. the run ==");
             let real = RunArgs {
                 dry_run: false,
                 ..args
             };
-            let code = run(cli, human, &real)?;
+            let code = run(cli, human, actor, &real)?;
             human.line(&format!(
                 "\nNow: `ls -l {}/logs`, `tend runs`, `tend audit show`, and undo it all with `tend rollback RUN_ID`.",
                 dir.display()
@@ -746,12 +766,11 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
     }
 }
 
-fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
+fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
     let state = state_dir(cli)?;
-    let audit = AuditConfig::load(cli.config.as_deref())?;
+    let config = config(cli)?;
     let recipe = Recipe::load(&args.recipe)?;
-    let vetted = vetting_gate(cli, human, &state, &recipe, args)?;
-    let hosts = select_hosts(cli, &args.fleet, false)?;
+    let hosts = select_hosts(&config, &args.fleet, false)?;
     let (policy, serial) = policy(&args.policy)?;
     let human = human.with_live(hosts.len());
     let (sink, _out) = sink_for(args.json, &human, args.dry_run);
@@ -768,11 +787,14 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
         policy,
         serial,
         atomic: args.policy.atomic,
-        vetted,
+        unvetted: args.unvetted,
     };
-    let result = runner::run(&state, &recipe, &req, sink)?;
+    let result = runner::run(&state, &config, actor, &recipe, &req, sink)?;
     if !args.dry_run {
-        send_anchor(&audit, &human, &state, &result.run_id);
+        send_anchor(&config.audit, &human, &state, &result.run_id);
+    }
+    if let Some(note) = &result.vetting.unvetted_note {
+        human.note(note);
     }
     if !args.json {
         human.summary(&result);
@@ -789,31 +811,9 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
     })
 }
 
-/// Whether `args` may run `recipe` under the `[trust]` policy: `Ok(vetted)`, or the
-/// refusal (exit 77). Under the default policy an unvetted real run gets a note.
-fn vetting_gate(
-    cli: &Cli,
-    human: &Human,
-    state: &StateDir,
-    recipe: &Recipe,
-    args: &RunArgs,
-) -> Result<bool> {
-    let trust = Trust::load(cli.config.as_deref(), state)?;
-    let status = trust.status(recipe)?;
-    let vetted = trust.gate_run(&args.recipe, &status, args.dry_run, args.unvetted)?;
-    if !vetted && !args.dry_run && trust.require_vetted == RequireVetted::Scheduled {
-        human.note(&format!(
-            "{} is not vetted ({}): running it anyway, recorded as unvetted in the audit log",
-            args.recipe.display(),
-            status.describe()
-        ));
-    }
-    Ok(vetted)
-}
-
-fn vet(cli: &Cli, human: &Human, args: &VetArgs) -> Result<i32> {
+fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Result<i32> {
     let state = state_dir(cli)?;
-    let trust = Trust::load(cli.config.as_deref(), &state)?;
+    let trust = config(cli)?.trust(&state)?;
     if args.list {
         return vet_list(&trust, args.json);
     }
@@ -823,10 +823,7 @@ fn vet(cli: &Cli, human: &Human, args: &VetArgs) -> Result<i32> {
         .ok_or_else(|| Error::Usage("name the recipe: tend vet RECIPE --by NAME".into()))?;
     let audit = |event: serde_json::Value| {
         let mut event = event;
-        event["user"] = crate::target::Target::info(&crate::target::local::Local::new())
-            .user
-            .clone()
-            .into();
+        event["user"] = actor.user.clone().into();
         if let Err(e) = AuditLog::new(state.root()).append(event) {
             human.error(&format!("the audit log did not record it: {e}"));
         }
@@ -981,17 +978,11 @@ fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// The recipe behind `tend exec`: the command is a parameter, never spliced into code.
-const EXEC_RECIPE: &str = "//! Ad-hoc command (tend exec).
-let p = params(#{ command: \"\", timeout: 0 });
-let opts = #{ allow_fail: true };
-if p.timeout > 0 { opts.timeout = p.timeout; }
-sh(p.command, opts);
-";
-
+#[allow(clippy::too_many_arguments)]
 fn exec(
     cli: &Cli,
     human: &Human,
+    actor: &Actor,
     fleet: &FleetArgs,
     policy_args: &PolicyArgs,
     timeout: Option<Duration>,
@@ -999,9 +990,9 @@ fn exec(
     command: &[String],
 ) -> Result<i32> {
     let state = state_dir(cli)?;
-    let audit = AuditConfig::load(cli.config.as_deref())?;
-    let recipe = Recipe::from_text("exec", EXEC_RECIPE)?;
-    let hosts = select_hosts(cli, fleet, false)?;
+    let config = config(cli)?;
+    let recipe = runner::exec_recipe()?;
+    let hosts = select_hosts(&config, fleet, false)?;
     let (policy, serial) = policy(policy_args)?;
     // Outputs are grouped per host at the end; live lines meanwhile.
     let collected: Arc<Mutex<Vec<Event>>> = Arc::default();
@@ -1032,11 +1023,11 @@ fn exec(
         policy,
         serial,
         atomic: false,
-        // An ad-hoc command is no vetted recipe.
-        vetted: false,
+        // The command itself is the request to run something unvetted.
+        unvetted: true,
     };
-    let result = runner::run(&state, &recipe, &req, inner)?;
-    send_anchor(&audit, human, &state, &result.run_id);
+    let result = runner::run(&state, &config, actor, &recipe, &req, inner)?;
+    send_anchor(&config.audit, human, &state, &result.run_id);
     let mut codes = Vec::new();
     for h in &result.hosts {
         let events = collected.lock().expect("events");
@@ -1056,7 +1047,7 @@ fn exec(
 }
 
 fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> {
-    let hosts = select_hosts(cli, fleet, true)?;
+    let hosts = select_hosts(&config(cli)?, fleet, true)?;
     let results = crate::ping::ping(&hosts, fleet.forks);
     if json {
         for r in &results {
@@ -1078,7 +1069,7 @@ fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> 
 fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Result<i32> {
     let mut fleet = fleet.clone();
     fleet.hosts = Some(pattern.unwrap_or("all").to_string());
-    let specs = select_hosts(cli, &fleet, true)?;
+    let specs = select_hosts(&config(cli)?, &fleet, true)?;
     if json {
         for s in &specs {
             outln!(

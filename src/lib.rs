@@ -1,9 +1,11 @@
 //! tend: run vetted maintenance recipes with an exact dry-run, automatic rollback and
 //! a tamper-evident audit log.
 //!
-//! How a run flows: [`cli`] parses the command line and calls [`runner::run`]. The
-//! runner loads the [`recipe`] (compiling it once, imports resolved from the embedded
-//! stdlib and the recipe's folder), checks its parameters without touching anything,
+//! How a run flows: [`cli`] parses the command line, reads tend.toml once
+//! ([`app::Config`]), says who asks ([`app::Actor`]) and calls [`runner::run`], which
+//! decides whether the recipe may run (vetting) before anything else. The [`recipe`]
+//! is compiled once (imports resolved from the embedded stdlib and the recipe's
+//! folder); the runner checks its parameters without touching anything,
 //! takes the host lock and opens the host's [`journal`]. It then builds an [`engine`]
 //! whose functions (`fs::file`, `sh`, …) call the [`ops`]; each operation reads facts
 //! from a [`target`], writes its undo record ahead of the change, and makes it. A
@@ -12,6 +14,7 @@
 //! the journal is replayed in reverse. Every step is an [`event`]: the CLI renders it
 //! ([`report`]) and the [`audit`] log chains it.
 
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod demo;

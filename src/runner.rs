@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::app::{Actor, Config, Trigger};
 use crate::audit::AuditLog;
 use crate::engine::{self, HostContext, Limits, Mode};
 use crate::error::{Error, Result};
@@ -23,6 +24,7 @@ use crate::state::{new_run_id, RunMeta, StateDir};
 use crate::target::local::Local;
 use crate::target::overlay::Overlay;
 use crate::target::{Kind, Target};
+use crate::trust::RequireVetted;
 
 pub struct RunRequest {
     pub params: Vec<(String, String)>,
@@ -36,8 +38,10 @@ pub struct RunRequest {
     pub serial: Vec<BatchSize>,
     /// If any host fails, roll back every host of the run.
     pub atomic: bool,
-    /// The recipe is vetted as it is now (the CLI checks; recorded in the audit log).
-    pub vetted: bool,
+    /// Run it even if it is not vetted, as far as the `[trust]` policy lets a person
+    /// at the command line do so (`--unvetted`). A request, not an assertion: the run
+    /// decides vetting itself, and a scheduled run ignores this.
+    pub unvetted: bool,
 }
 
 impl RunRequest {
@@ -53,7 +57,7 @@ impl RunRequest {
             policy: Policy::default(),
             serial: vec![],
             atomic: false,
-            vetted: false,
+            unvetted: false,
         }
     }
 }
@@ -124,6 +128,8 @@ impl HostResult {
 #[derive(Clone)]
 pub struct RunResult {
     pub run_id: String,
+    /// Whether the recipe was vetted as it ran, and why not.
+    pub vetting: Vetting,
     pub outcome: Outcome,
     pub changed: u64,
     pub unknown: u64,
@@ -418,8 +424,92 @@ fn audited(
     })
 }
 
-pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> Result<RunResult> {
+/// The recipe behind `tend exec`: the command is a parameter, never spliced into code.
+const EXEC_RECIPE: &str = "//! Ad-hoc command (tend exec).
+let p = params(#{ command: \"\", timeout: 0 });
+let opts = #{ allow_fail: true };
+if p.timeout > 0 { opts.timeout = p.timeout; }
+sh(p.command, opts);
+";
+
+/// The built-in recipe of `tend exec`, which runs `-p command=…` through `sh`.
+pub fn exec_recipe() -> Result<Recipe> {
+    Recipe::from_text("exec", EXEC_RECIPE)
+}
+
+/// A run's vetting, as decided by [`vetting`].
+#[derive(Debug, Clone)]
+pub struct Vetting {
+    /// Vetted as it is now (what the audit log records).
+    pub vetted: bool,
+    /// Why it runs although it is not vetted, for a note to the person who ran it.
+    pub unvetted_note: Option<String>,
+}
+
+/// Whether `actor` may run `recipe` as `req` asks, under the `[trust]` policy of
+/// `config`; Err is the refusal (exit 77). Decided here, inside the run, from the
+/// recipe's content hash and the trust file, so no caller can skip it:
+/// - a scheduled run needs the recipe vetted as it is now (an edit since un-vets it),
+///   unless the policy is `never`; it takes no `--unvetted` and no ad-hoc command;
+/// - a person (`cli`, `api`) follows the policy: a dry-run always goes, a real run of
+///   an unvetted recipe as `require_vetted` and `req.unvetted` say. `tend exec` is an
+///   explicit ad-hoc command: it runs unvetted, as it always has.
+pub fn vetting(
+    state: &StateDir,
+    config: &Config,
+    actor: &Actor,
+    recipe: &Recipe,
+    req: &RunRequest,
+) -> Result<Vetting> {
+    let trust = config.trust(state)?;
+    let status = trust.status(recipe)?;
+    let shown = recipe.path.display();
+    let adhoc = recipe.hash == exec_recipe()?.hash;
+    let vetted = match actor.trigger {
+        Trigger::Schedule if adhoc => {
+            return Err(Error::Unvetted(format!(
+                "{shown} is an ad-hoc command: a schedule runs only vetted recipes"
+            )))
+        }
+        Trigger::Schedule if trust.allows_scheduled(&status) => status.is_vetted(),
+        Trigger::Schedule => {
+            return Err(Error::Unvetted(format!(
+                "{shown} is not vetted ({}); a scheduled run needs it vetted as it is now: \
+                 review it and `tend vet {shown} --by NAME`",
+                status.describe()
+            )))
+        }
+        Trigger::Cli | Trigger::Api if adhoc => false,
+        Trigger::Cli | Trigger::Api => {
+            trust.gate_run(&recipe.path, &status, req.dry_run, req.unvetted)?
+        }
+    };
+    let unvetted_note =
+        (!vetted && !adhoc && !req.dry_run && trust.require_vetted == RequireVetted::Scheduled)
+            .then(|| {
+                format!(
+                "{shown} is not vetted ({}): it ran anyway, recorded as unvetted in the audit log",
+                status.describe()
+            )
+            });
+    Ok(Vetting {
+        vetted,
+        unvetted_note,
+    })
+}
+
+/// Run `recipe` for `actor` as `req` asks, with the settings of `config`: refused
+/// before anything happens if vetting does not allow it (see [`vetting`]).
+pub fn run(
+    state: &StateDir,
+    config: &Config,
+    actor: &Actor,
+    recipe: &Recipe,
+    req: &RunRequest,
+    sink: Sink,
+) -> Result<RunResult> {
     let started = Instant::now();
+    let vetting = vetting(state, config, actor, recipe, req)?;
     let decls = declared_params_within(recipe, &req.params, &req.limits)?;
     check_given(&decls, &req.params, true)
         .map_err(|m| Error::Param(format!("{}: {m}", recipe.path.display())))?;
@@ -445,7 +535,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         }
     }
     let names: Vec<String> = specs.iter().map(|h| h.name.clone()).collect();
-    let user = Local::new().info().user.clone();
+    let user = actor.user.clone();
     let run_id = new_run_id();
     let params = recorded_params(&decls, &req.params);
     let mut meta = RunMeta {
@@ -487,7 +577,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         recipe: recipe.name.clone(),
         recipe_hash: recipe.hash.clone(),
         dry_run: req.dry_run,
-        vetted: req.vetted,
+        vetted: vetting.vetted,
         hosts: names.clone(),
         params,
     });
@@ -611,6 +701,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     }
     Ok(RunResult {
         run_id,
+        vetting,
         outcome,
         changed,
         unknown,
@@ -1057,6 +1148,7 @@ fn not_undone(sink: &Sink, host: &str, why: String, total: &mut RollbackReport) 
 /// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
 pub fn rollback(
     state: &StateDir,
+    actor: &Actor,
     run_id: &str,
     only_host: Option<&str>,
     dry_run: bool,
@@ -1070,7 +1162,7 @@ pub fn rollback(
             meta.pid
         )));
     }
-    let user = Local::new().info().user.clone();
+    let user = actor.user.clone();
     let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
     let sink = audited(
         sink,

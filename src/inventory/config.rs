@@ -20,8 +20,8 @@
 //! user = "deploy"           # connection settings may be set for a whole group
 //! ```
 //!
-//! The file is shared with other features (`[[schedule]]`, `[defaults]`…): every other
-//! top-level key is left alone. Hosts come in the order the file first names them,
+//! The rest of the file (`[trust]`, `[audit]`…) and its top-level keys are checked by
+//! `app::config`, the one loader of tend.toml; this reads only the two tables. Hosts come in the order the file first names them,
 //! whether in a `[hosts.X]` table or a group's `hosts` list; a name listed in a group
 //! and defined nowhere is a host whose address is its name.
 
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use toml::{Spanned, Value};
 
 use super::model::{self, parse_bool, parse_duration, parse_port, usage, Model, Settings};
-use crate::error::Error;
+use crate::error::{did_you_mean, Error};
 
 type Table = BTreeMap<Spanned<String>, Spanned<Value>>;
 
@@ -46,6 +46,23 @@ struct Doc {
 
 const GROUP_KEYS: &str = "hosts, children, vars, port, user, identity_file(s), identities_only, \
                           proxy_jump, connect_timeout, become";
+
+/// The keys a host or group table gives a meaning to, for "did you mean" suggestions.
+const KNOWN_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "user",
+    "identity_file",
+    "identity_files",
+    "identities_only",
+    "proxy_jump",
+    "connect_timeout",
+    "become",
+    "groups",
+    "hosts",
+    "children",
+    "vars",
+];
 
 struct Ctx<'a> {
     text: &'a str,
@@ -133,8 +150,9 @@ pub(crate) fn parse(
                         return Err(usage(
                             &at,
                             format!(
-                                "unknown key `{other}` in [groups.{g}]; a group takes {GROUP_KEYS} \
-                                 (put variables under `vars`)"
+                                "unknown key `{other}` in [groups.{g}]{}; a group takes \
+                                 {GROUP_KEYS} (put variables under `vars`)",
+                                suggestion(other)
                             ),
                         ));
                     }
@@ -165,6 +183,23 @@ pub(crate) fn parse(
                 }
                 other => {
                     if !apply_setting(&mut explicit, other, v, &kat, cx.base)? {
+                        // Any other key is a variable, but one a letter away from a
+                        // setting is far more likely a typo that would silently leave
+                        // the host reached some other way.
+                        if !other.starts_with("ansible_") {
+                            if let Some(known) = did_you_mean(other, KNOWN_KEYS) {
+                                return Err(usage(
+                                    &kat,
+                                    format!(
+                                        "unknown key `{other}` in [hosts.{}]; did you mean \
+                                         `{known}`? (a variable of that name goes under \
+                                         [hosts.{}.vars])",
+                                        key.get_ref(),
+                                        key.get_ref()
+                                    ),
+                                ));
+                            }
+                        }
                         vars.insert(other.to_string(), stringify(v.get_ref()));
                     }
                 }
@@ -199,6 +234,13 @@ pub(crate) fn parse(
         }
     }
     Ok(())
+}
+
+/// `; did you mean `x`?` when `key` is close to a known one, else nothing.
+fn suggestion(key: &str) -> String {
+    did_you_mean(key, KNOWN_KEYS)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
 }
 
 #[derive(Default)]

@@ -72,6 +72,34 @@ pub struct Inventory {
     warnings: Vec<String>,
 }
 
+/// A tend.toml as read by its loader: where it is (relative paths in it are resolved
+/// against its folder) and its text.
+#[derive(Clone, Copy)]
+pub struct ConfigText<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+/// The folder of a config file, against which relative paths in it are resolved.
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Check the `[hosts]` and `[groups]` tables of a tend.toml without loading anything
+/// else, so a typo in them is reported by every command, not only those that select
+/// hosts.
+pub fn check_config(config: ConfigText) -> Result<(), Error> {
+    let display = config.path.display().to_string();
+    config::parse(
+        config.text,
+        &display,
+        dir_of(config.path),
+        &mut model::Model::default(),
+    )
+}
+
 /// Where the ssh config comes from: named by the caller (must parse), or found by
 /// default (skipped with a warning if it doesn't).
 #[derive(Clone, Copy)]
@@ -81,18 +109,18 @@ enum SshSource<'a> {
 }
 
 impl Inventory {
-    /// Load the inventory as the CLI does. `config`: tend.toml (`None`: `./tend.toml` if
-    /// present); `extra`: `-i` files (INI, YAML or tend-style TOML, detected by extension
-    /// or content; a directory loads each file in it); `ssh_config`: `None` means
-    /// `~/.ssh/config` if present. A path given explicitly must exist.
+    /// Load the inventory as the CLI does. `config`: the tend.toml already read (by
+    /// `app::Config`, which looks it up); `extra`: `-i` files (INI, YAML or tend-style
+    /// TOML, detected by extension or content; a directory loads each file in it);
+    /// `ssh_config`: `None` means `HOME/.ssh/config` if present. A path given
+    /// explicitly must exist.
     pub fn load(
-        config: Option<&Path>,
+        config: Option<ConfigText>,
         extra: &[PathBuf],
         ssh_config: Option<&Path>,
+        home: Option<&Path>,
     ) -> Result<Inventory, Error> {
-        let default_config = Path::new("tend.toml");
-        let config = config.or_else(|| default_config.is_file().then_some(default_config));
-        let home_ssh = std::env::var_os("HOME").map(|h| Path::new(&h).join(".ssh").join("config"));
+        let home_ssh = home.map(|h| h.join(".ssh").join("config"));
         // An ssh config named by the caller must parse; a broken ~/.ssh/config found by
         // default only warns, so it can't stop runs that don't need it.
         let ssh_config = match ssh_config {
@@ -112,28 +140,29 @@ impl Inventory {
         extra: &[PathBuf],
         ssh_config: Option<&Path>,
     ) -> Result<Inventory, Error> {
+        let text = match config {
+            Some(path) => Some(read(path, "config file", "check the --config path")?),
+            None => None,
+        };
+        let config = config
+            .zip(text.as_deref())
+            .map(|(path, text)| ConfigText { path, text });
         Self::load_sources(config, extra, ssh_config.map(SshSource::File))
     }
 
     fn load_sources(
-        config: Option<&Path>,
+        config: Option<ConfigText>,
         extra: &[PathBuf],
         ssh_config: Option<SshSource>,
     ) -> Result<Inventory, Error> {
         let mut model = model::Model::default();
         let mut sources = Vec::new();
 
-        if let Some(path) = config {
+        if let Some(ConfigText { path, text }) = config {
             let display = path.display().to_string();
-            let text = read(path, "config file", "check the --config path")?;
-            let base = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            config::parse(&text, &display, base, &mut model)?;
+            config::parse(text, &display, dir_of(path), &mut model)?;
             sources.push(display);
         }
-
         for path in extra {
             for file in inventory_files(path)? {
                 let display = file.display().to_string();
@@ -142,11 +171,7 @@ impl Inventory {
                     ansible::Format::Ini => ansible::parse_ini(&text, &display, &mut model)?,
                     ansible::Format::Yaml => ansible::parse_yaml(&text, &display, &mut model)?,
                     ansible::Format::Toml => {
-                        let base = file
-                            .parent()
-                            .filter(|p| !p.as_os_str().is_empty())
-                            .unwrap_or(Path::new("."));
-                        config::parse(&text, &display, base, &mut model)?
+                        config::parse(&text, &display, dir_of(&file), &mut model)?
                     }
                 }
                 sources.push(display);

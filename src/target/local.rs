@@ -61,7 +61,7 @@ pub fn running_as_root() -> bool {
 
 /// The account name of our uid from /etc/passwd (cron and containers often have no
 /// $USER; the audit log still needs to say who).
-fn user_of_this_process() -> String {
+pub(crate) fn user_of_this_process() -> String {
     let uid = fs::metadata("/proc/self")
         .map(|m| m.uid())
         .unwrap_or(u32::MAX);

@@ -79,20 +79,24 @@ impl RequireVetted {
     }
 }
 
-/// The `[trust]` table of tend.toml.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The `[trust]` table of tend.toml, as written (read by `app::Config`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TrustTable {
-    file: Option<String>,
-    require_vetted: Option<RequireVetted>,
-    require_signature: Option<bool>,
-    allowed_signers: Option<String>,
+pub struct Settings {
+    pub file: Option<String>,
+    pub require_vetted: Option<RequireVetted>,
+    pub require_signature: Option<bool>,
+    pub allowed_signers: Option<String>,
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-struct ConfigDoc {
-    #[serde(default)]
-    trust: Option<TrustTable>,
+impl Settings {
+    /// The keys of `[trust]`, for "did you mean" suggestions.
+    pub const KEYS: &[&str] = &[
+        "file",
+        "require_vetted",
+        "require_signature",
+        "allowed_signers",
+    ];
 }
 
 /// One approval in the trust file.
@@ -389,49 +393,21 @@ fn check_field(what: &str, value: &str) -> Result<()> {
 }
 
 impl Trust {
-    /// Read `[trust]` from the config (`None`: `./tend.toml` if present). Without a
-    /// config, the defaults and `STATE/vetted.toml`.
-    pub fn load(config: Option<&Path>, state: &StateDir) -> Result<Trust> {
-        let default_config = Path::new("tend.toml");
-        let config = config.or_else(|| default_config.is_file().then_some(default_config));
+    /// Vetting as `settings` (the `[trust]` table of `config`, the file it was read
+    /// from: relative paths are resolved against its folder) say. Without a config,
+    /// the defaults and `STATE/vetted.toml`.
+    pub fn load(settings: &Settings, config: Option<&Path>, state: &StateDir) -> Result<Trust> {
         let texts = state.root().join("vetted");
-        let (table, base, source) = match config {
-            None => (
-                TrustTable::default(),
-                state.root().to_path_buf(),
-                "defaults".to_string(),
-            ),
+        let table = settings;
+        let (base, source) = match config {
+            None => (state.root().to_path_buf(), "defaults".to_string()),
             Some(path) => {
-                let shown = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Error::Usage(format!(
-                            "config file {shown} does not exist; check the --config path"
-                        ))
-                    } else {
-                        Error::io(format!("cannot read config file {shown}"), e)
-                    }
-                })?;
-                let doc: ConfigDoc = toml::from_str(&text).map_err(|e| {
-                    let line = e
-                        .span()
-                        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                    let at = match line {
-                        Some(l) => format!("{shown}:{l}"),
-                        None => shown.clone(),
-                    };
-                    Error::Usage(format!(
-                        "{at}: {}; fix this line ([trust] takes file, require_vetted = \
-                         \"scheduled\"|\"flag\"|\"always\"|\"never\", require_signature, allowed_signers)",
-                        e.message().trim_end()
-                    ))
-                })?;
                 let dir = path
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty())
                     .unwrap_or(Path::new("."))
                     .to_path_buf();
-                (doc.trust.unwrap_or_default(), dir, shown)
+                (dir, path.display().to_string())
             }
         };
         let file = match &table.file {
@@ -926,12 +902,10 @@ mod tests {
 
     #[test]
     fn policy_table_parses_and_rejects_typos() {
-        let d: ConfigDoc = toml::from_str(
-            "[hosts.a]\nport = 1\n[trust]\nrequire_vetted = \"flag\"\nallowed_signers = \"s\"\n",
-        )
-        .unwrap();
-        assert_eq!(d.trust.unwrap().require_vetted, Some(RequireVetted::Flag));
-        assert!(toml::from_str::<ConfigDoc>("[trust]\nrequire_vetted = \"often\"\n").is_err());
-        assert!(toml::from_str::<ConfigDoc>("[trust]\nrequire_veted = \"always\"\n").is_err());
+        let d: Settings =
+            toml::from_str("require_vetted = \"flag\"\nallowed_signers = \"s\"\n").unwrap();
+        assert_eq!(d.require_vetted, Some(RequireVetted::Flag));
+        assert!(toml::from_str::<Settings>("require_vetted = \"often\"\n").is_err());
+        assert!(toml::from_str::<Settings>("require_veted = \"always\"\n").is_err());
     }
 }

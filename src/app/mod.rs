@@ -1,0 +1,10 @@
+//! The application layer: what the CLI, the scheduler and library callers share, and
+//! the explicit inputs they give the core instead of ambient process state: the
+//! [`config::Config`] (the one reader of tend.toml) and the [`actor::Actor`] (who asks,
+//! and through what). Policy such as vetting is decided from these, never by a caller.
+
+pub mod actor;
+pub mod config;
+
+pub use actor::{Actor, Auth, Trigger};
+pub use config::Config;
