@@ -82,12 +82,6 @@ impl Reached {
     }
 }
 
-fn default_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| Local::new().info().user.clone())
-}
-
 /// `user@host:port` → its parts (for ProxyJump and ad-hoc hosts).
 fn split_destination(dest: &str) -> (Option<String>, String, Option<u16>) {
     let (user, rest) = match dest.split_once('@') {
@@ -128,15 +122,12 @@ impl HostSpec {
         if let Some(k) = &flags.private_key {
             identity_files.insert(0, k.clone());
         }
-        let known_hosts = if flags.known_hosts.is_empty() {
-            default_known_hosts()
-        } else {
-            flags.known_hosts.clone()
-        };
-        let timeout = flags
+        // Empty, or no timeout: the SSH target's defaults (`SshOptions::new`).
+        let known_hosts = flags.known_hosts.clone();
+        let timeout_ms = flags
             .connect_timeout
             .or(h.connect_timeout)
-            .unwrap_or(Duration::from_secs(10));
+            .map_or(0, |t| t.as_millis() as u64);
         let proxy_jump = h.proxy_jump.as_deref().map(|dest| {
             let (user, address, port) = split_destination(dest);
             Box::new(HostSpec {
@@ -144,14 +135,14 @@ impl HostSpec {
                 local: false,
                 address,
                 port: port.unwrap_or(22),
-                user: user.unwrap_or_else(default_user),
+                user: user.unwrap_or_else(crate::target::local::user_name),
                 identity_files: identity_files.clone(),
                 identities_only: h.identities_only,
                 known_hosts: known_hosts.clone(),
                 accept_new: flags.accept_new_host_keys,
                 become_: false,
                 proxy_jump: None,
-                connect_timeout_ms: timeout.as_millis() as u64,
+                connect_timeout_ms: timeout_ms,
                 vars: BTreeMap::new(),
             })
         });
@@ -164,14 +155,14 @@ impl HostSpec {
                 .user
                 .clone()
                 .or_else(|| h.user.clone())
-                .unwrap_or_else(default_user),
+                .unwrap_or_else(crate::target::local::user_name),
             identity_files,
             identities_only: h.identities_only || flags.private_key.is_some(),
             known_hosts,
             accept_new: flags.accept_new_host_keys,
             become_: flags.become_ || h.become_,
             proxy_jump,
-            connect_timeout_ms: timeout.as_millis() as u64,
+            connect_timeout_ms: timeout_ms,
             vars: h.vars.clone(),
         }
     }
@@ -238,11 +229,4 @@ impl HostSpec {
             remote: Some(remote),
         })
     }
-}
-
-fn default_known_hosts() -> Vec<PathBuf> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    vec![home.join(".ssh/known_hosts")]
 }

@@ -680,14 +680,14 @@ fn host_facts_over_ssh() {
     );
 }
 
-/// On the local machine a file step runs as root only when tend itself does: as
-/// another user, `become` for a file step is refused with what to do, and nothing
-/// changes.
+/// On the local machine a file step runs as root through `sudo -n` when tend is not
+/// root (tests/shell_fs.rs); a user sudo asks for a password is refused with what
+/// to do, and nothing changes.
 #[test]
-fn become_for_a_local_file_step_needs_tend_as_root() {
+fn become_for_a_local_file_step_needs_sudo() {
     use std::os::unix::process::CommandExt;
     sshd::ensure_test_users();
-    let (uid, gid) = sshd::uid_of(sshd::TEST_USER);
+    let (uid, gid) = sshd::uid_of(sshd::NOSUDO_USER);
     let w = World::new();
     w.write("kept", "as it was\n");
     let r = w.recipe(
@@ -707,7 +707,7 @@ fn become_for_a_local_file_step_needs_tend_as_root() {
     let out = w
         .command()
         .env("HOME", w.dir.path())
-        .env("USER", sshd::TEST_USER)
+        .env("USER", sshd::NOSUDO_USER)
         .args(["run", r.to_str().unwrap(), "--json"])
         .uid(uid)
         .gid(gid)
@@ -716,7 +716,7 @@ fn become_for_a_local_file_step_needs_tend_as_root() {
     let run = Run::from(out);
     assert_ne!(run.code, 0, "{}", run.stdout);
     assert!(
-        run.stdout.contains("needs tend itself to run as root"),
+        run.stdout.contains("sudo on local needs a password"),
         "{}{}",
         run.stdout,
         run.stderr

@@ -18,9 +18,7 @@ pub struct Local {
 
 impl Local {
     pub fn new() -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| user_of_this_process());
+        let user = user_name();
         Local {
             info: HostInfo {
                 name: "local".into(),
@@ -57,6 +55,13 @@ fn process_ids() -> (u32, u32) {
 /// Whether tend runs as root.
 pub fn running_as_root() -> bool {
     process_ids().0 == 0
+}
+
+/// Who tend runs as: `$USER`, `$LOGNAME`, else the account of this process's uid.
+pub fn user_name() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| user_of_this_process())
 }
 
 /// The account name of our uid from /etc/passwd (cron and containers often have no
@@ -263,20 +268,14 @@ impl Target for Local {
     }
 
     fn elevated(&self) -> TResult<std::sync::Arc<dyn Target>> {
-        // File operations here are system calls of this process, not commands: they
-        // can only be root when tend is. (Commands go through sudo: `sh(…, #{become:
-        // true})`.)
+        // A root tend makes its system calls as root already; another goes through
+        // `sudo -n` for every primitive.
         if running_as_root() {
             return Ok(std::sync::Arc::new(self.clone()));
         }
-        Err(TargetError::host(
-            &self.info.name,
-            format!(
-                "become for file operations on the local machine needs tend itself to run \
-                 as root (sudo tend …); tend runs as {}. Commands can: sh(cmd, #{{become: true}})",
-                self.info.user
-            ),
-        ))
+        Ok(std::sync::Arc::new(super::local_root::LocalRoot::new(
+            self.clone(),
+        )))
     }
 
     fn exec(&self, req: &ExecRequest) -> TResult<ExecOutput> {

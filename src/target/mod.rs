@@ -7,8 +7,10 @@
 //! links to plan them correctly.
 
 pub mod local;
+pub mod local_root;
 pub mod overlay;
 pub mod path;
+pub mod posix;
 pub mod ssh;
 
 use std::collections::BTreeMap;
