@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::audit::AuditLog;
 use crate::engine::{self, HostContext, Limits, Mode};
@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{batches, run_pool, BatchSize, Policy};
 use crate::journal::{Entry, Journal};
+use crate::lease::RunLease;
+use crate::lock::{Holder, Take};
 use crate::ops::undo::{Reverted, Undo};
 use crate::ops::Ctx;
 use crate::reach::{HostSpec, Reached};
@@ -38,6 +40,8 @@ pub struct RunRequest {
     pub atomic: bool,
     /// The recipe is vetted as it is now (the CLI checks; recorded in the audit log).
     pub vetted: bool,
+    /// Queue this long behind another run holding a host, instead of giving up.
+    pub wait: Option<Duration>,
 }
 
 impl RunRequest {
@@ -54,6 +58,7 @@ impl RunRequest {
             serial: vec![],
             atomic: false,
             vetted: false,
+            wait: None,
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct HostResult {
     pub error: Option<String>,
     /// Kept open for `--atomic`, which may roll this host back after the others end.
     reached: Option<Arc<dyn Target>>,
+    locks: Option<Arc<HostLocks>>,
     journal: Option<PathBuf>,
 }
 
@@ -116,6 +122,7 @@ impl HostResult {
             duration_ms: 0,
             error,
             reached: None,
+            locks: None,
             journal: None,
         }
     }
@@ -446,9 +453,14 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     }
     let names: Vec<String> = specs.iter().map(|h| h.name.clone()).collect();
     let user = Local::new().info().user.clone();
-    let run_id = new_run_id();
+    // A real run's id is reserved in the state dir: no other run can be handed it.
+    let run_id = if req.dry_run {
+        new_run_id()
+    } else {
+        state.reserve_run_id()?
+    };
     let params = recorded_params(&decls, &req.params);
-    let mut meta = RunMeta {
+    let meta = RunMeta {
         run_id: run_id.clone(),
         recipe: recipe.name.clone(),
         recipe_path: recipe.path.display().to_string(),
@@ -464,6 +476,7 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         hosts: names.clone(),
         targets: specs.clone(),
         pid: std::process::id(),
+        lease: None,
     };
     let audit = Arc::new(AuditLog::new(state.root()));
     let halt: Option<engine::Halt> = (!req.dry_run).then(Default::default);
@@ -494,14 +507,18 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
     // Fail closed: a run the audit log cannot record does not start (and leaves no
     // run record behind).
     if let Some(why) = commits.failure().filter(|_| !req.dry_run) {
+        let _ = std::fs::remove_dir(state.run_dir(&run_id));
         return Err(Error::Audit {
             path: audit.path().to_path_buf(),
             message: format!("cannot record the run, so it was not started: {why}"),
         });
     }
-    if !req.dry_run {
-        state.write_meta(&meta)?;
-    }
+    // Held until the end; any way out before it leaves a final run record.
+    let lease = if req.dry_run {
+        None
+    } else {
+        Some(RunLease::start(state, meta)?)
+    };
 
     let one = HostRunner {
         state,
@@ -564,8 +581,20 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
                 run_id: run_id.to_string(),
                 ..Replay::default()
             };
-            let report = rollback_host(target.as_ref(), &jpath, &replay, &sink)?;
-            h.outcome = if report.incomplete.is_empty() {
+            // One host's rollback failing must not leave the others un-reverted.
+            let complete = match rollback_host(target.as_ref(), &jpath, &replay, &sink) {
+                Ok(report) => report.incomplete.is_empty(),
+                Err(e) => {
+                    not_undone(
+                        &sink,
+                        &h.host,
+                        e.to_string(),
+                        &mut RollbackReport::default(),
+                    );
+                    false
+                }
+            };
+            h.outcome = if complete {
                 Outcome::RolledBack
             } else {
                 Outcome::RollbackIncomplete
@@ -591,15 +620,17 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         unknown,
         duration_ms,
     });
-    if !req.dry_run {
-        meta.outcome = outcome.as_str().into();
-        meta.changed = changed;
-        meta.ended = Some(chrono::Utc::now().to_rfc3339());
-        meta.duration_ms = duration_ms;
-        state.write_meta(&meta)?;
+    if let Some(lease) = lease {
+        lease.finish(|meta| {
+            meta.outcome = outcome.as_str().into();
+            meta.changed = changed;
+            meta.ended = Some(chrono::Utc::now().to_rfc3339());
+            meta.duration_ms = duration_ms;
+        })?;
     }
     for h in &mut hosts {
         h.reached = None;
+        h.locks = None;
     }
     Ok(RunResult {
         run_id,
@@ -607,6 +638,32 @@ pub fn run(state: &StateDir, recipe: &Recipe, req: &RunRequest, sink: Sink) -> R
         changed,
         unknown,
         hosts,
+    })
+}
+
+/// A host's locks, here and on the host, released when dropped.
+struct HostLocks {
+    _here: crate::lock::MachineLock,
+    _there: Option<crate::lock::TargetLock>,
+}
+
+/// Take the lock of host `name` on this machine, then on the host itself.
+fn lock_host(
+    state: &StateDir,
+    reached: &Reached,
+    name: &str,
+    run_id: &str,
+    take: &Take,
+) -> Result<HostLocks> {
+    let me = Holder::me(run_id, name, state.root());
+    let here = crate::lock::lock_here(state.lock_dir(), name, &me, take)?;
+    let there = match reached.lock_dir() {
+        Some(dir) => Some(crate::lock::acquire(&reached.target, dir, &me, take)?),
+        None => None,
+    };
+    Ok(HostLocks {
+        _here: here,
+        _there: there,
     })
 }
 
@@ -676,24 +733,27 @@ impl HostRunner<'_> {
         let name = spec.name.as_str();
         let target = reached.target.clone();
         let req = self.req;
-        let _local_lock = if req.dry_run {
+        // A guard: released however this function is left (--atomic keeps it longer).
+        let locks = if req.dry_run {
             None
         } else {
-            Some(self.state.lock_host(name, self.run_id)?)
-        };
-        // A dry-run takes no lock and saves nothing: it never needs the directory.
-        let remote_state = if req.dry_run {
-            None
-        } else {
-            reached.remote_state()?
-        };
-        let remote_lock = match (&remote_state, req.dry_run) {
-            (Some(dir), false) => Some(crate::lock::acquire(
-                target.as_ref(),
-                &crate::target::join(dir, "lock"),
+            let take = Take {
+                wait: req.wait,
+                take_over: None,
+            };
+            Some(Arc::new(lock_host(
+                self.state,
+                reached,
+                name,
                 self.run_id,
-            )?),
-            _ => None,
+                &take,
+            )?))
+        };
+        // A dry-run saves nothing: it never needs the directory.
+        let remote_backup = if req.dry_run {
+            None
+        } else {
+            reached.remote_backup_dir(self.run_id, name)?
         };
         let mut backup_dir = None;
         let (ctx, journal_path) = if req.dry_run {
@@ -705,8 +765,8 @@ impl HostRunner<'_> {
                 .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
 
             // Old contents stay on the machine they came from: rollback needs no transfer.
-            let backup = match &remote_state {
-                Some(remote) => format!("{remote}/runs/{}/backup", self.run_id),
+            let backup = match remote_backup {
+                Some(remote) => remote,
                 None => dir.join("backup").display().to_string(),
             };
             let scope = self.recipe.scope_set();
@@ -779,11 +839,9 @@ impl HostRunner<'_> {
                 _ => Outcome::Failed,
             };
         }
-        if let Some(lock) = remote_lock {
-            lock.release(target.as_ref());
-        }
         if req.atomic {
             r.reached = Some(target);
+            r.locks = locks;
         }
         Ok(r)
     }
@@ -1047,19 +1105,22 @@ fn not_undone(sink: &Sink, host: &str, why: String, total: &mut RollbackReport) 
 }
 
 /// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
+/// A run that died holding host locks hands them to its rollback, which releases
+/// them at the end, even when something could not be undone (the report says what).
 pub fn rollback(
     state: &StateDir,
     run_id: &str,
     only_host: Option<&str>,
     dry_run: bool,
     force: bool,
+    wait: Option<Duration>,
     sink: Sink,
 ) -> Result<RollbackReport> {
     let mut meta = state.recover_meta(run_id)?;
     if meta.effective_outcome() == "running" {
         return Err(Error::Other(format!(
-            "run {run_id} is still running (pid {}); roll it back when it ends",
-            meta.pid
+            "run {run_id} is still running ({}); roll it back when it ends",
+            meta.holder()
         )));
     }
     let user = Local::new().info().user.clone();
@@ -1089,7 +1150,15 @@ pub fn rollback(
     }
     for host in hosts {
         let jpath = state.journal_path(run_id, &host);
-        if !jpath.exists() {
+        // A host without a journal needs nothing undone, but the run may have died
+        // there holding its locks: then they are released below.
+        let died_here = || {
+            crate::lock::holder_here(state.lock_dir(), &host, false)
+                .ok()
+                .flatten()
+                .is_some_and(|(h, _)| h.run_id == run_id)
+        };
+        if !jpath.exists() && (dry_run || !died_here()) {
             continue;
         }
         let spec = match meta.targets.iter().find(|t| t.name == host) {
@@ -1117,13 +1186,20 @@ pub fn rollback(
                 continue;
             }
         };
-        let _lock = if dry_run {
+        let take = Take {
+            wait,
+            take_over: Some(run_id.to_string()),
+        };
+        let _locks = if dry_run {
             None
         } else {
-            Some(state.lock_host(&host, run_id)?)
+            Some(lock_host(state, &reached, &host, run_id, &take)?)
         };
-        let save_dir = match reached.remote_state() {
-            Ok(Some(remote)) => format!("{remote}/runs/{run_id}/backup"),
+        if !jpath.exists() {
+            continue;
+        }
+        let save_dir = match reached.remote_backup_dir(run_id, &host) {
+            Ok(Some(remote)) => remote,
             _ => state
                 .journal_path(run_id, &host)
                 .with_file_name("backup")
@@ -1137,15 +1213,6 @@ pub fn rollback(
             save_dir,
         };
         let r = rollback_host(reached.target.as_ref(), &jpath, &replay, &sink)?;
-        let state_dir = match (dry_run, r.incomplete.is_empty()) {
-            (false, true) => reached.remote_state().ok().flatten(),
-            _ => None,
-        };
-        if let Some(dir) = state_dir {
-            // The run died holding the host's lock; undone, its lock can go too.
-            let lock = crate::target::join(&dir, "lock");
-            crate::lock::release_if_held_by(reached.target.as_ref(), &lock, run_id);
-        }
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
     }
@@ -1158,4 +1225,60 @@ pub fn rollback(
         state.write_meta(&meta)?;
     }
     Ok(total)
+}
+
+/// A lock `tend unlock` found: where, who held it, and whether it was released.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unlocked {
+    pub host: String,
+    /// `this machine` or the lock's path on the host.
+    pub lock: String,
+    pub holder: crate::lock::Holder,
+    pub released: bool,
+}
+
+/// `tend unlock HOST`: release the locks of `spec` (on this machine and on the host)
+/// held by a run that is gone; `force` also those of a run on another controller,
+/// whose life cannot be checked from here. A live run's lock is never released.
+/// Every release is audited: the dead run's changes stay as they were.
+pub fn unlock(state: &StateDir, spec: &HostSpec, force: bool) -> Result<Vec<Unlocked>> {
+    let name = spec.name.as_str();
+    let mut found = Vec::new();
+    if let Some((holder, alive)) = crate::lock::holder_here(state.lock_dir(), name, true)? {
+        found.push(Unlocked {
+            host: name.to_string(),
+            lock: "this machine".into(),
+            holder,
+            released: !alive,
+        });
+    }
+    if !spec.local {
+        let reached = spec.connect()?;
+        if let Some(dir) = reached.lock_dir() {
+            if let Some((holder, alive)) =
+                crate::lock::unlock_remote(reached.target.as_ref(), dir, force)?
+            {
+                found.push(Unlocked {
+                    host: name.to_string(),
+                    lock: crate::target::join(dir, "lock"),
+                    holder,
+                    released: !alive,
+                });
+            }
+        }
+    }
+    let user = Local::new().info().user.clone();
+    let audit = AuditLog::new(state.root());
+    for u in found.iter().filter(|u| u.released) {
+        audit.append(serde_json::json!({
+            "event": "unlock",
+            "host": u.host,
+            "lock": u.lock,
+            "run_id": u.holder.run_id,
+            "holder": u.holder.describe(),
+            "forced": force,
+            "user": user,
+        }))?;
+    }
+    Ok(found)
 }
