@@ -324,7 +324,9 @@ fn safe_remote_dir(t: &dyn Target, dir: &str) -> Result<()> {
                 .ok_or_else(|| Error::Other(format!("{host}: cannot create {dir}")))?
         }
     };
-    let ours = meta.uid == 0 || meta.uid == t.creator_ids().0;
+    // The login user's, not `creator_ids`: through sudo new files are root's, but the
+    // login user's own directory is as safe.
+    let ours = meta.uid == 0 || meta.uid == crate::target::login_dir_owner(t).0;
     let open = meta.mode & 0o002 != 0 && meta.mode & 0o1000 == 0;
     if meta.kind != Kind::Dir || !ours || open {
         return Err(Error::Other(format!(
