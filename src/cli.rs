@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "TEND_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
 
+    /// Where this machine's host locks are kept, shared by every state dir
+    /// [default: /run/tend/locks for root, else /tmp/tend-UID/locks]
+    #[arg(long, global = true, env = "TEND_LOCK_DIR", value_name = "DIR")]
+    lock_dir: Option<PathBuf>,
+
     /// The config file with hosts and groups [default: ./tend.toml if present]
     #[arg(
         short = 'c',
@@ -124,7 +129,25 @@ enum Command {
         /// saved in the run's backup directory first); without it they are left alone
         #[arg(long)]
         force: bool,
+        /// Queue behind a run holding a host for up to this long (e.g. 10m)
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        wait: Option<Duration>,
         /// One JSON object per line on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a host's lock left by a run that died (audited); its changes stay:
+    /// `tend rollback RUN` undoes them and releases the lock too
+    Unlock {
+        /// The host (`local` is this machine)
+        host: String,
+        /// Also release a lock held from another machine, whose run cannot be seen
+        /// from here to be dead
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// One JSON object per lock on stdout
         #[arg(long)]
         json: bool,
     },
@@ -150,6 +173,9 @@ enum Command {
         /// Stop the command after this long on a host
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
+        /// Queue behind a run holding a host for up to this long (e.g. 10m)
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        wait: Option<Duration>,
         /// One JSON object per line on stdout: each host's output and exit code
         #[arg(long)]
         json: bool,
@@ -288,6 +314,10 @@ pub struct RunArgs {
     /// Stop the run after this long (e.g. 30s, 10m) and roll back
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Queue behind a run holding a host for up to this long (e.g. 10m) instead of
+    /// exiting 75 at once
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub wait: Option<Duration>,
     /// Stop a recipe after this many script operations (runaway-loop guard)
     #[arg(long, default_value_t = 50_000_000, value_parser = parse_max_operations)]
     pub max_operations: u64,
@@ -456,6 +486,7 @@ impl Cli {
             | Command::Runs { json, .. }
             | Command::Audit(AuditCommand::Show { json, .. })
             | Command::Exec { json, .. }
+            | Command::Unlock { json, .. }
             | Command::Ping { json, .. }
             | Command::Hosts { json, .. } => *json,
             Command::Check { .. }
@@ -484,7 +515,11 @@ fn init_tracing(verbose: u8, quiet: bool, ansi: bool) {
 
 fn state_dir(cli: &Cli) -> Result<StateDir> {
     let root = cli.state_dir.clone().unwrap_or_else(state::default_root);
-    StateDir::open(&root)
+    let state = StateDir::open(&root)?;
+    match &cli.lock_dir {
+        Some(dir) => state.with_lock_dir(dir),
+        None => Ok(state),
+    }
 }
 
 fn sink_for(json: bool, human: &Human, dry_run: bool) -> (Sink, Output) {
@@ -634,20 +669,20 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             host,
             dry_run,
             force,
+            wait,
             json,
         } => {
             let state = state_dir(cli)?;
             let config = config(cli)?;
             let (sink, out) = sink_for(*json, human, *dry_run);
-            let report = runner::rollback(
-                &state,
-                actor,
-                run_id,
-                host.as_deref(),
-                *dry_run,
-                *force,
-                sink,
-            )?;
+            let req = runner::RollbackRequest {
+                run_id: run_id.clone(),
+                only_host: host.clone(),
+                dry_run: *dry_run,
+                force: *force,
+                wait: *wait,
+            };
+            let report = runner::rollback(&state, actor, &req, sink)?;
             if !*dry_run {
                 send_anchor(&config.audit, human, &state, run_id);
             }
@@ -711,13 +746,27 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             outln!("{anchor}");
             Ok(exit::OK)
         }
+        Command::Unlock {
+            host,
+            force,
+            fleet,
+            json,
+        } => unlock(cli, human, actor, host, *force, fleet, *json),
         Command::Exec {
             fleet,
             policy,
             timeout,
+            wait,
             json,
             command,
-        } => exec(cli, human, actor, fleet, policy, *timeout, *json, command),
+        } => {
+            let how = ExecHow {
+                timeout: *timeout,
+                wait: *wait,
+                json: *json,
+            };
+            exec(cli, human, actor, fleet, policy, &how, command)
+        }
         Command::Ping { fleet, json } => ping(cli, human, fleet, *json),
         Command::Hosts {
             pattern,
@@ -745,6 +794,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 detailed_exitcode: false,
                 json: false,
                 timeout: None,
+                wait: None,
                 max_operations: 50_000_000,
                 unvetted: false,
                 fleet: FleetArgs::default(),
@@ -788,6 +838,7 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
         serial,
         atomic: args.policy.atomic,
         unvetted: args.unvetted,
+        wait: args.wait,
     };
     let result = runner::run(&state, &config, actor, &recipe, &req, sink)?;
     if !args.dry_run {
@@ -978,17 +1029,23 @@ fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
     Ok(exit::OK)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `tend exec` flags beside the fleet's.
+struct ExecHow {
+    timeout: Option<Duration>,
+    wait: Option<Duration>,
+    json: bool,
+}
+
 fn exec(
     cli: &Cli,
     human: &Human,
     actor: &Actor,
     fleet: &FleetArgs,
     policy_args: &PolicyArgs,
-    timeout: Option<Duration>,
-    json: bool,
+    how: &ExecHow,
     command: &[String],
 ) -> Result<i32> {
+    let (timeout, json) = (how.timeout, how.json);
     let state = state_dir(cli)?;
     let config = config(cli)?;
     let recipe = runner::exec_recipe()?;
@@ -1025,6 +1082,7 @@ fn exec(
         atomic: false,
         // The command itself is the request to run something unvetted.
         unvetted: true,
+        wait: how.wait,
     };
     let result = runner::run(&state, &config, actor, &recipe, &req, inner)?;
     send_anchor(&config.audit, human, &state, &result.run_id);
@@ -1044,6 +1102,64 @@ fn exec(
         .iter()
         .all(|(_, o, step, _)| *o == Outcome::Ok && step.as_ref().and_then(|s| s.code) == Some(0));
     Ok(if all_ok { exit::OK } else { exit::FAILED })
+}
+
+fn unlock(
+    cli: &Cli,
+    human: &Human,
+    actor: &Actor,
+    host: &str,
+    force: bool,
+    fleet: &FleetArgs,
+    json: bool,
+) -> Result<i32> {
+    let state = state_dir(cli)?;
+    let fleet = FleetArgs {
+        hosts: Some(host.to_string()),
+        ..fleet.clone()
+    };
+    let config = config(cli)?;
+    let specs = select_hosts(&config, &fleet, false)?;
+    let [spec] = specs.as_slice() else {
+        return Err(Error::Usage(format!(
+            "{host:?} names {} hosts; unlock one at a time",
+            specs.len()
+        )));
+    };
+    let found = runner::unlock(&state, actor, spec, force)?;
+    let mut code = exit::OK;
+    for u in &found {
+        if !u.released {
+            code = exit::LOCKED;
+        }
+        if json {
+            outln!("{}", serde_json::to_string(u).unwrap_or_default());
+            continue;
+        }
+        let what = if u.released {
+            format!(
+                "released the lock of {} ({}) held by {}; its changes were not rolled back: `tend rollback {}` if they should be",
+                u.host, u.lock, u.holder.describe(), u.holder.run_id
+            )
+        } else {
+            format!(
+                "kept the lock of {} ({}): held by {}, which is alive{}",
+                u.host,
+                u.lock,
+                u.holder.describe(),
+                if u.holder.liveness() == crate::lease::Liveness::Unknown {
+                    " or on another machine (--force releases it)"
+                } else {
+                    ""
+                }
+            )
+        };
+        human.line(&escape(&what));
+    }
+    if found.is_empty() && !json {
+        human.line(&format!("{host} is not locked"));
+    }
+    Ok(code)
 }
 
 fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> {

@@ -61,12 +61,9 @@ pub enum Error {
     #[error("{0}")]
     Target(#[from] TargetError),
 
-    #[error("host {host} is locked by another run ({holder}); wait for it or, if that run is dead, remove {lock}")]
-    Locked {
-        host: String,
-        holder: String,
-        lock: String,
-    },
+    /// `holder` says who holds it and what to do: wait, roll a dead run back, unlock.
+    #[error("host {host} is locked by {holder}")]
+    Locked { host: String, holder: String },
 
     #[error("audit log {path}: {message}")]
     Audit { path: PathBuf, message: String },

@@ -24,6 +24,7 @@ pub mod event;
 pub mod fleet;
 pub mod inventory;
 pub mod journal;
+pub mod lease;
 pub mod lock;
 pub mod ops;
 mod out;

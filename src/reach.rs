@@ -58,6 +58,8 @@ pub struct Reached {
     pub target: Arc<dyn Target>,
     /// `None` for the local host: its files live in the state dir.
     remote: Option<RemoteState>,
+    /// Where the host's lock lives; `None` for the local host (see [`crate::lock`]).
+    lock_dir: Option<String>,
 }
 
 enum RemoteState {
@@ -79,6 +81,27 @@ impl Reached {
                 Ok(Some(crate::target::join(&ssh.home()?, ".cache/tend")))
             }
         }
+    }
+
+    /// Where host `name` of run `run_id` keeps the old contents it replaces: per
+    /// inventory host, since hosts may share a home (NFS) and so a state directory.
+    pub fn remote_backup_dir(
+        &self,
+        run_id: &str,
+        name: &str,
+    ) -> Result<Option<String>, TargetError> {
+        Ok(self.remote_state()?.map(|dir| {
+            format!(
+                "{dir}/runs/{run_id}/{}/backup",
+                crate::state::host_file(name)
+            )
+        }))
+    }
+
+    /// The directory of the host's lock: `tend_lock_dir`, else `tend_state_dir`, else
+    /// one for the whole machine ([`crate::lock::REMOTE_LOCK_DIR`]), never the home.
+    pub fn lock_dir(&self) -> Option<&str> {
+        self.lock_dir.as_deref()
     }
 }
 
@@ -215,6 +238,7 @@ impl HostSpec {
             return Ok(Reached {
                 target: Arc::new(local),
                 remote: None,
+                lock_dir: None,
             });
         }
         let ssh = Arc::new(SshTarget::connect(self.ssh_options())?);
@@ -224,9 +248,16 @@ impl HostSpec {
             Some(dir) => RemoteState::Given(dir.clone()),
             None => RemoteState::UnderHome(ssh.clone()),
         };
+        let lock_dir = self
+            .vars
+            .get("tend_lock_dir")
+            .or(self.vars.get("tend_state_dir"))
+            .cloned()
+            .unwrap_or_else(|| crate::lock::REMOTE_LOCK_DIR.into());
         Ok(Reached {
             target: ssh,
             remote: Some(remote),
+            lock_dir: Some(lock_dir),
         })
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::app::{Actor, Config, Trigger};
 use crate::audit::AuditLog;
@@ -16,6 +16,8 @@ use crate::event::{Event, Sink};
 use crate::fleet::{batches, run_pool, BatchSize, Policy};
 use crate::journal::undo::{Reverted, Undo};
 use crate::journal::{Entry, Journal};
+use crate::lease::RunLease;
+use crate::lock::{Holder, Take};
 use crate::ops::Ctx;
 use crate::reach::{HostSpec, Reached};
 use crate::recipe::params::{ParamDecl, ParamType};
@@ -42,6 +44,8 @@ pub struct RunRequest {
     /// at the command line do so (`--unvetted`). A request, not an assertion: the run
     /// decides vetting itself, and a scheduled run ignores this.
     pub unvetted: bool,
+    /// Queue this long behind another run holding a host, instead of giving up.
+    pub wait: Option<Duration>,
 }
 
 impl RunRequest {
@@ -58,6 +62,7 @@ impl RunRequest {
             serial: vec![],
             atomic: false,
             unvetted: false,
+            wait: None,
         }
     }
 }
@@ -106,6 +111,7 @@ pub struct HostResult {
     pub error: Option<String>,
     /// Kept open for `--atomic`, which may roll this host back after the others end.
     reached: Option<Arc<dyn Target>>,
+    locks: Option<Arc<HostLocks>>,
     journal: Option<PathBuf>,
 }
 
@@ -120,6 +126,7 @@ impl HostResult {
             duration_ms: 0,
             error,
             reached: None,
+            locks: None,
             journal: None,
         }
     }
@@ -536,9 +543,14 @@ pub fn run(
     }
     let names: Vec<String> = specs.iter().map(|h| h.name.clone()).collect();
     let user = actor.user.clone();
-    let run_id = new_run_id();
+    // A real run's id is reserved in the state dir: no other run can be handed it.
+    let run_id = if req.dry_run {
+        new_run_id()
+    } else {
+        state.reserve_run_id()?
+    };
     let params = recorded_params(&decls, &req.params);
-    let mut meta = RunMeta {
+    let meta = RunMeta {
         run_id: run_id.clone(),
         recipe: recipe.name.clone(),
         recipe_path: recipe.path.display().to_string(),
@@ -554,6 +566,7 @@ pub fn run(
         hosts: names.clone(),
         targets: specs.clone(),
         pid: std::process::id(),
+        lease: None,
     };
     let audit = Arc::new(AuditLog::new(state.root()));
     let halt: Option<engine::Halt> = (!req.dry_run).then(Default::default);
@@ -584,14 +597,18 @@ pub fn run(
     // Fail closed: a run the audit log cannot record does not start (and leaves no
     // run record behind).
     if let Some(why) = commits.failure().filter(|_| !req.dry_run) {
+        let _ = std::fs::remove_dir(state.run_dir(&run_id));
         return Err(Error::Audit {
             path: audit.path().to_path_buf(),
             message: format!("cannot record the run, so it was not started: {why}"),
         });
     }
-    if !req.dry_run {
-        state.write_meta(&meta)?;
-    }
+    // Held until the end; any way out before it leaves a final run record.
+    let lease = if req.dry_run {
+        None
+    } else {
+        Some(RunLease::start(state, meta)?)
+    };
 
     let one = HostRunner {
         state,
@@ -689,15 +706,17 @@ pub fn run(
         unknown,
         duration_ms,
     });
-    if !req.dry_run {
-        meta.outcome = outcome.as_str().into();
-        meta.changed = changed;
-        meta.ended = Some(chrono::Utc::now().to_rfc3339());
-        meta.duration_ms = duration_ms;
-        state.write_meta(&meta)?;
+    if let Some(lease) = lease {
+        lease.finish(|meta| {
+            meta.outcome = outcome.as_str().into();
+            meta.changed = changed;
+            meta.ended = Some(chrono::Utc::now().to_rfc3339());
+            meta.duration_ms = duration_ms;
+        })?;
     }
     for h in &mut hosts {
         h.reached = None;
+        h.locks = None;
     }
     Ok(RunResult {
         run_id,
@@ -706,6 +725,32 @@ pub fn run(
         changed,
         unknown,
         hosts,
+    })
+}
+
+/// A host's locks, here and on the host, released when dropped.
+struct HostLocks {
+    _here: crate::lock::MachineLock,
+    _there: Option<crate::lock::TargetLock>,
+}
+
+/// Take the lock of host `name` on this machine, then on the host itself.
+fn lock_host(
+    state: &StateDir,
+    reached: &Reached,
+    name: &str,
+    run_id: &str,
+    take: &Take,
+) -> Result<HostLocks> {
+    let me = Holder::me(run_id, name, state.root());
+    let here = crate::lock::lock_here(state.lock_dir(), name, &me, take)?;
+    let there = match reached.lock_dir() {
+        Some(dir) => Some(crate::lock::acquire(&reached.target, dir, &me, take)?),
+        None => None,
+    };
+    Ok(HostLocks {
+        _here: here,
+        _there: there,
     })
 }
 
@@ -775,24 +820,27 @@ impl HostRunner<'_> {
         let name = spec.name.as_str();
         let target = reached.target.clone();
         let req = self.req;
-        let _local_lock = if req.dry_run {
+        // A guard: released however this function is left (--atomic keeps it longer).
+        let locks = if req.dry_run {
             None
         } else {
-            Some(self.state.lock_host(name, self.run_id)?)
-        };
-        // A dry-run takes no lock and saves nothing: it never needs the directory.
-        let remote_state = if req.dry_run {
-            None
-        } else {
-            reached.remote_state()?
-        };
-        let remote_lock = match (&remote_state, req.dry_run) {
-            (Some(dir), false) => Some(crate::lock::acquire(
-                target.as_ref(),
-                &crate::target::join(dir, "lock"),
+            let take = Take {
+                wait: req.wait,
+                take_over: None,
+            };
+            Some(Arc::new(lock_host(
+                self.state,
+                reached,
+                name,
                 self.run_id,
-            )?),
-            _ => None,
+                &take,
+            )?))
+        };
+        // A dry-run saves nothing: it never needs the directory.
+        let remote_backup = if req.dry_run {
+            None
+        } else {
+            reached.remote_backup_dir(self.run_id, name)?
         };
         let mut backup_dir = None;
         let (ctx, journal_path) = if req.dry_run {
@@ -804,8 +852,8 @@ impl HostRunner<'_> {
                 .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
 
             // Old contents stay on the machine they came from: rollback needs no transfer.
-            let backup = match &remote_state {
-                Some(remote) => format!("{remote}/runs/{}/backup", self.run_id),
+            let backup = match remote_backup {
+                Some(remote) => remote,
                 None => dir.join("backup").display().to_string(),
             };
             let scope = self.recipe.scope_set();
@@ -878,11 +926,9 @@ impl HostRunner<'_> {
                 _ => Outcome::Failed,
             };
         }
-        if let Some(lock) = remote_lock {
-            lock.release(target.as_ref());
-        }
         if req.atomic {
             r.reached = Some(target);
+            r.locks = locks;
         }
         Ok(r)
     }
@@ -1145,21 +1191,47 @@ fn not_undone(sink: &Sink, host: &str, why: String, total: &mut RollbackReport) 
     total.incomplete.push(why);
 }
 
+/// What `tend rollback` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    pub run_id: String,
+    /// Only this host of the run.
+    pub only_host: Option<String>,
+    pub dry_run: bool,
+    /// Revert paths that changed since the run too, saving what they hold first.
+    pub force: bool,
+    /// Queue this long behind another run holding a host.
+    pub wait: Option<Duration>,
+}
+
 /// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
+/// A run that died holding host locks hands them to its rollback, which releases
+/// them at the end, even when something could not be undone (the report says what).
 pub fn rollback(
     state: &StateDir,
     actor: &Actor,
-    run_id: &str,
-    only_host: Option<&str>,
-    dry_run: bool,
-    force: bool,
+    req: &RollbackRequest,
     sink: Sink,
 ) -> Result<RollbackReport> {
+    let RollbackRequest {
+        run_id,
+        only_host,
+        dry_run,
+        force,
+        wait,
+    } = req;
+    let (run_id, only_host, dry_run, force, wait) = (
+        run_id.as_str(),
+        only_host.as_deref(),
+        *dry_run,
+        *force,
+        *wait,
+    );
     let mut meta = state.recover_meta(run_id)?;
     if meta.effective_outcome() == "running" {
         return Err(Error::Other(format!(
-            "run {run_id} is still running (pid {}); roll it back when it ends",
-            meta.pid
+            "run {run_id} is still running ({}); roll it back when it ends",
+            meta.holder()
         )));
     }
     let user = actor.user.clone();
@@ -1189,7 +1261,15 @@ pub fn rollback(
     }
     for host in hosts {
         let jpath = state.journal_path(run_id, &host);
-        if !jpath.exists() {
+        // A host without a journal needs nothing undone, but the run may have died
+        // there holding its locks: then they are released below.
+        let died_here = || {
+            crate::lock::holder_here(state.lock_dir(), &host, false)
+                .ok()
+                .flatten()
+                .is_some_and(|(h, _)| h.run_id == run_id)
+        };
+        if !jpath.exists() && (dry_run || !died_here()) {
             continue;
         }
         let spec = match meta.targets.iter().find(|t| t.name == host) {
@@ -1217,13 +1297,20 @@ pub fn rollback(
                 continue;
             }
         };
-        let _lock = if dry_run {
+        let take = Take {
+            wait,
+            take_over: Some(run_id.to_string()),
+        };
+        let _locks = if dry_run {
             None
         } else {
-            Some(state.lock_host(&host, run_id)?)
+            Some(lock_host(state, &reached, &host, run_id, &take)?)
         };
-        let save_dir = match reached.remote_state() {
-            Ok(Some(remote)) => format!("{remote}/runs/{run_id}/backup"),
+        if !jpath.exists() {
+            continue;
+        }
+        let save_dir = match reached.remote_backup_dir(run_id, &host) {
+            Ok(Some(remote)) => remote,
             _ => state
                 .journal_path(run_id, &host)
                 .with_file_name("backup")
@@ -1237,15 +1324,6 @@ pub fn rollback(
             save_dir,
         };
         let r = rollback_host(reached.target.as_ref(), &jpath, &replay, &sink)?;
-        let state_dir = match (dry_run, r.incomplete.is_empty()) {
-            (false, true) => reached.remote_state().ok().flatten(),
-            _ => None,
-        };
-        if let Some(dir) = state_dir {
-            // The run died holding the host's lock; undone, its lock can go too.
-            let lock = crate::target::join(&dir, "lock");
-            crate::lock::release_if_held_by(reached.target.as_ref(), &lock, run_id);
-        }
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
     }
@@ -1258,4 +1336,65 @@ pub fn rollback(
         state.write_meta(&meta)?;
     }
     Ok(total)
+}
+
+/// A lock `tend unlock` found: where, who held it, and whether it was released.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unlocked {
+    pub host: String,
+    /// `this machine` or the lock's path on the host.
+    pub lock: String,
+    pub holder: crate::lock::Holder,
+    pub released: bool,
+}
+
+/// `tend unlock HOST`: release the locks of `spec` (on this machine and on the host)
+/// held by a run that is gone; `force` also those of a run on another controller,
+/// whose life cannot be checked from here. A live run's lock is never released.
+/// Every release is audited: the dead run's changes stay as they were.
+pub fn unlock(
+    state: &StateDir,
+    actor: &Actor,
+    spec: &HostSpec,
+    force: bool,
+) -> Result<Vec<Unlocked>> {
+    let name = spec.name.as_str();
+    let mut found = Vec::new();
+    if let Some((holder, alive)) = crate::lock::holder_here(state.lock_dir(), name, true)? {
+        found.push(Unlocked {
+            host: name.to_string(),
+            lock: "this machine".into(),
+            holder,
+            released: !alive,
+        });
+    }
+    if !spec.local {
+        let reached = spec.connect()?;
+        if let Some(dir) = reached.lock_dir() {
+            if let Some((holder, alive)) =
+                crate::lock::unlock_remote(reached.target.as_ref(), dir, force)?
+            {
+                found.push(Unlocked {
+                    host: name.to_string(),
+                    lock: crate::target::join(dir, "lock"),
+                    holder,
+                    released: !alive,
+                });
+            }
+        }
+    }
+    let user = actor.user.clone();
+    let audit = AuditLog::new(state.root());
+    for u in found.iter().filter(|u| u.released) {
+        audit.append(serde_json::json!({
+            "event": "unlock",
+            "host": u.host,
+            "lock": u.lock,
+            "run_id": u.holder.run_id,
+            "holder": u.holder.describe(),
+            "forced": force,
+            "user": user,
+        }))?;
+    }
+    Ok(found)
 }

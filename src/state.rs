@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! STATE/audit.jsonl, audit.head, audit.lock
-//! STATE/locks/HOST.lock
-//! STATE/runs/RUN_ID/run.json
+//! STATE/runs/RUN_ID/run.json                    (with the run's lease while it runs)
 //! STATE/runs/RUN_ID/hosts/HOST/journal.jsonl
 //! STATE/runs/RUN_ID/hosts/HOST/backup/…        (local host; remote hosts keep theirs)
 //! ```
+//!
+//! Host locks are not here: they belong to the machine (see [`crate::lock`]), so two
+//! state dirs on one machine still never work on one host at once.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// This machine's host locks (see [`crate::lock::machine_lock_dir`]).
+    locks: PathBuf,
 }
 
 /// What is recorded about a run, in `run.json`. Written when it starts and again when
@@ -44,7 +48,11 @@ pub struct RunMeta {
     /// How each host was reached, so a later rollback can reach it again.
     #[serde(default)]
     pub targets: Vec<crate::reach::HostSpec>,
+    /// Kept for older tend versions, which judge a run by it; see `lease`.
     pub pid: u32,
+    /// Who runs it, while it runs: absent in runs of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::lease::Lease>,
 }
 
 /// The outcome shown for a run whose `run.json` cannot be read.
@@ -77,6 +85,7 @@ impl RunMeta {
                 .collect(),
             hosts,
             pid: 0,
+            lease: None,
         }
     }
 
@@ -84,12 +93,25 @@ impl RunMeta {
         self.outcome == DAMAGED
     }
 
-    /// `running` becomes `interrupted` when the process that wrote it is gone.
+    /// `running` becomes `interrupted` when the run's lease is dead (an older run
+    /// without one: when its pid is gone).
     pub fn effective_outcome(&self) -> String {
-        if self.outcome == "running" && !Path::new(&format!("/proc/{}", self.pid)).exists() {
+        let alive = match &self.lease {
+            Some(l) => l.liveness() != crate::lease::Liveness::Dead,
+            None => crate::lease::pid_alive(self.pid),
+        };
+        if self.outcome == "running" && !alive {
             "interrupted".into()
         } else {
             self.outcome.clone()
+        }
+    }
+
+    /// Who runs it, for messages: `pid 123 on web1 since …`.
+    pub fn holder(&self) -> String {
+        match &self.lease {
+            Some(l) => format!("{} since {}", l.owner.describe(), l.since),
+            None => format!("pid {}", self.pid),
         }
     }
 }
@@ -120,7 +142,7 @@ fn mkdirs(path: &Path) -> Result<()> {
 }
 
 /// A host name safe to use as a file name.
-fn host_file(host: &str) -> String {
+pub fn host_file(host: &str) -> String {
     host.chars()
         .map(|c| {
             if c.is_alphanumeric() || "-_.".contains(c) {
@@ -141,12 +163,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Held for the duration of a run; the OS releases it if the process dies, so a
-/// crashed run never leaves a stale lock behind.
-pub struct HostLock {
-    _file: File,
-}
-
 impl StateDir {
     pub fn open(root: &Path) -> Result<StateDir> {
         // Absolute from the start: journals name backups inside it, and a rollback
@@ -154,11 +170,25 @@ impl StateDir {
         let root = std::path::absolute(root)
             .map_err(|e| Error::io(format!("state directory {}", root.display()), e))?;
         mkdirs(&root)?;
-        Ok(StateDir { root })
+        Ok(StateDir {
+            root,
+            locks: crate::lock::machine_lock_dir(),
+        })
+    }
+
+    /// Keep this machine's host locks in `dir` instead of the default.
+    pub fn with_lock_dir(mut self, dir: &Path) -> Result<StateDir> {
+        self.locks = std::path::absolute(dir)
+            .map_err(|e| Error::io(format!("lock directory {}", dir.display()), e))?;
+        Ok(self)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub fn lock_dir(&self) -> &Path {
+        &self.locks
     }
 
     pub fn runs_dir(&self) -> PathBuf {
@@ -252,67 +282,96 @@ impl StateDir {
             .collect())
     }
 
-    pub fn lock_host(&self, host: &str, run_id: &str) -> Result<HostLock> {
-        let dir = self.root.join("locks");
-        mkdirs(&dir)?;
-        let path = dir.join(format!("{}.lock", host_file(host)));
-        let mut file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                return Err(Error::Locked {
-                    host: host.to_string(),
-                    holder: holder.trim().to_string(),
-                    lock: path.display().to_string(),
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("cannot lock {}", path.display()), e))
+    /// A new run id, its folder made here: an id another process made in the same
+    /// instant (its random part notwithstanding) is never handed out twice.
+    pub fn reserve_run_id(&self) -> Result<String> {
+        let runs = self.runs_dir();
+        mkdirs(&runs)?;
+        loop {
+            let id = new_run_id();
+            match fs::DirBuilder::new().mode(0o700).create(runs.join(&id)) {
+                Ok(()) => return Ok(id),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("cannot create run directory in {}", runs.display()),
+                        e,
+                    ))
+                }
             }
         }
-        let _ = file.set_len(0);
-        let _ = writeln!(file, "run {run_id} (pid {})", std::process::id());
-        Ok(HostLock { _file: file })
     }
 }
 
-/// Refuse anything that is not shaped like an id [`new_run_id`] makes: a run id
-/// names a folder of the state dir, so `../x` or `/tmp/x` would replay a journal
-/// from anywhere.
+/// Refuse anything that is not shaped like an id [`new_run_id`] makes (or an older
+/// tend made): a run id names a folder of the state dir, so `../x` or `/tmp/x` would
+/// replay a journal from anywhere.
 pub fn check_run_id(run_id: &str) -> Result<()> {
     let b = run_id.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    let ok = b.len() == 20
-        && digits(0..8)
-        && b[8] == b'-'
-        && digits(9..15)
-        && b[15] == b'-'
-        && b[16..]
-            .iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
+    let hex =
+        |r: std::ops::Range<usize>| b[r].iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let stamp = b.len() >= 16 && digits(0..8) && b[8] == b'-' && digits(9..15) && b[15] == b'-';
+    // `20261128-212233-4f2a` before run ids carried milliseconds.
+    let old = b.len() == 20 && hex(16..20);
+    let new = b.len() == 28 && digits(16..19) && b[19] == b'-' && hex(20..28);
+    if stamp && (old || new) {
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "{run_id:?} is not a run id (they look like 20261128-212233-4f2a); `tend runs` lists them"
+        "{run_id:?} is not a run id (they look like 20261128-212233-042-4f2a09c1); `tend runs` lists them"
     )))
 }
 
-/// `20261128-212233-4f2a`: sorts by time, unique enough across concurrent runs.
+/// `20261128-212233-042-4f2a09c1`: UTC time to the millisecond, then 32 bits that are
+/// random for the first id of a millisecond and count up within it (as ULIDs do), so
+/// ids of one process sort in the order they were made even within a millisecond.
+/// Across processes the random part keeps them apart, and
+/// [`StateDir::reserve_run_id`] makes sure.
 pub fn new_run_id() -> String {
-    let now = chrono::Utc::now();
-    let nanos = now.timestamp_subsec_nanos() as u64;
-    let salt = (nanos ^ ((std::process::id() as u64) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    format!(
-        "{}-{:04x}",
-        now.format("%Y%m%d-%H%M%S"),
-        (salt >> 48) as u16
-    )
+    static LAST: std::sync::Mutex<(i64, u32)> = std::sync::Mutex::new((0, 0));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let (ms, n) = if now_ms <= last.0 {
+        // Same millisecond, or the clock stepped back: stay after the last id.
+        match last.1.checked_add(1) {
+            Some(n) => (last.0, n),
+            None => (last.0 + 1, random_u32() >> 1),
+        }
+    } else {
+        // Top bit clear: room to count up within the millisecond.
+        (now_ms, random_u32() >> 1)
+    };
+    *last = (ms, n);
+    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    format!("{}-{n:08x}", t.format("%Y%m%d-%H%M%S-%3f"))
+}
+
+fn random_u32() -> u32 {
+    let mut buf = [0u8; 4];
+    // SAFETY: getrandom writes at most buf.len() bytes into buf.
+    let got = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got == 4 {
+        return u32::from_ne_bytes(buf);
+    }
+    let nanos = chrono::Utc::now().timestamp_subsec_nanos() as u64;
+    ((nanos ^ ((std::process::id() as u64) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_in_the_order_they_are_made_and_old_ones_still_read() {
+        let ids: Vec<String> = (0..2000).map(|_| new_run_id()).collect();
+        for w in ids.windows(2) {
+            assert!(w[0] < w[1], "{} !< {}", w[0], w[1]);
+            check_run_id(&w[1]).unwrap();
+        }
+        check_run_id("20261128-212233-4f2a").unwrap();
+        for bad in ["../20261128-212233-4f2a", "20261128-212233-04-4f2a09c1", ""] {
+            assert!(check_run_id(bad).is_err(), "{bad}");
+        }
+    }
 }

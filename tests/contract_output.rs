@@ -150,8 +150,8 @@ fn item21_human_output_says_why_a_single_host_failed() {
     let r = r.to_str().unwrap();
 
     // A stale or held lock on this machine.
-    std::fs::create_dir_all(w.state().join("locks")).unwrap();
-    let lock = std::fs::File::create(w.state().join("locks/local.lock")).unwrap();
+    std::fs::create_dir_all(w.locks()).unwrap();
+    let lock = std::fs::File::create(w.locks().join("local.lock")).unwrap();
     lock.lock().unwrap();
     let locked = w.tend(&["run", r]);
     locked.assert_code(75);

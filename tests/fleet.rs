@@ -645,7 +645,7 @@ fn a_locked_host_is_reported_and_left_alone() {
     std::os::unix::fs::symlink(&dead, &lock).unwrap();
     let stale = f.tend(&["run", &r, "--json"], "h1");
     stale.assert_code(75);
-    assert!(stale.stdout.contains("STALE"), "{}", stale.stdout);
+    assert!(stale.stdout.contains("stale lease"), "{}", stale.stdout);
     f.world.tend(&["rollback", &first.run_id()]).assert_code(0);
     assert!(
         std::fs::symlink_metadata(&lock).is_err(),

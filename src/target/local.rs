@@ -46,7 +46,7 @@ impl Default for Local {
 }
 
 /// Effective uid and gid of this process (/proc/self is owned by them).
-fn process_ids() -> (u32, u32) {
+pub fn process_ids() -> (u32, u32) {
     fs::metadata("/proc/self")
         .map(|m| (m.uid(), m.gid()))
         .unwrap_or((u32::MAX, u32::MAX))

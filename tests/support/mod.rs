@@ -115,6 +115,11 @@ impl World {
         self.dir.path().join("state")
     }
 
+    /// This world's stand-in for the machine's host lock directory.
+    pub fn locks(&self) -> PathBuf {
+        self.dir.path().join("locks")
+    }
+
     /// `root/rel` as a string, for recipe parameters.
     pub fn path(&self, rel: &str) -> String {
         self.root().join(rel).display().to_string()
@@ -135,7 +140,10 @@ impl World {
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(TEND);
+        // Host locks are per machine: each world gets its own, or parallel tests
+        // would queue behind each other on the host `local`.
         c.env("TEND_STATE_DIR", self.state())
+            .env("TEND_LOCK_DIR", self.locks())
             .env("NO_COLOR", "1")
             .env_remove("TEND_LOG")
             .current_dir(self.dir.path());
