@@ -9,11 +9,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::audit::{AuditConfig, AuditLog};
+use crate::cancel::CancelToken;
 use crate::demo;
 use crate::engine::Limits;
 use crate::error::{exit, Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
+use crate::interrupt::Interrupts;
 use crate::inventory::Inventory;
 use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
@@ -32,7 +34,10 @@ Exit codes:
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
   70  internal error                     75  the host is locked by another run
-  77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused";
+  77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused
+  130 cancelled by SIGINT (Ctrl-C): the step was stopped and the run rolled back
+      (a second Ctrl-C stops at once, leaving the journal for `tend rollback RUN`)
+  143 cancelled by SIGTERM: the step was stopped and the run rolled back";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -284,7 +289,8 @@ pub struct RunArgs {
     /// One JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
-    /// Stop the run after this long (e.g. 30s, 10m) and roll back
+    /// Stop the run after this long (e.g. 30s, 10m), a running command included, and
+    /// roll back
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Stop a recipe after this many script operations (runaway-loop guard)
@@ -565,6 +571,9 @@ fn exit_code(outcome: Outcome) -> i32 {
         Outcome::RolledBack => exit::ROLLED_BACK,
         Outcome::RollbackIncomplete => exit::ROLLBACK_INCOMPLETE,
         Outcome::Locked => exit::LOCKED,
+        // The CLI says which signal (see `Interrupts::exit_code`); a library caller's
+        // cancel reads as Ctrl-C.
+        Outcome::Cancelled => exit::INTERRUPTED,
     }
 }
 
@@ -755,6 +764,10 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
     let (policy, serial) = policy(&args.policy)?;
     let human = human.with_live(hosts.len());
     let (sink, _out) = sink_for(args.json, &human, args.dry_run);
+    let cancel = CancelToken::new();
+    let interrupts = Interrupts::install(cancel.clone())
+        .map_err(|e| Error::io("cannot set up signal handling", e))?;
+    let sink = interrupts.sink(sink);
     let req = RunRequest {
         params: args.params.clone(),
         dry_run: args.dry_run,
@@ -769,6 +782,7 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
         serial,
         atomic: args.policy.atomic,
         vetted,
+        cancel,
     };
     let result = runner::run(&state, &recipe, &req, sink)?;
     if !args.dry_run {
@@ -785,6 +799,7 @@ fn run(cli: &Cli, human: &Human, args: &RunArgs) -> Result<i32> {
                 exit::OK
             }
         }
+        Outcome::Cancelled => interrupts.exit_code(),
         o => exit_code(o),
     })
 }
@@ -1018,6 +1033,10 @@ fn exec(
             keep.lock().expect("events").push(e.clone());
         }) as Sink
     };
+    let cancel = CancelToken::new();
+    let interrupts = Interrupts::install(cancel.clone())
+        .map_err(|e| Error::io("cannot set up signal handling", e))?;
+    let inner = interrupts.sink(inner);
     let mut params = vec![("command".to_string(), command.join(" "))];
     if let Some(t) = timeout {
         params.push(("timeout".into(), t.as_secs().max(1).to_string()));
@@ -1034,6 +1053,7 @@ fn exec(
         atomic: false,
         // An ad-hoc command is no vetted recipe.
         vetted: false,
+        cancel,
     };
     let result = runner::run(&state, &recipe, &req, inner)?;
     send_anchor(&audit, human, &state, &result.run_id);
@@ -1052,7 +1072,13 @@ fn exec(
     let all_ok = codes
         .iter()
         .all(|(_, o, step, _)| *o == Outcome::Ok && step.as_ref().and_then(|s| s.code) == Some(0));
-    Ok(if all_ok { exit::OK } else { exit::FAILED })
+    Ok(if result.outcome == Outcome::Cancelled {
+        interrupts.exit_code()
+    } else if all_ok {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> {

@@ -13,12 +13,14 @@
 //! ([`report`]) and the [`audit`] log chains it.
 
 pub mod audit;
+pub mod cancel;
 pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod fleet;
+pub mod interrupt;
 pub mod inventory;
 pub mod journal;
 pub mod lock;

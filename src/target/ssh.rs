@@ -730,6 +730,8 @@ struct Cmd<'a> {
     stdin: &'a [u8],
     become_: bool,
     timeout: Option<Duration>,
+    /// The run's token (recipe commands only): a cancel kills the command.
+    cancel: Option<&'a crate::cancel::CancelToken>,
 }
 
 /// Kill what carries `marker`, from a channel of its own (see `exec::KILL_SCRIPT`).
@@ -740,7 +742,7 @@ fn kill_marked(sess: &Session, fd: RawFd, become_: bool, marker: &str) {
             fd,
             &line,
             &[],
-            Some(Duration::from_secs(10)),
+            exec::Until::timeout(Duration::from_secs(10)),
             IO_TIMEOUT,
             &mut || {},
         );
@@ -915,7 +917,12 @@ impl SshTarget {
     /// (`exec::direct_line`).
     fn run_in(&self, c: &mut Conn, cmd: &Cmd<'_>, direct: bool) -> TResult<exec::ChannelOutput> {
         let kind = cmd.become_ as usize;
-        let marker = cmd.timeout.map(|_| exec::new_marker());
+        // Whatever may be stopped carries a marker to find its processes by.
+        let marker = (cmd.timeout.is_some() || cmd.cancel.is_some()).then(exec::new_marker);
+        let until = exec::Until {
+            timeout: cmd.timeout,
+            cancel: cmd.cancel,
+        };
         let bad = |m: String| TargetError::host(self.name(), m);
         let own_channel = c.own_channel(cmd);
         c.commands[kind] += 1;
@@ -928,7 +935,7 @@ impl SshTarget {
         };
         let result = if own_channel {
             let (line, mut stdin) = if direct {
-                exec::direct_line(cmd.script, cmd.env)
+                exec::direct_line(cmd.script, cmd.env, marker.as_deref())
             } else {
                 exec::command_line(
                     cmd.script,
@@ -940,7 +947,7 @@ impl SshTarget {
             }
             .map_err(bad)?;
             stdin.extend_from_slice(cmd.stdin);
-            exec::run_channel(sess, fd, &line, &stdin, cmd.timeout, IO_TIMEOUT, &mut kill)
+            exec::run_channel(sess, fd, &line, &stdin, until, IO_TIMEOUT, &mut kill)
         } else {
             let exports = exec::env_exports(cmd.env).map_err(bad)?;
             let live = shells[kind].take().and_then(|mut sh| {
@@ -958,7 +965,7 @@ impl SshTarget {
             };
             opened.and_then(|mut sh| {
                 let input = sh.input(cmd.script, &exports, cmd.args, marker.as_deref(), cmd.stdin);
-                let (out, alive) = sh.run(sess, fd, &input, cmd.timeout, &mut kill)?;
+                let (out, alive) = sh.run(sess, fd, &input, until, &mut kill)?;
                 if alive {
                     shells[kind] = Some(sh);
                 } else {
@@ -989,6 +996,7 @@ impl SshTarget {
             stdin,
             become_: privileged,
             timeout: None,
+            cancel: None,
         };
         let out = self.run_in(c, &cmd, false)?;
         if privileged {
@@ -1768,6 +1776,7 @@ TZ=UTC0 touch -c -m -t "$2" -- "$1""#;
             stdin: req.stdin.as_deref().unwrap_or_default(),
             become_,
             timeout: req.timeout.or(self.command_timeout),
+            cancel: req.cancel.as_ref(),
         };
         // Asked before taking the connection: learning it may read /etc/passwd.
         let own_channel = self.lock()?.own_channel(&cmd);
