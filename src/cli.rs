@@ -10,11 +10,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::{Actor, Config, Trigger};
 use crate::audit::{AuditConfig, AuditLog};
+use crate::cancel::CancelToken;
 use crate::demo;
 use crate::engine::Limits;
 use crate::error::{exit, Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
+use crate::interrupt::Interrupts;
 use crate::inventory::Inventory;
 use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
@@ -33,7 +35,10 @@ Exit codes:
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
   70  internal error                     75  the host is locked by another run
-  77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused";
+  77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused
+  130 cancelled by SIGINT (Ctrl-C): the step was stopped and the run rolled back
+      (a second Ctrl-C stops at once, leaving the journal for `tend rollback RUN`)
+  143 cancelled by SIGTERM: the step was stopped and the run rolled back";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -311,7 +316,8 @@ pub struct RunArgs {
     /// One JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
-    /// Stop the run after this long (e.g. 30s, 10m) and roll back
+    /// Stop the run after this long (e.g. 30s, 10m), a running command included, and
+    /// roll back
     #[arg(long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// Queue behind a run holding a host for up to this long (e.g. 10m) instead of
@@ -605,6 +611,9 @@ fn exit_code(outcome: Outcome) -> i32 {
         Outcome::RolledBack => exit::ROLLED_BACK,
         Outcome::RollbackIncomplete => exit::ROLLBACK_INCOMPLETE,
         Outcome::Locked => exit::LOCKED,
+        // The CLI says which signal (see `Interrupts::exit_code`); a library caller's
+        // cancel reads as Ctrl-C.
+        Outcome::Cancelled => exit::INTERRUPTED,
     }
 }
 
@@ -824,6 +833,10 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
     let (policy, serial) = policy(&args.policy)?;
     let human = human.with_live(hosts.len());
     let (sink, _out) = sink_for(args.json, &human, args.dry_run);
+    let cancel = CancelToken::new();
+    let interrupts = Interrupts::install(cancel.clone())
+        .map_err(|e| Error::io("cannot set up signal handling", e))?;
+    let sink = interrupts.sink(sink);
     let req = RunRequest {
         params: args.params.clone(),
         dry_run: args.dry_run,
@@ -839,6 +852,7 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
         atomic: args.policy.atomic,
         unvetted: args.unvetted,
         wait: args.wait,
+        cancel,
     };
     let result = runner::run(&state, &config, actor, &recipe, &req, sink)?;
     if !args.dry_run {
@@ -858,6 +872,7 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
                 exit::OK
             }
         }
+        Outcome::Cancelled => interrupts.exit_code(),
         o => exit_code(o),
     })
 }
@@ -1066,6 +1081,10 @@ fn exec(
             keep.lock().expect("events").push(e.clone());
         }) as Sink
     };
+    let cancel = CancelToken::new();
+    let interrupts = Interrupts::install(cancel.clone())
+        .map_err(|e| Error::io("cannot set up signal handling", e))?;
+    let inner = interrupts.sink(inner);
     let mut params = vec![("command".to_string(), command.join(" "))];
     if let Some(t) = timeout {
         params.push(("timeout".into(), t.as_secs().max(1).to_string()));
@@ -1083,6 +1102,7 @@ fn exec(
         // The command itself is the request to run something unvetted.
         unvetted: true,
         wait: how.wait,
+        cancel,
     };
     let result = runner::run(&state, &config, actor, &recipe, &req, inner)?;
     send_anchor(&config.audit, human, &state, &result.run_id);
@@ -1101,7 +1121,13 @@ fn exec(
     let all_ok = codes
         .iter()
         .all(|(_, o, step, _)| *o == Outcome::Ok && step.as_ref().and_then(|s| s.code) == Some(0));
-    Ok(if all_ok { exit::OK } else { exit::FAILED })
+    Ok(if result.outcome == Outcome::Cancelled {
+        interrupts.exit_code()
+    } else if all_ok {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 fn unlock(

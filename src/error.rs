@@ -35,6 +35,10 @@ pub mod exit {
     pub const UNVETTED: i32 = 77;
     /// tend itself failed (state dir not writable, I/O error…).
     pub const INTERNAL: i32 = 70;
+    /// The run was cancelled by SIGINT (Ctrl-C): stopped and rolled back.
+    pub const INTERRUPTED: i32 = 130;
+    /// The run was cancelled by SIGTERM: stopped and rolled back.
+    pub const TERMINATED: i32 = 143;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,12 +16,14 @@
 
 pub mod app;
 pub mod audit;
+pub mod cancel;
 pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod fleet;
+pub mod interrupt;
 pub mod inventory;
 pub mod journal;
 pub mod lease;

@@ -443,8 +443,12 @@ impl Human {
         outln!("{t}");
         let count =
             |f: &dyn Fn(Outcome) -> bool| result.hosts.iter().filter(|h| f(h.outcome)).count();
+        let cancelled = match count(&|o| o == Outcome::Cancelled) {
+            0 => String::new(),
+            n => format!(", {n} cancelled"),
+        };
         outln!(
-            "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} locked, {} skipped",
+            "{} hosts: {} ok, {} failed, {} rolled back, {} unreachable, {} locked, {} skipped{cancelled}",
             result.hosts.len(),
             count(&|o| o == Outcome::Ok),
             count(&|o| o == Outcome::Failed || o == Outcome::RollbackIncomplete),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::app::{Actor, Config, Trigger};
 use crate::audit::AuditLog;
+use crate::cancel::CancelToken;
 use crate::engine::{self, HostContext, Limits, Mode};
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
@@ -46,6 +47,9 @@ pub struct RunRequest {
     pub unvetted: bool,
     /// Queue this long behind another run holding a host, instead of giving up.
     pub wait: Option<Duration>,
+    /// Cancelling it stops the run: the current step is killed, the run rolls back
+    /// and ends `cancelled`. `limits.timeout` is added to it as the run's deadline.
+    pub cancel: CancelToken,
 }
 
 impl RunRequest {
@@ -63,6 +67,7 @@ impl RunRequest {
             atomic: false,
             unvetted: false,
             wait: None,
+            cancel: CancelToken::default(),
         }
     }
 }
@@ -80,6 +85,8 @@ pub enum Outcome {
     Locked,
     /// Never started: an earlier batch or the failure policy stopped the run.
     Skipped,
+    /// The run was cancelled (a signal, the caller): stopped, then rolled back.
+    Cancelled,
 }
 
 impl Outcome {
@@ -92,6 +99,7 @@ impl Outcome {
             Outcome::Unreachable => "unreachable",
             Outcome::Locked => "locked",
             Outcome::Skipped => "skipped",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -152,7 +160,11 @@ impl RunResult {
 /// The outcome of a whole run, for its exit code: the worst that happened anywhere.
 fn overall(hosts: &[HostResult]) -> Outcome {
     let any = |o: Outcome| hosts.iter().any(|h| h.outcome == o);
-    if any(Outcome::RollbackIncomplete) {
+    // Whoever cancelled asked for that: it is the run's end, whatever else happened
+    // (each host's own outcome and rollback report stay in its events).
+    if any(Outcome::Cancelled) {
+        Outcome::Cancelled
+    } else if any(Outcome::RollbackIncomplete) {
         Outcome::RollbackIncomplete
     } else if any(Outcome::Failed) || any(Outcome::Unreachable) {
         Outcome::Failed
@@ -173,7 +185,7 @@ fn null_sink() -> Sink {
 /// Evaluate the recipe up to `params()` to learn and check its parameters, touching
 /// nothing. Shared by `run`, `check` and `show`.
 pub fn declared_params(recipe: &Recipe, given: &[(String, String)]) -> Result<Vec<ParamDecl>> {
-    declared_params_within(recipe, given, &Limits::default())
+    declared_params_within(recipe, given, &Limits::default(), &CancelToken::default())
 }
 
 /// [`declared_params`] under the run's own limits: a recipe that computes a lot
@@ -182,10 +194,11 @@ fn declared_params_within(
     recipe: &Recipe,
     given: &[(String, String)],
     limits: &Limits,
+    cancel: &CancelToken,
 ) -> Result<Vec<ParamDecl>> {
     let target: Arc<dyn Target> = Arc::new(Overlay::new(Arc::new(Local::new())));
     let host = Arc::new(HostContext::new(
-        Ctx::plan(target),
+        Ctx::plan(target).with_cancel(cancel.with_timeout(limits.timeout)),
         recipe.dir.clone(),
         Mode::Declare,
         given.to_vec(),
@@ -517,7 +530,9 @@ pub fn run(
 ) -> Result<RunResult> {
     let started = Instant::now();
     let vetting = vetting(state, config, actor, recipe, req)?;
-    let decls = declared_params_within(recipe, &req.params, &req.limits)?;
+    let decls = declared_params_within(recipe, &req.params, &req.limits, &req.cancel)?;
+    // The run's budget starts now and holds for every host, batch and wait.
+    let cancel = req.cancel.with_timeout(req.limits.timeout);
     check_given(&decls, &req.params, true)
         .map_err(|m| Error::Param(format!("{}: {m}", recipe.path.display())))?;
     let specs: Vec<HostSpec> = if req.hosts.is_empty() {
@@ -617,6 +632,7 @@ pub fn run(
         req,
         sink: &sink,
         halt,
+        cancel: &cancel,
     };
     let total = specs.len();
     let mut results: Vec<Option<HostResult>> = vec![None; total];
@@ -630,6 +646,9 @@ pub fn run(
         let items: Vec<(usize, &HostSpec)> = batch.clone().map(|i| (i, &specs[i])).collect();
         let done = run_pool(items, req.forks, &stop, |(i, spec)| {
             let r = one.run_host(spec);
+            if cancel.stopped().is_some() {
+                stop.store(true, Ordering::SeqCst);
+            }
             if r.outcome.is_failure() {
                 let f = failed.fetch_add(1, Ordering::SeqCst) + 1;
                 if policy.broken(f, total) {
@@ -641,7 +660,9 @@ pub fn run(
         for (i, r) in done.into_iter().flatten() {
             results[i] = Some(r);
         }
-        if !policy.next_batch_allowed(failed.load(Ordering::SeqCst), total) {
+        if !policy.next_batch_allowed(failed.load(Ordering::SeqCst), total)
+            || cancel.stopped().is_some()
+        {
             break;
         }
     }
@@ -650,11 +671,11 @@ pub fn run(
         .zip(&names)
         .map(|(r, name)| {
             r.unwrap_or_else(|| {
-                let skipped = HostResult::new(
-                    name,
-                    Outcome::Skipped,
-                    Some("not started: the failure policy stopped the run".into()),
-                );
+                let why = match cancel.stopped() {
+                    Some(stop) => format!("not started: {stop}"),
+                    None => "not started: the failure policy stopped the run".into(),
+                };
+                let skipped = HostResult::new(name, Outcome::Skipped, Some(why));
                 host_end(&sink, &skipped);
                 skipped
             })
@@ -774,6 +795,7 @@ struct HostRunner<'a> {
     req: &'a RunRequest,
     sink: &'a Sink,
     halt: Option<engine::Halt>,
+    cancel: &'a CancelToken,
 }
 
 impl HostRunner<'_> {
@@ -867,7 +889,7 @@ impl HostRunner<'_> {
             )
         };
         let mut hctx = HostContext::new(
-            ctx,
+            ctx.with_cancel(self.cancel.clone()),
             self.recipe.dir.clone(),
             Mode::Run,
             req.params.clone(),
@@ -925,6 +947,9 @@ impl HostRunner<'_> {
                 }
                 _ => Outcome::Failed,
             };
+            if self.cancel.is_cancelled() {
+                r.outcome = Outcome::Cancelled;
+            }
         }
         if req.atomic {
             r.reached = Some(target);

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position};
 
@@ -138,10 +138,15 @@ impl HostContext {
         self
     }
 
+    /// Whether a further step may start: not after a halt, a cancel or the deadline.
     fn halted(&self, call: &NativeCallContext) -> RResult<()> {
         match self.halt.as_ref().and_then(|h| h.get()) {
             Some(why) => Err(err(call, why.clone())),
-            None => Ok(()),
+            None => self
+                .ctx
+                .cancel()
+                .check()
+                .map_err(|stop| err(call, stop.to_string())),
         }
     }
 
@@ -403,7 +408,8 @@ pub fn err(call: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltR
     EvalAltResult::ErrorRuntime(message.into().into(), call.call_position()).into()
 }
 
-fn sandbox(engine: &mut Engine, limits: &Limits) {
+/// `cancel`: stops the script between operations once cancelled or out of time.
+fn sandbox(engine: &mut Engine, limits: &Limits, cancel: Option<crate::cancel::CancelToken>) {
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
@@ -414,11 +420,11 @@ fn sandbox(engine: &mut Engine, limits: &Limits) {
     engine.set_max_variables(10_000);
     engine.set_max_functions(10_000);
     engine.disable_symbol("eval");
-    // A deadline past what `Instant` can hold is none (the CLI refuses such values).
-    if let Some(deadline) = limits.timeout.and_then(|t| Instant::now().checked_add(t)) {
+    if let Some(cancel) = cancel {
+        // The value is the typed reason, read back by `describe`.
         engine.on_progress(move |ops| {
-            if ops % 256 == 0 && Instant::now() >= deadline {
-                Some(Dynamic::from("timeout"))
+            if ops % 256 == 0 {
+                cancel.stopped().map(Dynamic::from)
             } else {
                 None
             }
@@ -444,7 +450,7 @@ fn base() -> Engine {
 /// as a run, no operations bound to any host.
 pub fn compiler() -> Engine {
     let mut engine = base();
-    sandbox(&mut engine, &Limits::default());
+    sandbox(&mut engine, &Limits::default(), None);
     core::register_types(&mut engine);
     engine
 }
@@ -452,7 +458,7 @@ pub fn compiler() -> Engine {
 /// The engine one host runs its recipe with.
 pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     let mut engine = base();
-    sandbox(&mut engine, limits);
+    sandbox(&mut engine, limits, Some(host.ctx.cancel().clone()));
     // `print` and `debug` are messages of the run like `log::info`: they go through
     // the sink (so `--json` stays JSON and the audit sees them) and are scrubbed.
     let h = host.clone();
@@ -597,6 +603,9 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
             "the recipe ran more than {} operations and was stopped (a runaway loop?); raise --max-operations if it really needs more",
             limits.max_operations
         ),
+        EvalAltResult::ErrorTerminated(v, _) if v.is::<crate::cancel::Stop>() => {
+            v.clone().cast::<crate::cancel::Stop>().to_string()
+        }
         EvalAltResult::ErrorTerminated(_, _) => format!(
             "the run exceeded its time limit of {} and was stopped",
             humantime::format_duration(limits.timeout.unwrap_or_default())

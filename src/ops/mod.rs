@@ -12,6 +12,7 @@ pub mod sh;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::cancel::CancelToken;
 use crate::journal::undo::{self, Fingerprint, Undo};
 use crate::journal::Journal;
 use crate::target::{Meta, Target, TargetError};
@@ -24,6 +25,9 @@ pub enum OpError {
     Invalid(String),
     #[error("journal: {0}")]
     Journal(String),
+    /// The run was cancelled or ran out of time while the step waited.
+    #[error("{0}")]
+    Stopped(#[from] crate::cancel::Stop),
 }
 
 pub type OpResult<T> = Result<T, OpError>;
@@ -90,6 +94,8 @@ pub struct Ctx {
     pub target: Arc<dyn Target>,
     shared: Arc<Shared>,
     become_: bool,
+    /// The run's cancellation and deadline, for every wait of a step.
+    cancel: CancelToken,
 }
 
 /// What every view of one host's run shares.
@@ -137,7 +143,18 @@ impl Ctx {
             }),
             target,
             become_: false,
+            cancel: CancelToken::default(),
         }
+    }
+
+    /// Steps of this context stop when `cancel` says so (see [`crate::cancel`]).
+    pub fn with_cancel(mut self, cancel: CancelToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    pub fn cancel(&self) -> &CancelToken {
+        &self.cancel
     }
 
     /// A real run: changes are journaled before they are made.
@@ -162,6 +179,7 @@ impl Ctx {
             target,
             shared: self.shared.clone(),
             become_: true,
+            cancel: self.cancel.clone(),
         })
     }
 

@@ -65,11 +65,12 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
     let blind = divergence != Divergence::None;
     if let Some(check) = spec.unless.as_ref().filter(|_| !blind) {
         // A guard is a question, not a change: it runs in dry-runs too.
-        let mut req = ExecRequest::new(check.clone());
-        req.env = spec.env.clone();
-        req.timeout = spec.timeout;
-        req.become_ = spec.become_;
-        if t.exec(&req)?.code == 0 {
+        let guard = ShSpec {
+            command: check.clone(),
+            stdin: None,
+            ..spec.clone()
+        };
+        if exec(ctx, &guard)?.code == 0 {
             return Ok(StepReport::unchanged(OP, subject));
         }
     }
@@ -145,20 +146,34 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
 }
 
 fn run_with_retries(ctx: &Ctx, spec: &ShSpec) -> OpResult<ExecOutput> {
-    let req = ExecRequest {
-        command: spec.command.clone(),
-        env: spec.env.clone(),
-        stdin: spec.stdin.clone(),
-        timeout: spec.timeout,
-        become_: spec.become_,
-    };
     let mut attempt = 0;
     loop {
-        let out = ctx.target.exec(&req)?;
+        let out = exec(ctx, spec)?;
         if out.code == 0 || attempt >= spec.retries {
             return Ok(out);
         }
         attempt += 1;
-        std::thread::sleep(spec.delay);
+        ctx.cancel().sleep(spec.delay)?;
     }
+}
+
+/// Run `spec.command` once, within what is left of the run: its own timeout is cut
+/// to the run's remaining budget, and a cancel stops it (process group killed).
+fn exec(ctx: &Ctx, spec: &ShSpec) -> OpResult<ExecOutput> {
+    let cancel = ctx.cancel();
+    cancel.check()?;
+    let req = ExecRequest {
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        stdin: spec.stdin.clone(),
+        timeout: cancel.bound(spec.timeout),
+        become_: spec.become_,
+        cancel: Some(cancel.clone()),
+    };
+    let out = ctx.target.exec(&req)?;
+    if out.timed_out {
+        // Killed because the run must stop, not for the command's own timeout.
+        cancel.check()?;
+    }
+    Ok(out)
 }

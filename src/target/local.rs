@@ -330,24 +330,36 @@ impl Target for Local {
             let _ = err.read_to_end(&mut buf);
             buf
         });
-        let started = Instant::now();
+        let deadline = req.timeout.and_then(|t| Instant::now().checked_add(t));
         let mut timed_out = false;
         let wait_err =
             |e: std::io::Error| TargetError::host(host, format!("waiting for command: {e}"));
-        let status = match req.timeout {
-            None => child.wait().map_err(wait_err)?,
-            Some(limit) => loop {
-                if let Some(status) = child.try_wait().map_err(wait_err)? {
-                    break status;
+        let pid = child.id();
+        // Waited for on a thread of its own, so that its end is seen at once while
+        // this one watches the deadline and the run's cancellation.
+        let (done, ended) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _ = done.send(child.wait());
+        });
+        let status = loop {
+            let mut tick = Duration::from_millis(50);
+            if let Some(d) = deadline.filter(|_| !timed_out) {
+                tick = tick.min(d.saturating_duration_since(Instant::now()));
+            }
+            match ended.recv_timeout(tick) {
+                Ok(status) => break status.map_err(wait_err)?,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(wait_err(std::io::Error::other("the waiting thread died")))
                 }
-                if started.elapsed() >= limit {
-                    timed_out = true;
-                    kill_group(child.id());
-                    break child.wait().map_err(wait_err)?;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            },
+            }
+            let cancelled = req.cancel.as_ref().is_some_and(|c| c.is_cancelled());
+            if !timed_out && (cancelled || deadline.is_some_and(|d| Instant::now() >= d)) {
+                timed_out = true;
+                kill_group(pid);
+            }
         };
+        let _ = waiter.join();
         let _ = writer.join();
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();

@@ -69,6 +69,9 @@ pub struct ExecRequest {
     /// Run this one command as root through `sudo -n` (`sh(cmd, #{become: true})`),
     /// whatever the host's own setting.
     pub become_: bool,
+    /// The run's token: once cancelled, the command is stopped like a timed-out one
+    /// (`timed_out` in the output). `timeout` already holds the run's deadline.
+    pub cancel: Option<crate::cancel::CancelToken>,
 }
 
 impl ExecRequest {

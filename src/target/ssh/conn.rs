@@ -105,6 +105,8 @@ pub(super) struct Cmd<'a> {
     pub(super) stdin: &'a [u8],
     pub(super) become_: bool,
     pub(super) timeout: Option<Duration>,
+    /// The run's token (recipe commands only): a cancel kills the command.
+    pub(super) cancel: Option<&'a crate::cancel::CancelToken>,
 }
 
 /// Kill what carries `marker`, from a channel of its own (see `exec::KILL_SCRIPT`).
@@ -115,7 +117,7 @@ fn kill_marked(sess: &Session, fd: RawFd, become_: bool, marker: &str) {
             fd,
             &line,
             &[],
-            Some(Duration::from_secs(10)),
+            exec::Until::timeout(Duration::from_secs(10)),
             IO_TIMEOUT,
             &mut || {},
         );
@@ -211,7 +213,12 @@ impl SshTarget {
         direct: bool,
     ) -> TResult<exec::ChannelOutput> {
         let kind = cmd.become_ as usize;
-        let marker = cmd.timeout.map(|_| exec::new_marker());
+        // Whatever may be stopped carries a marker to find its processes by.
+        let marker = (cmd.timeout.is_some() || cmd.cancel.is_some()).then(exec::new_marker);
+        let until = exec::Until {
+            timeout: cmd.timeout,
+            cancel: cmd.cancel,
+        };
         let bad = |m: String| TargetError::host(self.name(), m);
         let own_channel = c.own_channel(cmd);
         c.commands[kind] += 1;
@@ -224,7 +231,7 @@ impl SshTarget {
         };
         let result = if own_channel {
             let (line, mut stdin) = if direct {
-                exec::direct_line(cmd.script, cmd.env)
+                exec::direct_line(cmd.script, cmd.env, marker.as_deref())
             } else {
                 exec::command_line(
                     cmd.script,
@@ -236,7 +243,7 @@ impl SshTarget {
             }
             .map_err(bad)?;
             stdin.extend_from_slice(cmd.stdin);
-            exec::run_channel(sess, fd, &line, &stdin, cmd.timeout, IO_TIMEOUT, &mut kill)
+            exec::run_channel(sess, fd, &line, &stdin, until, IO_TIMEOUT, &mut kill)
         } else {
             let exports = exec::env_exports(cmd.env).map_err(bad)?;
             let live = shells[kind].take().and_then(|mut sh| {
@@ -254,7 +261,7 @@ impl SshTarget {
             };
             opened.and_then(|mut sh| {
                 let input = sh.input(cmd.script, &exports, cmd.args, marker.as_deref(), cmd.stdin);
-                let (out, alive) = sh.run(sess, fd, &input, cmd.timeout, &mut kill)?;
+                let (out, alive) = sh.run(sess, fd, &input, until, &mut kill)?;
                 if alive {
                     shells[kind] = Some(sh);
                 } else {
@@ -322,6 +329,7 @@ impl Exec for ConnExec<'_> {
             stdin,
             become_: self.sudo,
             timeout: None,
+            cancel: None,
         };
         let mut c = self.conn.borrow_mut();
         let out = self.target.run_in(&mut c, &cmd, false)?;

@@ -45,9 +45,27 @@ use std::time::{Duration, Instant};
 
 use ssh2::{BlockDirections, Channel, ErrorCode, Session};
 
+use crate::cancel::CancelToken;
 use crate::target::shell_quote;
 
 const EAGAIN: i32 = -37;
+
+/// How long a command may run: its timeout, and the run's token, whose cancel stops
+/// it early the same way (`on_timeout` kills it, the output says `timed_out`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Until<'a> {
+    pub timeout: Option<Duration>,
+    pub cancel: Option<&'a CancelToken>,
+}
+
+impl Until<'_> {
+    pub fn timeout(timeout: Duration) -> Self {
+        Until {
+            timeout: Some(timeout),
+            cancel: None,
+        }
+    }
+}
 
 /// What one channel produced.
 #[derive(Debug, Default)]
@@ -131,8 +149,9 @@ pub(crate) fn command_line(
 pub(crate) fn direct_line(
     script: &str,
     env: &[(String, String)],
+    marker: Option<&str>,
 ) -> Result<(String, Vec<u8>), String> {
-    with_env(script, env, None)
+    with_env(script, env, marker)
 }
 
 /// `export K='v'` lines for `env`, checked.
@@ -310,7 +329,7 @@ pub(crate) fn retry<T>(
     }
 }
 
-/// Run `line` on a new channel. `on_timeout` is called once when `timeout` passes
+/// Run `line` on a new channel. `on_timeout` is called once when `until` says stop
 /// (it kills the command); the output then gets a short grace period to finish.
 /// `io_timeout` bounds how long the server may stay silent while opening the channel.
 pub(crate) fn run_channel(
@@ -318,7 +337,7 @@ pub(crate) fn run_channel(
     fd: RawFd,
     line: &str,
     stdin: &[u8],
-    timeout: Option<Duration>,
+    until: Until<'_>,
     io_timeout: Duration,
     on_timeout: &mut dyn FnMut(),
 ) -> Result<ChannelOutput, ssh2::Error> {
@@ -331,7 +350,7 @@ pub(crate) fn run_channel(
             &mut channel,
             stdin,
             true,
-            timeout,
+            until,
             on_timeout,
             &mut |_| false,
         )
@@ -377,12 +396,12 @@ pub(crate) fn pump(
     channel: &mut Channel,
     input: &[u8],
     close_input: bool,
-    timeout: Option<Duration>,
+    until: Until<'_>,
     on_timeout: &mut dyn FnMut(),
     finished: &mut dyn FnMut(&ChannelOutput) -> bool,
 ) -> Result<(ChannelOutput, bool), ssh2::Error> {
     let started = Instant::now();
-    let mut deadline = timeout.map(|t| started + t);
+    let mut deadline = until.timeout.and_then(|t| started.checked_add(t));
     let mut out = ChannelOutput::default();
     let mut pos = 0usize;
     let mut input_done = false;
@@ -462,17 +481,16 @@ pub(crate) fn pump(
         }
 
         let now = Instant::now();
-        if let Some(d) = deadline {
-            if now >= d {
-                if grace {
-                    return Ok((out, false)); // killed, but the channel did not finish
-                }
-                out.timed_out = true;
-                grace = true;
-                on_timeout();
-                deadline = Some(Instant::now() + Duration::from_secs(3));
-                continue;
-            }
+        let over = deadline.is_some_and(|d| now >= d);
+        if grace && over {
+            return Ok((out, false)); // killed, but the channel did not finish
+        }
+        if !grace && (over || until.cancel.is_some_and(|c| c.is_cancelled())) {
+            out.timed_out = true;
+            grace = true;
+            on_timeout();
+            deadline = Some(Instant::now() + Duration::from_secs(3));
+            continue;
         }
         if now.duration_since(last_keepalive) >= Duration::from_secs(5) {
             let _ = sess.keepalive_send();

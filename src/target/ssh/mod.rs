@@ -330,6 +330,7 @@ impl Target for SshTarget {
             stdin: req.stdin.as_deref().unwrap_or_default(),
             become_,
             timeout: req.timeout.or(self.command_timeout),
+            cancel: req.cancel.as_ref(),
         };
         // Asked before taking the connection: learning it may read /etc/passwd.
         let own_channel = self.lock()?.own_channel(&cmd);

@@ -123,7 +123,7 @@ impl Shell {
         sess: &Session,
         fd: RawFd,
         input: &str,
-        timeout: Option<Duration>,
+        until: exec::Until<'_>,
         on_timeout: &mut dyn FnMut(),
     ) -> Result<(ChannelOutput, bool), ssh2::Error> {
         let out_end = format!("{} ", self.token).into_bytes();
@@ -144,7 +144,7 @@ impl Shell {
                 &mut self.channel,
                 input.as_bytes(),
                 false,
-                timeout,
+                until,
                 on_timeout,
                 &mut finished,
             )?
