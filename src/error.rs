@@ -131,3 +131,15 @@ impl Error {
 pub use crate::target::describe_io;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one of `known` that `word` is most likely a typo of (`hots` → `hosts`), if any
+/// is close enough to be worth suggesting: a wrong suggestion misleads more than none.
+pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let most = (word.chars().count() / 4).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), *k))
+        .filter(|(d, _)| *d > 0 && *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}

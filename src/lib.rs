@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod cli;
+mod cli_schedule;
 pub mod demo;
 pub mod engine;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod reach;
 pub mod recipe;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod target;
