@@ -85,7 +85,13 @@ pub fn run(
             count,
             after,
             json,
-        } => next(&entries, name.as_deref(), *count as usize, after.as_deref(), *json),
+        } => next(
+            &entries,
+            name.as_deref(),
+            *count as usize,
+            after.as_deref(),
+            *json,
+        ),
     }
 }
 
@@ -126,7 +132,9 @@ fn format_at(t: DateTime<Utc>, tz: Tz) -> String {
 }
 
 fn next_fire_text(e: &Entry, now: DateTime<Utc>) -> Option<String> {
-    e.next_fires(now, 1).first().map(|t| format_at(*t, e.timezone))
+    e.next_fires(now, 1)
+        .first()
+        .map(|t| format_at(*t, e.timezone))
 }
 
 fn list(entries: &[Entry], now: DateTime<Utc>, json: bool) {

@@ -353,7 +353,10 @@ fn parse_range(part: &str, f: &Field) -> Result<u64, String> {
     let (range, step) = match part.split_once('/') {
         Some((r, s)) => {
             let step: u32 = s.parse().map_err(|_| {
-                format!("{} step `{s}` is not a number (write */5 or 0-30/5)", f.name)
+                format!(
+                    "{} step `{s}` is not a number (write */5 or 0-30/5)",
+                    f.name
+                )
             })?;
             if step == 0 {
                 return Err(format!("{} step 0 never advances; use 1 or more", f.name));
@@ -387,7 +390,9 @@ fn parse_range(part: &str, f: &Field) -> Result<u64, String> {
         (v, v)
     };
     let step = step.unwrap_or(1);
-    Ok((low..=high).step_by(step as usize).fold(0, |acc, i| acc | (1 << i)))
+    Ok((low..=high)
+        .step_by(step as usize)
+        .fold(0, |acc, i| acc | (1 << i)))
 }
 
 /// Quartz and other libraries' extensions that cron(8) does not have: refused by
@@ -498,28 +503,61 @@ mod tests {
     #[test]
     fn steps_restart_each_hour_like_cron() {
         // */7 in minutes is 0,7,…,56: after :56 comes :00 of the next hour, not :03.
-        assert_eq!(next("*/7 * * * *", "2027-01-01 10:57:00"), "2027-01-01 11:00:00");
-        assert_eq!(next("*/7 * * * *", "2027-01-01 10:50:00"), "2027-01-01 10:56:00");
+        assert_eq!(
+            next("*/7 * * * *", "2027-01-01 10:57:00"),
+            "2027-01-01 11:00:00"
+        );
+        assert_eq!(
+            next("*/7 * * * *", "2027-01-01 10:50:00"),
+            "2027-01-01 10:56:00"
+        );
     }
 
     #[test]
     fn day_fields_or_when_both_restricted_and_when_one_starts_with_a_star() {
         // 2027-03-01 is a Monday; 2027-03-08 Monday; 15th a Monday too.
-        assert_eq!(next("0 0 1,15 * MON", "2027-03-02 00:00:00"), "2027-03-08 00:00:00");
-        assert_eq!(next("0 0 1,15 * MON", "2027-03-09 00:00:00"), "2027-03-15 00:00:00");
+        assert_eq!(
+            next("0 0 1,15 * MON", "2027-03-02 00:00:00"),
+            "2027-03-08 00:00:00"
+        );
+        assert_eq!(
+            next("0 0 1,15 * MON", "2027-03-09 00:00:00"),
+            "2027-03-15 00:00:00"
+        );
         // `*/2` starts with `*`: cronie ANDs (odd days that are Mondays).
-        assert_eq!(next("0 0 */2 * MON", "2027-03-02 00:00:00"), "2027-03-15 00:00:00");
+        assert_eq!(
+            next("0 0 */2 * MON", "2027-03-02 00:00:00"),
+            "2027-03-15 00:00:00"
+        );
         // Sunday as 7 and as 0.
-        assert_eq!(next("0 0 * * 7", "2027-03-01 00:00:00"), "2027-03-07 00:00:00");
-        assert_eq!(next("0 0 * * sun", "2027-03-01 00:00:00"), "2027-03-07 00:00:00");
+        assert_eq!(
+            next("0 0 * * 7", "2027-03-01 00:00:00"),
+            "2027-03-07 00:00:00"
+        );
+        assert_eq!(
+            next("0 0 * * sun", "2027-03-01 00:00:00"),
+            "2027-03-07 00:00:00"
+        );
     }
 
     #[test]
     fn macros_are_cronies() {
-        assert_eq!(next("@monthly", "2027-03-01 00:00:01"), "2027-04-01 00:00:00");
-        assert_eq!(next("@weekly", "2027-03-01 00:00:00"), "2027-03-07 00:00:00");
-        assert_eq!(next("@yearly", "2027-03-01 00:00:00"), "2028-01-01 00:00:00");
-        assert_eq!(next("@hourly", "2027-03-01 10:00:01"), "2027-03-01 11:00:00");
+        assert_eq!(
+            next("@monthly", "2027-03-01 00:00:01"),
+            "2027-04-01 00:00:00"
+        );
+        assert_eq!(
+            next("@weekly", "2027-03-01 00:00:00"),
+            "2027-03-07 00:00:00"
+        );
+        assert_eq!(
+            next("@yearly", "2027-03-01 00:00:00"),
+            "2028-01-01 00:00:00"
+        );
+        assert_eq!(
+            next("@hourly", "2027-03-01 10:00:01"),
+            "2027-03-01 11:00:00"
+        );
         assert!(Cron::parse("@hourly").unwrap().is_wildcard());
         assert!(!Cron::parse("@daily").unwrap().is_wildcard());
         let r = Cron::parse("@reboot").unwrap();
@@ -528,9 +566,21 @@ mod tests {
 
     #[test]
     fn leap_day_and_seconds() {
-        assert_eq!(next("0 0 29 2 *", "2027-01-01 00:00:00"), "2028-02-29 00:00:00");
-        assert_eq!(next("0 0 29 2 *", "2096-03-01 00:00:00"), "2104-02-29 00:00:00");
-        assert_eq!(next("*/2 * * * * *", "2027-01-01 00:00:59"), "2027-01-01 00:01:00");
-        assert_eq!(next("30 0 0 * * *", "2027-01-01 00:00:31"), "2027-01-02 00:00:30");
+        assert_eq!(
+            next("0 0 29 2 *", "2027-01-01 00:00:00"),
+            "2028-02-29 00:00:00"
+        );
+        assert_eq!(
+            next("0 0 29 2 *", "2096-03-01 00:00:00"),
+            "2104-02-29 00:00:00"
+        );
+        assert_eq!(
+            next("*/2 * * * * *", "2027-01-01 00:00:59"),
+            "2027-01-01 00:01:00"
+        );
+        assert_eq!(
+            next("30 0 0 * * *", "2027-01-01 00:00:31"),
+            "2027-01-02 00:00:30"
+        );
     }
 }

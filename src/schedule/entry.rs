@@ -49,10 +49,8 @@ pub fn entries_from_source(
     text: Option<&str>,
 ) -> Result<Vec<Entry>, Vec<ScheduleError>> {
     let shown = file.display().to_string();
-    let base = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    // `tend.toml` alone has the empty parent: paths stay as written, without `./`.
+    let base = file.parent().unwrap_or(Path::new(""));
     let items = match doc.get("schedule") {
         None => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
@@ -80,7 +78,11 @@ pub fn entries_from_source(
             errors: Vec::new(),
         };
         let Value::Table(t) = item else {
-            cx.error(None, None, "must be a table ([[schedule]] with keys under it)".into());
+            cx.error(
+                None,
+                None,
+                "must be a table ([[schedule]] with keys under it)".into(),
+            );
             errors.append(&mut cx.errors);
             continue;
         };
@@ -119,7 +121,11 @@ impl Lines {
         for (n, line) in text.unwrap_or_default().lines().enumerate() {
             let l = line.trim();
             if l.starts_with('[') {
-                let header = l.trim_start_matches('[').split(']').next().unwrap_or_default();
+                let header = l
+                    .trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or_default();
                 inside = l.starts_with("[[") && header.trim() == "schedule";
                 if inside {
                     entries.push((n + 1, BTreeMap::new()));
@@ -232,7 +238,11 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
             }
         },
         Some(v) => {
-            cx.bad("cron", v, "must be a string like \"30 2 * * *\" or \"@daily\"");
+            cx.bad(
+                "cron",
+                v,
+                "must be a string like \"30 2 * * *\" or \"@daily\"",
+            );
             None
         }
         None => {
@@ -254,14 +264,22 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
             }
         },
         Some(v) => {
-            cx.bad("timezone", v, "must be an IANA zone name like \"Europe/Paris\"");
+            cx.bad(
+                "timezone",
+                v,
+                "must be an IANA zone name like \"Europe/Paris\"",
+            );
             (None, false)
         }
     };
     let recipe = match t.get("recipe") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(base.join(s)),
         Some(v) => {
-            cx.bad("recipe", v, "must be the path of a .rhai file (relative to this file)");
+            cx.bad(
+                "recipe",
+                v,
+                "must be the path of a .rhai file (relative to this file)",
+            );
             None
         }
         None => {
@@ -284,13 +302,21 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
             match names {
                 Some(n) if !n.is_empty() => n.join(","),
                 _ => {
-                    cx.bad("hosts", v, "must be a pattern as -H takes it, or a list of them");
+                    cx.bad(
+                        "hosts",
+                        v,
+                        "must be a pattern as -H takes it, or a list of them",
+                    );
                     String::new()
                 }
             }
         }
         Some(v) => {
-            cx.bad("hosts", v, "must be a pattern as -H takes it (\"web*\", \"@db\", \"local\")");
+            cx.bad(
+                "hosts",
+                v,
+                "must be a pattern as -H takes it (\"web*\", \"@db\", \"local\")",
+            );
             String::new()
         }
     };
@@ -340,12 +366,20 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
         Some(v @ Value::String(s)) => match humantime::parse_duration(s) {
             Ok(d) if !d.is_zero() => Some(AlertAfter::Duration(d)),
             _ => {
-                cx.bad("alert_after", v, "must be a number of periods (3) or a duration (\"2d\")");
+                cx.bad(
+                    "alert_after",
+                    v,
+                    "must be a number of periods (3) or a duration (\"2d\")",
+                );
                 None
             }
         },
         Some(v) => {
-            cx.bad("alert_after", v, "must be a number of periods (3) or a duration (\"2d\")");
+            cx.bad(
+                "alert_after",
+                v,
+                "must be a number of periods (3) or a duration (\"2d\")",
+            );
             None
         }
     };
@@ -375,8 +409,7 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
@@ -395,7 +428,11 @@ fn boolean(cx: &mut Cx, t: &toml::Table, key: &str, default: bool) -> bool {
 fn duration(cx: &mut Cx, t: &toml::Table, key: &str, timeout: bool) -> Option<Duration> {
     let v = t.get(key)?;
     let Value::String(s) = v else {
-        cx.bad(key, v, "must be a duration in quotes, like \"30s\", \"10m\" or \"2h\"");
+        cx.bad(
+            key,
+            v,
+            "must be a duration in quotes, like \"30s\", \"10m\" or \"2h\"",
+        );
         return None;
     };
     let parsed = humantime::parse_duration(s).map_err(|e| e.to_string());
@@ -452,7 +489,11 @@ fn read_notify(cx: &mut Cx, v: Option<&Value>, base: &Path) -> Vec<Notify> {
     let mut out = Vec::new();
     for item in items {
         let Some(s) = item.as_str() else {
-            cx.bad("notify", item, "must be a string (mailto:, https://, http:// or exec:)");
+            cx.bad(
+                "notify",
+                item,
+                "must be a string (mailto:, https://, http:// or exec:)",
+            );
             continue;
         };
         match notify_target(s, base) {
@@ -616,6 +657,9 @@ notify = "ftp://x"
         // An inline array has no headers to find: the file is named without a line.
         let e = parse("schedule = [{ name = \"a\", cron = \"@dayly\", recipe = \"r\" }]\n")
             .unwrap_err();
-        assert!(e[0].starts_with("conf/tend.toml: schedule \"a\": cron \"@dayly\""), "{e:?}");
+        assert!(
+            e[0].starts_with("conf/tend.toml: schedule \"a\": cron \"@dayly\""),
+            "{e:?}"
+        );
     }
 }

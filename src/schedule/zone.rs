@@ -64,7 +64,11 @@ fn wall(tz: Tz, at: DateTime<Utc>) -> NaiveDateTime {
 }
 
 fn offset_secs(tz: Tz, at: DateTime<Utc>) -> i64 {
-    i64::from(tz.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc())
+    i64::from(
+        tz.offset_from_utc_datetime(&at.naive_utc())
+            .fix()
+            .local_minus_utc(),
+    )
 }
 
 /// The first fire of `cron` in `tz` strictly after `after`; `None` for `@reboot` or an
@@ -190,7 +194,9 @@ mod tests {
 
     fn list(cron: &str, zone: &str, after: &str, n: usize) -> Vec<String> {
         let tz = parse(zone).unwrap();
-        let after = DateTime::parse_from_rfc3339(after).unwrap().with_timezone(&Utc);
+        let after = DateTime::parse_from_rfc3339(after)
+            .unwrap()
+            .with_timezone(&Utc);
         fires(&Cron::parse(cron).unwrap(), tz, after, n)
             .into_iter()
             .map(|t| fmt(tz, t))
@@ -225,7 +231,12 @@ mod tests {
     #[test]
     fn wildcard_jobs_follow_the_wall_clock() {
         assert_eq!(
-            list("*/30 * * * *", "Europe/Paris", "2027-03-28T01:00:00+01:00", 3),
+            list(
+                "*/30 * * * *",
+                "Europe/Paris",
+                "2027-03-28T01:00:00+01:00",
+                3
+            ),
             [
                 "2027-03-28 01:30:00+01:00",
                 "2027-03-28 03:00:00+02:00",
@@ -233,7 +244,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            list("*/30 * * * *", "Europe/Paris", "2027-10-31T01:30:00+02:00", 6),
+            list(
+                "*/30 * * * *",
+                "Europe/Paris",
+                "2027-10-31T01:30:00+02:00",
+                6
+            ),
             [
                 "2027-10-31 02:00:00+02:00",
                 "2027-10-31 02:30:00+02:00",
@@ -245,7 +261,12 @@ mod tests {
         );
         // Starting inside the first pass still finds the second pass of walls behind.
         assert_eq!(
-            list("*/30 * * * *", "Europe/Paris", "2027-10-31T02:45:00+02:00", 3),
+            list(
+                "*/30 * * * *",
+                "Europe/Paris",
+                "2027-10-31T02:45:00+02:00",
+                3
+            ),
             [
                 "2027-10-31 02:00:00+01:00",
                 "2027-10-31 02:30:00+01:00",
@@ -254,7 +275,12 @@ mod tests {
         );
         // And inside the second pass, the first-pass walls ahead are not repeated.
         assert_eq!(
-            list("*/30 * * * *", "Europe/Paris", "2027-10-31T02:10:00+01:00", 2),
+            list(
+                "*/30 * * * *",
+                "Europe/Paris",
+                "2027-10-31T02:10:00+01:00",
+                2
+            ),
             ["2027-10-31 02:30:00+01:00", "2027-10-31 03:00:00+01:00"]
         );
     }
@@ -273,15 +299,30 @@ mod tests {
         // Australia/Lord_Howe: 2027-10-03 02:00 +10:30 → 02:30 +11:00;
         // 2027-04-04 02:00 +11:00 → 01:30 +10:30.
         assert_eq!(
-            list("15 2 * * *", "Australia/Lord_Howe", "2027-10-02T12:00:00+10:30", 2),
+            list(
+                "15 2 * * *",
+                "Australia/Lord_Howe",
+                "2027-10-02T12:00:00+10:30",
+                2
+            ),
             ["2027-10-03 02:30:00+11:00", "2027-10-04 02:15:00+11:00"]
         );
         assert_eq!(
-            list("45 1 * * *", "Australia/Lord_Howe", "2027-04-03T12:00:00+11:00", 2),
+            list(
+                "45 1 * * *",
+                "Australia/Lord_Howe",
+                "2027-04-03T12:00:00+11:00",
+                2
+            ),
             ["2027-04-04 01:45:00+11:00", "2027-04-05 01:45:00+10:30"]
         );
         assert_eq!(
-            list("*/15 1 * * *", "Australia/Lord_Howe", "2027-04-04T01:40:00+11:00", 3),
+            list(
+                "*/15 1 * * *",
+                "Australia/Lord_Howe",
+                "2027-04-04T01:40:00+11:00",
+                3
+            ),
             [
                 "2027-04-04 01:45:00+11:00",
                 "2027-04-04 01:30:00+10:30",
