@@ -206,6 +206,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scheduled runs ([[schedule]] in tend.toml): check them, list them, show when
+    /// they fire
+    #[command(subcommand)]
+    Schedule(crate::cli_schedule::ScheduleCommand),
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]
@@ -487,6 +491,7 @@ impl Cli {
         match &self.command {
             Command::Run(a) => a.json,
             Command::Vet(a) => a.json,
+            Command::Schedule(c) => c.json(),
             Command::Show { json, .. }
             | Command::Rollback { json, .. }
             | Command::Runs { json, .. }
@@ -673,6 +678,9 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Vet(args) => vet(cli, human, actor, args),
+        Command::Schedule(cmd) => {
+            crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
+        }
         Command::Rollback {
             run_id,
             host,

@@ -41,6 +41,8 @@ pub struct Config {
     text: String,
     pub trust: trust::Settings,
     pub audit: AuditConfig,
+    /// The `[[schedule]]` entries, checked (each problem named with file:line).
+    pub schedules: Vec<crate::schedule::Entry>,
 }
 
 #[derive(Deserialize)]
@@ -109,11 +111,19 @@ impl Config {
                 .unwrap_or_else(|| path.display().to_string());
             Error::Usage(format!("{at}: {}; fix this line", e.message().trim_end()))
         })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{}: {}", path.display(), e.message().trim_end())))?;
+        let schedules =
+            crate::schedule::entries_from_source(&table, path, Some(&text)).map_err(|errs| {
+                let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+                Error::Usage(lines.join("\n"))
+            })?;
         let config = Config {
             path: Some(path.to_path_buf()),
             text,
             trust: typed.trust.unwrap_or_default(),
             audit: typed.audit.unwrap_or_default(),
+            schedules,
         };
         if let Some(inv) = config.inventory() {
             inventory::check_config(inv)?;
@@ -200,11 +210,13 @@ mod tests {
     fn reads_what_it_knows() {
         let c = Config::parse(
             Path::new("tend.toml"),
-            "[hosts.a]\nport = 1\n[trust]\nrequire_vetted = \"flag\"\n[audit]\nanchor_command = \"true\"\n[[schedule]]\ncron = \"@daily\"\n".into(),
+            "[hosts.a]\nport = 1\n[trust]\nrequire_vetted = \"flag\"\n[audit]\nanchor_command = \"true\"\n[[schedule]]\nname = \"n\"\ncron = \"@daily\"\nrecipe = \"r.rhai\"\n".into(),
         )
         .unwrap();
         assert_eq!(c.trust.require_vetted, Some(trust::RequireVetted::Flag));
         assert_eq!(c.audit.anchor_command.as_deref(), Some("true"));
+        assert_eq!(c.schedules.len(), 1);
+        assert_eq!(c.schedules[0].name, "n");
     }
 
     #[test]
