@@ -5,15 +5,11 @@
 //! machine id, the boot, the pid and the process start time: on this machine that
 //! is decided exactly; for another machine only its heartbeat can tell.
 
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::error::Result;
-use crate::state::{RunMeta, StateDir};
-
 /// How often a running run refreshes its heartbeat in `run.json`.
-const HEARTBEAT: Duration = Duration::from_secs(30);
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// A run of another machine whose heartbeat is older than this is taken as dead.
 const STALE_AFTER: Duration = Duration::from_secs(180);
 
@@ -123,84 +119,6 @@ impl Lease {
                 }
             }
             l => l,
-        }
-    }
-}
-
-/// Holds a run's lease while it runs: refreshes the heartbeat, and on every way out
-/// (an early `?`, a panic) leaves a final run record, `interrupted` unless
-/// [`RunLease::finish`] wrote the real one.
-pub struct RunLease {
-    state: StateDir,
-    meta: Arc<Mutex<RunMeta>>,
-    stop: Option<mpsc::Sender<()>>,
-    beat: Option<JoinHandle<()>>,
-    finished: bool,
-}
-
-impl RunLease {
-    /// Record `meta` as running, held by this process.
-    pub fn start(state: &StateDir, mut meta: RunMeta) -> Result<RunLease> {
-        let now = chrono::Utc::now().to_rfc3339();
-        meta.lease = Some(Lease {
-            owner: Owner::current().clone(),
-            since: now.clone(),
-            heartbeat: now,
-        });
-        state.write_meta(&meta)?;
-        let meta = Arc::new(Mutex::new(meta));
-        let (stop, stopped) = mpsc::channel::<()>();
-        let beat = {
-            let (state, meta) = (state.clone(), meta.clone());
-            std::thread::spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
-                    let mut m = meta.lock().expect("run lease");
-                    if let Some(l) = &mut m.lease {
-                        l.heartbeat = chrono::Utc::now().to_rfc3339();
-                    }
-                    if let Err(e) = state.write_meta(&m) {
-                        tracing::warn!("heartbeat of run {}: {e}", m.run_id);
-                    }
-                }
-            })
-        };
-        Ok(RunLease {
-            state: state.clone(),
-            meta,
-            stop: Some(stop),
-            beat: Some(beat),
-            finished: false,
-        })
-    }
-
-    fn stop_heartbeat(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.beat.take() {
-            let _ = t.join();
-        }
-    }
-
-    /// Write the run's final record.
-    pub fn finish(mut self, end: impl FnOnce(&mut RunMeta)) -> Result<()> {
-        self.stop_heartbeat();
-        self.finished = true;
-        let mut m = self.meta.lock().expect("run lease");
-        end(&mut m);
-        self.state.write_meta(&m)
-    }
-}
-
-impl Drop for RunLease {
-    fn drop(&mut self) {
-        self.stop_heartbeat();
-        if self.finished {
-            return;
-        }
-        let Ok(mut m) = self.meta.lock() else { return };
-        m.outcome = "interrupted".into();
-        m.ended = Some(chrono::Utc::now().to_rfc3339());
-        if let Err(e) = self.state.write_meta(&m) {
-            tracing::error!("run {}: cannot record its end: {e}", m.run_id);
         }
     }
 }

@@ -24,6 +24,19 @@ use crate::error::{Error, Result};
 use crate::lease::{host_name, pid_alive, Liveness, Owner};
 use crate::target::{Kind, Target};
 
+/// A host name safe to use as a file name.
+pub fn host_file(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The shared directory a remote host's lock lives in unless the inventory says
 /// otherwise (`tend_lock_dir`, or `tend_state_dir`): local to the machine, unlike a
 /// home directory, and writable by every login user.
@@ -214,7 +227,7 @@ fn read_record(file: &mut File) -> Option<String> {
 
 fn open_lock_file(dir: &Path, host: &str) -> Result<(File, PathBuf)> {
     safe_local_dir(dir)?;
-    let path = dir.join(format!("{}.lock", crate::state::host_file(host)));
+    let path = dir.join(format!("{}.lock", host_file(host)));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

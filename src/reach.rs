@@ -93,7 +93,7 @@ impl Reached {
         Ok(self.remote_state()?.map(|dir| {
             format!(
                 "{dir}/runs/{run_id}/{}/backup",
-                crate::state::host_file(name)
+                crate::lock::host_file(name)
             )
         }))
     }

@@ -8,43 +8,8 @@ use rhai::{Dynamic, Engine, FnPtr, Map, Module, NativeCallContext};
 
 use super::{err, HostContext, Mode, RResult, DECLARED};
 use crate::event::Event;
-use crate::recipe::params::{self, parse_duration, parse_size};
-use crate::secret::{Secret, SecretDecl, REDACTED};
-
-pub fn register_types(engine: &mut Engine) {
-    engine
-        .register_type_with_name::<Secret>("secret")
-        .register_fn("to_string", |_: &mut Secret| REDACTED.to_string())
-        .register_fn("to_debug", |_: &mut Secret| REDACTED.to_string())
-        .register_type_with_name::<SecretDecl>("secret")
-        .register_fn("to_string", |_: &mut SecretDecl| "secret()".to_string())
-        .register_fn("secret", || SecretDecl)
-        .register_fn("size", |call: NativeCallContext, s: &str| -> RResult<i64> {
-            parse_size(s).map_err(|q| {
-                err(
-                    &call,
-                    format!(
-                        "{}: {s:?} (write like 10M, 1G)",
-                        q.describe("a size", "bytes")
-                    ),
-                )
-            })
-        })
-        .register_fn(
-            "duration",
-            |call: NativeCallContext, s: &str| -> RResult<i64> {
-                parse_duration(s).map_err(|q| {
-                    err(
-                        &call,
-                        format!(
-                            "{}: {s:?} (write like 30s, 7d)",
-                            q.describe("a duration", "seconds")
-                        ),
-                    )
-                })
-            },
-        );
-}
+use crate::recipe::params;
+use crate::secret::Secret;
 
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     // `become(|| { … })`: the steps and facts of the block run as root through

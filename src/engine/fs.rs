@@ -153,7 +153,7 @@ fn check_dir_scope(h: &HostContext, call: &NativeCallContext, path: &str) -> RRe
     if h.scope().is_none() {
         return Ok(());
     }
-    let mut p = super::scope::normalize(path);
+    let mut p = crate::recipe::scope::normalize(path);
     loop {
         let up = parent(&p).to_string();
         if up == p || up == "/" {

@@ -8,7 +8,6 @@
 
 mod core;
 mod fs;
-pub mod scope;
 mod sh;
 
 use std::collections::BTreeMap;
@@ -23,26 +22,10 @@ use crate::event::{Event, Sink};
 use crate::ops::{Ctx, OpResult, StepReport};
 use crate::recipe::params::ParamDecl;
 use crate::recipe::resolver_fmt_pos;
-pub use scope::Scope;
+pub use crate::recipe::scope::Scope;
 
-pub type RResult<T> = Result<T, Box<EvalAltResult>>;
-
-/// Sandbox limits. Rhai leaves them all off by default, and its call-depth default
-/// differs between debug and release builds, so every one is set here.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_operations: u64,
-    pub timeout: Option<Duration>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_operations: 50_000_000,
-            timeout: None,
-        }
-    }
-}
+use crate::recipe::dialect::{base, sandbox};
+pub use crate::recipe::dialect::{err, Limits, RResult};
 
 /// The longest timeout tend accepts (`--timeout`, `sh(…, #{timeout})`): a year is
 /// "never" for a maintenance step, and deadlines beyond what `Instant` can hold
@@ -403,58 +386,6 @@ fn report_map(r: &StepReport) -> Map {
     m
 }
 
-/// A script error at the position of the call being made.
-pub fn err(call: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltResult> {
-    EvalAltResult::ErrorRuntime(message.into().into(), call.call_position()).into()
-}
-
-/// `cancel`: stops the script between operations once cancelled or out of time.
-fn sandbox(engine: &mut Engine, limits: &Limits, cancel: Option<crate::cancel::CancelToken>) {
-    engine.set_max_operations(limits.max_operations);
-    engine.set_max_call_levels(64);
-    engine.set_max_expr_depths(128, 64);
-    engine.set_max_string_size(64 * 1024 * 1024);
-    engine.set_max_array_size(1_000_000);
-    engine.set_max_map_size(100_000);
-    engine.set_max_modules(64);
-    engine.set_max_variables(10_000);
-    engine.set_max_functions(10_000);
-    engine.disable_symbol("eval");
-    if let Some(cancel) = cancel {
-        // The value is the typed reason, read back by `describe`.
-        engine.on_progress(move |ops| {
-            if ops % 256 == 0 {
-                cancel.stopped().map(Dynamic::from)
-            } else {
-                None
-            }
-        });
-    }
-}
-
-/// An engine with Rhai's standard library and nothing else. The library is built
-/// once and shared (`Engine::new` builds it again for every engine: most of the cost
-/// of an engine per host). No module resolver either: a recipe's imports are resolved
-/// when it is compiled and travel inside its AST, so at run time nothing can be
-/// loaded from disk, not even by an `import` whose path is computed.
-fn base() -> Engine {
-    use rhai::packages::{Package, StandardPackage};
-    static STD: std::sync::OnceLock<rhai::Shared<rhai::Module>> = std::sync::OnceLock::new();
-    let std = STD.get_or_init(|| StandardPackage::new().as_shared_module());
-    let mut engine = Engine::new_raw();
-    engine.register_global_module(std.clone());
-    engine
-}
-
-/// The engine used to compile recipes and their modules: same limits and symbols
-/// as a run, no operations bound to any host.
-pub fn compiler() -> Engine {
-    let mut engine = base();
-    sandbox(&mut engine, &Limits::default(), None);
-    core::register_types(&mut engine);
-    engine
-}
-
 /// The engine one host runs its recipe with.
 pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     let mut engine = base();
@@ -477,7 +408,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
             message: h.redact(&format!("debug {}: {text}", resolver_fmt_pos(pos))),
         })
     });
-    core::register_types(&mut engine);
+    crate::recipe::dialect::register_types(&mut engine);
     core::register(&mut engine, host.clone());
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);

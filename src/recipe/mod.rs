@@ -2,8 +2,10 @@
 //! recipe's own folder, nothing else), its documentation, parameter docs and the
 //! content hash that vetting signs.
 
+pub mod dialect;
 pub mod params;
 mod resolver;
+pub mod scope;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,9 +110,8 @@ impl Recipe {
     }
 
     /// The scope, compiled for enforcement.
-    pub fn scope_set(&self) -> Option<crate::engine::Scope> {
-        self.scope()
-            .and_then(|p| crate::engine::Scope::new(&p).ok())
+    pub fn scope_set(&self) -> Option<scope::Scope> {
+        self.scope().and_then(|p| scope::Scope::new(&p).ok())
     }
 
     /// `//! become: true|false`: whether the recipe may run with `--become` (sudo).
@@ -309,7 +310,7 @@ pub fn header(source: &str) -> std::result::Result<Header, (usize, String)> {
                 .filter(|p| !p.is_empty())
                 .map(String::from)
                 .collect();
-            crate::engine::Scope::new(&patterns).map_err(|e| (line, e))?;
+            scope::Scope::new(&patterns).map_err(|e| (line, e))?;
             h.scope.get_or_insert_with(Vec::new).extend(patterns);
         } else if let Some(rest) = text.strip_prefix("become:") {
             h.become_ = Some(match rest.trim() {

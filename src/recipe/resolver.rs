@@ -155,7 +155,7 @@ pub fn compile(
     dir: &Path,
     file: Option<&Path>,
 ) -> Result<(AST, Vec<(String, String)>)> {
-    let mut engine = crate::engine::compiler();
+    let mut engine = super::dialect::compiler();
     let loading = file
         .and_then(|f| f.canonicalize().ok())
         .map(|real| (real, display.to_string()))
