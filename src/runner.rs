@@ -208,25 +208,21 @@ fn declared_params_within(
     let display = recipe.path.display().to_string();
     match engine.run_ast(&recipe.ast) {
         Ok(()) => {}
-        Err(e) => match engine::is_declared_marker(&e) {
-            Some(true) => {
+        Err(e) => match engine::declare_pass(&e) {
+            Some(engine::DeclarePass::Declared) => {
                 let decls = host.declared().unwrap_or_default();
                 check_given(&decls, given, false)
                     .map_err(|m| Error::Param(format!("{display}: {m}")))?;
                 return Ok(decls);
             }
-            Some(false) => {}
+            Some(engine::DeclarePass::NoParams) => {}
             None => {
                 let text = engine::describe(&e, &display, limits);
                 // Parameter problems are the caller's, not the recipe's.
-                return Err(if text.contains("parameter `") {
-                    Error::Param(
-                        text.split_once(": ")
-                            .map(|(_, m)| m.to_string())
-                            .unwrap_or(text),
-                    )
+                let (location, message) = text.split_once(": ").unwrap_or(("", &text));
+                return Err(if engine::is_param_problem(&e) {
+                    Error::Param(message.to_string())
                 } else {
-                    let (location, message) = text.split_once(": ").unwrap_or(("", &text));
                     Error::Recipe {
                         location: location.to_string(),
                         message: message.to_string(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, FnPtr, Map, Module, NativeCallContext};
 
-use super::{err, HostContext, Mode, RResult, DECLARED};
+use super::{err, stop_with, DeclarePass, HostContext, Mode, ParamProblem, RResult};
 use crate::event::Event;
 use crate::recipe::params;
 use crate::secret::Secret;
@@ -28,10 +28,11 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     engine.register_fn(
         "params",
         move |call: NativeCallContext, decl: Map| -> RResult<Map> {
-            let decls = params::declarations(&decl, &h.param_docs).map_err(|m| err(&call, m))?;
+            let decls = params::declarations(&decl, &h.param_docs)
+                .map_err(|m| stop_with(&call, ParamProblem(m)))?;
             if h.mode == Mode::Declare {
                 *h.declared.lock().expect("lock") = Some(decls);
-                return Err(err(&call, DECLARED));
+                return Err(stop_with(&call, DeclarePass::Declared));
             }
             if h.ctx.current_step() > 0 {
                 return Err(err(&call, "params() must come before any operation"));
@@ -39,7 +40,8 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
             if h.params_done.swap(true, Ordering::SeqCst) {
                 return Err(err(&call, "params() may be called only once"));
             }
-            let values = params::resolve(&decl, &decls, &h.given).map_err(|m| err(&call, m))?;
+            let values = params::resolve(&decl, &decls, &h.given)
+                .map_err(|m| stop_with(&call, ParamProblem(m)))?;
             for v in values.values() {
                 if let Some(s) = v.clone().try_cast::<Secret>() {
                     h.add_secret(s.expose());

@@ -47,10 +47,50 @@ pub fn check_timeout(d: Duration) -> Result<Duration, String> {
     }
 }
 
-/// Marker error text: `params()` was reached while only collecting declarations.
-const DECLARED: &str = "\u{0}tend:params-declared";
-/// Marker error text: an operation was reached while only collecting declarations.
-const NO_PARAMS: &str = "\u{0}tend:no-params";
+/// Why the declaration pass ([`Mode::Declare`]) stopped the script: carried as the
+/// error's typed value, so no text a recipe throws can pass for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclarePass {
+    /// `params()` was reached: its declarations are recorded.
+    Declared,
+    /// An operation was reached first: the recipe declares no parameters.
+    NoParams,
+}
+
+/// A problem with the parameters given (or their declared defaults): the caller's
+/// to fix (exit 64), not the recipe's. Carried as the error's typed value.
+#[derive(Debug, Clone)]
+pub struct ParamProblem(pub String);
+
+pub(crate) fn stop_with<T: Clone + Send + Sync + 'static>(
+    call: &NativeCallContext,
+    v: T,
+) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(Dynamic::from(v), call.call_position()).into()
+}
+
+/// The error a script's call chain ends in.
+fn innermost(mut e: &EvalAltResult) -> &EvalAltResult {
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+    | EvalAltResult::ErrorInModule(_, inner, _) = e
+    {
+        e = inner;
+    }
+    e
+}
+
+/// The declaration pass's stop, if that is what ended the script.
+pub fn declare_pass(e: &EvalAltResult) -> Option<DeclarePass> {
+    match innermost(e) {
+        EvalAltResult::ErrorRuntime(v, _) => v.clone().try_cast::<DeclarePass>(),
+        _ => None,
+    }
+}
+
+/// Whether the script ended on a parameter problem (see [`ParamProblem`]).
+pub fn is_param_problem(e: &EvalAltResult) -> bool {
+    matches!(innermost(e), EvalAltResult::ErrorRuntime(v, _) if v.is::<ParamProblem>())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -222,7 +262,7 @@ impl HostContext {
 
     fn guard(&self, call: &NativeCallContext) -> RResult<()> {
         if self.mode == Mode::Declare {
-            return Err(err(call, NO_PARAMS));
+            return Err(stop_with(call, DeclarePass::NoParams));
         }
         Ok(())
     }
@@ -526,6 +566,7 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
         EvalAltResult::ErrorRuntime(v, _) if v.is::<crate::secret::Secret>() => {
             crate::secret::REDACTED.to_string() // `throw p.token`
         }
+        EvalAltResult::ErrorRuntime(v, _) if v.is::<ParamProblem>() => v.clone().cast::<ParamProblem>().0,
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
             format!("unknown function `{sig}` (check its name and arguments)")
@@ -555,25 +596,6 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
         out.push_str(&format!("\n    in {c}"));
     }
     out
-}
-
-pub fn is_declared_marker(e: &EvalAltResult) -> Option<bool> {
-    let mut e = e;
-    loop {
-        match e {
-            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-            | EvalAltResult::ErrorInModule(_, inner, _) => e = inner,
-            EvalAltResult::ErrorRuntime(v, _) => {
-                let s = v.to_string();
-                return match s.as_str() {
-                    DECLARED => Some(true),
-                    NO_PARAMS => Some(false),
-                    _ => None,
-                };
-            }
-            _ => return None,
-        }
-    }
 }
 
 pub fn position_of(e: &EvalAltResult) -> Position {
