@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::app::{self, Outcome, RunRequest};
 use crate::app::{Actor, Config, Trigger};
 use crate::audit::{AuditConfig, AuditLog};
 use crate::cancel::CancelToken;
@@ -21,7 +22,6 @@ use crate::inventory::Inventory;
 use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
 use crate::report::{escape, table, Human, Output};
-use crate::runner::{self, Outcome, RunRequest};
 use crate::state::{self, StateDir};
 use crate::trust::{self, Sign, Trust, VetRequest};
 
@@ -634,7 +634,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Run(args) => run(cli, human, actor, args),
         Command::Check { recipe, params } => {
             let r = Recipe::load(recipe)?;
-            let decls = runner::declared_params(&r, params)?;
+            let decls = app::declared_params(&r, params)?;
             human.line(&format!(
                 "{}: ok ({} parameter{}, {} module{} imported)",
                 recipe.display(),
@@ -647,7 +647,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         }
         Command::Show { recipe, json } => {
             let r = Recipe::load(recipe)?;
-            let decls = runner::declared_params(&r, &[]).or_else(|_| Ok::<_, Error>(Vec::new()))?;
+            let decls = app::declared_params(&r, &[]).or_else(|_| Ok::<_, Error>(Vec::new()))?;
             let irreversible = r.irreversible_steps();
             // A broken trust setup is reported as the status, not as a failure to show.
             let vetting = state_dir(cli)
@@ -692,14 +692,14 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             let state = state_dir(cli)?;
             let config = config(cli)?;
             let (sink, out) = sink_for(*json, human, *dry_run);
-            let req = runner::RollbackRequest {
+            let req = app::RollbackRequest {
                 run_id: run_id.clone(),
                 only_host: host.clone(),
                 dry_run: *dry_run,
                 force: *force,
                 wait: *wait,
             };
-            let report = runner::rollback(&state, actor, &req, sink)?;
+            let report = app::rollback(&state, actor, &req, sink)?;
             if !*dry_run {
                 send_anchor(&config.audit, human, &state, run_id);
             }
@@ -862,7 +862,7 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
         wait: args.wait,
         cancel,
     };
-    let result = runner::run(&state, &config, actor, &recipe, &req, sink)?;
+    let result = app::run(&state, &config, actor, &recipe, &req, sink)?;
     if !args.dry_run {
         send_anchor(&config.audit, &human, &state, &result.run_id);
     }
@@ -919,7 +919,7 @@ fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Result<i32> {
     }
     // `tend check` first: only a recipe that compiles and declares sound parameters.
     let recipe = Recipe::load(path)?;
-    let decls = runner::declared_params(&recipe, &[])?;
+    let decls = app::declared_params(&recipe, &[])?;
     if args.print_message {
         let by = args.by.as_deref().unwrap_or_default();
         let entry = trust.draft(&recipe, by, args.note.as_deref())?;
@@ -1071,7 +1071,7 @@ fn exec(
     let (timeout, json) = (how.timeout, how.json);
     let state = state_dir(cli)?;
     let config = config(cli)?;
-    let recipe = runner::exec_recipe()?;
+    let recipe = app::exec_recipe()?;
     let hosts = select_hosts(&config, fleet, false)?;
     let (policy, serial) = policy(policy_args)?;
     // Outputs are grouped per host at the end; live lines meanwhile.
@@ -1112,7 +1112,7 @@ fn exec(
         wait: how.wait,
         cancel,
     };
-    let result = runner::run(&state, &config, actor, &recipe, &req, inner)?;
+    let result = app::run(&state, &config, actor, &recipe, &req, inner)?;
     send_anchor(&config.audit, human, &state, &result.run_id);
     let mut codes = Vec::new();
     for h in &result.hosts {
@@ -1160,7 +1160,7 @@ fn unlock(
             specs.len()
         )));
     };
-    let found = runner::unlock(&state, actor, spec, force)?;
+    let found = app::unlock(&state, actor, spec, force)?;
     let mut code = exit::OK;
     for u in &found {
         if !u.released {

@@ -7,13 +7,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use clap::Subcommand;
 
+use crate::app;
 use crate::app::Config;
 use crate::error::{did_you_mean, exit, Error, Result};
 use crate::inventory::Inventory;
 use crate::out::outln;
 use crate::recipe::{params::ParamType, Recipe};
 use crate::report::{escape, table, Human};
-use crate::runner;
 use crate::schedule::{self, zone, Entry};
 use crate::state::StateDir;
 
@@ -337,7 +337,7 @@ fn check(
 
 /// Parameters the recipe would refuse, and secrets written in the file itself.
 fn param_problems(r: &Recipe, e: &Entry) -> Vec<(String, String)> {
-    let decls = match runner::declared_params(r, &[]) {
+    let decls = match app::declared_params(r, &[]) {
         Ok(d) => d,
         Err(err) => return vec![("params".into(), err.to_string())],
     };
@@ -359,7 +359,7 @@ fn param_problems(r: &Recipe, e: &Entry) -> Vec<(String, String)> {
             ));
         }
     }
-    if let Err(err) = runner::declared_params(r, &plain) {
+    if let Err(err) = app::declared_params(r, &plain) {
         out.push(("params".into(), err.to_string()));
     }
     out

@@ -2,7 +2,7 @@
 //! a tamper-evident audit log.
 //!
 //! How a run flows: [`cli`] parses the command line, reads tend.toml once
-//! ([`app::Config`]), says who asks ([`app::Actor`]) and calls [`runner::run`], which
+//! ([`app::Config`]), says who asks ([`app::Actor`]) and calls [`app::run`], which
 //! decides whether the recipe may run (vetting) before anything else. The [`recipe`]
 //! is compiled once (imports resolved from the embedded stdlib and the recipe's
 //! folder); the runner checks its parameters without touching anything,
@@ -35,7 +35,6 @@ pub mod ping;
 pub mod reach;
 pub mod recipe;
 pub mod report;
-pub mod runner;
 pub mod schedule;
 pub mod secret;
 pub mod state;

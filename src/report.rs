@@ -10,10 +10,10 @@ use std::time::Duration;
 use comfy_table::{presets, Table};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::app::{Outcome, RollbackReport, RunResult};
 use crate::event::{Event, Sink};
 use crate::recipe::params::ParamDecl;
 use crate::recipe::Recipe;
-use crate::runner::{Outcome, RollbackReport, RunResult};
 use crate::state::RunMeta;
 
 #[derive(Clone)]

@@ -1,4 +1,4 @@
-//! The core as a library, without the CLI: vetting is decided inside `runner::run` from
+//! The core as a library, without the CLI: vetting is decided inside `app::run` from
 //! the config and the actor's trigger, whatever the caller asks; and the one loader of
 //! tend.toml refuses unknown tables and keys, naming file, line and key.
 
@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use support::World;
+use tend::app::{self, RunRequest};
 use tend::app::{Actor, Auth, Config, Trigger};
 use tend::error::Error;
 use tend::event::{Event, Sink};
 use tend::recipe::Recipe;
-use tend::runner::{self, RunRequest};
 use tend::state::StateDir;
 use tend::trust::{Sign, VetRequest};
 
@@ -82,9 +82,9 @@ fn run(
     actor: &Actor,
     recipe: &Path,
     req: &RunRequest,
-) -> tend::error::Result<runner::RunResult> {
+) -> tend::error::Result<app::RunResult> {
     let (sink, _) = recording();
-    runner::run(
+    app::run(
         state,
         config,
         actor,
@@ -94,7 +94,7 @@ fn run(
     )
 }
 
-fn assert_unvetted(r: tend::error::Result<runner::RunResult>, why: &str) {
+fn assert_unvetted(r: tend::error::Result<app::RunResult>, why: &str) {
     match r {
         Err(e @ Error::Unvetted(_)) => {
             assert_eq!(e.exit_code(), 77);
@@ -137,12 +137,12 @@ fn a_scheduled_run_of_an_unvetted_recipe_is_refused_whatever_the_caller_passes()
 
     // tend's own ad-hoc command recipe is no vetted recipe either.
     let config = config(&w, "");
-    let exec = runner::exec_recipe().unwrap();
+    let exec = app::exec_recipe().unwrap();
     let mut req = RunRequest::local(vec![("command".into(), "true".into())], false);
     req.unvetted = true;
     let (sink, _) = recording();
     assert_unvetted(
-        runner::run(&state, &config, &scheduler(), &exec, &req, sink),
+        app::run(&state, &config, &scheduler(), &exec, &req, sink),
         "ad-hoc",
     );
 
@@ -175,7 +175,7 @@ fn a_vetted_recipe_runs_on_schedule_and_an_edit_stops_it() {
     vet(&state, &config, &recipe);
 
     let (sink, events) = recording();
-    let r = runner::run(
+    let r = app::run(
         &state,
         &config,
         &scheduler(),
@@ -184,7 +184,7 @@ fn a_vetted_recipe_runs_on_schedule_and_an_edit_stops_it() {
         sink,
     )
     .unwrap();
-    assert_eq!(r.outcome, runner::Outcome::Ok);
+    assert_eq!(r.outcome, app::Outcome::Ok);
     assert!(r.vetting.vetted);
     assert_eq!(
         std::fs::read_to_string(w.root().join("greeting.txt")).unwrap(),

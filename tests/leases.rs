@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use sshd::Sshd;
 use support::{Run, World};
+use tend::app::{self, RunRequest};
 use tend::event::Event;
-use tend::runner::{self, RunRequest};
 use tend::state::{check_run_id, StateDir};
 
 /// Logs its start and end to a shared file around two changes, with a pause between.
@@ -76,7 +76,7 @@ fn two_threads_of_one_process_queue_for_the_host() {
             tend::app::Auth::Other { how: "test".into() },
             tend::app::Trigger::Api,
         );
-        runner::run(
+        app::run(
             &state,
             &config,
             &actor,
@@ -95,7 +95,7 @@ fn two_threads_of_one_process_queue_for_the_host() {
         (first.join().unwrap(), second.join().unwrap())
     });
     for r in [&first, &second] {
-        assert_eq!(r.outcome, runner::Outcome::Ok, "{:?}", r.error());
+        assert_eq!(r.outcome, app::Outcome::Ok, "{:?}", r.error());
         check_run_id(&r.run_id).unwrap();
     }
     assert!(

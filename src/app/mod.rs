@@ -4,7 +4,17 @@
 //! and through what). Policy such as vetting is decided from these, never by a caller.
 
 pub mod actor;
+mod audit_sink;
 pub mod config;
+mod params;
+mod rollback;
+mod run;
+mod unlock;
 
 pub use actor::{Actor, Auth, Trigger};
+use audit_sink::*;
 pub use config::Config;
+pub use params::*;
+pub use rollback::*;
+pub use run::*;
+pub use unlock::*;

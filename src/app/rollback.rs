@@ -1,0 +1,424 @@
+//! Rollback: replay a host's journal in reverse, each record checked first (its
+//! directories still lead where they led, its path still holds what the run left,
+//! the recipe's scope still allows it), and `tend rollback RUN` of a finished,
+//! failed or dead run.
+
+use super::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::Actor;
+use crate::audit::AuditLog;
+use crate::error::{Error, Result};
+use crate::event::{Event, Sink};
+use crate::journal::undo::{Reverted, Undo};
+use crate::journal::{Entry, Journal};
+use crate::lock::Take;
+use crate::reach::HostSpec;
+use crate::state::StateDir;
+use crate::target::{Kind, Target};
+
+#[derive(Debug, Default)]
+pub struct RollbackReport {
+    pub reverted: u64,
+    /// What could not be undone, with why; empty when rollback was complete.
+    pub incomplete: Vec<String>,
+}
+
+/// How a journal is replayed.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// The run whose journal it is, for messages.
+    pub run_id: String,
+    pub dry_run: bool,
+    /// Revert paths that changed since the run, saving what they hold first.
+    pub force: bool,
+    /// Where `force` saves what it overwrites: the run's backup directory on the host.
+    pub save_dir: String,
+}
+
+/// Replay one host's journal in reverse. Goes on past a record it cannot revert, so
+/// as much as possible is undone, and says exactly what was not.
+///
+/// Before reverting a record it checks, through the same view the change was made
+/// with, that its directories still lead where they led when the run wrote it (no
+/// symlink swapped in) and that the path still holds what the run left there (nobody
+/// changed it since). A record that fails either is not touched.
+pub fn rollback_host(
+    target: &dyn Target,
+    journal_path: &Path,
+    replay: &Replay,
+    sink: &Sink,
+) -> Result<RollbackReport> {
+    let host = target.info().name.clone();
+    let dry_run = replay.dry_run;
+    let contents = Journal::read(journal_path)
+        .map_err(|e| Error::io(format!("cannot read journal {}", journal_path.display()), e))?;
+    let journal =
+        if dry_run {
+            None
+        } else {
+            Some(Journal::open(journal_path).map_err(|e| {
+                Error::io(format!("cannot open journal {}", journal_path.display()), e)
+            })?)
+        };
+    let mut report = RollbackReport::default();
+    for d in &contents.damaged {
+        report.incomplete.push(format!(
+            "journal {}: {d}: that line cannot be read, so whatever change it recorded was not undone: check by hand",
+            journal_path.display()
+        ));
+    }
+    let scope = match &contents.scope {
+        Some(patterns) => match crate::engine::Scope::new(patterns) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report.incomplete.push(format!(
+                    "journal {}: its scope cannot be read ({e}); nothing was reverted",
+                    journal_path.display()
+                ));
+                return Ok(report);
+            }
+        },
+        None => None,
+    };
+    let backups = contents.backups.as_deref().unwrap_or(&replay.save_dir);
+    let mut root_view: Option<Arc<dyn Target>> = None;
+    for e in contents.entries.iter().rev().filter(|e| !e.undone) {
+        let action = e.undo.describe();
+        let is_command = matches!(e.undo, Undo::Command { .. });
+        let result = if is_command && !e.done {
+            report.incomplete.push(format!(
+                "step {} ({}) did not finish (it failed or the run was killed); its undo ({action}) was not run: check by hand",
+                e.step, e.op
+            ));
+            "skipped".to_string()
+        } else {
+            // A change made as root is checked and reverted through the host's sudo
+            // view; an undo command asks sudo itself.
+            let view: Result<&dyn Target> = if e.become_ && !is_command {
+                if root_view.is_none() {
+                    root_view = Some(target.elevated()?);
+                }
+                Ok(root_view.as_deref().expect("set above"))
+            } else {
+                Ok(target)
+            };
+            let view = view?;
+            match preflight(view, e, scope.as_ref(), backups, replay) {
+                Err(why) => {
+                    report
+                        .incomplete
+                        .push(format!("step {} ({}): {why}", e.step, e.op));
+                    format!("refused: {why}")
+                }
+                Ok(note) if dry_run => match &e.undo {
+                    Undo::Barrier { what } => {
+                        report
+                            .incomplete
+                            .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
+                        "cannot undo".to_string()
+                    }
+                    _ => format!("would revert{note}"),
+                },
+                Ok(note) => match e.undo.revert(view, e.become_) {
+                    Ok(r) => {
+                        if let Some(j) = &journal {
+                            j.mark_undone(e.seq)
+                                .map_err(|err| Error::io("cannot update journal", err))?;
+                        }
+                        match r {
+                            Reverted::Done => {
+                                report.reverted += 1;
+                                format!("reverted{note}")
+                            }
+                            Reverted::NotNeeded => "not needed".to_string(),
+                            Reverted::Impossible(what) => {
+                                report.incomplete.push(format!(
+                                    "step {} ({}): cannot undo {what}",
+                                    e.step, e.op
+                                ));
+                                "cannot undo".to_string()
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        report.incomplete.push(format!(
+                            "step {} ({}): {action} failed: {err}",
+                            e.step, e.op
+                        ));
+                        format!("failed: {err}")
+                    }
+                },
+            }
+        };
+        sink(&Event::Undo {
+            host: host.clone(),
+            seq: e.seq,
+            op: e.op.clone(),
+            action,
+            result,
+        });
+    }
+    sink(&Event::Rollback {
+        host,
+        reverted: report.reverted,
+        incomplete: report.incomplete.clone(),
+    });
+    Ok(report)
+}
+
+/// Whether record `e` may be reverted now; with `--force` the drifted content is saved
+/// first, and the note says where. The refusal says why, for the report.
+pub(crate) fn preflight(
+    t: &dyn Target,
+    e: &Entry,
+    scope: Option<&crate::engine::Scope>,
+    backups: &str,
+    replay: &Replay,
+) -> std::result::Result<String, String> {
+    use crate::journal::undo::Fingerprint;
+    let paths = e.undo.paths();
+    if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(format!(
+            "{p} was recorded as a relative path (by an older tend); not reverted: it is unknown where it was"
+        ));
+    }
+    if let Some(scope) = scope {
+        for p in paths.iter().filter(|p| !inside(p, backups)) {
+            scope
+                .check(t, p, None, false)
+                .map_err(|why| format!("{why}; not reverted"))?;
+        }
+    }
+    for (p, then) in paths.iter().zip(&e.dirs) {
+        let dir = crate::target::parent(p);
+        let now = t.resolve_dir(dir).map_err(|err| err.to_string())?;
+        if &now != then {
+            return Err(format!(
+                "{p}: its directory now leads to {now}, not to {then} as when the run wrote it \
+                 (a symlink was put in its way since); not reverted"
+            ));
+        }
+    }
+    let (Some(path), Some(left)) = (e.undo.subject(), &e.left) else {
+        return Ok(String::new());
+    };
+    let now = Fingerprint::of(t, path, None).map_err(|err| err.to_string())?;
+    if now.is_none() || same_state(left.as_ref(), now.as_ref()) {
+        // Gone since (nothing to lose), or as the run left it.
+        return Ok(String::new());
+    }
+    let drift = format!(
+        "{path}: changed since run {} wrote it (it left {}; now it is {})",
+        replay.run_id,
+        Fingerprint::describe(left.as_ref()),
+        Fingerprint::describe(now.as_ref())
+    );
+    if !replay.force {
+        return Err(format!(
+            "{drift}; not rolled back (use --force to overwrite: the current content is saved first)"
+        ));
+    }
+    if !matches!(now.as_ref().map(|f| f.kind), Some(Kind::File)) {
+        return Ok(format!(" ({drift}; overwritten with --force)"));
+    }
+    let name = path.rsplit('/').next().unwrap_or("file");
+    let saved = crate::target::join(backups, &format!("drift-{:06}-{name}", e.seq));
+    if replay.dry_run {
+        return Ok(format!(
+            " ({drift}; --force would save it to {saved} first)"
+        ));
+    }
+    crate::ops::mkdir_p(t, backups, 0o700)
+        .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
+    t.copy_file(path, &saved)
+        .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
+    Ok(format!(" ({drift}; its content was saved to {saved})"))
+}
+
+/// Whether `path` is `dir` or below it (tend's own backups are outside any scope).
+pub(crate) fn inside(path: &str, dir: &str) -> bool {
+    !dir.is_empty()
+        && path
+            .strip_prefix(dir.trim_end_matches('/'))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether a path still is what a step left: same kind, and the same bytes and mode
+/// for a file, the same mode for a directory, the same target for a link.
+pub(crate) fn same_state(
+    left: Option<&crate::journal::undo::Fingerprint>,
+    now: Option<&crate::journal::undo::Fingerprint>,
+) -> bool {
+    match (left, now) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.kind == b.kind
+                && a.mode == b.mode
+                && a.size == b.size
+                && a.link == b.link
+                && (a.sha256.is_none() || b.sha256.is_none() || a.sha256 == b.sha256)
+        }
+        _ => false,
+    }
+}
+
+/// A host whose journal could not be replayed at all: said like any incomplete
+/// rollback, so the terminal and the audit log both have the reason.
+pub(crate) fn not_undone(sink: &Sink, host: &str, why: String, total: &mut RollbackReport) {
+    sink(&Event::Rollback {
+        host: host.to_string(),
+        reverted: 0,
+        incomplete: vec![why.clone()],
+    });
+    total.incomplete.push(why);
+}
+
+/// What `tend rollback` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackRequest {
+    pub run_id: String,
+    /// Only this host of the run.
+    pub only_host: Option<String>,
+    pub dry_run: bool,
+    /// Revert paths that changed since the run too, saving what they hold first.
+    pub force: bool,
+    /// Queue this long behind another run holding a host.
+    pub wait: Option<Duration>,
+}
+
+/// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
+/// A run that died holding host locks hands them to its rollback, which releases
+/// them at the end, even when something could not be undone (the report says what).
+pub fn rollback(
+    state: &StateDir,
+    actor: &Actor,
+    req: &RollbackRequest,
+    sink: Sink,
+) -> Result<RollbackReport> {
+    let RollbackRequest {
+        run_id,
+        only_host,
+        dry_run,
+        force,
+        wait,
+    } = req;
+    let (run_id, only_host, dry_run, force, wait) = (
+        run_id.as_str(),
+        only_host.as_deref(),
+        *dry_run,
+        *force,
+        *wait,
+    );
+    let mut meta = state.recover_meta(run_id)?;
+    if meta.effective_outcome() == "running" {
+        return Err(Error::Other(format!(
+            "run {run_id} is still running ({}); roll it back when it ends",
+            meta.holder()
+        )));
+    }
+    let user = actor.user.clone();
+    let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
+    let sink = audited(
+        sink,
+        audit,
+        run_id.to_string(),
+        user,
+        dry_run,
+        None,
+        Arc::default(),
+    );
+    let mut total = RollbackReport::default();
+    let hosts: Vec<String> = meta
+        .hosts
+        .iter()
+        .filter(|h| only_host.is_none_or(|o| o == h.as_str()))
+        .cloned()
+        .collect();
+    if hosts.is_empty() {
+        return Err(Error::Usage(format!(
+            "run {run_id} has no host {}; its hosts: {}",
+            only_host.unwrap_or_default(),
+            meta.hosts.join(", ")
+        )));
+    }
+    for host in hosts {
+        let jpath = state.journal_path(run_id, &host);
+        // A host without a journal needs nothing undone, but the run may have died
+        // there holding its locks: then they are released below.
+        let died_here = || {
+            crate::lock::holder_here(state.lock_dir(), &host, false)
+                .ok()
+                .flatten()
+                .is_some_and(|(h, _)| h.run_id == run_id)
+        };
+        if !jpath.exists() && (dry_run || !died_here()) {
+            continue;
+        }
+        let spec = match meta.targets.iter().find(|t| t.name == host) {
+            Some(spec) => spec.clone(),
+            // Lost with a damaged run.json: guessing "here" could replay another
+            // host's journal on this machine.
+            None if meta.is_damaged() => {
+                let why = format!(
+                    "{host}: run.json is damaged, so how to reach this host is not known; \
+                     its journal is kept in {}",
+                    jpath.display()
+                );
+                not_undone(&sink, &host, why, &mut total);
+                continue;
+            }
+            None => HostSpec::local(),
+        };
+        let reached = match spec.connect() {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!(
+                    "{host}: not reached ({e}); its journal is kept: retry `tend rollback {run_id} --host {host}`"
+                );
+                not_undone(&sink, &host, why, &mut total);
+                continue;
+            }
+        };
+        let take = Take {
+            wait,
+            take_over: Some(run_id.to_string()),
+        };
+        let _locks = if dry_run {
+            None
+        } else {
+            Some(lock_host(state, &reached, &host, run_id, &take)?)
+        };
+        if !jpath.exists() {
+            continue;
+        }
+        let save_dir = match reached.remote_backup_dir(run_id, &host) {
+            Ok(Some(remote)) => remote,
+            _ => state
+                .journal_path(run_id, &host)
+                .with_file_name("backup")
+                .display()
+                .to_string(),
+        };
+        let replay = Replay {
+            run_id: run_id.to_string(),
+            dry_run,
+            force,
+            save_dir,
+        };
+        let r = rollback_host(reached.target.as_ref(), &jpath, &replay, &sink)?;
+        total.reverted += r.reverted;
+        total.incomplete.extend(r.incomplete);
+    }
+    if !dry_run {
+        meta.outcome = if total.incomplete.is_empty() {
+            "rolled_back".into()
+        } else {
+            "rollback_incomplete".into()
+        };
+        state.write_meta(&meta)?;
+    }
+    Ok(total)
+}
