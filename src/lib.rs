@@ -17,6 +17,7 @@
 pub mod app;
 pub mod audit;
 pub mod cancel;
+mod child;
 pub mod cli;
 mod cli_schedule;
 pub mod demo;
@@ -29,6 +30,7 @@ pub mod inventory;
 pub mod journal;
 pub mod lease;
 pub mod lock;
+pub mod notify;
 pub mod ops;
 mod out;
 pub mod ping;
