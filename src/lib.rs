@@ -41,6 +41,7 @@ pub mod runner;
 pub mod schedule;
 pub mod secret;
 pub mod state;
+pub mod status;
 pub mod target;
 pub mod trust;
 
