@@ -20,6 +20,7 @@ pub mod cancel;
 mod child;
 pub mod cli;
 mod cli_schedule;
+mod cli_status;
 pub mod demo;
 pub mod engine;
 pub mod error;

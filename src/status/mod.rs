@@ -65,8 +65,9 @@ pub fn serve(
             return Err(Error::Usage(format!(
                 "{addr} is not a loopback address: the status page and metrics have no \
                  authentication, so they listen on 127.0.0.1 or ::1 unless remote access \
-                 is allowed explicitly (--metrics-allow-remote); or put a reverse proxy \
-                 with authentication in front"
+                 is allowed explicitly (`tend daemon --metrics-allow-remote`, `tend status \
+                 --allow-remote`); or listen on loopback behind a reverse proxy that \
+                 authenticates"
             )));
         }
         tracing::warn!(

@@ -90,7 +90,9 @@ fn run_link(id: &str, text: &str) -> String {
 }
 
 fn secs(ms: u64) -> String {
-    if ms < 10_000 {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 10_000 {
         format!("{:.1} s", ms as f64 / 1000.0)
     } else {
         humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
@@ -381,10 +383,17 @@ pub fn run(id: &str, meta: Option<&RunMeta>, events: &[Value]) -> Option<String>
     Some(page(&format!("tend run {id}"), &b))
 }
 
-/// A field's value as text: strings as they are, the rest as JSON.
+/// A field's value as text: strings as they are, lists and maps (hosts, params)
+/// spelled out as people write them.
 fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(show).collect::<Vec<_>>().join(", "),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", show(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
     }
 }
