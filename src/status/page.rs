@@ -47,7 +47,7 @@ dt{color:#555}dd{margin:0;word-break:break-word}
 svg.plot{width:100%;height:5em;display:block;background:#f4f6f8;border-radius:4px}
 table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{text-align:left;padding:.25em .4em;border-bottom:1px solid #eee;vertical-align:top}
-td.n{text-align:right}
+td.n{text-align:right;white-space:nowrap}
 .tbl{overflow-x:auto}
 pre{white-space:pre-wrap;word-break:break-all;margin:.2em 0;font-size:.88em}
 .add{color:#1b5e20}.del{color:#b71c1c}
