@@ -40,7 +40,10 @@ fn event(reason: Reason) -> NotifyEvent {
 /// The server answers `status`.
 fn serve_once(status: u16) -> (String, std::thread::JoinHandle<(String, String)>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/SECRET-TOKEN", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/hooks/SECRET-TOKEN",
+        listener.local_addr().unwrap()
+    );
     let handle = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -78,7 +81,10 @@ fn a_webhook_gets_slack_shaped_json_with_the_reason() {
     let (url, server) = serve_once(200);
     notify::send(&Notify::Webhook(url), &event(Reason::Unvetted)).unwrap();
     let (request_line, body) = server.join().unwrap();
-    assert!(request_line.starts_with("POST /hooks/SECRET-TOKEN "), "{request_line}");
+    assert!(
+        request_line.starts_with("POST /hooks/SECRET-TOKEN "),
+        "{request_line}"
+    );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["reason"], "unvetted");
     assert_eq!(v["schedule"], "nightly-backup");
@@ -93,7 +99,10 @@ fn a_webhook_gets_slack_shaped_json_with_the_reason() {
         text.starts_with("tend: nightly-backup refused: recipe not vetted on web1, web2"),
         "{text}"
     );
-    assert!(text.contains("&lt;disk full&gt; &amp; rolled back"), "{text}");
+    assert!(
+        text.contains("&lt;disk full&gt; &amp; rolled back"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -148,7 +157,11 @@ fn an_exec_command_gets_the_event_in_its_environment() {
     assert_eq!(v["reason"], "failed");
 
     // A command that fails is reported with what it said.
-    std::fs::write(&script, "#!/bin/sh\necho 'pager service down' >&2\nexit 3\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'pager service down' >&2\nexit 3\n",
+    )
+    .unwrap();
     let err = notify::send(&Notify::Exec(script), &event(Reason::Failed)).unwrap_err();
     assert!(err.to_string().contains("pager service down"), "{err}");
     assert!(err.to_string().contains("exit status: 3"), "{err}");
@@ -191,7 +204,10 @@ impl SmtpServer {
         let server = SmtpServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not start on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not start on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -257,7 +273,11 @@ fn mailto_goes_through_sendmail_to_a_real_smtp_server() {
         if let Some(f) = found {
             break std::fs::read_to_string(f.path()).unwrap();
         }
-        assert!(Instant::now() < deadline, "no mail arrived in {}", new.display());
+        assert!(
+            Instant::now() < deadline,
+            "no mail arrived in {}",
+            new.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let (headers, body) = mail.split_once("\n\n").unwrap();

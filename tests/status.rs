@@ -48,10 +48,7 @@ impl Served {
                 .build(),
         );
         let mut r = agent.get(&url).call().unwrap();
-        (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap(),
-        )
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
     }
 }
 
@@ -163,7 +160,8 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         .iter()
         .filter(|s| s.metric == name)
         .filter(|s| {
-            s.labels.len() == labels.len() && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            s.labels.len() == labels.len()
+                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
         })
         .map(|s| match s.value {
             prometheus_parse::Value::Counter(v)
@@ -172,7 +170,11 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
             ref other => panic!("{name}: unexpected {other:?}"),
         })
         .collect();
-    assert!(found.len() <= 1, "{name} {labels:?} appears {} times", found.len());
+    assert!(
+        found.len() <= 1,
+        "{name} {labels:?} appears {} times",
+        found.len()
+    );
     found.first().copied()
 }
 
@@ -231,7 +233,10 @@ fn metrics_parse_as_prometheus_text_with_each_schedules_values() {
         value(&m, "tend_schedule_next_fire_timestamp_seconds", &never),
         Some(epoch(&next_fire(&w, "never-run")))
     );
-    assert_eq!(value(&m, "tend_schedule_last_duration_seconds", &never), None);
+    assert_eq!(
+        value(&m, "tend_schedule_last_duration_seconds", &never),
+        None
+    );
     // Every sample is one of tend's, and each metric is typed.
     for sample in &m.samples {
         assert!(sample.metric.starts_with("tend_"), "{}", sample.metric);
@@ -313,7 +318,10 @@ fn headless_chromium_shows_each_schedule_with_next_fire_and_last_outcome() {
     let dom = dump_dom(&s.url);
 
     let nightly = section(&dom, "nightly");
-    assert!(nightly.contains("<span class=\"name\">nightly</span>"), "{nightly}");
+    assert!(
+        nightly.contains("<span class=\"name\">nightly</span>"),
+        "{nightly}"
+    );
     let next = next_fire(&w, "nightly");
     assert!(
         nightly.contains(&format!("class=\"next\">{next}<")),
@@ -327,19 +335,31 @@ fn headless_chromium_shows_each_schedule_with_next_fire_and_last_outcome() {
         .map(|rest| rest.split('"').next().unwrap())
         .collect();
     assert_eq!(marks, ["o-rolled_back", "o-ok"]);
-    assert!(nightly.contains(&format!("href=\"/runs/{ok}\"")), "{nightly}");
-    assert!(nightly.contains(&format!("href=\"/runs/{boom}\"")), "{nightly}");
+    assert!(
+        nightly.contains(&format!("href=\"/runs/{ok}\"")),
+        "{nightly}"
+    );
+    assert!(
+        nightly.contains(&format!("href=\"/runs/{boom}\"")),
+        "{nightly}"
+    );
     assert!(nightly.contains("<svg class=\"plot\""), "{nightly}");
     assert_eq!(nightly.matches("<circle").count(), 2, "{nightly}");
 
     let flaky = section(&dom, "flaky-cleanup");
     assert!(flaky.contains("class=\"outcome\">rolled_back<"), "{flaky}");
-    assert!(flaky.contains("class=\"next\">none while paused<"), "{flaky}");
+    assert!(
+        flaky.contains("class=\"next\">none while paused<"),
+        "{flaky}"
+    );
     assert!(flaky.contains(">paused</span>"), "{flaky}");
 
     let never = section(&dom, "never-run");
     let next = next_fire(&w, "never-run");
-    assert!(never.contains(&format!("class=\"next\">{next}<")), "{never}");
+    assert!(
+        never.contains(&format!("class=\"next\">{next}<")),
+        "{never}"
+    );
     assert!(never.contains("class=\"last\">not run yet<"), "{never}");
     // No script anywhere: the page works without one.
     assert!(!dom.contains("<script"), "{dom}");
@@ -352,9 +372,15 @@ fn a_run_page_shows_its_steps_and_diffs_with_secrets_redacted_and_html_escaped()
     let (status, html) = s.get(&format!("/runs/{ok}"));
     assert_eq!(status, 200);
     assert!(html.contains("<code>fs::file</code>"), "{html}");
-    assert!(html.contains(&format!("{}/a.txt", w.root().display())), "{html}");
+    assert!(
+        html.contains(&format!("{}/a.txt", w.root().display())),
+        "{html}"
+    );
     assert!(html.contains("diff <code>+1 -0</code>"), "{html}");
-    assert!(!html.contains("s3cret-value"), "a secret reached the page:\n{html}");
+    assert!(
+        !html.contains("s3cret-value"),
+        "a secret reached the page:\n{html}"
+    );
     assert!(html.contains("token=***"), "{html}");
     assert!(html.contains("note=&lt;i&gt;markup&lt;/i&gt;"), "{html}");
     assert!(!html.contains("<i>markup"), "{html}");

@@ -28,7 +28,10 @@ fn the_shipped_unit_passes_systemd_analyze_verify() {
         .output()
         .expect("systemd-analyze is not installed: .ci/run installs it (apt-get install systemd)");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
     // Warnings (an unknown key, a bad value) do not change the exit code: none may
     // name this unit. Lines about other units of the machine are not its business.
     let about_it: Vec<&str> = stderr

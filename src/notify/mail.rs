@@ -63,7 +63,10 @@ fn compose(to: &[String], event: &NotifyEvent) -> String {
     line("Outcome:", &event.outcome);
     line("Hosts:", &event.hosts.join(", "));
     if let Some(id) = &event.run_id {
-        line("Run:", &format!("{id}  (`tend audit show {id}` has every step)"));
+        line(
+            "Run:",
+            &format!("{id}  (`tend audit show {id}` has every step)"),
+        );
     }
     if let Some(t) = event.started {
         line("Started:", &t.to_rfc3339());
@@ -82,7 +85,13 @@ fn compose(to: &[String], event: &NotifyEvent) -> String {
 fn header_safe(value: &str) -> String {
     value
         .chars()
-        .map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' })
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

@@ -265,7 +265,11 @@ mod tests {
         assert!(!stale(&entry("1"), Some(&paused), far));
         let mut unset = entry("1");
         unset.alert_after = None;
-        assert!(!stale(&unset, Some(&succeeded("2027-01-01T02:00:00Z")), far));
+        assert!(!stale(
+            &unset,
+            Some(&succeeded("2027-01-01T02:00:00Z")),
+            far
+        ));
     }
 
     #[test]

@@ -88,7 +88,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.last_success, None);
-        assert_eq!((s.consecutive_failures, s.missed_fires, s.paused), (2, 3, true));
+        assert_eq!(
+            (s.consecutive_failures, s.missed_fires, s.paused),
+            (2, 3, true)
+        );
         assert_eq!(s.history[0].fired, s.last_fire);
         let fresh: EntryState = serde_json::from_str(r#"{"name":"n"}"#).unwrap();
         assert!(fresh.history.is_empty() && fresh.last_fire.is_none());

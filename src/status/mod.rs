@@ -170,7 +170,10 @@ fn route(shared: &Shared, url: &str) -> Response {
         "/" => index(shared),
         _ => match path.strip_prefix("/runs/") {
             Some(id) if check_run_id(id).is_ok() => run_page(shared, id),
-            _ => Ok(text(404, "not found: / lists the schedules and their runs\n")),
+            _ => Ok(text(
+                404,
+                "not found: / lists the schedules and their runs\n",
+            )),
         },
     };
     result.unwrap_or_else(|e| {

@@ -274,7 +274,12 @@ fn plot(history: &[Fire]) -> String {
     const W: f64 = 300.0;
     const H: f64 = 60.0;
     const PAD: f64 = 6.0;
-    let max = history.iter().map(|f| f.duration_ms).max().unwrap_or(0).max(1) as f64;
+    let max = history
+        .iter()
+        .map(|f| f.duration_ms)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     let step = if history.len() > 1 {
         (W - 2.0 * PAD) / (history.len() - 1) as f64
     } else {
@@ -354,11 +359,7 @@ pub fn run(id: &str, meta: Option<&RunMeta>, events: &[Value]) -> Option<String>
         let s = |k: &str| e.get(k).map(show).unwrap_or_default();
         let what = match e.get("event").and_then(Value::as_str) {
             Some("step") => {
-                let mut w = format!(
-                    "<code>{}</code> {}",
-                    esc(&s("op")),
-                    esc(&s("subject"))
-                );
+                let mut w = format!("<code>{}</code> {}", esc(&s("op")), esc(&s("subject")));
                 if e.get("changed") == Some(&Value::Bool(true)) {
                     w.push_str(" · changed");
                 }
@@ -400,7 +401,9 @@ fn show(v: &Value) -> String {
 
 /// The fields of an event other than the chain and the ones in their own columns.
 fn rest(e: &Value) -> String {
-    const SHOWN: [&str; 8] = ["seq", "ts", "prev", "hash", "event", "host", "run_id", "user"];
+    const SHOWN: [&str; 8] = [
+        "seq", "ts", "prev", "hash", "event", "host", "run_id", "user",
+    ];
     let Some(obj) = e.as_object() else {
         return String::new();
     };
@@ -432,17 +435,25 @@ mod tests {
 
     #[test]
     fn everything_from_a_file_is_escaped() {
-        assert_eq!(esc("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
         assert_eq!(outcome_class("ok\" onclick=\"x"), "o-okonclickx");
         let html = run(
             "20270102-023000-123-0a1b2c3d",
             None,
-            &[serde_json::json!({"seq": 1, "event": "step", "op": "fs::file",
-                "subject": "<script>alert(1)</script>", "diff": "+<b>\n-x"})],
+            &[
+                serde_json::json!({"seq": 1, "event": "step", "op": "fs::file",
+                "subject": "<script>alert(1)</script>", "diff": "+<b>\n-x"}),
+            ],
         )
         .unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
-        assert!(html.contains("<span class=\"add\">+&lt;b&gt;</span>"), "{html}");
+        assert!(
+            html.contains("<span class=\"add\">+&lt;b&gt;</span>"),
+            "{html}"
+        );
         assert!(run("20270102-023000-123-0a1b2c3d", None, &[]).is_none());
     }
 }
