@@ -4,6 +4,8 @@
 //! a real SMTP server (aiosmtpd) the test starts on loopback, which stores it in a
 //! Maildir the test reads.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
@@ -332,4 +334,53 @@ fn a_stale_entry_is_reported_with_reason_stale() {
         .as_str()
         .unwrap()
         .contains("no successful run since 2027-01-01T02:00:09+00:00"));
+}
+
+#[test]
+fn an_event_built_from_a_real_failed_run_reaches_a_command() {
+    let _g = lock();
+    let w = support::World::new();
+    let boom = w.recipe(
+        "boom.rhai",
+        "//! Fails after a change.\nlet p = params(#{dir: \"\", token: secret()});\nfs::file(p.dir + \"/b.txt\", \"x\\n\");\nthrow \"boom\";\n",
+    );
+    let dir = format!("dir={}", w.root().display());
+    // The daemon holds `env:` secrets in its environment; a notification command
+    // does not get them.
+    std::env::set_var("BACKUP_TOKEN", "daemon-held-secret");
+    let mut c = w.command();
+    c.args(["run", boom.to_str().unwrap(), "--json", "-p", &dir])
+        .args(["-p", "token=env:TOKEN"])
+        .env("TOKEN", "s3cret-value");
+    let r = support::Run::from(c.output().unwrap());
+    assert_ne!(r.code, 0);
+    let state = tend::state::StateDir::open(&w.state()).unwrap();
+    let meta = state.read_meta(&r.run_id()).unwrap();
+    let ev = NotifyEvent::from_run("cleanup", &meta, Reason::Failed, "boom".into());
+    assert!(ev.started.is_some() && ev.duration.is_some());
+
+    let out = w.dir.path().join("env");
+    let script = w.dir.path().join("page");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\n{{ env; cat; }} > '{}'\n", out.display()),
+    )
+    .unwrap();
+    make_executable(&script);
+    let sent = notify::send(&Notify::Exec(script), &ev);
+    std::env::remove_var("BACKUP_TOKEN");
+    sent.unwrap();
+    let got = std::fs::read_to_string(&out).unwrap();
+    for line in [
+        format!("TEND_RUN_ID={}", r.run_id()),
+        "TEND_SCHEDULE=cleanup".into(),
+        "TEND_OUTCOME=rolled_back".into(),
+        "TEND_HOSTS=local".into(),
+        "TEND_REASON=failed".into(),
+    ] {
+        assert!(got.lines().any(|l| l == line), "{line} not in:\n{got}");
+    }
+    // The run had a secret parameter: nothing of it is passed on.
+    assert!(!got.contains("s3cret-value"), "{got}");
+    assert!(!got.contains("daemon-held-secret"), "{got}");
 }

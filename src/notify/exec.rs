@@ -1,5 +1,6 @@
 //! `exec:/path`: a command of the operator's, run directly (no shell) with the event
-//! in `TEND_*` variables and as JSON on stdin.
+//! in `TEND_*` variables and as JSON on stdin, and little else of the daemon's
+//! environment.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +14,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) fn send(path: &Path, event: &NotifyEvent) -> Result<(), String> {
     let mut cmd = Command::new(path);
-    cmd.env("TEND_RUN_ID", event.run_id.as_deref().unwrap_or_default())
+    super::without_secrets(&mut cmd)
+        .env("TEND_RUN_ID", event.run_id.as_deref().unwrap_or_default())
         .env("TEND_SCHEDULE", &event.schedule)
         .env("TEND_OUTCOME", &event.outcome)
         .env("TEND_HOSTS", event.hosts.join(","))

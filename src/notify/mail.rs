@@ -27,7 +27,7 @@ pub(super) fn send(to: &[String], event: &NotifyEvent) -> Result<(), String> {
     let message = compose(to, event);
     // -t: recipients from the To: header; -oi: a line with a lone "." is not the end.
     let mut cmd = Command::new(sendmail);
-    cmd.args(["-t", "-oi"]);
+    super::without_secrets(&mut cmd).args(["-t", "-oi"]);
     crate::child::run_bounded(&mut cmd, message.as_bytes(), TIMEOUT)
         .map_err(|why| format!("{} {why}", sendmail.display()))
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::schedule::saved::EntryState;
 use crate::schedule::{AlertAfter, Entry, Notify, NotifyOn};
+use crate::state::RunMeta;
 
 /// Why people are told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,7 +55,7 @@ impl Reason {
 
 /// What a notification says. Built by the daemon from a run's record; it holds no
 /// parameters (so no secrets) by construction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotifyEvent {
     /// The run, when there was one (a refusal before it started or a stale alert has
     /// none).
@@ -72,6 +73,25 @@ pub struct NotifyEvent {
 }
 
 impl NotifyEvent {
+    /// About a run of entry `schedule`, from its record (`run.json`).
+    pub fn from_run(schedule: &str, run: &RunMeta, reason: Reason, message: String) -> NotifyEvent {
+        NotifyEvent {
+            run_id: Some(run.run_id.clone()),
+            schedule: schedule.to_string(),
+            outcome: run.effective_outcome(),
+            hosts: run.hosts.clone(),
+            reason,
+            started: DateTime::parse_from_rfc3339(&run.started)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            duration: run
+                .ended
+                .is_some()
+                .then(|| Duration::from_millis(run.duration_ms)),
+            message,
+        }
+    }
+
     /// The dead-man alert for `entry`, whose saved state is `state`.
     pub fn stale(entry: &Entry, state: Option<&EntryState>, now: DateTime<Utc>) -> NotifyEvent {
         let since = state.and_then(|s| s.last_success);
@@ -155,6 +175,22 @@ pub fn send(target: &Notify, event: &NotifyEvent) -> Result<(), NotifyError> {
         target: shown(target),
         message,
     })
+}
+
+/// What a notification command keeps of the daemon's environment. The rest goes:
+/// the daemon's environment holds the values of `env:` secret references, and a
+/// paging script or the MTA has no need of them.
+const KEPT_ENV: [&str; 7] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+
+/// `cmd` with only [`KEPT_ENV`] of this process's environment.
+fn without_secrets(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    cmd.env_clear();
+    for k in KEPT_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd
 }
 
 /// How a target is named in messages and logs. A chat webhook's path is its secret
