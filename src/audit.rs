@@ -589,52 +589,13 @@ impl AuditConfig {
         let Some(command) = self.anchor_command.as_deref() else {
             return Ok(());
         };
-        let failed = |why: String| format!("[audit] anchor_command `{command}` {why}");
-        let mut child = std::process::Command::new("/bin/sh")
-            .arg("-c")
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
             .arg(command)
             .env("TEND_AUDIT_ANCHOR", anchor.to_string())
-            .env("TEND_RUN_ID", run_id)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| failed(format!("could not start: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that does not read its input is fine: it has the variable.
-            let _ = writeln!(stdin, "{anchor}");
-        }
-        let deadline = std::time::Instant::now() + ANCHOR_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(failed(format!(
-                        "did not finish within {}s and was stopped",
-                        ANCHOR_TIMEOUT.as_secs()
-                    )));
-                }
-                Err(e) => return Err(failed(format!("could not be waited for: {e}"))),
-            }
-        };
-        if status.success() {
-            return Ok(());
-        }
-        let mut stderr = String::new();
-        if let Some(mut err) = child.stderr.take() {
-            let _ = err.read_to_string(&mut stderr);
-        }
-        let stderr = stderr.trim();
-        Err(failed(if stderr.is_empty() {
-            format!("failed ({status})")
-        } else {
-            format!("failed ({status}): {stderr}")
-        }))
+            .env("TEND_RUN_ID", run_id);
+        crate::child::run_bounded(&mut cmd, format!("{anchor}\n").as_bytes(), ANCHOR_TIMEOUT)
+            .map_err(|why| format!("[audit] anchor_command `{command}` {why}"))
     }
 }
 

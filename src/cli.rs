@@ -210,6 +210,9 @@ enum Command {
     /// they fire
     #[command(subcommand)]
     Schedule(crate::cli_schedule::ScheduleCommand),
+    /// Serve the status page and /metrics for the schedules and runs here, without the
+    /// daemon (read-only)
+    Status(crate::cli_status::StatusArgs),
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]
@@ -502,7 +505,8 @@ impl Cli {
             | Command::Hosts { json, .. } => *json,
             Command::Check { .. }
             | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
-            | Command::Demo { .. } => false,
+            | Command::Demo { .. }
+            | Command::Status(_) => false,
         }
     }
 }
@@ -681,6 +685,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Schedule(cmd) => {
             crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
         }
+        Command::Status(args) => crate::cli_status::run(args, &config(cli)?, state_dir(cli)?),
         Command::Rollback {
             run_id,
             host,

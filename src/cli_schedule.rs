@@ -96,16 +96,10 @@ pub fn run(
     }
 }
 
-fn format_at(t: DateTime<Utc>, tz: Tz) -> String {
-    t.with_timezone(&tz)
-        .format("%Y-%m-%d %H:%M:%S%:z")
-        .to_string()
-}
-
 fn next_fire_text(e: &Entry, now: DateTime<Utc>) -> Option<String> {
     e.next_fires(now, 1)
         .first()
-        .map(|t| format_at(*t, e.timezone))
+        .map(|t| zone::format_at(*t, e.timezone))
 }
 
 fn list(entries: &[Entry], now: DateTime<Utc>, json: bool) {
@@ -214,7 +208,7 @@ fn next(
     }
     fires.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
     for (t, e) in fires {
-        let at = format_at(t, e.timezone);
+        let at = zone::format_at(t, e.timezone);
         if json {
             outln!(
                 "{}",

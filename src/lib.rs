@@ -17,8 +17,10 @@
 pub mod app;
 pub mod audit;
 pub mod cancel;
+mod child;
 pub mod cli;
 mod cli_schedule;
+mod cli_status;
 pub mod demo;
 pub mod engine;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod inventory;
 pub mod journal;
 pub mod lease;
 pub mod lock;
+pub mod notify;
 pub mod ops;
 mod out;
 pub mod ping;
@@ -38,6 +41,7 @@ pub mod report;
 pub mod schedule;
 pub mod secret;
 pub mod state;
+pub mod status;
 pub mod target;
 pub mod trust;
 

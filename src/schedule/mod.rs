@@ -26,6 +26,7 @@
 
 pub mod cron;
 mod entry;
+pub mod saved;
 pub mod zone;
 
 use std::fmt;

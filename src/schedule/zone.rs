@@ -173,6 +173,14 @@ pub fn fires(cron: &Cron, tz: Tz, after: DateTime<Utc>, n: usize) -> Vec<DateTim
     out
 }
 
+/// `2027-03-28 03:00:00+02:00`: an instant as `tend schedule next` and the status page
+/// show it, in the entry's zone.
+pub fn format_at(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz)
+        .format("%Y-%m-%d %H:%M:%S%:z")
+        .to_string()
+}
+
 /// A wall time in `tz` as an instant: the first of a repeated time, the end of the
 /// gap for a skipped one (so "after 02:30" on spring-forward day means after 03:00).
 pub fn from_wall(tz: Tz, w: NaiveDateTime) -> Option<DateTime<Utc>> {
