@@ -210,6 +210,9 @@ enum Command {
     /// they fire
     #[command(subcommand)]
     Schedule(crate::cli_schedule::ScheduleCommand),
+    /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
+    /// tend.toml); `tend schedule run|pause|resume` talk to it
+    Daemon(crate::cli_daemon::DaemonArgs),
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]
@@ -462,7 +465,10 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         color(std::io::stdout().is_terminal()),
         color(std::io::stderr().is_terminal()),
     );
-    init_tracing(cli.verbose, cli.quiet, color_err);
+    match &cli.command {
+        Command::Daemon(a) => crate::cli_daemon::init_tracing(a, cli.verbose, cli.quiet, color_err),
+        _ => init_tracing(cli.verbose, cli.quiet, color_err),
+    }
     let human = Human::new(color_out, color_err, cli.verbose, cli.quiet);
     match dispatch(&cli, &human) {
         Ok(code) => code,
@@ -502,7 +508,8 @@ impl Cli {
             | Command::Hosts { json, .. } => *json,
             Command::Check { .. }
             | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
-            | Command::Demo { .. } => false,
+            | Command::Demo { .. }
+            | Command::Daemon(_) => false,
         }
     }
 }
@@ -558,7 +565,11 @@ fn send_anchor(config: &AuditConfig, human: &Human, state: &StateDir, run_id: &s
 }
 
 /// The hosts a command acts on: none (this machine) without `-H`.
-fn select_hosts(config: &Config, fleet: &FleetArgs, default_all: bool) -> Result<Vec<HostSpec>> {
+pub(crate) fn select_hosts(
+    config: &Config,
+    fleet: &FleetArgs,
+    default_all: bool,
+) -> Result<Vec<HostSpec>> {
     let pattern = match (&fleet.hosts, default_all) {
         (Some(p), _) => p.clone(),
         (None, true) => "all".to_string(),
@@ -678,6 +689,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Vet(args) => vet(cli, human, actor, args),
+        Command::Daemon(_) => crate::cli_daemon::run(config(cli)?, state_dir(cli)?),
         Command::Schedule(cmd) => {
             crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
         }

@@ -299,7 +299,7 @@ fn recorded_params(decls: &[ParamDecl], given: &[(String, String)]) -> BTreeMap<
 
 fn audit_record(
     run_id: &str,
-    user: &str,
+    actor: &Actor,
     dry_run: bool,
     event: &Event,
 ) -> Option<serde_json::Value> {
@@ -316,7 +316,13 @@ fn audit_record(
     let mut v = serde_json::to_value(event).ok()?;
     let obj = v.as_object_mut()?;
     obj.insert("run_id".into(), run_id.into());
-    obj.insert("user".into(), user.into());
+    obj.insert("user".into(), actor.user.clone().into());
+    if let Event::RunStart { .. } = event {
+        obj.insert("trigger".into(), actor.trigger.as_str().into());
+        if let Some(name) = &actor.schedule {
+            obj.insert("schedule".into(), name.clone().into());
+        }
+    }
     // A full diff may be large; the audit keeps its size, the terminal showed it.
     if let Some(diff) = obj.remove("diff") {
         let text = diff.as_str().unwrap_or_default();
@@ -417,14 +423,14 @@ fn audited(
     sink: Sink,
     audit: Option<Arc<AuditLog>>,
     run_id: String,
-    user: String,
+    actor: Actor,
     dry_run: bool,
     halt: Option<engine::Halt>,
     commits: Arc<GroupCommit>,
 ) -> Sink {
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
-            if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
+            if let Some(rec) = audit_record(&run_id, &actor, dry_run, e) {
                 if let Err(why) = commits.append(log, vec![rec]) {
                     match &halt {
                         // Not started (see `run`): nothing to show it began.
@@ -590,7 +596,7 @@ pub fn run(
         sink,
         Some(audit.clone()),
         run_id.clone(),
-        user,
+        actor.clone(),
         req.dry_run,
         halt.clone(),
         commits.clone(),
@@ -1259,13 +1265,12 @@ pub fn rollback(
             meta.holder()
         )));
     }
-    let user = actor.user.clone();
     let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
     let sink = audited(
         sink,
         audit,
         run_id.to_string(),
-        user,
+        actor.clone(),
         dry_run,
         None,
         Arc::default(),

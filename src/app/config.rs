@@ -23,10 +23,12 @@ use crate::trust::{self, Trust};
 
 /// The top-level tables of tend.toml. `schedule` and `defaults` belong to the
 /// scheduler; their contents are its to check.
-const TABLES: &[&str] = &["hosts", "groups", "trust", "audit", "schedule", "defaults"];
+const TABLES: &[&str] = &[
+    "hosts", "groups", "trust", "audit", "schedule", "defaults", "daemon",
+];
 
 const TABLES_HELP: &str =
-    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]] and [defaults]";
+    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults] and [daemon]";
 
 const TRUST_HELP: &str = "[trust] takes file, require_vetted = \"scheduled\"|\"flag\"|\"always\"|\
                           \"never\", require_signature, allowed_signers";
@@ -43,6 +45,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The `[[schedule]]` entries, checked (each problem named with file:line).
     pub schedules: Vec<crate::schedule::Entry>,
+    /// `[daemon]`: the scheduler's own settings.
+    pub daemon: crate::daemon::Settings,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +55,8 @@ struct Doc {
     trust: Option<trust::Settings>,
     #[serde(default)]
     audit: Option<AuditConfig>,
+    #[serde(default)]
+    daemon: Option<crate::daemon::Settings>,
 }
 
 impl Config {
@@ -99,6 +105,7 @@ impl Config {
             match name {
                 "trust" => sub(trust::Settings::KEYS, TRUST_HELP)?,
                 "audit" => sub(AuditConfig::KEYS, AUDIT_HELP)?,
+                "daemon" => sub(crate::daemon::Settings::KEYS, crate::daemon::Settings::HELP)?,
                 _ if TABLES.contains(&name) => {}
                 _ => return Err(unknown(key, None, TABLES, TABLES_HELP, &at)),
             }
@@ -124,6 +131,7 @@ impl Config {
             trust: typed.trust.unwrap_or_default(),
             audit: typed.audit.unwrap_or_default(),
             schedules,
+            daemon: typed.daemon.unwrap_or_default(),
         };
         if let Some(inv) = config.inventory() {
             inventory::check_config(inv)?;
