@@ -27,6 +27,7 @@ pub const HISTORY: usize = 50;
 pub const RUNNING: &str = "running";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Record {
     pub name: String,
     /// When the entry last fired (RFC 3339); null before its first fire.

@@ -44,7 +44,15 @@ pub fn interrupted_runs(ctx: &Ctx) {
                 continue;
             }
         };
-        settle_record(ctx, &ctx.state, &id, &outcome, meta.duration_ms);
+        // How long it ran, as far as its last heartbeat shows.
+        let ms = meta.lease.as_ref().map_or(0, |l| {
+            let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+            match (at(&l.since), at(&l.heartbeat)) {
+                (Some(a), Some(b)) => (b - a).num_milliseconds().max(0) as u64,
+                _ => 0,
+            }
+        });
+        settle_record(ctx, &ctx.state, &id, &outcome, ms);
     }
 }
 

@@ -132,7 +132,7 @@ impl Scheduler {
     /// entry. Ok: what became of the fire.
     pub fn request(&self, name: &str) -> Result<String, String> {
         let mut inner = self.lock();
-        if !inner.slots.get(name).is_some_and(|s| !s.retired) {
+        if inner.slots.get(name).is_none_or(|s| s.retired) {
             return Err(format!("no schedule entry {name:?} in tend.toml"));
         }
         if inner.stopping {
