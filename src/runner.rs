@@ -855,6 +855,7 @@ impl HostRunner<'_> {
             let take = Take {
                 wait: req.wait,
                 take_over: None,
+                cancel: Some(self.cancel.clone()),
             };
             Some(Arc::new(lock_host(
                 self.state,
@@ -1330,6 +1331,7 @@ pub fn rollback(
         let take = Take {
             wait,
             take_over: Some(run_id.to_string()),
+            cancel: None,
         };
         let _locks = if dry_run {
             None

@@ -76,8 +76,8 @@ pub fn run(state: StateDir, config: Config, actor: Actor) -> Result<i32> {
             .spawn(move || control::serve(listener, sched, ctx))
             .map_err(|e| Error::io("cannot start the control thread", e))?;
     }
-    tracing::info!(entries = sched.entries(), socket = %sock.display(), "daemon started");
     sched.start_up();
+    tracing::info!(entries = sched.entries(), socket = %sock.display(), "daemon started");
     sched.run();
     sched.shut_down();
     let _ = std::fs::remove_file(&sock);

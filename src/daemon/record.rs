@@ -88,9 +88,14 @@ impl Record {
 }
 
 /// The records of every entry, cached, each file rewritten when its record changes.
+/// The file is written outside the cache's lock, so the scheduler reading a record
+/// never waits for a run's fsync; a version per record keeps an older snapshot from
+/// being written over a newer one.
 pub struct Records {
     dir: PathBuf,
-    cache: Mutex<HashMap<String, Record>>,
+    cache: Mutex<HashMap<String, (Record, u64)>>,
+    /// The version of each record last written, under the lock that orders writes.
+    written: Mutex<HashMap<String, u64>>,
 }
 
 impl Records {
@@ -98,6 +103,7 @@ impl Records {
         Records {
             dir: dir(state),
             cache: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 
@@ -106,24 +112,36 @@ impl Records {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache
             .entry(name.to_string())
-            .or_insert_with(|| read(&self.dir, name))
+            .or_insert_with(|| (read(&self.dir, name), 0))
+            .0
             .clone()
     }
 
     /// Change the record of `name` and write it; a failed write is logged (the
     /// scheduler keeps going on what it has in memory).
     pub fn update<T>(&self, name: &str, change: impl FnOnce(&mut Record) -> T) -> T {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let r = cache
-            .entry(name.to_string())
-            .or_insert_with(|| read(&self.dir, name));
-        let out = change(r);
-        let written = mkdirs(&self.dir).map_err(|e| e.to_string()).and_then(|()| {
-            let text = serde_json::to_vec_pretty(&*r).map_err(|e| e.to_string())?;
+        let (out, snapshot, version) = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let (r, version) = cache
+                .entry(name.to_string())
+                .or_insert_with(|| (read(&self.dir, name), 0));
+            let out = change(r);
+            *version += 1;
+            (out, r.clone(), *version)
+        };
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.get(name).is_some_and(|w| *w >= version) {
+            return out;
+        }
+        let result = mkdirs(&self.dir).map_err(|e| e.to_string()).and_then(|()| {
+            let text = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
             write_atomic(&self.dir.join(format!("{name}.json")), &text).map_err(|e| e.to_string())
         });
-        if let Err(e) = written {
-            tracing::error!(schedule = name, "cannot write the schedule's state: {e}");
+        match result {
+            Ok(()) => {
+                written.insert(name.to_string(), version);
+            }
+            Err(e) => tracing::error!(schedule = name, "cannot write the schedule's state: {e}"),
         }
         out
     }
