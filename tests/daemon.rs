@@ -154,6 +154,11 @@ fn every_two_seconds_fires_five_audited_runs_in_ten_seconds() {
     let w = World::new();
     setup(&w, &entry("every2", "*/2 * * * * *", ""), QUICK);
     let d = Daemon::start(&w);
+    let sock = std::fs::metadata(w.state().join("daemon.sock")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&sock.permissions()) & 0o777,
+        0o600
+    );
     std::thread::sleep(Duration::from_secs(10));
     let code = d.stop();
     assert_eq!(code, 0);
@@ -341,7 +346,7 @@ fn after_an_hour_down(catch_up: &str) -> (World, Daemon) {
 
 #[test]
 fn catch_up_runs_once_after_downtime_and_not_at_all_without_it() {
-    let (w, d) = after_an_hour_down("catch_up = \"2h\"");
+    let (w, d) = after_an_hour_down("catch_up = \"2h\"\n\n[[schedule]]\nname = \"boot\"\ncron = \"@reboot\"\nrecipe = \"job.rhai\"");
     assert!(
         wait_for(Duration::from_secs(10), || !events(
             &w,
@@ -353,9 +358,16 @@ fn catch_up_runs_once_after_downtime_and_not_at_all_without_it() {
         d.log()
     );
     std::thread::sleep(Duration::from_secs(2));
+    let log = d.log();
     assert_eq!(d.stop(), 0);
+    assert!(log.contains("\"reason\":\"catch_up\""), "{log}");
     assert_eq!(events(&w, "run_start", "hourly").len(), 1);
     assert_eq!(record(&w, "hourly")["missed_fires"], 0);
+    assert_eq!(
+        events(&w, "run_start", "boot").len(),
+        1,
+        "@reboot: once at start"
+    );
 
     let (w, d) = after_an_hour_down("");
     assert!(

@@ -225,6 +225,15 @@ mod tests {
         assert_eq!(c.audit.anchor_command.as_deref(), Some("true"));
         assert_eq!(c.schedules.len(), 1);
         assert_eq!(c.schedules[0].name, "n");
+        assert_eq!(c.daemon.max_concurrent_runs(), 4);
+        assert_eq!(c.daemon.stop_timeout(), std::time::Duration::from_secs(60));
+        let c = Config::parse(
+            Path::new("tend.toml"),
+            "[daemon]\nmax_concurrent_runs = 2\nstop_timeout = \"5s\"\n".into(),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.max_concurrent_runs(), 2);
+        assert_eq!(c.daemon.stop_timeout(), std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -243,6 +252,16 @@ mod tests {
             m.contains("t/tend.toml:2: unknown key `anchor` in [audit]"),
             "{m}"
         );
+        let m = error("[daemon]\nmax_concurent_runs = 3\n");
+        assert!(
+            m.starts_with("t/tend.toml:2: unknown key `max_concurent_runs` in [daemon]"),
+            "{m}"
+        );
+        assert!(m.contains("did you mean `max_concurrent_runs`"), "{m}");
+        let m = error("[daemon]\nstop_timeout = \"soon\"\n");
+        assert!(m.starts_with("t/tend.toml:2:"), "{m}");
+        let m = error("[daemon]\nmax_concurrent_runs = 0\n");
+        assert!(m.starts_with("t/tend.toml:2:"), "{m}");
         let m = error("[zebra]\n");
         assert!(!m.contains("did you mean"), "{m}");
         let m = error("[trust]\nrequire_vetted = \"often\"\n");
