@@ -111,6 +111,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("nothing.rhai"), "//! Does nothing.\nlet x = 1;\n").unwrap();
+    // The trust file sits beside tend.toml: it must exist before the vetting.
+    std::fs::write(d.join("tend.toml"), config(0)).unwrap();
     let vet = tend(d)
         .args(["vet", "nothing.rhai", "--by", "bench"])
         .output()
@@ -183,6 +185,11 @@ fn main() {
     );
     println!("  runs ended ok       {ok:>8}");
     println!("  skipped (overlap)   {:>8}", count("fire skipped"));
+    let refused = lines
+        .iter()
+        .filter(|v| v["reason"] == "unvetted" || v["reason"] == "error")
+        .count();
+    println!("  refused             {refused:>8}");
     println!(
         "  CPU                 {:>8.1} %    of one core",
         cpu / busy_secs as f64 * 100.0

@@ -112,7 +112,10 @@ fn assert_unvetted(r: tend::error::Result<runner::RunResult>, why: &str) {
 fn a_scheduled_run_of_an_unvetted_recipe_is_refused_whatever_the_caller_passes() {
     let w = World::new();
     let recipe: PathBuf = w.recipe_in_root("greet.rhai", RECIPE);
-    let state = StateDir::open(&w.state()).unwrap();
+    let state = StateDir::open(&w.state())
+        .unwrap()
+        .with_lock_dir(&w.locks())
+        .unwrap();
     let greeting = w.root().join("greeting.txt");
 
     // Even with a policy under which a person may run anything, and with every flag.
@@ -162,7 +165,10 @@ fn a_scheduled_run_of_an_unvetted_recipe_is_refused_whatever_the_caller_passes()
 fn a_vetted_recipe_runs_on_schedule_and_an_edit_stops_it() {
     let w = World::new();
     let recipe = w.recipe_in_root("greet.rhai", RECIPE);
-    let state = StateDir::open(&w.state()).unwrap();
+    let state = StateDir::open(&w.state())
+        .unwrap()
+        .with_lock_dir(&w.locks())
+        .unwrap();
     let config = config(&w, "[trust]\nrequire_vetted = \"scheduled\"\n");
     vet(&state, &config, &recipe);
 
