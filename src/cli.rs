@@ -18,7 +18,6 @@ use crate::error::{exit, Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
 use crate::interrupt::Interrupts;
-use crate::inventory::Inventory;
 use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
 use crate::report::{escape, table, Human, Output};
@@ -213,6 +212,9 @@ enum Command {
     /// Serve the status page and /metrics for the schedules and runs here, without the
     /// daemon (read-only)
     Status(crate::cli_status::StatusArgs),
+    /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
+    /// tend.toml); `tend schedule run|pause|resume` talk to it
+    Daemon(crate::cli_daemon::DaemonArgs),
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]
@@ -465,7 +467,10 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         color(std::io::stdout().is_terminal()),
         color(std::io::stderr().is_terminal()),
     );
-    init_tracing(cli.verbose, cli.quiet, color_err);
+    match &cli.command {
+        Command::Daemon(a) => crate::cli_daemon::init_tracing(a, cli.verbose, cli.quiet, color_err),
+        _ => init_tracing(cli.verbose, cli.quiet, color_err),
+    }
     let human = Human::new(color_out, color_err, cli.verbose, cli.quiet);
     match dispatch(&cli, &human) {
         Ok(code) => code,
@@ -506,7 +511,8 @@ impl Cli {
             Command::Check { .. }
             | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
             | Command::Demo { .. }
-            | Command::Status(_) => false,
+            | Command::Status(_)
+            | Command::Daemon(_) => false,
         }
     }
 }
@@ -563,39 +569,21 @@ fn send_anchor(config: &AuditConfig, human: &Human, state: &StateDir, run_id: &s
 
 /// The hosts a command acts on: none (this machine) without `-H`.
 fn select_hosts(config: &Config, fleet: &FleetArgs, default_all: bool) -> Result<Vec<HostSpec>> {
-    let pattern = match (&fleet.hosts, default_all) {
-        (Some(p), _) => p.clone(),
-        (None, true) => "all".to_string(),
-        (None, false) => return Ok(vec![]),
+    let query = crate::app::HostQuery {
+        hosts: fleet.hosts.clone(),
+        inventory: fleet.inventory.clone(),
+        limit: fleet.limit.clone(),
+        ssh_config: fleet.ssh_config.clone(),
+        flags: ConnectFlags {
+            accept_new_host_keys: fleet.accept_new_host_keys,
+            known_hosts: fleet.known_hosts.clone(),
+            become_: fleet.become_,
+            user: fleet.user.clone(),
+            private_key: fleet.private_key.clone(),
+            connect_timeout: fleet.connect_timeout,
+        },
     };
-    let flags = ConnectFlags {
-        accept_new_host_keys: fleet.accept_new_host_keys,
-        known_hosts: fleet.known_hosts.clone(),
-        become_: fleet.become_,
-        user: fleet.user.clone(),
-        private_key: fleet.private_key.clone(),
-        connect_timeout: fleet.connect_timeout,
-    };
-    if pattern == "local" {
-        return Ok(vec![HostSpec::local()]);
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from);
-    let inv = Inventory::load(
-        config.inventory(),
-        &fleet.inventory,
-        fleet.ssh_config.as_deref(),
-        home.as_deref(),
-    )?;
-    for w in inv.warnings() {
-        eprintln!("warning: {w}");
-    }
-    Ok(inv
-        .select(&pattern, fleet.limit.as_deref())?
-        .iter()
-        .map(|h| HostSpec::from_inventory(h, &flags))
-        .collect())
+    crate::app::select_hosts(config, &query, default_all)
 }
 
 fn policy(p: &PolicyArgs) -> Result<(Policy, Vec<crate::fleet::BatchSize>)> {
@@ -682,6 +670,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Vet(args) => vet(cli, human, actor, args),
+        Command::Daemon(_) => crate::cli_daemon::run(config(cli)?, state_dir(cli)?),
         Command::Schedule(cmd) => {
             crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
         }

@@ -44,6 +44,13 @@ pub enum ScheduleCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Fire one entry now: through the running daemon (its overlap rule applies), or
+    /// in this process when no daemon is up
+    Run { name: String },
+    /// Stop an entry's fires until `resume` (kept across daemon restarts; audited)
+    Pause { name: String },
+    /// Let a paused entry fire again (audited)
+    Resume { name: String },
 }
 
 const NEXT_HELP: &str = "\
@@ -55,7 +62,10 @@ job follows the wall clock. Jitter, when set, is included.";
 impl ScheduleCommand {
     pub fn json(&self) -> bool {
         match self {
-            ScheduleCommand::Check => false,
+            ScheduleCommand::Check
+            | ScheduleCommand::Run { .. }
+            | ScheduleCommand::Pause { .. }
+            | ScheduleCommand::Resume { .. } => false,
             ScheduleCommand::List { json } | ScheduleCommand::Next { json, .. } => *json,
         }
     }
@@ -78,8 +88,16 @@ pub fn run(
     match cmd {
         ScheduleCommand::Check => check(config, file, entries, state, human),
         ScheduleCommand::List { json } => {
-            list(entries, Utc::now(), *json);
+            let records = crate::daemon::record::dir(&state()?);
+            list(entries, &records, Utc::now(), *json);
             Ok(exit::OK)
+        }
+        ScheduleCommand::Run { name } => crate::cli_daemon::fire(config, &state()?, name, human),
+        ScheduleCommand::Pause { name } => {
+            crate::cli_daemon::pause(config, &state()?, name, true, human)
+        }
+        ScheduleCommand::Resume { name } => {
+            crate::cli_daemon::pause(config, &state()?, name, false, human)
         }
         ScheduleCommand::Next {
             name,
@@ -102,9 +120,11 @@ fn next_fire_text(e: &Entry, now: DateTime<Utc>) -> Option<String> {
         .map(|t| zone::format_at(*t, e.timezone))
 }
 
-fn list(entries: &[Entry], now: DateTime<Utc>, json: bool) {
+/// Each entry with what its daemon record says (last run, failures, paused).
+fn list(entries: &[Entry], records: &Path, now: DateTime<Utc>, json: bool) {
     if json {
         for e in entries {
+            let r = crate::daemon::record::read(records, &e.name);
             outln!(
                 "{}",
                 serde_json::json!({
@@ -116,9 +136,13 @@ fn list(entries: &[Entry], now: DateTime<Utc>, json: bool) {
                     "enabled": e.enabled,
                     "recipe": e.recipe.display().to_string(),
                     "hosts": e.hosts,
-                    // Filled in by the daemon's state once it exists.
-                    "last_run": null,
-                    "consecutive_failures": null,
+                    "last_run": r.last_fire.as_ref().map(|when| serde_json::json!({
+                        "run_id": r.last_run_id,
+                        "outcome": r.last_outcome,
+                        "when": when,
+                    })),
+                    "consecutive_failures": r.consecutive_failures,
+                    "paused": r.paused,
                 })
             );
         }
@@ -128,6 +152,7 @@ fn list(entries: &[Entry], now: DateTime<Utc>, json: bool) {
         "NAME", "CRON", "ZONE", "NEXT", "ENABLED", "LAST RUN", "FAILURES",
     ]);
     for e in entries {
+        let r = crate::daemon::record::read(records, &e.name);
         let next = if e.cron.is_reboot() {
             "at daemon start".to_string()
         } else {
@@ -143,9 +168,21 @@ fn list(entries: &[Entry], now: DateTime<Utc>, json: bool) {
             escape(e.cron.as_str()).into_owned(),
             zone,
             next,
-            if e.enabled { "yes" } else { "no" }.to_string(),
-            String::new(),
-            String::new(),
+            match (e.enabled, r.paused) {
+                (false, _) => "no",
+                (true, true) => "paused",
+                (true, false) => "yes",
+            }
+            .to_string(),
+            match &r.last_fire {
+                Some(when) => format!(
+                    "{} {} {when}",
+                    r.last_run_id.as_deref().unwrap_or("-"),
+                    r.last_outcome.as_deref().unwrap_or("-")
+                ),
+                None => "never".into(),
+            },
+            r.consecutive_failures.to_string(),
         ]);
     }
     outln!("{t}");

@@ -147,6 +147,9 @@ pub struct Take {
     pub wait: Option<Duration>,
     /// A dead holder with this run id may be replaced: the rollback of that run.
     pub take_over: Option<String>,
+    /// The waiting run's token: a cancel (a daemon replacing the fire, or stopping)
+    /// or its deadline ends the wait at once.
+    pub cancel: Option<crate::cancel::CancelToken>,
 }
 
 impl Take {
@@ -155,9 +158,10 @@ impl Take {
     }
 }
 
-fn waiting(deadline: Option<Instant>) -> bool {
-    match deadline {
-        Some(d) if Instant::now() < d => {
+fn waiting(deadline: Option<Instant>, cancel: Option<&crate::cancel::CancelToken>) -> bool {
+    match (deadline, cancel) {
+        (Some(d), Some(c)) if Instant::now() < d => c.sleep(POLL).is_ok(),
+        (Some(d), None) if Instant::now() < d => {
             std::thread::sleep(POLL);
             true
         }
@@ -249,7 +253,7 @@ pub fn lock_here(dir: &Path, host: &str, me: &Holder, how: &Take) -> Result<Mach
         match file.try_lock() {
             Ok(()) => break,
             Err(std::fs::TryLockError::WouldBlock) => {
-                if waiting(deadline) {
+                if waiting(deadline, how.cancel.as_ref()) {
                     continue;
                 }
                 let holder = read_record(&mut file).and_then(|t| serde_json::from_str(&t).ok());
@@ -382,7 +386,7 @@ pub fn acquire(t: &Arc<dyn Target>, dir: &str, me: &Holder, how: &Take) -> Resul
                 continue;
             }
             Some(h) if h.run_id == me.run_id || h.liveness() == Liveness::Dead => {}
-            _ if waiting(deadline) => continue,
+            _ if waiting(deadline, how.cancel.as_ref()) => continue,
             _ => {}
         }
         return Err(refusal(&host, &path, holder.as_ref(), me));

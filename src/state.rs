@@ -133,7 +133,7 @@ pub fn default_root() -> PathBuf {
     PathBuf::from(home).join(".local/state/tend")
 }
 
-fn mkdirs(path: &Path) -> Result<()> {
+pub(crate) fn mkdirs(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

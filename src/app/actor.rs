@@ -44,6 +44,9 @@ pub struct Actor {
     pub user: String,
     pub auth: Auth,
     pub trigger: Trigger,
+    /// The `[[schedule]]` entry that fired the run (with [`Trigger::Schedule`]), for
+    /// the audit log's `run_start`.
+    pub schedule: Option<String>,
 }
 
 impl Actor {
@@ -52,7 +55,14 @@ impl Actor {
             user: user.into(),
             auth,
             trigger,
+            schedule: None,
         }
+    }
+
+    /// This actor firing the schedule entry `name`.
+    pub fn with_schedule(mut self, name: &str) -> Actor {
+        self.schedule = Some(name.to_string());
+        self
     }
 
     /// The account running this process: `$USER`, else `$LOGNAME`, else the name of

@@ -3,14 +3,15 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::app::Actor;
 use crate::audit::AuditLog;
-use crate::engine::{self};
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
 
 pub(crate) fn audit_record(
     run_id: &str,
-    user: &str,
+    actor: &Actor,
     dry_run: bool,
     event: &Event,
 ) -> Option<serde_json::Value> {
@@ -27,7 +28,13 @@ pub(crate) fn audit_record(
     let mut v = serde_json::to_value(event).ok()?;
     let obj = v.as_object_mut()?;
     obj.insert("run_id".into(), run_id.into());
-    obj.insert("user".into(), user.into());
+    obj.insert("user".into(), actor.user.clone().into());
+    if let Event::RunStart { .. } = event {
+        obj.insert("trigger".into(), actor.trigger.as_str().into());
+        if let Some(name) = &actor.schedule {
+            obj.insert("schedule".into(), name.clone().into());
+        }
+    }
     // A full diff may be large; the audit keeps its size, the terminal showed it.
     if let Some(diff) = obj.remove("diff") {
         let text = diff.as_str().unwrap_or_default();
@@ -132,14 +139,14 @@ pub(crate) fn audited(
     sink: Sink,
     audit: Option<Arc<AuditLog>>,
     run_id: String,
-    user: String,
+    actor: Actor,
     dry_run: bool,
     halt: Option<engine::Halt>,
     commits: Arc<GroupCommit>,
 ) -> Sink {
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
-            if let Some(rec) = audit_record(&run_id, &user, dry_run, e) {
+            if let Some(rec) = audit_record(&run_id, &actor, dry_run, e) {
                 if let Err(why) = commits.append(log, vec![rec]) {
                     match &halt {
                         // Not started (see `run`): nothing to show it began.

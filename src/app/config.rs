@@ -23,10 +23,12 @@ use crate::trust::{self, Trust};
 
 /// The top-level tables of tend.toml. `schedule` and `defaults` belong to the
 /// scheduler; their contents are its to check.
-const TABLES: &[&str] = &["hosts", "groups", "trust", "audit", "schedule", "defaults"];
+const TABLES: &[&str] = &[
+    "hosts", "groups", "trust", "audit", "schedule", "defaults", "daemon",
+];
 
 const TABLES_HELP: &str =
-    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]] and [defaults]";
+    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults] and [daemon]";
 
 const TRUST_HELP: &str = "[trust] takes file, require_vetted = \"scheduled\"|\"flag\"|\"always\"|\
                           \"never\", require_signature, allowed_signers";
@@ -43,6 +45,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The `[[schedule]]` entries, checked (each problem named with file:line).
     pub schedules: Vec<crate::schedule::Entry>,
+    /// `[daemon]`: the scheduler's own settings.
+    pub daemon: super::DaemonSettings,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +55,8 @@ struct Doc {
     trust: Option<trust::Settings>,
     #[serde(default)]
     audit: Option<AuditConfig>,
+    #[serde(default)]
+    daemon: Option<super::DaemonSettings>,
 }
 
 impl Config {
@@ -99,6 +105,7 @@ impl Config {
             match name {
                 "trust" => sub(trust::Settings::KEYS, TRUST_HELP)?,
                 "audit" => sub(AuditConfig::KEYS, AUDIT_HELP)?,
+                "daemon" => sub(super::DaemonSettings::KEYS, super::DaemonSettings::HELP)?,
                 _ if TABLES.contains(&name) => {}
                 _ => return Err(unknown(key, None, TABLES, TABLES_HELP, &at)),
             }
@@ -124,6 +131,7 @@ impl Config {
             trust: typed.trust.unwrap_or_default(),
             audit: typed.audit.unwrap_or_default(),
             schedules,
+            daemon: typed.daemon.unwrap_or_default(),
         };
         if let Some(inv) = config.inventory() {
             inventory::check_config(inv)?;
@@ -217,6 +225,15 @@ mod tests {
         assert_eq!(c.audit.anchor_command.as_deref(), Some("true"));
         assert_eq!(c.schedules.len(), 1);
         assert_eq!(c.schedules[0].name, "n");
+        assert_eq!(c.daemon.max_concurrent_runs(), 4);
+        assert_eq!(c.daemon.stop_timeout(), std::time::Duration::from_secs(60));
+        let c = Config::parse(
+            Path::new("tend.toml"),
+            "[daemon]\nmax_concurrent_runs = 2\nstop_timeout = \"5s\"\n".into(),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.max_concurrent_runs(), 2);
+        assert_eq!(c.daemon.stop_timeout(), std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -235,6 +252,16 @@ mod tests {
             m.contains("t/tend.toml:2: unknown key `anchor` in [audit]"),
             "{m}"
         );
+        let m = error("[daemon]\nmax_concurent_runs = 3\n");
+        assert!(
+            m.starts_with("t/tend.toml:2: unknown key `max_concurent_runs` in [daemon]"),
+            "{m}"
+        );
+        assert!(m.contains("did you mean `max_concurrent_runs`"), "{m}");
+        let m = error("[daemon]\nstop_timeout = \"soon\"\n");
+        assert!(m.starts_with("t/tend.toml:2:"), "{m}");
+        let m = error("[daemon]\nmax_concurrent_runs = 0\n");
+        assert!(m.starts_with("t/tend.toml:2:"), "{m}");
         let m = error("[zebra]\n");
         assert!(!m.contains("did you mean"), "{m}");
         let m = error("[trust]\nrequire_vetted = \"often\"\n");

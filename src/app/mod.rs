@@ -6,6 +6,8 @@
 pub mod actor;
 mod audit_sink;
 pub mod config;
+mod daemon_settings;
+mod hosts;
 mod params;
 mod rollback;
 mod run;
@@ -14,6 +16,8 @@ mod unlock;
 pub use actor::{Actor, Auth, Trigger};
 use audit_sink::*;
 pub use config::Config;
+pub use daemon_settings::Settings as DaemonSettings;
+pub use hosts::{select_hosts, HostQuery};
 pub use params::*;
 pub use rollback::*;
 pub use run::*;

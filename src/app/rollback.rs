@@ -319,13 +319,12 @@ pub fn rollback(
             meta.holder()
         )));
     }
-    let user = actor.user.clone();
     let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
     let sink = audited(
         sink,
         audit,
         run_id.to_string(),
-        user,
+        actor.clone(),
         dry_run,
         None,
         Arc::default(),
@@ -385,6 +384,7 @@ pub fn rollback(
         let take = Take {
             wait,
             take_over: Some(run_id.to_string()),
+            cancel: None,
         };
         let _locks = if dry_run {
             None

@@ -324,7 +324,7 @@ pub fn run(
         sink,
         Some(audit.clone()),
         run_id.clone(),
-        user,
+        actor.clone(),
         req.dry_run,
         halt.clone(),
         commits.clone(),
@@ -583,6 +583,7 @@ impl HostRunner<'_> {
             let take = Take {
                 wait: req.wait,
                 take_over: None,
+                cancel: Some(self.cancel.clone()),
             };
             Some(Arc::new(lock_host(
                 self.state,

@@ -1,0 +1,175 @@
+//! One fire of one entry: an ordinary run through [`app::run`] for the actor
+//! "this daemon's user, trigger schedule", its record updated before and after, and
+//! every refusal logged and audited. Blocking: called on a thread of its own by the
+//! scheduler, and directly by `tend schedule run` when no daemon is up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::record::{Records, RUNNING};
+use crate::app::{self, RunRequest};
+use crate::app::{Actor, Config};
+use crate::audit::AuditLog;
+use crate::cancel::CancelToken;
+use crate::engine::Limits;
+use crate::error::Error;
+use crate::event::{Event, Sink};
+use crate::recipe::Recipe;
+use crate::schedule::Entry;
+use crate::state::StateDir;
+
+/// How long a fire queues behind a run holding one of its hosts when the entry
+/// has no `timeout` to bound the wait.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
+
+/// Why an entry fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Its cron line says now.
+    Cron,
+    /// Once, for fires missed while the daemon was down (`catch_up`).
+    CatchUp,
+    /// `@reboot`: the daemon started.
+    Reboot,
+    /// `tend schedule run NAME`.
+    Manual,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Cron => "cron",
+            Reason::CatchUp => "catch_up",
+            Reason::Reboot => "reboot",
+            Reason::Manual => "manual",
+        }
+    }
+}
+
+/// What fires need that does not change from one fire to the next.
+pub struct Ctx {
+    pub state: StateDir,
+    /// The daemon's own identity; each fire adds its entry's name.
+    pub actor: Actor,
+    pub records: Arc<Records>,
+}
+
+/// An audit event of the scheduler itself (a skip, a refusal, a pause), with the
+/// fields every scheduled event carries. A log that cannot record it is logged.
+pub fn audit(ctx: &Ctx, event: &str, name: &str, mut fields: serde_json::Value) {
+    if let Some(obj) = fields.as_object_mut() {
+        obj.insert("event".into(), event.into());
+        obj.insert("trigger".into(), "schedule".into());
+        obj.insert("schedule".into(), name.into());
+        obj.entry("user")
+            .or_insert_with(|| ctx.actor.user.clone().into());
+    }
+    if let Err(e) = AuditLog::new(ctx.state.root()).append(fields) {
+        tracing::error!(schedule = name, "audit log: {e}");
+    }
+}
+
+/// Run `entry` now, as `reason` says, until it ends or `cancel` stops it; its
+/// outcome (also `refused`, `error`) is returned and recorded.
+/// `due` is when the clock said it should start, for the log's lateness.
+pub fn fire(
+    ctx: &Ctx,
+    config: &Config,
+    entry: &Entry,
+    reason: Reason,
+    due: Option<DateTime<Utc>>,
+    cancel: CancelToken,
+) -> String {
+    let name = entry.name.as_str();
+    let fired = Utc::now();
+    let started = Instant::now();
+    ctx.records
+        .update(name, |r| r.last_fire = Some(super::record::rfc3339(fired)));
+    let late_ms = due.map(|d| (fired - d).num_milliseconds());
+    tracing::info!(schedule = name, reason = reason.as_str(), late_ms, recipe = %entry.recipe.display(), "fire");
+    let (run_id, outcome) = match start(ctx, config, entry, cancel) {
+        Ok(r) => {
+            let outcome = r.outcome.as_str();
+            let error = r.error().unwrap_or_default();
+            if r.outcome.is_failure() {
+                tracing::warn!(schedule = name, run_id = %r.run_id, outcome, error, "run ended");
+            } else {
+                tracing::info!(schedule = name, run_id = %r.run_id, outcome, "run ended");
+            }
+            (Some(r.run_id), outcome.to_string())
+        }
+        Err(e) => {
+            // Not vetted (or edited since), or the run could not start at all: loud.
+            let why = if matches!(e, Error::Unvetted(_)) {
+                "unvetted"
+            } else {
+                "error"
+            };
+            tracing::error!(schedule = name, reason = why, "refused: {e}");
+            audit(
+                ctx,
+                "schedule_refused",
+                name,
+                json!({"reason": why, "recipe": entry.recipe.display().to_string(), "message": e.to_string()}),
+            );
+            (None, "refused".to_string())
+        }
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    ctx.records
+        .update(name, |r| r.ended(run_id, fired, &outcome, ms));
+    outcome
+}
+
+fn start(
+    ctx: &Ctx,
+    config: &Config,
+    entry: &Entry,
+    cancel: CancelToken,
+) -> crate::error::Result<app::RunResult> {
+    // Loaded at each fire: an edit since the last one is seen (and un-vets it).
+    let recipe = Recipe::load(&entry.recipe)?;
+    let query = app::HostQuery {
+        hosts: Some(entry.hosts.clone()),
+        flags: crate::reach::ConnectFlags {
+            become_: entry.become_,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut hosts = app::select_hosts(config, &query, false)?;
+    if entry.become_ {
+        for h in &mut hosts {
+            h.become_ = true;
+        }
+    }
+    let req = RunRequest {
+        // `env:`/`file:` references are read by the run, so at each fire.
+        params: entry.params.clone(),
+        limits: Limits {
+            timeout: entry.timeout,
+            ..Limits::default()
+        },
+        hosts,
+        wait: Some(entry.timeout.unwrap_or(LOCK_WAIT)),
+        cancel,
+        ..RunRequest::local(vec![], false)
+    };
+    let actor = ctx.actor.clone().with_schedule(&entry.name);
+    let name = entry.name.clone();
+    let records = ctx.records.clone();
+    // The run id is known once the run starts: recorded then, so a daemon that dies
+    // mid-run leaves a record saying which run was going.
+    let sink: Sink = Arc::new(move |e: &Event| {
+        if let Event::RunStart { run_id, .. } = e {
+            records.update(&name, |r| {
+                r.last_run_id = Some(run_id.clone());
+                r.last_outcome = Some(RUNNING.into());
+            })
+        }
+    });
+    app::run(&ctx.state, config, &actor, &recipe, &req, sink)
+}

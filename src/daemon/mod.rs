@@ -1,0 +1,137 @@
+//! `tend daemon`: runs the `[[schedule]]` entries of tend.toml until SIGTERM.
+//!
+//! - [`scheduler`]: the loop, overlap rules, the global cap;
+//! - [`fire`]: one fire, an ordinary [`crate::app::run`] with trigger `schedule`;
+//! - [`record`]: each entry's state file, `STATE/schedules/NAME.json`;
+//! - [`recover`]: start-up rollback of runs a crash interrupted;
+//! - [`control`]: the Unix socket behind `tend schedule run|pause|resume`;
+//! - `[daemon]` in tend.toml is read by [`crate::app::Config`] ([`Settings`]).
+//!
+//! Start-up order matters: signals first (a SIGTERM during recovery is not lost),
+//! then the socket (a second daemon on the same state dir stops here), then the
+//! rollback of interrupted runs, then `@reboot` and `catch_up`, then the loop.
+
+pub mod control;
+pub mod fire;
+pub mod record;
+pub mod recover;
+pub mod scheduler;
+
+use std::sync::Arc;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+pub use crate::app::DaemonSettings as Settings;
+
+use crate::app::{Actor, Config};
+use crate::cancel::CancelToken;
+use crate::error::{Error, Result};
+use crate::state::StateDir;
+use fire::{Ctx, Reason};
+use record::Records;
+use scheduler::Scheduler;
+
+/// Run the scheduler for `config` until SIGTERM (or SIGINT); 0 once every running
+/// job has finished or been cancelled and rolled back.
+pub fn run(state: StateDir, config: Config, actor: Actor) -> Result<i32> {
+    if config.path().is_none() {
+        return Err(Error::Usage(
+            "no tend.toml here (and no --config): the daemon has nothing to schedule".into(),
+        ));
+    }
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let sock = control::socket_path(&state);
+    let listener = control::bind(&sock)?;
+    let ctx = Arc::new(Ctx {
+        records: Arc::new(Records::new(&state)),
+        state,
+        actor,
+    });
+    recover::interrupted_runs(&ctx);
+    let sched = Scheduler::new(ctx.clone(), config);
+    {
+        let sched = sched.clone();
+        std::thread::Builder::new()
+            .name("tend-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        tracing::info!("SIGHUP: reloading tend.toml");
+                        sched.reload();
+                    } else {
+                        tracing::info!(signal = sig, "stopping: no new fires");
+                        sched.stop();
+                    }
+                }
+            })
+            .map_err(|e| Error::io("cannot start the signal thread", e))?;
+    }
+    {
+        let (sched, ctx) = (sched.clone(), ctx.clone());
+        std::thread::Builder::new()
+            .name("tend-control".into())
+            .spawn(move || control::serve(listener, sched, ctx))
+            .map_err(|e| Error::io("cannot start the control thread", e))?;
+    }
+    sched.start_up();
+    tracing::info!(entries = sched.entries(), socket = %sock.display(), "daemon started");
+    sched.run();
+    sched.shut_down();
+    let _ = std::fs::remove_file(&sock);
+    tracing::info!("daemon stopped");
+    Ok(0)
+}
+
+/// `tend schedule run NAME` with no daemon up: the fire runs in this process (no
+/// other run of the entry can be going, so there is no overlap to apply).
+pub fn run_here(state: StateDir, config: &Config, actor: Actor, name: &str) -> Result<String> {
+    let entry = find(config, name)?;
+    let ctx = Ctx {
+        records: Arc::new(Records::new(&state)),
+        state,
+        actor,
+    };
+    Ok(fire::fire(
+        &ctx,
+        config,
+        entry,
+        Reason::Manual,
+        None,
+        CancelToken::new(),
+    ))
+}
+
+/// `tend schedule pause|resume NAME` with no daemon up: the record is changed here.
+pub fn set_paused_here(
+    state: StateDir,
+    config: &Config,
+    actor: Actor,
+    name: &str,
+    paused: bool,
+) -> Result<()> {
+    find(config, name)?;
+    let user = actor.user.clone();
+    let ctx = Ctx {
+        records: Arc::new(Records::new(&state)),
+        state,
+        actor,
+    };
+    control::set_paused(&ctx, name, paused, &user, None);
+    Ok(())
+}
+
+fn find<'a>(config: &'a Config, name: &str) -> Result<&'a crate::schedule::Entry> {
+    config
+        .schedules
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.schedules.iter().map(|e| e.name.as_str()).collect();
+            let hint = crate::error::did_you_mean(name, &names)
+                .map(|n| format!("; did you mean {n:?}?"))
+                .unwrap_or_default();
+            Error::Usage(format!("no schedule entry {name:?} in tend.toml{hint}"))
+        })
+}
