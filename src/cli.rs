@@ -670,7 +670,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             Ok(exit::OK)
         }
         Command::Vet(args) => vet(cli, human, actor, args),
-        Command::Daemon(_) => crate::cli_daemon::run(config(cli)?, state_dir(cli)?),
+        Command::Daemon(args) => crate::cli_daemon::run(config(cli)?, state_dir(cli)?, args),
         Command::Schedule(cmd) => {
             crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
         }

@@ -16,6 +16,14 @@ pub struct DaemonArgs {
     /// [default: human on a terminal, else json]
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics on /metrics and the status page on / at this address
+    /// (loopback unless --metrics-allow-remote), e.g. 127.0.0.1:9101
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen on an address other than loopback (the page has no
+    /// authentication: put a proxy that has in front of it)
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -52,8 +60,14 @@ pub fn init_tracing(args: &DaemonArgs, verbose: u8, quiet: bool, ansi: bool) {
     };
 }
 
-pub fn run(config: Config, state: StateDir) -> Result<i32> {
-    daemon::run(state, config, Actor::from_process(Trigger::Schedule))
+pub fn run(config: Config, state: StateDir, args: &DaemonArgs) -> Result<i32> {
+    let metrics = args.metrics.map(|a| (a, args.metrics_allow_remote));
+    daemon::run(
+        state,
+        config,
+        Actor::from_process(Trigger::Schedule),
+        metrics,
+    )
 }
 
 fn ask(state: &StateDir, op: &str, name: &str) -> Result<Option<control::Reply>> {

@@ -20,10 +20,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(w: &World) -> Daemon {
+        Daemon::start_with(w, &[])
+    }
+
+    fn start_with(w: &World, extra: &[&str]) -> Daemon {
         let log = w.dir.path().join(format!("daemon-{}.log", now_ms()));
         let child = w
             .command()
             .args(["daemon", "--log-format", "json"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -470,5 +475,112 @@ fn an_edited_recipe_is_refused_at_fire_time_and_pause_is_audited() {
         refusals,
         "paused"
     );
+    assert_eq!(d.stop(), 0);
+}
+
+/// A webhook on 127.0.0.1 that keeps the JSON body of every POST it gets.
+fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/T", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    keep.lock().unwrap().push(v);
+                }
+            }
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    (url, got)
+}
+
+/// Must-show 6 (webhook part) and the daemon's --metrics: an edited recipe is refused
+/// at fire time and the entry's webhook gets the JSON with reason `unvetted`; with
+/// `alert_after = 1` and no success, one `stale` alert follows (not one per fire); the
+/// daemon serves /metrics with the entry on it.
+#[test]
+fn refusals_and_staleness_reach_the_webhook_and_metrics_are_served() {
+    let w = World::new();
+    let (url, got) = webhook();
+    let r = setup(
+        &w,
+        &entry(
+            "hooked",
+            "* * * * * *",
+            &format!("notify = [\"{url}\"]\nalert_after = 1"),
+        ),
+        QUICK,
+    );
+    std::fs::write(
+        &r,
+        format!("{}// edited\n", std::fs::read_to_string(&r).unwrap()),
+    )
+    .unwrap();
+    let d = Daemon::start_with(&w, &["--metrics", "127.0.0.1:0"]);
+    let reasons = |got: &std::sync::Mutex<Vec<Value>>| -> Vec<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(8), || {
+            let r = reasons(&got);
+            r.contains(&"unvetted".to_string()) && r.contains(&"stale".to_string())
+        }),
+        "webhook got {:?}\n{}",
+        got.lock().unwrap(),
+        d.log()
+    );
+    let unvetted = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|v| v["reason"] == "unvetted")
+        .cloned()
+        .unwrap();
+    assert_eq!(unvetted["schedule"], "hooked", "{unvetted}");
+    assert!(unvetted["text"].as_str().is_some(), "{unvetted}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let stale = reasons(&got).iter().filter(|r| *r == "stale").count();
+    assert_eq!(stale, 1, "one alert per silence: {:?}", reasons(&got));
+
+    // The address it bound is in its log.
+    let log = d.log();
+    let addr = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| v["address"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no address in the log:\n{log}"));
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.contains("tend_daemon_up 1"), "{text}");
+    assert!(text.contains("schedule=\"hooked\""), "{text}");
     assert_eq!(d.stop(), 0);
 }

@@ -17,6 +17,7 @@ use crate::cancel::CancelToken;
 use crate::engine::Limits;
 use crate::error::Error;
 use crate::event::{Event, Sink};
+use crate::notify;
 use crate::recipe::Recipe;
 use crate::schedule::Entry;
 use crate::state::StateDir;
@@ -55,6 +56,8 @@ pub struct Ctx {
     /// The daemon's own identity; each fire adds its entry's name.
     pub actor: Actor,
     pub records: Arc<Records>,
+    /// The last success each entry was reported stale for: one alert per silence.
+    pub stale_sent: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
 /// An audit event of the scheduler itself (a skip, a refusal, a pause), with the
@@ -90,7 +93,7 @@ pub fn fire(
         .update(name, |r| r.last_fire = Some(super::record::rfc3339(fired)));
     let late_ms = due.map(|d| (fired - d).num_milliseconds());
     tracing::info!(schedule = name, reason = reason.as_str(), late_ms, recipe = %entry.recipe.display(), "fire");
-    let (run_id, outcome) = match start(ctx, config, entry, cancel) {
+    let (run_id, outcome, told) = match start(ctx, config, entry, cancel) {
         Ok(r) => {
             let outcome = r.outcome.as_str();
             let error = r.error().unwrap_or_default();
@@ -99,7 +102,19 @@ pub fn fire(
             } else {
                 tracing::info!(schedule = name, run_id = %r.run_id, outcome, "run ended");
             }
-            (Some(r.run_id), outcome.to_string())
+            let reason = if r.outcome.is_failure() {
+                notify::Reason::Failed
+            } else {
+                notify::Reason::Finished
+            };
+            let event = ctx.state.read_meta(&r.run_id).ok().map(|meta| {
+                let message = r
+                    .error()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("the run ended {outcome}"));
+                notify::NotifyEvent::from_run(name, &meta, reason, message)
+            });
+            (Some(r.run_id), outcome.to_string(), event)
         }
         Err(e) => {
             // Not vetted (or edited since), or the run could not start at all: loud.
@@ -115,13 +130,83 @@ pub fn fire(
                 name,
                 json!({"reason": why, "recipe": entry.recipe.display().to_string(), "message": e.to_string()}),
             );
-            (None, "refused".to_string())
+            let event = notify::NotifyEvent {
+                run_id: None,
+                schedule: name.to_string(),
+                outcome: "refused".into(),
+                hosts: entry.hosts.split(',').map(str::to_string).collect(),
+                reason: if why == "unvetted" {
+                    notify::Reason::Unvetted
+                } else {
+                    notify::Reason::Failed
+                },
+                started: Some(fired),
+                duration: None,
+                message: e.to_string(),
+            };
+            (None, "refused".to_string(), Some(event))
         }
     };
+    if let Some(event) = told {
+        tell(ctx, entry, &event);
+    }
     let ms = started.elapsed().as_millis() as u64;
     ctx.records
         .update(name, |r| r.ended(run_id, fired, &outcome, ms));
+    check_stale(ctx, entry);
     outcome
+}
+
+/// Send `event` to the entry's `notify` targets, if its `notify_on` wants it. A
+/// target that fails is logged; the others are still told.
+fn tell(ctx: &Ctx, entry: &Entry, event: &notify::NotifyEvent) {
+    if entry.notify.is_empty() || !event.reason.wanted_by(entry.notify_on) {
+        return;
+    }
+    for target in &entry.notify {
+        match notify::send(target, event) {
+            Ok(()) => {
+                tracing::info!(schedule = %entry.name, reason = event.reason.as_str(), to = %notify::shown(target), "notified")
+            }
+            Err(e) => {
+                tracing::error!(schedule = %entry.name, to = %notify::shown(target), "notification failed: {e}");
+                audit(
+                    ctx,
+                    "schedule_notify_failed",
+                    &entry.name,
+                    json!({"reason": event.reason.as_str(), "to": notify::shown(target), "message": e.to_string()}),
+                );
+            }
+        }
+    }
+}
+
+/// `alert_after`: tell once per silence when the entry has had no successful run
+/// for that long.
+fn check_stale(ctx: &Ctx, entry: &Entry) {
+    if entry.alert_after.is_none() || entry.notify.is_empty() {
+        return;
+    }
+    let saved = crate::schedule::saved::EntryState::load(&ctx.state, &entry.name)
+        .ok()
+        .flatten();
+    let now = Utc::now();
+    if !notify::stale(entry, saved.as_ref(), now) {
+        return;
+    }
+    let since = saved
+        .as_ref()
+        .and_then(|s| s.last_success)
+        .map(|t| t.to_rfc3339());
+    {
+        let mut sent = ctx.stale_sent.lock().expect("stale alerts");
+        if sent.get(&entry.name) == Some(&since) {
+            return;
+        }
+        sent.insert(entry.name.clone(), since);
+    }
+    let event = notify::NotifyEvent::stale(entry, saved.as_ref(), now);
+    tell(ctx, entry, &event);
 }
 
 fn start(

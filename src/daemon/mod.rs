@@ -34,7 +34,14 @@ use scheduler::Scheduler;
 
 /// Run the scheduler for `config` until SIGTERM (or SIGINT); 0 once every running
 /// job has finished or been cancelled and rolled back.
-pub fn run(state: StateDir, config: Config, actor: Actor) -> Result<i32> {
+/// `metrics`: where to serve /metrics and the status page, and whether a non-loopback
+/// address is allowed.
+pub fn run(
+    state: StateDir,
+    config: Config,
+    actor: Actor,
+    metrics: Option<(std::net::SocketAddr, bool)>,
+) -> Result<i32> {
     if config.path().is_none() {
         return Err(Error::Usage(
             "no tend.toml here (and no --config): the daemon has nothing to schedule".into(),
@@ -42,17 +49,28 @@ pub fn run(state: StateDir, config: Config, actor: Actor) -> Result<i32> {
     }
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let status = match metrics {
+        Some((addr, allow_remote)) => Some(Arc::new(crate::status::serve(
+            addr,
+            state.clone(),
+            config.schedules.clone(),
+            allow_remote,
+        )?)),
+        None => None,
+    };
     let sock = control::socket_path(&state);
     let listener = control::bind(&sock)?;
     let ctx = Arc::new(Ctx {
         records: Arc::new(Records::new(&state)),
         state,
         actor,
+        stale_sent: Default::default(),
     });
     recover::interrupted_runs(&ctx);
     let sched = Scheduler::new(ctx.clone(), config);
     {
         let sched = sched.clone();
+        let status = status.clone();
         std::thread::Builder::new()
             .name("tend-signals".into())
             .spawn(move || {
@@ -60,8 +78,14 @@ pub fn run(state: StateDir, config: Config, actor: Actor) -> Result<i32> {
                     if sig == SIGHUP {
                         tracing::info!("SIGHUP: reloading tend.toml");
                         sched.reload();
+                        if let Some(s) = &status {
+                            // The loop applies the reload; the page follows once it has.
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                            s.set_entries(sched.schedules());
+                        }
                     } else {
                         tracing::info!(signal = sig, "stopping: no new fires");
+                        crate::status::stopping();
                         sched.stop();
                     }
                 }
@@ -76,9 +100,17 @@ pub fn run(state: StateDir, config: Config, actor: Actor) -> Result<i32> {
             .map_err(|e| Error::io("cannot start the control thread", e))?;
     }
     sched.start_up();
+    if let Some(s) = &status {
+        s.set_daemon_up(true);
+        tracing::info!(address = %s.addr(), "serving /metrics and the status page");
+    }
     tracing::info!(entries = sched.entries(), socket = %sock.display(), "daemon started");
+    crate::status::ready();
     sched.run();
     sched.shut_down();
+    if let Some(s) = &status {
+        s.set_daemon_up(false);
+    }
     let _ = std::fs::remove_file(&sock);
     tracing::info!("daemon stopped");
     Ok(0)
@@ -92,6 +124,7 @@ pub fn run_here(state: StateDir, config: &Config, actor: Actor, name: &str) -> R
         records: Arc::new(Records::new(&state)),
         state,
         actor,
+        stale_sent: Default::default(),
     };
     Ok(fire::fire(
         &ctx,
@@ -117,6 +150,7 @@ pub fn set_paused_here(
         records: Arc::new(Records::new(&state)),
         state,
         actor,
+        stale_sent: Default::default(),
     };
     control::set_paused(&ctx, name, paused, &user, None);
     Ok(())

@@ -117,6 +117,11 @@ impl Scheduler {
     }
 
     /// Reread tend.toml at the loop's next turn (SIGHUP).
+    /// The entries as now configured (after the last good reload).
+    pub fn schedules(&self) -> Vec<Entry> {
+        self.lock().config.schedules.clone()
+    }
+
     pub fn reload(&self) {
         self.lock().reload = true;
         self.shared.changed.notify_all();

@@ -42,10 +42,16 @@ pub struct EntryState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Fire {
+    /// Empty for a fire that started no run (refused): the daemon writes `null`.
+    #[serde(deserialize_with = "null_as_empty")]
     pub run_id: String,
     pub fired: Option<DateTime<FixedOffset>>,
     pub outcome: String,
     pub duration_ms: u64,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// `STATE/schedules/<name>.json`.
