@@ -11,35 +11,7 @@ use support::{assert_same, Run, World};
 const USAGE: i32 = 64;
 const RECIPE: i32 = 65;
 
-/// A world with one file the recipes below would change.
-fn world() -> World {
-    let w = World::new();
-    w.write("app.conf", "original\n");
-    w
-}
-
-/// Exactly one `error:` line on stderr, saying all of `parts`; no panic.
-#[track_caller]
-fn one_error(r: &Run, parts: &[&str]) -> String {
-    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    let errors: Vec<&str> = r
-        .stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "stderr:\n{}", r.stderr);
-    for p in parts {
-        assert!(errors[0].contains(p), "{p:?} not in {:?}", errors[0]);
-    }
-    errors[0].to_string()
-}
-
-/// Refused before anything started: no change, no run recorded.
-#[track_caller]
-fn refused(w: &World, before: &support::Tree) {
-    assert_same(before, &w.snapshot());
-    assert!(w.runs().is_empty(), "a run was recorded: {:?}", w.runs());
-}
+use support::{one_error, refused, world_with_app_conf as world};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -336,3 +336,33 @@ impl World {
         r.events()
     }
 }
+
+/// Exactly one `error:` line on stderr, saying all of `parts`; no panic.
+#[track_caller]
+pub fn one_error(r: &Run, parts: &[&str]) -> String {
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let errors: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "stderr:\n{}", r.stderr);
+    for p in parts {
+        assert!(errors[0].contains(p), "{p:?} not in {:?}", errors[0]);
+    }
+    errors[0].to_string()
+}
+
+/// Refused before anything started: no change, no run recorded.
+#[track_caller]
+pub fn refused(w: &World, before: &Tree) {
+    assert_same(before, &w.snapshot());
+    assert!(w.runs().is_empty(), "a run was recorded: {:?}", w.runs());
+}
+
+/// A world with one file (`app.conf`) the recipes of a bad-input test would change.
+pub fn world_with_app_conf() -> World {
+    let w = World::new();
+    w.write("app.conf", "original\n");
+    w
+}
