@@ -44,9 +44,11 @@ Exit codes:
     name = "tend",
     version,
     about = "Run vetted maintenance recipes with an exact dry-run, automatic rollback and a tamper-evident audit log.",
-    long_about = "tend runs maintenance recipes written in Rhai on this machine. Every change is \
-planned first (--dry-run shows exactly what would change, with diffs), journaled before it is \
-made, rolled back automatically if the recipe fails, and recorded in a hash-chained audit log.\n\n\
+    long_about = "tend runs maintenance recipes written in Rhai on this machine or on many hosts \
+over SSH (-H), by hand or from its own scheduler (`tend daemon`, [[schedule]] in tend.toml). \
+Every change is planned first (--dry-run shows exactly what would change, with diffs), \
+journaled before it is made, rolled back automatically if the recipe fails, and recorded in a \
+hash-chained audit log.\n\n\
 Start with `tend demo`, then `tend show RECIPE` and `tend run RECIPE --dry-run`.",
     after_help = EXIT_CODES
 )]
