@@ -291,6 +291,32 @@ fn refused(w: &World, args: &[&str], code: i32, wanted: &[&str]) -> Run {
     r
 }
 
+/// Durations and counts that would not fit the calendar (or would walk billions of
+/// fires) are refused where they are written, never a panic or an abort later.
+#[test]
+fn out_of_range_durations_and_periods_are_refused() {
+    let w = world(&[]);
+    write_toml(
+        &w,
+        "[[schedule]]\nname = \"a\"\ncron = \"0 3 * * *\"\nrecipe = \"r.rhai\"\njitter = \"300000y\"\n\
+         catch_up = \"9999999d\"\nalert_after = 4000000000\n\n\
+         [[schedule]]\nname = \"b\"\ncron = \"0 3 * * *\"\nrecipe = \"r.rhai\"\nalert_after = \"500y\"\n",
+    );
+    for cmd in ["list", "next"] {
+        refused(
+            &w,
+            &["schedule", cmd],
+            64,
+            &[
+                "schedule \"a\": jitter \"300000y\": is more than a year",
+                "schedule \"a\": catch_up \"9999999d\": is more than a year",
+                "schedule \"a\": alert_after 4000000000: must be a number of periods (1 to 10000)",
+                "schedule \"b\": alert_after \"500y\": must be a number of periods",
+            ],
+        );
+    }
+}
+
 #[test]
 fn bad_cron_lines_and_unknown_keys_name_the_entry_the_field_and_the_line() {
     let w = world(&[]);

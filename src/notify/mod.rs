@@ -225,7 +225,7 @@ pub fn stale_at(entry: &Entry, state: Option<&EntryState>) -> Option<DateTime<Ut
         .or(state.last_fire)?
         .with_timezone(&Utc);
     match alert {
-        AlertAfter::Duration(d) => Some(since + chrono::Duration::from_std(d).ok()?),
+        AlertAfter::Duration(d) => since.checked_add_signed(chrono::Duration::from_std(d).ok()?),
         AlertAfter::Periods(n) => entry
             .next_fires(since, n as usize + 1)
             .get(n as usize)

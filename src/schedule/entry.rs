@@ -360,16 +360,19 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
     };
     let alert_after = match t.get("alert_after") {
         None => None,
-        Some(Value::Integer(n)) if *n >= 1 && *n <= i64::from(u32::MAX) => {
+        // Bounded: the stale check walks that many fires ahead.
+        Some(Value::Integer(n)) if (1..=MAX_PERIODS).contains(n) => {
             Some(AlertAfter::Periods(*n as u32))
         }
         Some(v @ Value::String(s)) => match humantime::parse_duration(s) {
-            Ok(d) if !d.is_zero() => Some(AlertAfter::Duration(d)),
+            Ok(d) if !d.is_zero() && d <= crate::engine::MAX_TIMEOUT => {
+                Some(AlertAfter::Duration(d))
+            }
             _ => {
                 cx.bad(
                     "alert_after",
                     v,
-                    "must be a number of periods (3) or a duration (\"2d\")",
+                    "must be a number of periods (1 to 10000) or a duration of at most a year (\"2d\")",
                 );
                 None
             }
@@ -378,7 +381,7 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
             cx.bad(
                 "alert_after",
                 v,
-                "must be a number of periods (3) or a duration (\"2d\")",
+                "must be a number of periods (1 to 10000) or a duration of at most a year (\"2d\")",
             );
             None
         }
@@ -425,6 +428,9 @@ fn boolean(cx: &mut Cx, t: &toml::Table, key: &str, default: bool) -> bool {
 }
 
 /// A duration written like `"30m"`; a timeout is bounded as `--timeout` is.
+/// The most periods `alert_after` may count.
+const MAX_PERIODS: i64 = 10_000;
+
 fn duration(cx: &mut Cx, t: &toml::Table, key: &str, timeout: bool) -> Option<Duration> {
     let v = t.get(key)?;
     let Value::String(s) = v else {
@@ -436,10 +442,18 @@ fn duration(cx: &mut Cx, t: &toml::Table, key: &str, timeout: bool) -> Option<Du
         return None;
     };
     let parsed = humantime::parse_duration(s).map_err(|e| e.to_string());
+    // Every duration of an entry is added to dates: beyond a year it is a mistake,
+    // and far beyond it would not fit the calendar.
     let checked = if timeout {
         parsed.and_then(crate::engine::check_timeout)
     } else {
-        parsed
+        parsed.and_then(|d| {
+            if d > crate::engine::MAX_TIMEOUT {
+                Err("is more than a year".to_string())
+            } else {
+                Ok(d)
+            }
+        })
     };
     match checked {
         Ok(d) => Some(d),

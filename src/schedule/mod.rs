@@ -168,7 +168,7 @@ impl Entry {
     pub fn next_fires(&self, after: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
         // A jittered start after `after` may come from a nominal fire before it.
         let jitter = chrono::Duration::from_std(self.jitter).unwrap_or_default();
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(n.min(1024));
         let mut t = after - jitter;
         while out.len() < n {
             let Some(nominal) = zone::next_fire(&self.cron, self.timezone, t) else {
