@@ -115,6 +115,9 @@ struct Shared {
     pending: Mutex<Option<Pending>>,
     /// Where relative paths start on this target, asked once when one shows up.
     base: OnceLock<String>,
+    /// Where the backup directory really leads: tend's own directory, made by this
+    /// run, so asked once rather than for every file a removal stashes there.
+    backup_dir_real: OnceLock<String>,
 }
 
 struct Pending {
@@ -140,6 +143,7 @@ impl Ctx {
                 step: AtomicU64::new(0),
                 pending: Mutex::new(None),
                 base: OnceLock::new(),
+                backup_dir_real: OnceLock::new(),
             }),
             target,
             become_: false,
@@ -235,6 +239,20 @@ impl Ctx {
         }
     }
 
+    /// Where the directory of `path` really leads (see [`Ctx::will_as`]).
+    fn resolve_parent(&self, t: &dyn Target, path: &str) -> OpResult<String> {
+        let dir = crate::target::parent(path);
+        let shared = &self.shared;
+        if dir != shared.backup_dir {
+            return Ok(t.resolve_dir(dir)?);
+        }
+        if let Some(real) = shared.backup_dir_real.get() {
+            return Ok(real.clone());
+        }
+        let real = t.resolve_dir(dir)?;
+        Ok(shared.backup_dir_real.get_or_init(|| real).clone())
+    }
+
     /// A relative path as the target reads it now, absolute.
     fn absolute(&self, undo: &mut Undo) -> OpResult<()> {
         if undo.paths().iter().all(|p| p.starts_with('/')) {
@@ -279,7 +297,7 @@ impl Ctx {
         let dirs = undo
             .paths()
             .iter()
-            .map(|p| target.resolve_dir(crate::target::parent(p)))
+            .map(|p| self.resolve_parent(target.as_ref(), p))
             .collect::<Result<Vec<_>, _>>()?;
         let seq = j
             .append(self.current_step(), op, &undo, become_, &dirs)
