@@ -206,7 +206,7 @@ pub(crate) fn preflight(
         return Ok(String::new());
     };
     let now = Fingerprint::of(t, path, None).map_err(|err| err.to_string())?;
-    if now.is_none() || same_state(left.as_ref(), now.as_ref()) {
+    if now.is_none() || now == *left {
         // Gone since (nothing to lose), or as the run left it.
         return Ok(String::new());
     }
@@ -244,25 +244,6 @@ pub(crate) fn inside(path: &str, dir: &str) -> bool {
         && path
             .strip_prefix(dir.trim_end_matches('/'))
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// Whether a path still is what a step left: same kind, and the same bytes and mode
-/// for a file, the same mode for a directory, the same target for a link.
-pub(crate) fn same_state(
-    left: Option<&crate::journal::undo::Fingerprint>,
-    now: Option<&crate::journal::undo::Fingerprint>,
-) -> bool {
-    match (left, now) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            a.kind == b.kind
-                && a.mode == b.mode
-                && a.size == b.size
-                && a.link == b.link
-                && (a.sha256.is_none() || b.sha256.is_none() || a.sha256 == b.sha256)
-        }
-        _ => false,
-    }
 }
 
 /// A host whose journal could not be replayed at all: said like any incomplete

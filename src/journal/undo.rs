@@ -74,8 +74,8 @@ pub enum Undo {
 }
 
 /// What a step left at a path, recorded right after the change: before reverting,
-/// rollback compares the path with it, so a change somebody made since is never
-/// silently overwritten or deleted.
+/// rollback compares the path with it (equal or not: kind, size, mode, bytes, link
+/// target), so a change somebody made since is never silently overwritten or deleted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Fingerprint {
     pub kind: Kind,
