@@ -413,7 +413,14 @@ pub fn mkdir_p(target: &dyn Target, path: &str, mode: u32) -> OpResult<Vec<Strin
     }
     missing.reverse();
     for dir in &missing {
-        target.mkdir(dir, mode)?;
+        if let Err(e) = target.mkdir(dir, mode) {
+            // Made meanwhile by someone else, as `mkdir -p` allows: hosts that share a
+            // home create the same parents of their backup directories at once.
+            match target.stat(dir)? {
+                Some(m) if m.kind == crate::target::Kind::Dir => {}
+                _ => return Err(e.into()),
+            }
+        }
     }
     Ok(missing)
 }
