@@ -235,8 +235,8 @@ fn main() {
 
     // Sequential commands on one connected host.
     let h = &hosts[0];
-    use tend::target::{ExecRequest, Target};
-    let connect = || tend::target::ssh::SshTarget::connect(h.options()).expect("connect");
+    use tend::transport::{ExecRequest, Target};
+    let connect = || tend::transport::ssh::SshTarget::connect(h.options()).expect("connect");
     let time = |f: &mut dyn FnMut()| {
         let t0 = Instant::now();
         f();

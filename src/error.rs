@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::target::TargetError;
+use crate::transport::TargetError;
 
 /// Exit codes. Documented in `tend --help` and the README; scripts depend on them.
 pub mod exit {
@@ -129,7 +129,7 @@ impl Error {
     }
 }
 
-pub use crate::target::describe_io;
+pub use crate::transport::describe_io;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

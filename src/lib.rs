@@ -9,7 +9,7 @@
 //! takes the host lock and opens the host's [`journal`]. It then builds an [`engine`]
 //! whose functions (`fs::file`, `sh`, …) call the [`ops`]; each operation reads facts
 //! from a [`target`], writes its undo record ahead of the change, and makes it. A
-//! dry-run is the same run against a [`target::overlay::Overlay`] with no journal, so
+//! dry-run is the same run against a [`transport::overlay::Overlay`] with no journal, so
 //! the plan is computed by the very code that would apply it. If the script fails,
 //! the journal is replayed in reverse. Every step is an [`event`]: the CLI renders it
 //! ([`report`]) and the [`audit`] log chains it.
@@ -44,7 +44,7 @@ pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod status;
-pub mod target;
+pub mod transport;
 pub mod trust;
 
 /// Entry point of the binary: parse `args`, run, return the exit code.

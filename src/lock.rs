@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::lease::{host_name, pid_alive, Liveness, Owner};
-use crate::target::{Kind, Target};
+use crate::transport::{Kind, Target};
 
 /// A host name safe to use as a file name.
 pub fn host_file(host: &str) -> String {
@@ -102,7 +102,7 @@ impl Holder {
 
     fn rollback_hint(&self) -> String {
         let dir = match &self.state_dir {
-            Some(d) => format!("--state-dir {} ", crate::target::shell_quote(d)),
+            Some(d) => format!("--state-dir {} ", crate::transport::shell_quote(d)),
             None => String::new(),
         };
         format!("tend {dir}rollback {}", self.run_id)
@@ -173,7 +173,7 @@ fn waiting(deadline: Option<Instant>, cancel: Option<&crate::cancel::CancelToken
 /// `/tmp/tend-UID/locks` (users cannot take each other's locks without a shared,
 /// writable place; root's runs are the ones that matter).
 pub fn machine_lock_dir() -> PathBuf {
-    let (uid, _) = crate::target::local::process_ids();
+    let (uid, _) = crate::transport::local::process_ids();
     if uid == 0 {
         PathBuf::from("/run/tend/locks")
     } else {
@@ -184,7 +184,7 @@ pub fn machine_lock_dir() -> PathBuf {
 /// Make `dir` (0700), refusing one that is a symlink, someone else's, or writable
 /// by others: in /tmp anyone may have made it first.
 fn safe_local_dir(dir: &Path) -> Result<()> {
-    let (uid, _) = crate::target::local::process_ids();
+    let (uid, _) = crate::transport::local::process_ids();
     let mut path = PathBuf::new();
     for part in dir.components() {
         path.push(part);
@@ -327,7 +327,7 @@ fn safe_remote_dir(t: &dyn Target, dir: &str) -> Result<()> {
     let meta = match t.stat(dir)? {
         Some(m) => m,
         None => {
-            let parent = crate::target::parent(dir);
+            let parent = crate::transport::parent(dir);
             crate::ops::mkdir_p(t, parent, 0o755)
                 .map_err(|e| Error::Other(format!("{host}: {e}")))?;
             let mode = if shared { 0o1777 } else { 0o700 };
@@ -343,7 +343,7 @@ fn safe_remote_dir(t: &dyn Target, dir: &str) -> Result<()> {
     };
     // The login user's, not `creator_ids`: through sudo new files are root's, but the
     // login user's own directory is as safe.
-    let ours = meta.uid == 0 || meta.uid == crate::target::login_dir_owner(t).0;
+    let ours = meta.uid == 0 || meta.uid == crate::transport::login_dir_owner(t).0;
     let open = meta.mode & 0o002 != 0 && meta.mode & 0o1000 == 0;
     if meta.kind != Kind::Dir || !ours || open {
         return Err(Error::Other(format!(
@@ -363,7 +363,7 @@ fn safe_remote_dir(t: &dyn Target, dir: &str) -> Result<()> {
 /// Emacs's `.#file` locks), and it carries the holder in the same request.
 pub fn acquire(t: &Arc<dyn Target>, dir: &str, me: &Holder, how: &Take) -> Result<TargetLock> {
     let host = t.info().name.clone();
-    let path = crate::target::join(dir, "lock");
+    let path = crate::transport::join(dir, "lock");
     let text = serde_json::to_string(me).map_err(|e| Error::Other(e.to_string()))?;
     safe_remote_dir(t.as_ref(), dir)?;
     let deadline = how.deadline();
@@ -402,7 +402,7 @@ fn read_owner(t: &dyn Target, path: &str) -> Option<Holder> {
 /// Who holds the lock in `dir` on the host; a holder that is not alive (or, with
 /// `force`, not known to be alive) is removed.
 pub fn unlock_remote(t: &dyn Target, dir: &str, force: bool) -> Result<Option<(Holder, bool)>> {
-    let path = crate::target::join(dir, "lock");
+    let path = crate::transport::join(dir, "lock");
     let Some(h) = read_owner(t, &path) else {
         if t.stat(&path)?.is_some() {
             return Err(Error::Other(format!(

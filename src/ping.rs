@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::fleet::run_pool;
 use crate::reach::HostSpec;
-use crate::target::ExecRequest;
+use crate::transport::ExecRequest;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PingResult {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::inventory::Host;
-use crate::target::local::Local;
-use crate::target::ssh::{HostKeyPolicy, SshOptions, SshTarget};
-use crate::target::{Target, TargetError};
+use crate::transport::local::Local;
+use crate::transport::ssh::{HostKeyPolicy, SshOptions, SshTarget};
+use crate::transport::{Target, TargetError};
 
 /// Connection flags given on the command line; they override the inventory.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +78,7 @@ impl Reached {
             None => Ok(None),
             Some(RemoteState::Given(dir)) => Ok(Some(dir.clone())),
             Some(RemoteState::UnderHome(ssh)) => {
-                Ok(Some(crate::target::join(&ssh.home()?, ".cache/tend")))
+                Ok(Some(crate::transport::join(&ssh.home()?, ".cache/tend")))
             }
         }
     }
@@ -158,7 +158,7 @@ impl HostSpec {
                 local: false,
                 address,
                 port: port.unwrap_or(22),
-                user: user.unwrap_or_else(crate::target::local::user_name),
+                user: user.unwrap_or_else(crate::transport::local::user_name),
                 identity_files: identity_files.clone(),
                 identities_only: h.identities_only,
                 known_hosts: known_hosts.clone(),
@@ -178,7 +178,7 @@ impl HostSpec {
                 .user
                 .clone()
                 .or_else(|| h.user.clone())
-                .unwrap_or_else(crate::target::local::user_name),
+                .unwrap_or_else(crate::transport::local::user_name),
             identity_files,
             identities_only: h.identities_only || flags.private_key.is_some(),
             known_hosts,

@@ -123,7 +123,7 @@ impl RunMeta {
 
 /// `/var/lib/tend` for root, else `$XDG_STATE_HOME/tend` (or `~/.local/state/tend`).
 pub fn default_root() -> PathBuf {
-    if crate::target::local::running_as_root() {
+    if crate::transport::local::running_as_root() {
         return PathBuf::from("/var/lib/tend");
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {

@@ -8,22 +8,22 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use sshd::Sshd;
-use tend::target::ssh::{HostKeyPolicy, SshTarget};
-use tend::target::{ExecRequest, Kind, Target};
+use tend::transport::ssh::{HostKeyPolicy, SshTarget};
+use tend::transport::{ExecRequest, Kind, Target};
 
 fn connect(sshd: &Sshd) -> SshTarget {
     SshTarget::connect(sshd.options())
         .unwrap_or_else(|e| panic!("connect: {e}\nsshd log:\n{}", sshd.log()))
 }
 
-fn connect_err(opts: tend::target::ssh::SshOptions) -> String {
+fn connect_err(opts: tend::transport::ssh::SshOptions) -> String {
     match SshTarget::connect(opts) {
         Ok(_) => panic!("connected, but should not have"),
         Err(e) => e.to_string(),
     }
 }
 
-fn sh(t: &SshTarget, cmd: &str) -> tend::target::ExecOutput {
+fn sh(t: &SshTarget, cmd: &str) -> tend::transport::ExecOutput {
     t.exec(&ExecRequest::new(cmd)).expect("exec")
 }
 
@@ -690,7 +690,7 @@ fn unreachable_hosts_fail_fast_and_clearly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut o = tend::target::ssh::SshOptions::new("web1", "127.0.0.1", port, "root");
+    let mut o = tend::transport::ssh::SshOptions::new("web1", "127.0.0.1", port, "root");
     o.identities_only = true;
     let started = Instant::now();
     let e = connect_err(o.clone());
@@ -954,7 +954,7 @@ fn agent_is_tried_before_identity_files() {
 
 fn agent_child(port: u16) {
     let dir = std::path::PathBuf::from(std::env::var("TEND_TEST_AGENT_DIR").unwrap());
-    let mut o = tend::target::ssh::SshOptions::new("agented", "127.0.0.1", port, "root");
+    let mut o = tend::transport::ssh::SshOptions::new("agented", "127.0.0.1", port, "root");
     o.known_hosts = vec![dir.join("known_hosts")];
     let stranger = dir.join("stranger-for-agent");
     sshd::keygen(&stranger);

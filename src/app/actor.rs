@@ -74,7 +74,7 @@ impl Actor {
             .or_else(|_| std::env::var("LOGNAME"))
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(crate::target::local::user_of_this_process);
+            .unwrap_or_else(crate::transport::local::user_of_this_process);
         Actor::new(user, Auth::Process { uid }, trigger)
     }
 }

@@ -12,9 +12,9 @@ use crate::error::{Error, Result};
 use crate::ops::Ctx;
 use crate::recipe::params::{ParamDecl, ParamType};
 use crate::recipe::Recipe;
-use crate::target::local::Local;
-use crate::target::overlay::Overlay;
-use crate::target::Target;
+use crate::transport::local::Local;
+use crate::transport::overlay::Overlay;
+use crate::transport::Target;
 
 /// Evaluate the recipe up to `params()` to learn and check its parameters, touching
 /// nothing. Shared by `run`, `check` and `show`.

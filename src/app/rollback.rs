@@ -17,7 +17,7 @@ use crate::journal::{Entry, Journal};
 use crate::lock::Take;
 use crate::reach::HostSpec;
 use crate::state::StateDir;
-use crate::target::{Kind, Target};
+use crate::transport::{Kind, Target};
 
 #[derive(Debug, Default)]
 pub struct RollbackReport {
@@ -193,7 +193,7 @@ pub(crate) fn preflight(
         }
     }
     for (p, then) in paths.iter().zip(&e.dirs) {
-        let dir = crate::target::parent(p);
+        let dir = crate::transport::parent(p);
         let now = t.resolve_dir(dir).map_err(|err| err.to_string())?;
         if &now != then {
             return Err(format!(
@@ -225,7 +225,7 @@ pub(crate) fn preflight(
         return Ok(format!(" ({drift}; overwritten with --force)"));
     }
     let name = path.rsplit('/').next().unwrap_or("file");
-    let saved = crate::target::join(backups, &format!("drift-{:06}-{name}", e.seq));
+    let saved = crate::transport::join(backups, &format!("drift-{:06}-{name}", e.seq));
     if replay.dry_run {
         return Ok(format!(
             " ({drift}; --force would save it to {saved} first)"

@@ -21,8 +21,8 @@ use crate::ops::Ctx;
 use crate::reach::{HostSpec, Reached};
 use crate::recipe::Recipe;
 use crate::state::{new_run_id, RunLease, RunMeta, StateDir};
-use crate::target::overlay::Overlay;
-use crate::target::Target;
+use crate::transport::overlay::Overlay;
+use crate::transport::Target;
 use crate::trust::RequireVetted;
 
 pub struct RunRequest {

@@ -44,7 +44,7 @@ pub fn unlock(
             {
                 found.push(Unlocked {
                     host: name.to_string(),
-                    lock: crate::target::join(dir, "lock"),
+                    lock: crate::transport::join(dir, "lock"),
                     holder,
                     released: !alive,
                 });

@@ -115,7 +115,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
 
 /// What `host()` returns.
 #[derive(Clone)]
-pub struct HostFacts(Arc<dyn crate::target::Target>);
+pub struct HostFacts(Arc<dyn crate::transport::Target>);
 
 impl HostFacts {
     const FIELDS: [&'static str; 5] = ["name", "address", "user", "os", "vars"];

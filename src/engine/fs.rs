@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic, Engine, Map, Module, NativeCallContext};
 use super::{err, HostContext, RResult};
 use crate::ops::fs::{self as op, LineSpec, LineState};
 use crate::secret::Secret;
-use crate::target::{parent, Kind};
+use crate::transport::{parent, Kind};
 
 /// Options a function accepts; anything else is a typo worth reporting.
 fn check_keys(call: &NativeCallContext, f: &str, opts: &Map, allowed: &[&str]) -> RResult<()> {

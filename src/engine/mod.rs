@@ -377,7 +377,7 @@ impl HostContext {
                 report.paths = report
                     .paths
                     .iter()
-                    .map(|p| crate::target::overlay::norm(p))
+                    .map(|p| crate::transport::overlay::norm(p))
                     .collect();
                 let map = report_map(&report);
                 self.emit(Event::Step {

@@ -5,7 +5,7 @@
 //! record is written *before* the change, so a run killed between the two leaves a
 //! record whose change is absent, and a rollback must still succeed.
 
-use crate::target::{ExecRequest, Kind, Meta, Target, TargetError};
+use crate::transport::{ExecRequest, Kind, Meta, Target, TargetError};
 
 /// Why a record could not be reverted (or its state read).
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,7 @@ impl Undo {
     pub fn absolutize(&mut self, base: &str) {
         let fix = |p: &mut String| {
             if !p.starts_with('/') {
-                *p = crate::target::path::absolute(base, p);
+                *p = crate::transport::path::absolute(base, p);
             }
         };
         match self {

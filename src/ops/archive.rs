@@ -6,7 +6,7 @@
 
 use super::{Ctx, OpError, OpResult, StepReport};
 use crate::journal::undo::Undo;
-use crate::target::{shell_quote, ExecRequest, Kind};
+use crate::transport::{shell_quote, ExecRequest, Kind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

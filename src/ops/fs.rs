@@ -7,7 +7,7 @@ use regex::Regex;
 
 use super::{mkdir_p, unified_diff, Ctx, OpError, OpResult, StepReport};
 use crate::journal::undo::Undo;
-use crate::target::{join, parent, Kind, Meta, Target};
+use crate::transport::{join, parent, Kind, Meta, Target};
 
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::Invalid(msg.into())

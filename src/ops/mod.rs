@@ -2,7 +2,7 @@
 //! change is needed, write an undo record ahead of the change, then make it.
 //!
 //! There is one implementation per operation. A dry-run runs it against an
-//! [`Overlay`](crate::target::overlay::Overlay) with no journal: the same code decides
+//! [`Overlay`](crate::transport::overlay::Overlay) with no journal: the same code decides
 //! what changes, so the plan cannot drift from the run.
 
 pub mod archive;
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::cancel::CancelToken;
 use crate::journal::undo::{self, Fingerprint, Undo};
 use crate::journal::Journal;
-use crate::target::{Meta, Target, TargetError};
+use crate::transport::{Meta, Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -241,7 +241,7 @@ impl Ctx {
 
     /// Where the directory of `path` really leads (see [`Ctx::will_as`]).
     fn resolve_parent(&self, t: &dyn Target, path: &str) -> OpResult<String> {
-        let dir = crate::target::parent(path);
+        let dir = crate::transport::parent(path);
         let shared = &self.shared;
         if dir != shared.backup_dir {
             return Ok(t.resolve_dir(dir)?);
@@ -381,7 +381,7 @@ impl Ctx {
         }
         let n = shared.backups.fetch_add(1, Ordering::SeqCst) + 1;
         let name = path.rsplit('/').next().unwrap_or("file");
-        Ok(crate::target::join(
+        Ok(crate::transport::join(
             &shared.backup_dir,
             &format!("{n:06}-{name}"),
         ))
@@ -395,7 +395,7 @@ pub fn mkdir_p(target: &dyn Target, path: &str, mode: u32) -> OpResult<Vec<Strin
     let mut p = path.trim_end_matches('/').to_string();
     loop {
         match target.stat(&p)? {
-            Some(m) if m.kind == crate::target::Kind::Dir => break,
+            Some(m) if m.kind == crate::transport::Kind::Dir => break,
             Some(_) => {
                 return Err(OpError::Invalid(format!(
                     "{p} exists and is not a directory"
@@ -403,7 +403,7 @@ pub fn mkdir_p(target: &dyn Target, path: &str, mode: u32) -> OpResult<Vec<Strin
             }
             None => {
                 missing.push(p.clone());
-                let parent = crate::target::parent(&p).to_string();
+                let parent = crate::transport::parent(&p).to_string();
                 if parent == p || parent == "." {
                     break;
                 }
@@ -417,7 +417,7 @@ pub fn mkdir_p(target: &dyn Target, path: &str, mode: u32) -> OpResult<Vec<Strin
             // Made meanwhile by someone else, as `mkdir -p` allows: hosts that share a
             // home create the same parents of their backup directories at once.
             match target.stat(dir)? {
-                Some(m) if m.kind == crate::target::Kind::Dir => {}
+                Some(m) if m.kind == crate::transport::Kind::Dir => {}
                 _ => return Err(e.into()),
             }
         }

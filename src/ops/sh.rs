@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{Ctx, OpError, OpResult, StepReport};
 use crate::journal::undo::Undo;
-use crate::target::{Divergence, ExecOutput, ExecRequest};
+use crate::transport::{Divergence, ExecOutput, ExecRequest};
 
 #[derive(Debug, Clone, Default)]
 pub struct ShSpec {

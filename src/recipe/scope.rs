@@ -17,8 +17,8 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::target::path::resolve;
-use crate::target::{join, Kind, Target};
+use crate::transport::path::resolve;
+use crate::transport::{join, Kind, Target};
 
 #[derive(Debug, Clone)]
 pub struct Scope {

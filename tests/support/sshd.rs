@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tend::target::ssh::SshOptions;
+use tend::transport::ssh::SshOptions;
 
 /// A non-root account with passwordless sudo.
 pub const TEST_USER: &str = "tendtest";

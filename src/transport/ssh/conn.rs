@@ -7,7 +7,7 @@
 //!   channel of its own, later ones run in that kind's shared shell ([`shell`]); see
 //!   [`exec`] for how environment values stay out of argv, how stdin/stdout/stderr are
 //!   driven without deadlock and how a timeout kills the whole remote process group.
-//! * [`ConnExec`] lends that to a [`ShellFs`](crate::target::posix::ShellFs): the
+//! * [`ConnExec`] lends that to a [`ShellFs`](crate::transport::posix::ShellFs): the
 //!   file primitives that run as commands (all of them under become) share the
 //!   session's shells with `sh()` steps.
 
@@ -20,8 +20,8 @@ use ssh2::{ErrorCode, Session, Sftp};
 
 use super::session::{fmt_duration, is_transport, Link, IO_TIMEOUT};
 use super::{exec, posix_rename, shell, SshTarget};
-use crate::target::posix::{Exec, ScriptOutput, ShellFs};
-use crate::target::{Meta, TResult, TargetError};
+use crate::transport::posix::{Exec, ScriptOutput, ShellFs};
+use crate::transport::{Meta, TResult, TargetError};
 
 pub(super) struct Conn {
     // Declared before `link`: dropped before the session they run on.

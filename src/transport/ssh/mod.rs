@@ -2,7 +2,7 @@
 //! the host: it needs `sshd` with the SFTP subsystem and a POSIX shell.
 //!
 //! [`SshTarget`] is one connection seen two ways: the login user's file system over
-//! SFTP ([`sftp`]), and a [`ShellFs`](crate::target::posix::ShellFs) whose scripts run
+//! SFTP ([`sftp`]), and a [`ShellFs`](crate::transport::posix::ShellFs) whose scripts run
 //! through the session's commands ([`conn`]).
 //!
 //! * [`session`]: options, connecting, host key, authentication; [`conn`]: the one

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use ssh2::{BlockDirections, Channel, ErrorCode, Session};
 
 use crate::cancel::CancelToken;
-use crate::target::shell_quote;
+use crate::transport::shell_quote;
 
 const EAGAIN: i32 = -37;
 

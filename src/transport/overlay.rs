@@ -665,7 +665,7 @@ impl Target for Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::local::Local;
+    use crate::transport::local::Local;
 
     fn setup() -> (tempfile::TempDir, Overlay, String) {
         let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use ssh2::{ErrorCode, Session};
 
 use super::{auth, exec, hostkey, tunnel};
 use crate::secret::Secret;
-use crate::target::TargetError;
+use crate::transport::TargetError;
 
 /// What to do with a host key that known_hosts does not have. A key that differs from
 /// the recorded one is refused whatever the policy.

@@ -49,7 +49,7 @@ use std::time::Duration;
 use ssh2::{Channel, Session};
 
 use super::exec::{self, ChannelOutput, NonBlocking};
-use crate::target::shell_quote;
+use crate::transport::shell_quote;
 
 /// The most stdin a command may bring into the shell (as octal escapes, up to four
 /// times as long in the script).

@@ -4,7 +4,7 @@
 //! * One SFTP channel, opened at the first file operation. Facts (stat, read, list)
 //!   never start a process. Under become they are asked over SFTP first, which gives
 //!   the same answer whenever the login user may look, and only a "permission denied"
-//!   is asked again as root through the session's [`ShellFs`](crate::target::posix::ShellFs).
+//!   is asked again as root through the session's [`ShellFs`](crate::transport::posix::ShellFs).
 //! * `write` uploads to a temporary file in the same directory, fsyncs it
 //!   (`fsync@openssh.com`), sets owner and mode, and renames it over the target with
 //!   `posix-rename@openssh.com` (rename(2): atomic, replaces). SFTP v3 `rename`
@@ -26,8 +26,8 @@ use super::conn::Conn;
 use super::session::unique_suffix;
 use super::session::{is_transport, IO_TIMEOUT};
 use super::{posix_rename, SshTarget};
-use crate::target::posix::kind_of;
-use crate::target::{Kind, Meta, TResult, TargetError};
+use crate::transport::posix::kind_of;
+use crate::transport::{Kind, Meta, TResult, TargetError};
 
 /// Files up to this size are copied through SFTP, bigger ones by `cp` on the host.
 pub(super) const REMOTE_COPY_THRESHOLD: u64 = 1024 * 1024;
@@ -318,8 +318,8 @@ impl SshTarget {
                 return Err(TargetError::path(self.name(), path, "is a directory"));
             }
         }
-        let dir = crate::target::parent(path);
-        let tmp = crate::target::join(dir, &format!(".tend-{}", unique_suffix()));
+        let dir = crate::transport::parent(path);
+        let tmp = crate::transport::join(dir, &format!(".tend-{}", unique_suffix()));
         // Created with the final mode where that is safe to ask for (no set-id bits):
         // the server's umask (or the directory's default ACL) may clear bits, so the
         // first file of a directory is checked with fstat, and once a mode is known to
@@ -426,10 +426,10 @@ impl SshTarget {
         r.map_err(|e| self.explain_failure(c, path, &e, op))
     }
 
-    /// [`Target::resolve_dir`](crate::target::Target::resolve_dir): `realpath` over
+    /// [`Target::resolve_dir`](crate::transport::Target::resolve_dir): `realpath` over
     /// SFTP, one request per component that exists.
     pub(super) fn resolve_dir_in(&self, c: &mut Conn, dir: &str) -> TResult<String> {
-        crate::target::path::resolve_missing(dir, |p| {
+        crate::transport::path::resolve_missing(dir, |p| {
             let r = match c.sftp() {
                 Ok(s) => s.realpath(Path::new(p)),
                 Err(e) => return Err(self.lost(c, &e)),

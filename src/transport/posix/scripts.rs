@@ -1,7 +1,7 @@
 //! The scripts [`ShellFs`](super::ShellFs) runs, and how their answers are read:
 //! `stat` output, tool error lines, sudo's refusals.
 
-use crate::target::{Kind, TargetError};
+use crate::transport::{Kind, TargetError};
 
 /// The stat(1) format of `ShellFs::stat`: raw mode in hex, size, uid, gid, mtime.
 pub(super) const STAT_FORMAT: &str = "%f|%s|%u|%g|%Y";
