@@ -22,6 +22,7 @@ use crate::reach::{ConnectFlags, HostSpec};
 use crate::recipe::Recipe;
 use crate::report::{escape, table, Human, Output};
 use crate::state::{self, StateDir};
+use crate::store::Stores;
 use crate::trust::{self, Sign, Trust, VetRequest};
 
 const EXIT_CODES: &str = "\
@@ -695,7 +696,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 force: *force,
                 wait: *wait,
             };
-            let report = app::rollback(&state, actor, &req, sink)?;
+            let report = app::rollback(&Stores::embedded(&state), actor, &req, sink)?;
             if !*dry_run {
                 send_anchor(&config.audit, human, &state, run_id);
             }
@@ -714,7 +715,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             if *json {
                 for r in runs {
                     let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
-                    v["outcome"] = r.effective_outcome().into();
+                    v["outcome"] = r.effective_outcome().as_str().into();
                     outln!("{v}");
                 }
             } else {
@@ -858,7 +859,14 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
         wait: args.wait,
         cancel,
     };
-    let result = app::run(&state, &config, actor, &recipe, &req, sink)?;
+    let result = app::run(
+        &Stores::embedded(&state),
+        &config,
+        actor,
+        &recipe,
+        &req,
+        sink,
+    )?;
     if !args.dry_run {
         send_anchor(&config.audit, &human, &state, &result.run_id);
     }
@@ -1108,7 +1116,14 @@ fn exec(
         wait: how.wait,
         cancel,
     };
-    let result = app::run(&state, &config, actor, &recipe, &req, inner)?;
+    let result = app::run(
+        &Stores::embedded(&state),
+        &config,
+        actor,
+        &recipe,
+        &req,
+        inner,
+    )?;
     send_anchor(&config.audit, human, &state, &result.run_id);
     let mut codes = Vec::new();
     for h in &result.hosts {
@@ -1156,7 +1171,7 @@ fn unlock(
             specs.len()
         )));
     };
-    let found = app::unlock(&state, actor, spec, force)?;
+    let found = app::unlock(&Stores::embedded(&state), actor, spec, force)?;
     let mut code = exit::OK;
     for u in &found {
         if !u.released {

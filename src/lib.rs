@@ -36,6 +36,7 @@ pub mod lock;
 pub mod notify;
 pub mod ops;
 mod out;
+pub mod outcome;
 pub mod ping;
 pub mod reach;
 pub mod recipe;
@@ -44,6 +45,7 @@ pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod transport;
 pub mod trust;
 

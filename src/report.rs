@@ -607,7 +607,7 @@ impl Human {
                 hosts,
                 started,
                 format!("{:.1}s", r.duration_ms as f64 / 1000.0),
-                r.effective_outcome(),
+                r.effective_outcome().to_string(),
                 r.changed.to_string(),
             ]);
         }

@@ -16,12 +16,9 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
-
 use crate::error::{Error, Result};
-use crate::lease::{Lease, Owner, HEARTBEAT};
 use crate::lock::host_file;
+use crate::outcome::RunState;
 
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -45,7 +42,7 @@ pub struct RunMeta {
     pub ended: Option<String>,
     #[serde(default)]
     pub duration_ms: u64,
-    pub outcome: String,
+    pub outcome: RunState,
     #[serde(default)]
     pub changed: u64,
     pub dry_run: bool,
@@ -59,9 +56,6 @@ pub struct RunMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::lease::Lease>,
 }
-
-/// The outcome shown for a run whose `run.json` cannot be read.
-pub const DAMAGED: &str = "damaged";
 
 impl RunMeta {
     /// Stands in for a `run.json` that cannot be read (edited, cut short by a full
@@ -80,7 +74,7 @@ impl RunMeta {
             started: String::new(),
             ended: None,
             duration_ms: 0,
-            outcome: DAMAGED.into(),
+            outcome: RunState::Damaged,
             changed: 0,
             dry_run: false,
             targets: hosts
@@ -95,20 +89,20 @@ impl RunMeta {
     }
 
     pub fn is_damaged(&self) -> bool {
-        self.outcome == DAMAGED
+        self.outcome == RunState::Damaged
     }
 
     /// `running` becomes `interrupted` when the run's lease is dead (an older run
     /// without one: when its pid is gone).
-    pub fn effective_outcome(&self) -> String {
+    pub fn effective_outcome(&self) -> RunState {
         let alive = match &self.lease {
             Some(l) => l.liveness() != crate::lease::Liveness::Dead,
             None => crate::lease::pid_alive(self.pid),
         };
-        if self.outcome == "running" && !alive {
-            "interrupted".into()
+        if self.outcome == RunState::Running && !alive {
+            RunState::Interrupted
         } else {
-            self.outcome.clone()
+            self.outcome
         }
     }
 
@@ -348,84 +342,6 @@ fn random_u32() -> u32 {
     }
     let nanos = chrono::Utc::now().timestamp_subsec_nanos() as u64;
     ((nanos ^ ((std::process::id() as u64) << 20)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
-}
-
-/// Holds a run's lease while it runs: refreshes the heartbeat, and on every way out
-/// (an early `?`, a panic) leaves a final run record, `interrupted` unless
-/// [`RunLease::finish`] wrote the real one.
-pub struct RunLease {
-    state: StateDir,
-    meta: Arc<Mutex<RunMeta>>,
-    stop: Option<mpsc::Sender<()>>,
-    beat: Option<JoinHandle<()>>,
-    finished: bool,
-}
-
-impl RunLease {
-    /// Record `meta` as running, held by this process.
-    pub fn start(state: &StateDir, mut meta: RunMeta) -> Result<RunLease> {
-        let now = chrono::Utc::now().to_rfc3339();
-        meta.lease = Some(Lease {
-            owner: Owner::current().clone(),
-            since: now.clone(),
-            heartbeat: now,
-        });
-        state.write_meta(&meta)?;
-        let meta = Arc::new(Mutex::new(meta));
-        let (stop, stopped) = mpsc::channel::<()>();
-        let beat = {
-            let (state, meta) = (state.clone(), meta.clone());
-            std::thread::spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
-                    let mut m = meta.lock().expect("run lease");
-                    if let Some(l) = &mut m.lease {
-                        l.heartbeat = chrono::Utc::now().to_rfc3339();
-                    }
-                    if let Err(e) = state.write_meta(&m) {
-                        tracing::warn!("heartbeat of run {}: {e}", m.run_id);
-                    }
-                }
-            })
-        };
-        Ok(RunLease {
-            state: state.clone(),
-            meta,
-            stop: Some(stop),
-            beat: Some(beat),
-            finished: false,
-        })
-    }
-
-    fn stop_heartbeat(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.beat.take() {
-            let _ = t.join();
-        }
-    }
-
-    /// Write the run's final record.
-    pub fn finish(mut self, end: impl FnOnce(&mut RunMeta)) -> Result<()> {
-        self.stop_heartbeat();
-        self.finished = true;
-        let mut m = self.meta.lock().expect("run lease");
-        end(&mut m);
-        self.state.write_meta(&m)
-    }
-}
-
-impl Drop for RunLease {
-    fn drop(&mut self) {
-        self.stop_heartbeat();
-        if self.finished {
-            return;
-        }
-        let Ok(mut m) = self.meta.lock() else { return };
-        m.outcome = "interrupted".into();
-        m.ended = Some(chrono::Utc::now().to_rfc3339());
-        if let Err(e) = self.state.write_meta(&m) {
-            tracing::error!("run {}: cannot record its end: {e}", m.run_id);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tend::error::Error;
 use tend::event::{Event, Sink};
 use tend::recipe::Recipe;
 use tend::state::StateDir;
+use tend::store::Stores;
 use tend::trust::{Sign, VetRequest};
 
 const RECIPE: &str = r#"//! Write a greeting.
@@ -85,7 +86,7 @@ fn run(
 ) -> tend::error::Result<app::RunResult> {
     let (sink, _) = recording();
     app::run(
-        state,
+        &Stores::embedded(state),
         config,
         actor,
         &Recipe::load(recipe).unwrap(),
@@ -142,7 +143,14 @@ fn a_scheduled_run_of_an_unvetted_recipe_is_refused_whatever_the_caller_passes()
     req.unvetted = true;
     let (sink, _) = recording();
     assert_unvetted(
-        app::run(&state, &config, &scheduler(), &exec, &req, sink),
+        app::run(
+            &Stores::embedded(&state),
+            &config,
+            &scheduler(),
+            &exec,
+            &req,
+            sink,
+        ),
         "ad-hoc",
     );
 
@@ -176,7 +184,7 @@ fn a_vetted_recipe_runs_on_schedule_and_an_edit_stops_it() {
 
     let (sink, events) = recording();
     let r = app::run(
-        &state,
+        &Stores::embedded(&state),
         &config,
         &scheduler(),
         &Recipe::load(&recipe).unwrap(),

@@ -77,7 +77,7 @@ fn two_threads_of_one_process_queue_for_the_host() {
             tend::app::Trigger::Api,
         );
         app::run(
-            &state,
+            &tend::store::Stores::embedded(&state),
             &config,
             &actor,
             &recipe,

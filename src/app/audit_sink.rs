@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 
 use crate::app::Actor;
-use crate::audit::AuditLog;
 use crate::engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
+use crate::store::AuditStore;
 
 pub(crate) fn audit_record(
     run_id: &str,
@@ -79,7 +79,7 @@ impl GroupCommit {
     /// Ok once `batch` is durable in the log; Err(why) if it is not.
     pub(crate) fn append(
         &self,
-        log: &AuditLog,
+        log: &dyn AuditStore,
         batch: Vec<serde_json::Value>,
     ) -> Result<(), String> {
         let mut q = self.state.lock().expect("audit queue");
@@ -137,7 +137,7 @@ pub(crate) fn audit_failure(e: &Error) -> String {
 /// failure is only reported.
 pub(crate) fn audited(
     sink: Sink,
-    audit: Option<Arc<AuditLog>>,
+    audit: Option<Arc<dyn AuditStore>>,
     run_id: String,
     actor: Actor,
     dry_run: bool,
@@ -147,14 +147,14 @@ pub(crate) fn audited(
     Arc::new(move |e: &Event| {
         if let Some(log) = &audit {
             if let Some(rec) = audit_record(&run_id, &actor, dry_run, e) {
-                if let Err(why) = commits.append(log, vec![rec]) {
+                if let Err(why) = commits.append(log.as_ref(), vec![rec]) {
                     match &halt {
                         // Not started (see `run`): nothing to show it began.
                         Some(_) if matches!(e, Event::RunStart { .. }) => return,
                         Some(halt) => {
                             let _ = halt.set(format!(
                                 "the audit log {} cannot record this run: {why}",
-                                log.path().display()
+                                log.describe()
                             ));
                         }
                         None => tracing::error!("audit log: {why}"),

@@ -4,19 +4,17 @@
 //! failed or dead run.
 
 use super::*;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::Actor;
-use crate::audit::AuditLog;
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
 use crate::journal::undo::{Reverted, Undo};
-use crate::journal::{Entry, Journal};
+use crate::journal::Entry;
 use crate::lock::Take;
 use crate::reach::HostSpec;
-use crate::state::StateDir;
+use crate::store::{JournalStore, Stores};
 use crate::transport::{Kind, Target};
 
 #[derive(Debug, Default)]
@@ -47,27 +45,24 @@ pub struct Replay {
 /// changed it since). A record that fails either is not touched.
 pub fn rollback_host(
     target: &dyn Target,
-    journal_path: &Path,
+    journals: &dyn JournalStore,
+    host_name: &str,
     replay: &Replay,
     sink: &Sink,
 ) -> Result<RollbackReport> {
     let host = target.info().name.clone();
     let dry_run = replay.dry_run;
-    let contents = Journal::read(journal_path)
-        .map_err(|e| Error::io(format!("cannot read journal {}", journal_path.display()), e))?;
-    let journal =
-        if dry_run {
-            None
-        } else {
-            Some(Journal::open(journal_path).map_err(|e| {
-                Error::io(format!("cannot open journal {}", journal_path.display()), e)
-            })?)
-        };
+    let journal_path = journals.describe(&replay.run_id, host_name);
+    let contents = journals.read(&replay.run_id, host_name)?;
+    let journal = if dry_run {
+        None
+    } else {
+        Some(journals.open(&replay.run_id, host_name)?)
+    };
     let mut report = RollbackReport::default();
     for d in &contents.damaged {
         report.incomplete.push(format!(
-            "journal {}: {d}: that line cannot be read, so whatever change it recorded was not undone: check by hand",
-            journal_path.display()
+            "journal {journal_path}: {d}: that line cannot be read, so whatever change it recorded was not undone: check by hand"
         ));
     }
     let scope = match &contents.scope {
@@ -75,8 +70,7 @@ pub fn rollback_host(
             Ok(s) => Some(s),
             Err(e) => {
                 report.incomplete.push(format!(
-                    "journal {}: its scope cannot be read ({e}); nothing was reverted",
-                    journal_path.display()
+                    "journal {journal_path}: its scope cannot be read ({e}); nothing was reverted"
                 ));
                 return Ok(report);
             }
@@ -274,7 +268,7 @@ pub struct RollbackRequest {
 /// A run that died holding host locks hands them to its rollback, which releases
 /// them at the end, even when something could not be undone (the report says what).
 pub fn rollback(
-    state: &StateDir,
+    stores: &Stores,
     actor: &Actor,
     req: &RollbackRequest,
     sink: Sink,
@@ -293,14 +287,14 @@ pub fn rollback(
         *force,
         *wait,
     );
-    let mut meta = state.recover_meta(run_id)?;
-    if meta.effective_outcome() == "running" {
+    let mut meta = stores.runs.read(run_id)?;
+    if meta.effective_outcome() == crate::outcome::RunState::Running {
         return Err(Error::Other(format!(
             "run {run_id} is still running ({}); roll it back when it ends",
             meta.holder()
         )));
     }
-    let audit = (!dry_run).then(|| Arc::new(AuditLog::new(state.root())));
+    let audit = (!dry_run).then(|| stores.audit.clone());
     let sink = audited(
         sink,
         audit,
@@ -325,16 +319,19 @@ pub fn rollback(
         )));
     }
     for host in hosts {
-        let jpath = state.journal_path(run_id, &host);
+        let journals = stores.journals.as_ref();
+        let has_journal = journals.exists(run_id, &host);
         // A host without a journal needs nothing undone, but the run may have died
         // there holding its locks: then they are released below.
         let died_here = || {
-            crate::lock::holder_here(state.lock_dir(), &host, false)
+            stores
+                .locks
+                .holder(&host, false)
                 .ok()
                 .flatten()
                 .is_some_and(|(h, _)| h.run_id == run_id)
         };
-        if !jpath.exists() && (dry_run || !died_here()) {
+        if !has_journal && (dry_run || !died_here()) {
             continue;
         }
         let spec = match meta.targets.iter().find(|t| t.name == host) {
@@ -345,7 +342,7 @@ pub fn rollback(
                 let why = format!(
                     "{host}: run.json is damaged, so how to reach this host is not known; \
                      its journal is kept in {}",
-                    jpath.display()
+                    journals.describe(run_id, &host)
                 );
                 not_undone(&sink, &host, why, &mut total);
                 continue;
@@ -370,16 +367,15 @@ pub fn rollback(
         let _locks = if dry_run {
             None
         } else {
-            Some(lock_host(state, &reached, &host, run_id, &take)?)
+            Some(lock_host(stores, &reached, &host, run_id, &take)?)
         };
-        if !jpath.exists() {
+        if !has_journal {
             continue;
         }
         let save_dir = match reached.remote_backup_dir(run_id, &host) {
             Ok(Some(remote)) => remote,
-            _ => state
-                .journal_path(run_id, &host)
-                .with_file_name("backup")
+            _ => stores
+                .local_backup_dir(run_id, &host)?
                 .display()
                 .to_string(),
         };
@@ -389,17 +385,17 @@ pub fn rollback(
             force,
             save_dir,
         };
-        let r = rollback_host(reached.target.as_ref(), &jpath, &replay, &sink)?;
+        let r = rollback_host(reached.target.as_ref(), journals, &host, &replay, &sink)?;
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
     }
     if !dry_run {
         meta.outcome = if total.incomplete.is_empty() {
-            "rolled_back".into()
+            Outcome::RolledBack.into()
         } else {
-            "rollback_incomplete".into()
+            Outcome::RollbackIncomplete.into()
         };
-        state.write_meta(&meta)?;
+        stores.runs.write(&meta)?;
     }
     Ok(total)
 }

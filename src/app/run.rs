@@ -3,24 +3,23 @@
 //! a dry-run), journal every change, roll back on failure, report events.
 
 use super::*;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::app::{Actor, Config, Trigger};
-use crate::audit::AuditLog;
 use crate::cancel::CancelToken;
 use crate::engine::{self, HostContext, Limits, Mode};
 use crate::error::{Error, Result};
 use crate::event::{Event, Sink};
 use crate::fleet::{batches, run_pool, BatchSize, Policy};
-use crate::journal::Journal;
 use crate::lock::{Holder, Take};
 use crate::ops::Ctx;
+pub use crate::outcome::Outcome;
 use crate::reach::{HostSpec, Reached};
 use crate::recipe::Recipe;
-use crate::state::{new_run_id, RunLease, RunMeta, StateDir};
+use crate::state::{new_run_id, RunMeta};
+use crate::store::{RunLease, Stores};
 use crate::transport::overlay::Overlay;
 use crate::transport::Target;
 use crate::trust::RequireVetted;
@@ -68,42 +67,6 @@ impl RunRequest {
     }
 }
 
-/// How one host's part of a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Failed,
-    RolledBack,
-    RollbackIncomplete,
-    /// Not reached: connection, host key or authentication failed. Nothing ran.
-    Unreachable,
-    /// Another run holds the host's lock (here or on the host). Nothing ran.
-    Locked,
-    /// Never started: an earlier batch or the failure policy stopped the run.
-    Skipped,
-    /// The run was cancelled (a signal, the caller): stopped, then rolled back.
-    Cancelled,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::RolledBack => "rolled_back",
-            Outcome::RollbackIncomplete => "rollback_incomplete",
-            Outcome::Unreachable => "unreachable",
-            Outcome::Locked => "locked",
-            Outcome::Skipped => "skipped",
-            Outcome::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn is_failure(self) -> bool {
-        !matches!(self, Outcome::Ok | Outcome::Skipped)
-    }
-}
-
 #[derive(Clone)]
 pub struct HostResult {
     pub host: String,
@@ -116,7 +79,7 @@ pub struct HostResult {
     /// Kept open for `--atomic`, which may roll this host back after the others end.
     reached: Option<Arc<dyn Target>>,
     locks: Option<Arc<HostLocks>>,
-    journal: Option<PathBuf>,
+    journaled: bool,
 }
 
 impl HostResult {
@@ -131,7 +94,7 @@ impl HostResult {
             error,
             reached: None,
             locks: None,
-            journal: None,
+            journaled: false,
         }
     }
 }
@@ -209,13 +172,13 @@ pub struct Vetting {
 ///   an unvetted recipe as `require_vetted` and `req.unvetted` say. `tend exec` is an
 ///   explicit ad-hoc command: it runs unvetted, as it always has.
 pub fn vetting(
-    state: &StateDir,
+    stores: &Stores,
     config: &Config,
     actor: &Actor,
     recipe: &Recipe,
     req: &RunRequest,
 ) -> Result<Vetting> {
-    let trust = config.trust(state)?;
+    let trust = config.trust(&stores.state)?;
     let status = trust.status(recipe)?;
     let shown = recipe.path.display();
     let adhoc = recipe.hash == exec_recipe()?.hash;
@@ -255,7 +218,7 @@ pub fn vetting(
 /// Run `recipe` for `actor` as `req` asks, with the settings of `config`: refused
 /// before anything happens if vetting does not allow it (see [`vetting`]).
 pub fn run(
-    state: &StateDir,
+    stores: &Stores,
     config: &Config,
     actor: &Actor,
     recipe: &Recipe,
@@ -263,7 +226,7 @@ pub fn run(
     sink: Sink,
 ) -> Result<RunResult> {
     let started = Instant::now();
-    let vetting = vetting(state, config, actor, recipe, req)?;
+    let vetting = vetting(stores, config, actor, recipe, req)?;
     let decls = declared_params_within(recipe, &req.params, &req.limits, &req.cancel)?;
     // The run's budget starts now and holds for every host, batch and wait.
     let cancel = req.cancel.with_timeout(req.limits.timeout);
@@ -296,7 +259,7 @@ pub fn run(
     let run_id = if req.dry_run {
         new_run_id()
     } else {
-        state.reserve_run_id()?
+        stores.runs.reserve_run_id()?
     };
     let params = recorded_params(&decls, &req.params);
     let meta = RunMeta {
@@ -309,7 +272,7 @@ pub fn run(
         started: chrono::Utc::now().to_rfc3339(),
         ended: None,
         duration_ms: 0,
-        outcome: "running".into(),
+        outcome: crate::outcome::RunState::Running,
         changed: 0,
         dry_run: req.dry_run,
         hosts: names.clone(),
@@ -317,7 +280,7 @@ pub fn run(
         pid: std::process::id(),
         lease: None,
     };
-    let audit = Arc::new(AuditLog::new(state.root()));
+    let audit = stores.audit.clone();
     let halt: Option<engine::Halt> = (!req.dry_run).then(Default::default);
     let commits = Arc::new(GroupCommit::default());
     let sink = audited(
@@ -346,9 +309,9 @@ pub fn run(
     // Fail closed: a run the audit log cannot record does not start (and leaves no
     // run record behind).
     if let Some(why) = commits.failure().filter(|_| !req.dry_run) {
-        let _ = std::fs::remove_dir(state.run_dir(&run_id));
+        stores.runs.discard(&run_id);
         return Err(Error::Audit {
-            path: audit.path().to_path_buf(),
+            path: audit.describe().into(),
             message: format!("cannot record the run, so it was not started: {why}"),
         });
     }
@@ -356,11 +319,11 @@ pub fn run(
     let lease = if req.dry_run {
         None
     } else {
-        Some(RunLease::start(state, meta)?)
+        Some(RunLease::start(stores.runs.clone(), meta)?)
     };
 
     let one = HostRunner {
-        state,
+        stores,
         run_id: &run_id,
         recipe,
         req,
@@ -419,7 +382,7 @@ pub fn run(
     if req.atomic && !req.dry_run && hosts.iter().any(|h| h.outcome.is_failure()) {
         // All or nothing: the hosts that succeeded are rolled back too.
         for h in hosts.iter_mut().filter(|h| h.outcome == Outcome::Ok) {
-            let (Some(target), Some(jpath)) = (h.reached.clone(), h.journal.clone()) else {
+            let Some(target) = h.reached.clone().filter(|_| h.journaled) else {
                 continue;
             };
             let replay = Replay {
@@ -428,13 +391,19 @@ pub fn run(
             };
             // One host's failure to roll back must not stop the others' rollback, nor
             // the end of the run (its run_end event and final record).
-            let report =
-                rollback_host(target.as_ref(), &jpath, &replay, &sink).unwrap_or_else(|e| {
-                    let mut r = RollbackReport::default();
-                    let why = format!("its journal could not be replayed: {e}");
-                    not_undone(&sink, &h.host, why, &mut r);
-                    r
-                });
+            let report = rollback_host(
+                target.as_ref(),
+                stores.journals.as_ref(),
+                &h.host,
+                &replay,
+                &sink,
+            )
+            .unwrap_or_else(|e| {
+                let mut r = RollbackReport::default();
+                let why = format!("its journal could not be replayed: {e}");
+                not_undone(&sink, &h.host, why, &mut r);
+                r
+            });
             h.outcome = if report.incomplete.is_empty() {
                 Outcome::RolledBack
             } else {
@@ -463,7 +432,7 @@ pub fn run(
     });
     if let Some(lease) = lease {
         lease.finish(|meta| {
-            meta.outcome = outcome.as_str().into();
+            meta.outcome = outcome.into();
             meta.changed = changed;
             meta.ended = Some(chrono::Utc::now().to_rfc3339());
             meta.duration_ms = duration_ms;
@@ -485,20 +454,20 @@ pub fn run(
 
 /// A host's locks, here and on the host, released when dropped.
 pub(crate) struct HostLocks {
-    _here: crate::lock::MachineLock,
+    _here: Box<dyn Send + Sync>,
     _there: Option<crate::lock::TargetLock>,
 }
 
 /// Take the lock of host `name` on this machine, then on the host itself.
 pub(crate) fn lock_host(
-    state: &StateDir,
+    stores: &Stores,
     reached: &Reached,
     name: &str,
     run_id: &str,
     take: &Take,
 ) -> Result<HostLocks> {
-    let me = Holder::me(run_id, name, state.root());
-    let here = crate::lock::lock_here(state.lock_dir(), name, &me, take)?;
+    let me = Holder::me(run_id, name, stores.state.root());
+    let here = stores.locks.lock(name, &me, take)?;
     let there = match reached.lock_dir() {
         Some(dir) => Some(crate::lock::acquire(&reached.target, dir, &me, take)?),
         None => None,
@@ -523,7 +492,7 @@ pub(crate) fn host_end(sink: &Sink, r: &HostResult) {
 
 /// What every host of a run shares.
 pub(crate) struct HostRunner<'a> {
-    state: &'a StateDir,
+    stores: &'a Stores,
     run_id: &'a str,
     recipe: &'a Recipe,
     req: &'a RunRequest,
@@ -586,7 +555,7 @@ impl HostRunner<'_> {
                 cancel: Some(self.cancel.clone()),
             };
             Some(Arc::new(lock_host(
-                self.state,
+                self.stores,
                 reached,
                 name,
                 self.run_id,
@@ -600,28 +569,30 @@ impl HostRunner<'_> {
             reached.remote_backup_dir(self.run_id, name)?
         };
         let mut backup_dir = None;
-        let (ctx, journal_path) = if req.dry_run {
-            (Ctx::plan(Arc::new(Overlay::new(target.clone()))), None)
+        let journals = self.stores.journals.as_ref();
+        let (ctx, journaling) = if req.dry_run {
+            (Ctx::plan(Arc::new(Overlay::new(target.clone()))), false)
         } else {
-            let dir = self.state.host_dir(self.run_id, name)?;
-            let jpath = self.state.journal_path(self.run_id, name);
-            let journal = Journal::open(&jpath)
-                .map_err(|e| Error::io(format!("cannot open journal {}", jpath.display()), e))?;
+            let journal = journals.open(self.run_id, name)?;
 
             // Old contents stay on the machine they came from: rollback needs no transfer.
             let backup = match remote_backup {
                 Some(remote) => remote,
-                None => dir.join("backup").display().to_string(),
+                None => self
+                    .stores
+                    .local_backup_dir(self.run_id, name)?
+                    .display()
+                    .to_string(),
             };
             let scope = self.recipe.scope_set();
             journal
                 .header(&backup, scope.as_ref().map(|s| s.patterns()))
-                .map_err(|e| Error::io(format!("cannot write journal {}", jpath.display()), e))?;
+                .map_err(|e| {
+                    let at = journals.describe(self.run_id, name);
+                    Error::io(format!("cannot write journal {at}"), e)
+                })?;
             backup_dir = Some(backup.clone());
-            (
-                Ctx::apply(target.clone(), Arc::new(journal), backup),
-                Some(jpath),
-            )
+            (Ctx::apply(target.clone(), journal, backup), true)
         };
         let mut hctx = HostContext::new(
             ctx.with_cancel(self.cancel.clone()),
@@ -647,7 +618,7 @@ impl HostRunner<'_> {
             .ctx
             .current_step()
             .saturating_sub(r.changed + r.unknown);
-        r.journal = journal_path.clone();
+        r.journaled = journaling;
         if let Err(e) = result {
             let message = hctx.redact(&engine::describe(
                 &e,
@@ -662,25 +633,28 @@ impl HostRunner<'_> {
             r.unchanged = r.unchanged.saturating_sub(1);
             r.error = Some(message);
             // Nothing journaled means nothing changed: a plain failure, not a rollback.
-            let journaled = journal_path
-                .as_deref()
-                .is_some_and(|j| Journal::read(j).is_ok_and(|c| !c.entries.is_empty()));
-            r.outcome = match (&journal_path, req.no_rollback || !journaled) {
-                (Some(jpath), false) => {
+            let journaled = journaling
+                && journals
+                    .read(self.run_id, name)
+                    .is_ok_and(|c| !c.entries.is_empty());
+            r.outcome = if journaled && !req.no_rollback {
+                {
                     let replay = Replay {
                         run_id: self.run_id.to_string(),
                         dry_run: false,
                         force: false,
                         save_dir: backup_dir.clone().unwrap_or_default(),
                     };
-                    let report = rollback_host(target.as_ref(), jpath, &replay, self.sink)?;
+                    let report =
+                        rollback_host(target.as_ref(), journals, name, &replay, self.sink)?;
                     if report.incomplete.is_empty() {
                         Outcome::RolledBack
                     } else {
                         Outcome::RollbackIncomplete
                     }
                 }
-                _ => Outcome::Failed,
+            } else {
+                Outcome::Failed
             };
             if self.cancel.is_cancelled() {
                 r.outcome = Outcome::Cancelled;

@@ -1,10 +1,9 @@
 //! `tend unlock HOST`: release a dead run's host lock (never a live one), audited.
 
 use crate::app::Actor;
-use crate::audit::AuditLog;
 use crate::error::Result;
 use crate::reach::HostSpec;
-use crate::state::StateDir;
+use crate::store::Stores;
 
 /// A lock `tend unlock` found: where, who held it, and whether it was released.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -21,14 +20,14 @@ pub struct Unlocked {
 /// whose life cannot be checked from here. A live run's lock is never released.
 /// Every release is audited: the dead run's changes stay as they were.
 pub fn unlock(
-    state: &StateDir,
+    stores: &Stores,
     actor: &Actor,
     spec: &HostSpec,
     force: bool,
 ) -> Result<Vec<Unlocked>> {
     let name = spec.name.as_str();
     let mut found = Vec::new();
-    if let Some((holder, alive)) = crate::lock::holder_here(state.lock_dir(), name, true)? {
+    if let Some((holder, alive)) = stores.locks.holder(name, true)? {
         found.push(Unlocked {
             host: name.to_string(),
             lock: "this machine".into(),
@@ -52,7 +51,7 @@ pub fn unlock(
         }
     }
     let user = actor.user.clone();
-    let audit = AuditLog::new(state.root());
+    let audit = &stores.audit;
     for u in found.iter().filter(|u| u.released) {
         audit.append(serde_json::json!({
             "event": "unlock",

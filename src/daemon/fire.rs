@@ -12,7 +12,6 @@ use serde_json::json;
 use super::record::{Records, RUNNING};
 use crate::app::{self, RunRequest};
 use crate::app::{Actor, Config};
-use crate::audit::AuditLog;
 use crate::cancel::CancelToken;
 use crate::engine::Limits;
 use crate::error::Error;
@@ -53,6 +52,8 @@ impl Reason {
 /// What fires need that does not change from one fire to the next.
 pub struct Ctx {
     pub state: StateDir,
+    /// Where runs, journals, the audit log and host locks are kept.
+    pub stores: crate::store::Stores,
     /// The daemon's own identity; each fire adds its entry's name.
     pub actor: Actor,
     pub records: Arc<Records>,
@@ -70,7 +71,7 @@ pub fn audit(ctx: &Ctx, event: &str, name: &str, mut fields: serde_json::Value) 
         obj.entry("user")
             .or_insert_with(|| ctx.actor.user.clone().into());
     }
-    if let Err(e) = AuditLog::new(ctx.state.root()).append(fields) {
+    if let Err(e) = ctx.stores.audit.append(fields) {
         tracing::error!(schedule = name, "audit log: {e}");
     }
 }
@@ -256,5 +257,5 @@ fn start(
             })
         }
     });
-    app::run(&ctx.state, config, &actor, &recipe, &req, sink)
+    app::run(&ctx.stores, config, &actor, &recipe, &req, sink)
 }

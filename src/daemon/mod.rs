@@ -62,6 +62,7 @@ pub fn run(
     let listener = control::bind(&sock)?;
     let ctx = Arc::new(Ctx {
         records: Arc::new(Records::new(&state)),
+        stores: crate::store::Stores::embedded(&state),
         state,
         actor,
         stale_sent: Default::default(),
@@ -122,6 +123,7 @@ pub fn run_here(state: StateDir, config: &Config, actor: Actor, name: &str) -> R
     let entry = find(config, name)?;
     let ctx = Ctx {
         records: Arc::new(Records::new(&state)),
+        stores: crate::store::Stores::embedded(&state),
         state,
         actor,
         stale_sent: Default::default(),
@@ -148,6 +150,7 @@ pub fn set_paused_here(
     let user = actor.user.clone();
     let ctx = Ctx {
         records: Arc::new(Records::new(&state)),
+        stores: crate::store::Stores::embedded(&state),
         state,
         actor,
         stale_sent: Default::default(),

@@ -21,7 +21,7 @@ pub fn interrupted_runs(ctx: &Ctx) {
     for meta in runs {
         // `running` with a dead lease, or `interrupted` as its guard wrote it on the way
         // out: either way nothing has undone its changes yet.
-        if meta.dry_run || meta.effective_outcome() != "interrupted" {
+        if meta.dry_run || meta.effective_outcome() != crate::outcome::RunState::Interrupted {
             continue;
         }
         let id = meta.run_id.clone();
@@ -30,7 +30,7 @@ pub fn interrupted_runs(ctx: &Ctx) {
             ..RollbackRequest::default()
         };
         let sink: crate::event::Sink = std::sync::Arc::new(|_| {});
-        let outcome = match app::rollback(&ctx.state, &ctx.actor, &req, sink) {
+        let outcome = match app::rollback(&ctx.stores, &ctx.actor, &req, sink) {
             Ok(r) if r.incomplete.is_empty() => {
                 tracing::info!(run_id = %id, reverted = r.reverted, "interrupted run rolled back");
                 "rolled_back".to_string()

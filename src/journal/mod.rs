@@ -21,6 +21,53 @@ pub mod undo;
 
 use undo::{Fingerprint, Undo};
 
+/// Where a run writes its undo records: appended, durably where it says so, before
+/// each change. [`Journal`] is the file; a store may keep them elsewhere.
+pub trait JournalWrite: Send + Sync {
+    /// Record where backups go and the recipe's write scope (before any change).
+    fn header(&self, backups: &str, scope: Option<&[String]>) -> std::io::Result<()>;
+    /// Append an undo record durably; returns its sequence number.
+    fn append(
+        &self,
+        step: u64,
+        op: &str,
+        undo: &Undo,
+        become_: bool,
+        dirs: &[String],
+    ) -> std::io::Result<u64>;
+    /// What record `seq`'s change left.
+    fn record_left(&self, seq: u64, state: Option<&Fingerprint>) -> std::io::Result<()>;
+    /// The last appended change completed.
+    fn mark_done(&self) -> std::io::Result<()>;
+    /// Record `seq` was reverted by a rollback.
+    fn mark_undone(&self, seq: u64) -> std::io::Result<()>;
+}
+
+impl JournalWrite for Journal {
+    fn header(&self, backups: &str, scope: Option<&[String]>) -> std::io::Result<()> {
+        Journal::header(self, backups, scope)
+    }
+    fn append(
+        &self,
+        step: u64,
+        op: &str,
+        undo: &Undo,
+        become_: bool,
+        dirs: &[String],
+    ) -> std::io::Result<u64> {
+        Journal::append(self, step, op, undo, become_, dirs)
+    }
+    fn record_left(&self, seq: u64, state: Option<&Fingerprint>) -> std::io::Result<()> {
+        Journal::record_left(self, seq, state)
+    }
+    fn mark_done(&self) -> std::io::Result<()> {
+        Journal::mark_done(self)
+    }
+    fn mark_undone(&self, seq: u64) -> std::io::Result<()> {
+        Journal::mark_undone(self, seq)
+    }
+}
+
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,

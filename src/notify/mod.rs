@@ -78,7 +78,7 @@ impl NotifyEvent {
         NotifyEvent {
             run_id: Some(run.run_id.clone()),
             schedule: schedule.to_string(),
-            outcome: run.effective_outcome(),
+            outcome: run.effective_outcome().to_string(),
             hosts: run.hosts.clone(),
             reason,
             started: DateTime::parse_from_rfc3339(&run.started)

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::cancel::CancelToken;
 use crate::journal::undo::{self, Fingerprint, Undo};
-use crate::journal::Journal;
+use crate::journal::JournalWrite;
 use crate::transport::{Meta, Target, TargetError};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +102,7 @@ pub struct Ctx {
 struct Shared {
     /// The target as logged in (not through sudo): backups go to its own directory.
     login: Arc<dyn Target>,
-    journal: Option<Arc<Journal>>,
+    journal: Option<Arc<dyn JournalWrite>>,
     /// Where old contents are saved, on the target itself so rollback needs no transfer.
     backup_dir: String,
     backup_dir_ready: AtomicBool,
@@ -131,7 +131,11 @@ struct Pending {
 }
 
 impl Ctx {
-    fn new(target: Arc<dyn Target>, journal: Option<Arc<Journal>>, backup_dir: String) -> Self {
+    fn new(
+        target: Arc<dyn Target>,
+        journal: Option<Arc<dyn JournalWrite>>,
+        backup_dir: String,
+    ) -> Self {
         Ctx {
             shared: Arc::new(Shared {
                 login: target.clone(),
@@ -162,7 +166,11 @@ impl Ctx {
     }
 
     /// A real run: changes are journaled before they are made.
-    pub fn apply(target: Arc<dyn Target>, journal: Arc<Journal>, backup_dir: String) -> Self {
+    pub fn apply(
+        target: Arc<dyn Target>,
+        journal: Arc<dyn JournalWrite>,
+        backup_dir: String,
+    ) -> Self {
         Ctx::new(target, Some(journal), backup_dir)
     }
 

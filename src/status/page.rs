@@ -142,7 +142,7 @@ pub fn index(o: &Overview) -> String {
                 run_link(&r.run_id, &r.run_id),
                 esc(&r.recipe),
                 esc(&r.hosts.join(", ")),
-                badge(&r.effective_outcome()),
+                badge(r.effective_outcome().as_str()),
                 secs(r.duration_ms),
             );
         }
@@ -342,7 +342,7 @@ pub fn run(id: &str, meta: Option<&RunMeta>, events: &[Value]) -> Option<String>
         let mut row = |name: &str, html: String| {
             let _ = write!(b, "<dt>{name}</dt><dd>{html}</dd>");
         };
-        row("Outcome", badge(&m.effective_outcome()));
+        row("Outcome", badge(m.effective_outcome().as_str()));
         row("Recipe", esc(&format!("{} ({})", m.recipe, m.recipe_path)));
         row("Hosts", esc(&m.hosts.join(", ")));
         row("By", esc(&m.user));
