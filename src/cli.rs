@@ -23,6 +23,7 @@ use crate::recipe::Recipe;
 use crate::report::{escape, table, Human, Output};
 use crate::state::{self, StateDir};
 use crate::store::Stores;
+use crate::transport::Fault;
 use crate::trust::{self, Sign, Trust, VetRequest};
 
 const EXIT_CODES: &str = "\
@@ -454,7 +455,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
                 let first = e.to_string();
                 let first = first.lines().next().unwrap_or_default();
                 let message = first.strip_prefix("error: ").unwrap_or(first);
-                json_error("usage", message, exit::USAGE);
+                json_error("usage", message, exit::USAGE, None);
             }
             return exit::USAGE;
         }
@@ -480,7 +481,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
         Err(e) => {
             human.error(&e.to_string());
             if cli.json() {
-                json_error(e.kind(), &e.to_string(), e.exit_code());
+                json_error(e.kind(), &e.to_string(), e.exit_code(), e.fault());
             }
             e.exit_code()
         }
@@ -489,11 +490,12 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
 
 /// With `--json`, an error that ends the command is one line on stdout too, so that a
 /// script reading JSON never gets nothing.
-fn json_error(kind: &str, message: &str, exit_code: i32) {
-    outln!(
-        "{}",
-        serde_json::json!({"event": "error", "kind": kind, "message": message, "exit_code": exit_code})
-    );
+fn json_error(kind: &str, message: &str, exit_code: i32, fault: Option<Fault>) {
+    let mut line = serde_json::json!({"event": "error", "kind": kind, "message": message, "exit_code": exit_code});
+    if let Some(fault) = fault {
+        line["fault"] = fault.as_str().into();
+    }
+    outln!("{line}");
 }
 
 impl Cli {

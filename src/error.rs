@@ -115,6 +115,14 @@ impl Error {
         }
     }
 
+    /// What kind of failure a target reported, for `--json` (`"fault": "auth"`).
+    pub fn fault(&self) -> Option<crate::transport::Fault> {
+        match self {
+            Error::Target(e) => Some(e.fault()),
+            _ => None,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Param(_) => exit::USAGE,

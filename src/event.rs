@@ -61,6 +61,10 @@ pub enum Event {
         duration_ms: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// What kind of failure `error` is, when the host itself failed (not reached:
+        /// `connection`, `host_key`, `auth`; refused by the file system or sudo).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fault: Option<crate::transport::Fault>,
     },
     RunEnd {
         run_id: String,

@@ -151,6 +151,8 @@ fn unknown_host_key_is_refused_then_accepted_and_remembered() {
     let refused = f.tend(&["run", &r, "--json"], "h1");
     refused.assert_code(1);
     assert_eq!(host_outcomes(&refused)["h1"], "unreachable");
+    let end = refused.event("host_end");
+    assert_eq!(end["fault"], "host_key", "{end}");
     let fp = f.hosts[0].host_fingerprint();
     assert!(
         refused.stdout.contains(&fp),
@@ -201,6 +203,10 @@ fn refused_login_and_unreachable_host_are_reported_as_such() {
             .to_string()
     };
     assert!(err("h1").contains("authentication"), "{}", err("h1"));
+    // The kind of failure is a field, so scripts need not read the message.
+    let fault = |h: &str| ends.iter().find(|e| e["host"] == h).unwrap()["fault"].clone();
+    assert_eq!(fault("h1"), "auth");
+    assert_eq!(fault("h2"), "connection");
     assert!(
         err("h2").contains("cannot connect") || err("h2").contains("refused"),
         "{}",

@@ -76,6 +76,8 @@ pub struct HostResult {
     pub unchanged: u64,
     pub duration_ms: u64,
     pub error: Option<String>,
+    /// The kind of failure behind `error`, when a target said what it was.
+    pub fault: Option<crate::transport::Fault>,
     /// Kept open for `--atomic`, which may roll this host back after the others end.
     reached: Option<Arc<dyn Target>>,
     locks: Option<Arc<HostLocks>>,
@@ -92,6 +94,7 @@ impl HostResult {
             unchanged: 0,
             duration_ms: 0,
             error,
+            fault: None,
             reached: None,
             locks: None,
             journaled: false,
@@ -487,6 +490,7 @@ pub(crate) fn host_end(sink: &Sink, r: &HostResult) {
         unchanged: r.unchanged,
         duration_ms: r.duration_ms,
         error: r.error.clone(),
+        fault: r.fault,
     });
 }
 
@@ -522,10 +526,9 @@ impl HostRunner<'_> {
         let reached = match spec.connect() {
             Ok(r) => r,
             Err(e) => {
-                return self.end(
-                    HostResult::new(name, Outcome::Unreachable, Some(e.to_string())),
-                    started,
-                )
+                let mut r = HostResult::new(name, Outcome::Unreachable, Some(e.to_string()));
+                r.fault = Some(e.fault());
+                return self.end(r, started);
             }
         };
         match self.run_reached(spec, &reached) {

@@ -91,6 +91,59 @@ pub struct ExecOutput {
     pub timed_out: bool,
 }
 
+/// What kind of failure a [`TargetError`] is, so that callers decide on a kind, never
+/// on message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    NotFound,
+    /// The file system, or sudo, said no.
+    PermissionDenied,
+    AlreadyExists,
+    /// A file where a directory was expected, or the other way round.
+    WrongType,
+    NoSpace,
+    /// The host could not be reached, or the connection to it was lost.
+    Connection,
+    /// The host's key is unknown, changed or revoked.
+    HostKey,
+    /// The login was refused.
+    Auth,
+    Other,
+}
+
+impl Fault {
+    /// The kind of a path error from its message, which the targets phrase from a
+    /// fixed vocabulary (`describe_io`, the shell scripts' `clean_stderr`, SFTP status
+    /// codes): one mapping in one place, not a guess at arbitrary text.
+    fn of_path_message(message: &str) -> Fault {
+        match message {
+            "no such file or directory" => Fault::NotFound,
+            "permission denied" | "operation not permitted" => Fault::PermissionDenied,
+            "already exists" => Fault::AlreadyExists,
+            "is a directory" | "not a directory" | "not a regular file" | "directory not empty" => {
+                Fault::WrongType
+            }
+            m if m.starts_with("no space left") || m.contains("disk full") => Fault::NoSpace,
+            _ => Fault::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::NotFound => "not_found",
+            Fault::PermissionDenied => "permission_denied",
+            Fault::AlreadyExists => "already_exists",
+            Fault::WrongType => "wrong_type",
+            Fault::NoSpace => "no_space",
+            Fault::Connection => "connection",
+            Fault::HostKey => "host_key",
+            Fault::Auth => "auth",
+            Fault::Other => "other",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("{host}: {path}: {message}")]
@@ -98,24 +151,51 @@ pub enum TargetError {
         host: String,
         path: String,
         message: String,
+        fault: Fault,
     },
     #[error("{host}: {message}")]
-    Host { host: String, message: String },
+    Host {
+        host: String,
+        message: String,
+        fault: Fault,
+    },
 }
 
 impl TargetError {
     pub fn path(host: &str, path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
         TargetError::Path {
             host: host.to_string(),
             path: path.to_string(),
-            message: message.into(),
+            fault: Fault::of_path_message(&message),
+            message,
         }
     }
 
     pub fn host(host: &str, message: impl Into<String>) -> Self {
+        Self::host_fault(host, Fault::Other, message)
+    }
+
+    /// A failure of the host as a whole, of a known kind.
+    pub fn host_fault(host: &str, fault: Fault, message: impl Into<String>) -> Self {
         TargetError::Host {
             host: host.to_string(),
             message: message.into(),
+            fault,
+        }
+    }
+
+    /// The same error, said to be of kind `fault`.
+    pub fn with_fault(mut self, kind: Fault) -> Self {
+        match &mut self {
+            TargetError::Path { fault, .. } | TargetError::Host { fault, .. } => *fault = kind,
+        }
+        self
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            TargetError::Path { fault, .. } | TargetError::Host { fault, .. } => *fault,
         }
     }
 
@@ -304,5 +384,26 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("a b"), "'a b'");
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn path_errors_carry_the_kind_their_words_mean() {
+        let io = |k: std::io::ErrorKind| {
+            TargetError::path("h", "/x", describe_io(&std::io::Error::from(k))).fault()
+        };
+        assert_eq!(io(std::io::ErrorKind::NotFound), Fault::NotFound);
+        assert_eq!(
+            io(std::io::ErrorKind::PermissionDenied),
+            Fault::PermissionDenied
+        );
+        assert_eq!(io(std::io::ErrorKind::AlreadyExists), Fault::AlreadyExists);
+        assert_eq!(TargetError::path("h", "/x", "failed").fault(), Fault::Other);
+        let e = TargetError::host("h", "x").with_fault(Fault::Auth);
+        assert_eq!((e.fault(), e.to_string().as_str()), (Fault::Auth, "h: x"));
     }
 }

@@ -1,7 +1,7 @@
 //! The scripts [`ShellFs`](super::ShellFs) runs, and how their answers are read:
 //! `stat` output, tool error lines, sudo's refusals.
 
-use crate::transport::{Kind, TargetError};
+use crate::transport::{Fault, Kind, TargetError};
 
 /// The stat(1) format of `ShellFs::stat`: raw mode in hex, size, uid, gid, mtime.
 pub(super) const STAT_FORMAT: &str = "%f|%s|%u|%g|%Y";
@@ -142,11 +142,12 @@ pub(crate) fn sudo_refusal(
             )
         }
         Some(127) if first.contains("sudo") && first.contains("not found") => {
-            format!("sudo is not installed on {host}; --become needs it")
+            let msg = format!("sudo is not installed on {host}; --become needs it");
+            return Some(TargetError::host(host, msg));
         }
         _ => return None,
     };
-    Some(TargetError::host(host, msg))
+    Some(TargetError::host_fault(host, Fault::PermissionDenied, msg))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use ssh2::{ErrorCode, Session, Sftp};
 use super::session::{fmt_duration, is_transport, Link, IO_TIMEOUT};
 use super::{exec, posix_rename, shell, SshTarget};
 use crate::transport::posix::{Exec, ScriptOutput, ShellFs};
-use crate::transport::{Meta, TResult, TargetError};
+use crate::transport::{Fault, Meta, TResult, TargetError};
 
 pub(super) struct Conn {
     // Declared before `link`: dropped before the session they run on.
@@ -151,8 +151,9 @@ impl SshTarget {
     pub(super) fn lock(&self) -> TResult<MutexGuard<'_, Conn>> {
         let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(why) = &c.broken {
-            return Err(TargetError::host(
+            return Err(TargetError::host_fault(
                 self.name(),
+                Fault::Connection,
                 format!("the SSH connection was lost earlier ({why}); nothing more can run on it"),
             ));
         }
@@ -196,7 +197,11 @@ impl SshTarget {
                 _ => e.message().to_string(),
             };
             c.broken = Some(why.clone());
-            TargetError::host(self.name(), format!("SSH connection lost: {why}"))
+            TargetError::host_fault(
+                self.name(),
+                Fault::Connection,
+                format!("SSH connection lost: {why}"),
+            )
         } else {
             TargetError::host(self.name(), format!("SSH error: {}", e.message()))
         }

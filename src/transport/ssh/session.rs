@@ -15,7 +15,7 @@ use ssh2::{ErrorCode, Session};
 
 use super::{auth, exec, hostkey, tunnel};
 use crate::secret::Secret;
-use crate::transport::TargetError;
+use crate::transport::{Fault, TargetError};
 
 /// What to do with a host key that known_hosts does not have. A key that differs from
 /// the recorded one is refused whatever the policy.
@@ -186,7 +186,7 @@ fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, 
 }
 
 fn tcp_connect(opts: &SshOptions) -> Result<TcpStream, TargetError> {
-    let fail = |m: String| TargetError::host(&opts.name, m);
+    let fail = |m: String| TargetError::host_fault(&opts.name, Fault::Connection, m);
     let addrs = resolve(&opts.address, opts.port, opts.connect_timeout).map_err(|why| {
         fail(format!(
             "cannot connect to {}: cannot resolve host name {}: {why}",
@@ -252,11 +252,11 @@ fn handshake_error(opts: &SshOptions, sess: &Session, e: ssh2::Error) -> TargetE
         ),
         _ => format!("SSH handshake with {place} failed{banner}: {}", e.message()),
     };
-    TargetError::host(&opts.name, msg)
+    TargetError::host_fault(&opts.name, Fault::Connection, msg)
 }
 
 fn verify_host_key(sess: &Session, opts: &SshOptions) -> Result<(), TargetError> {
-    let fail = |m: String| TargetError::host(&opts.name, m);
+    let fail = |m: String| TargetError::host_fault(&opts.name, Fault::HostKey, m);
     let key = hostkey::ServerKey::from_session(sess)
         .ok_or_else(|| fail("the SSH server sent no host key".into()))?;
     let name = hostkey::known_hosts_name(&opts.address, opts.port);
@@ -332,7 +332,7 @@ fn verify_host_key(sess: &Session, opts: &SshOptions) -> Result<(), TargetError>
 
 /// TCP (or jump host tunnel), handshake, host key, authentication.
 pub(crate) fn establish(opts: &SshOptions) -> Result<Link, TargetError> {
-    let fail = |m: String| TargetError::host(&opts.name, m);
+    let fail = |m: String| TargetError::host_fault(&opts.name, Fault::Connection, m);
     let mut session =
         Session::new().map_err(|e| fail(format!("cannot start an SSH session: {e}")))?;
     let (fd, tunnel) = match &opts.proxy_jump {
@@ -342,6 +342,7 @@ pub(crate) fn establish(opts: &SshOptions) -> Result<Link, TargetError> {
                     "cannot reach {} through jump host {}: {e}",
                     opts.name, jump.name
                 ))
+                .with_fault(e.fault())
             })?;
             let (stream, tunnel) = tunnel::open(
                 jump_link,
@@ -373,7 +374,8 @@ pub(crate) fn establish(opts: &SshOptions) -> Result<Link, TargetError> {
         .handshake()
         .map_err(|e| handshake_error(opts, &session, e))?;
     verify_host_key(&session, opts)?;
-    auth::authenticate(&session, opts).map_err(fail)?;
+    auth::authenticate(&session, opts)
+        .map_err(|m| TargetError::host_fault(&opts.name, Fault::Auth, m))?;
     exec::quick_ack(fd);
     session.set_timeout(timeout_ms(IO_TIMEOUT));
     session.set_keepalive(false, opts.keepalive.as_secs().min(u32::MAX as u64) as u32);
