@@ -19,8 +19,10 @@ use crate::event::{Event, Sink};
 use crate::fleet::{parse_serial, Policy, DEFAULT_FORKS};
 use crate::interrupt::Interrupts;
 use crate::reach::{ConnectFlags, HostSpec};
+use crate::recipe::params::ParamType;
 use crate::recipe::Recipe;
 use crate::report::{escape, table, Human, Output};
+use crate::secret::Secret;
 use crate::state::{self, StateDir};
 use crate::store::Stores;
 use crate::transport::Fault;
@@ -832,6 +834,35 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
     }
 }
 
+/// The secret parameters `recipe` declares and `given` leaves out, asked for on the
+/// terminal (no echo) when standard input is one; the run itself never prompts.
+fn ask_secrets(
+    recipe: &Recipe,
+    given: &[(String, String)],
+) -> Result<std::collections::BTreeMap<String, Secret>> {
+    use std::io::IsTerminal;
+    let mut asked = std::collections::BTreeMap::new();
+    if !std::io::stdin().is_terminal() {
+        return Ok(asked);
+    }
+    let decls = app::declared_params(recipe, given)?;
+    let missing = decls
+        .iter()
+        .filter(|d| d.ty == ParamType::Secret && !given.iter().any(|(k, _)| *k == d.name));
+    for d in missing {
+        let prompt = format!("tend: secret parameter `{}`: ", d.name);
+        let value = crate::secret::tty::read_hidden(&prompt).map_err(|e| {
+            Error::Param(format!(
+                "secret parameter `{}`: cannot read it from the terminal: {e}",
+                d.name
+            ))
+        })?;
+        let secret = Secret::entered(&d.name, value).map_err(Error::Param)?;
+        asked.insert(d.name.clone(), secret);
+    }
+    Ok(asked)
+}
+
 fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
     let state = state_dir(cli)?;
     let config = config(cli)?;
@@ -844,8 +875,10 @@ fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
     let interrupts = Interrupts::install(cancel.clone())
         .map_err(|e| Error::io("cannot set up signal handling", e))?;
     let sink = interrupts.sink(sink);
+    let secrets = ask_secrets(&recipe, &args.params)?;
     let req = RunRequest {
         params: args.params.clone(),
+        secrets,
         dry_run: args.dry_run,
         no_rollback: args.no_rollback,
         limits: Limits {
@@ -1105,6 +1138,7 @@ fn exec(
     }
     let req = RunRequest {
         params,
+        secrets: Default::default(),
         dry_run: false,
         no_rollback: true,
         limits: Limits::default(),

@@ -3,23 +3,17 @@
 //! accept a secret get at the value, and they hand it to the target through stdin or
 //! the environment, never argv.
 //!
-//! Where a secret comes from: `-p name=env:VAR`, `-p name=file:/path`, or, when it is
-//! not given and tend's standard input is a terminal, a prompt on that terminal (no
-//! echo). A value typed into the command line itself is refused: it would be visible
+//! Where a secret comes from: `-p name=env:VAR`, `-p name=file:/path`, or the caller
+//! (the CLI asks on the terminal, with no echo, for one that was not given when its
+//! standard input is a terminal; nothing below the CLI reads a terminal). A value typed into the command line itself is refused: it would be visible
 //! in `ps`, `/proc/*/cmdline` and the shell's history.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Mutex;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 pub const REDACTED: &str = "***";
-
-/// Values read at a prompt in this process, by parameter name, so a run asks once even
-/// though parameters are checked before the run and again by each host's engine.
-static PROMPTED: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
 impl Secret {
     pub fn new(value: String) -> Self {
@@ -49,40 +43,13 @@ impl Secret {
         ))
     }
 
-    /// A secret that was not given: asked for on the controlling terminal, without
-    /// echo, when standard input is a terminal (once per process and parameter).
-    /// `None` when there is no terminal to ask on: the caller reports it missing.
-    pub fn prompt(param: &str) -> Result<Option<Secret>, String> {
-        if let Some(v) = PROMPTED.lock().expect("lock").get(param) {
-            return Ok(Some(Secret(v.clone())));
-        }
-        use std::io::IsTerminal;
-        if !std::io::stdin().is_terminal() {
-            return Ok(None);
-        }
-        let value =
-            tty::read_hidden(&format!("tend: secret parameter `{param}`: ")).map_err(|e| {
-                format!("secret parameter `{param}`: cannot read it from the terminal: {e}")
-            })?;
+    /// A value the caller read itself (typed at a prompt), as the secret `param`,
+    /// if it is long enough.
+    pub fn entered(param: &str, value: String) -> Result<Secret, String> {
         if value.is_empty() {
             return Err(format!("secret parameter `{param}`: nothing was entered"));
         }
-        let value = checked(param, "what was entered", value)?.0;
-        PROMPTED
-            .lock()
-            .expect("lock")
-            .insert(param.to_string(), value.clone());
-        Ok(Some(Secret(value)))
-    }
-
-    /// A secret read at a prompt earlier in this process, if any.
-    pub fn prompted(param: &str) -> Option<Secret> {
-        PROMPTED
-            .lock()
-            .expect("lock")
-            .get(param)
-            .cloned()
-            .map(Secret)
+        checked(param, "what was entered", value)
     }
 
     /// The value itself: only for handing to a target through stdin or environment.
@@ -147,7 +114,7 @@ pub fn scrub(text: &str, values: &[String]) -> String {
     out
 }
 
-mod tty {
+pub mod tty {
     use std::fs::OpenOptions;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::io::AsRawFd;

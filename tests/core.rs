@@ -293,3 +293,50 @@ fn unknown_tables_and_keys_in_tend_toml_are_errors_naming_file_line_and_key() {
     r.assert_code(0);
     assert!(r.stdout.contains("\"tier\":\"front\""), "{}", r.stdout);
 }
+
+#[test]
+fn a_library_caller_supplies_secrets_and_the_run_never_prompts() {
+    let w = World::new();
+    let recipe = w.recipe_in_root(
+        "token.rhai",
+        "//! Store a token.\nlet p = params(#{ token: secret() });\nfs::file(`ROOT/token`, #{ content: p.token, mode: 0o600 });\n",
+    );
+    let state = StateDir::open(&w.state())
+        .unwrap()
+        .with_lock_dir(&w.locks())
+        .unwrap();
+    let config = config(&w, "");
+    let person = Actor::new("bob", Auth::Other { how: "test".into() }, Trigger::Api);
+    // Not given and not supplied: a parameter error, not a read from a terminal.
+    let missing = run(&state, &config, &person, &recipe, &RunRequest::local(vec![], false));
+    match missing {
+        Err(e @ Error::Param(_)) => assert!(e.to_string().contains("token"), "{e}"),
+        Err(e) => panic!("expected a parameter error, got {e}"),
+        Ok(_) => panic!("ran without its secret"),
+    }
+    let mut req = RunRequest::local(vec![], false);
+    req.secrets.insert(
+        "token".into(),
+        tend::secret::Secret::entered("token", "s3cr3t-value".into()).unwrap(),
+    );
+    let (sink, events) = recording();
+    let r = app::run(
+        &Stores::embedded(&state),
+        &config,
+        &person,
+        &Recipe::load(&recipe).unwrap(),
+        &req,
+        sink,
+    )
+    .unwrap();
+    assert_eq!(r.outcome, app::Outcome::Ok, "{:?}", r.error());
+    assert_eq!(
+        std::fs::read_to_string(w.root().join("token")).unwrap(),
+        "s3cr3t-value"
+    );
+    // Supplied secrets are scrubbed like given ones.
+    let shown = format!("{:?}", events.lock().unwrap());
+    assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    let audit = std::fs::read_to_string(w.state().join("audit.jsonl")).unwrap();
+    assert!(!audit.contains("s3cr3t-value"));
+}

@@ -46,7 +46,7 @@ pub(crate) fn declared_params_within(
         Err(e) => match engine::declare_pass(&e) {
             Some(engine::DeclarePass::Declared) => {
                 let decls = host.declared().unwrap_or_default();
-                check_given(&decls, given, false)
+                check_given(&decls, given, &Default::default(), false)
                     .map_err(|m| Error::Param(format!("{display}: {m}")))?;
                 return Ok(decls);
             }
@@ -81,6 +81,7 @@ pub(crate) fn declared_params_within(
 pub(crate) fn check_given(
     decls: &[ParamDecl],
     given: &[(String, String)],
+    supplied: &BTreeMap<String, crate::secret::Secret>,
     all: bool,
 ) -> std::result::Result<(), String> {
     if let Some((k, _)) = given
@@ -106,7 +107,7 @@ pub(crate) fn check_given(
         .filter(|d| all || given.iter().any(|(k, _)| *k == d.name))
         .cloned()
         .collect();
-    crate::recipe::params::resolve(&names, &checked, given).map(|_| ())
+    crate::recipe::params::resolve(&names, &checked, given, supplied).map(|_| ())
 }
 
 /// Parameters as they may be recorded: secrets as `***`.

@@ -26,6 +26,9 @@ use crate::trust::RequireVetted;
 
 pub struct RunRequest {
     pub params: Vec<(String, String)>,
+    /// Secret parameters the caller read itself (the CLI asks on its terminal for
+    /// ones not given); the run never reads a terminal.
+    pub secrets: std::collections::BTreeMap<String, crate::secret::Secret>,
     pub dry_run: bool,
     pub no_rollback: bool,
     pub limits: Limits,
@@ -52,6 +55,7 @@ impl RunRequest {
     pub fn local(params: Vec<(String, String)>, dry_run: bool) -> Self {
         RunRequest {
             params,
+            secrets: Default::default(),
             dry_run,
             no_rollback: false,
             limits: Limits::default(),
@@ -233,7 +237,7 @@ pub fn run(
     let decls = declared_params_within(recipe, &req.params, &req.limits, &req.cancel)?;
     // The run's budget starts now and holds for every host, batch and wait.
     let cancel = req.cancel.with_timeout(req.limits.timeout);
-    check_given(&decls, &req.params, true)
+    check_given(&decls, &req.params, &req.secrets, true)
         .map_err(|m| Error::Param(format!("{}: {m}", recipe.path.display())))?;
     let specs: Vec<HostSpec> = if req.hosts.is_empty() {
         vec![HostSpec::local()]
@@ -298,7 +302,7 @@ pub fn run(
     // Scrubbed before the audit log and the terminal see anything.
     let sink = engine::redacting(
         sink,
-        crate::recipe::params::secret_values(&decls, &req.params),
+        crate::recipe::params::secret_values(&decls, &req.params, &req.secrets),
     );
     sink(&Event::RunStart {
         run_id: run_id.clone(),
@@ -605,6 +609,7 @@ impl HostRunner<'_> {
             self.recipe.param_docs(),
             self.sink.clone(),
         )
+        .with_secrets(req.secrets.clone())
         .with_scope(self.recipe.scope_set())
         .without_become(self.recipe.become_policy() == Some(false));
         if let Some(halt) = &self.halt {

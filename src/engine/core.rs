@@ -40,7 +40,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
             if h.params_done.swap(true, Ordering::SeqCst) {
                 return Err(err(&call, "params() may be called only once"));
             }
-            let values = params::resolve(&decl, &decls, &h.given)
+            let values = params::resolve(&decl, &decls, &h.given, &h.supplied)
                 .map_err(|m| stop_with(&call, ParamProblem(m)))?;
             for v in values.values() {
                 if let Some(s) = v.clone().try_cast::<Secret>() {

@@ -105,6 +105,8 @@ pub struct HostContext {
     pub recipe_dir: PathBuf,
     pub mode: Mode,
     pub given: Vec<(String, String)>,
+    /// Secret parameters the caller read itself (at a prompt), by name.
+    pub supplied: BTreeMap<String, crate::secret::Secret>,
     pub param_docs: BTreeMap<String, String>,
     pub sink: Sink,
     pub changed: AtomicU64,
@@ -141,6 +143,7 @@ impl HostContext {
             recipe_dir,
             mode,
             given,
+            supplied: BTreeMap::new(),
             param_docs,
             sink,
             changed: AtomicU64::new(0),
@@ -181,6 +184,12 @@ impl HostContext {
 
     pub fn become_forbidden(&self) -> bool {
         self.no_become
+    }
+
+    /// Secret parameters the caller read itself, for `params()` to take.
+    pub fn with_secrets(mut self, supplied: BTreeMap<String, crate::secret::Secret>) -> Self {
+        self.supplied = supplied;
+        self
     }
 
     /// Enforce a declared write scope (see [`scope`]).

@@ -186,7 +186,13 @@ fn names(decls: &[ParamDecl]) -> String {
 }
 
 /// Check `-p` values against the declarations and build the map the recipe gets.
-pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> Result<Map, String> {
+/// `supplied` holds secrets the caller read itself (at a prompt).
+pub fn resolve(
+    decl: &Map,
+    decls: &[ParamDecl],
+    given: &[(String, String)],
+    supplied: &BTreeMap<String, Secret>,
+) -> Result<Map, String> {
     for (k, _) in given {
         if !decl.contains_key(k.as_str()) {
             return Err(format!("unknown parameter `{k}`; {}", names(decls)));
@@ -201,8 +207,8 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
             .find(|(k, _)| *k == d.name)
             .map(|(_, v)| v);
         let value = match (raw, d.ty) {
-            (None, ParamType::Secret) => match Secret::prompt(&d.name)? {
-                Some(s) => Dynamic::from(s),
+            (None, ParamType::Secret) => match supplied.get(&d.name) {
+                Some(s) => Dynamic::from(s.clone()),
                 None => {
                     return Err(format!(
                         "missing parameter `{}` (a secret): give it with -p {}=env:VAR or -p {}=file:PATH",
@@ -226,15 +232,19 @@ pub fn resolve(decl: &Map, decls: &[ParamDecl], given: &[(String, String)]) -> R
 }
 
 /// The values of the secret parameters of a run (given as `env:`/`file:` references,
-/// or read at a prompt earlier in this process), for scrubbing from everything the run
+/// or supplied by the caller), for scrubbing from everything the run
 /// reports. Ones that cannot be read are left out: the run refuses them anyway.
-pub fn secret_values(decls: &[ParamDecl], given: &[(String, String)]) -> Vec<String> {
+pub fn secret_values(
+    decls: &[ParamDecl],
+    given: &[(String, String)],
+    supplied: &BTreeMap<String, Secret>,
+) -> Vec<String> {
     decls
         .iter()
         .filter(|d| d.ty == ParamType::Secret)
         .filter_map(|d| match given.iter().rev().find(|(k, _)| *k == d.name) {
             Some((_, raw)) => Secret::from_reference(&d.name, raw).ok(),
-            None => Secret::prompted(&d.name),
+            None => supplied.get(&d.name).cloned(),
         })
         .map(|s| s.expose().to_string())
         .collect()
