@@ -308,7 +308,13 @@ fn a_library_caller_supplies_secrets_and_the_run_never_prompts() {
     let config = config(&w, "");
     let person = Actor::new("bob", Auth::Other { how: "test".into() }, Trigger::Api);
     // Not given and not supplied: a parameter error, not a read from a terminal.
-    let missing = run(&state, &config, &person, &recipe, &RunRequest::local(vec![], false));
+    let missing = run(
+        &state,
+        &config,
+        &person,
+        &recipe,
+        &RunRequest::local(vec![], false),
+    );
     match missing {
         Err(e @ Error::Param(_)) => assert!(e.to_string().contains("token"), "{e}"),
         Err(e) => panic!("expected a parameter error, got {e}"),

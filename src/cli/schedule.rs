@@ -92,12 +92,12 @@ pub fn run(
             list(entries, &records, Utc::now(), *json);
             Ok(exit::OK)
         }
-        ScheduleCommand::Run { name } => crate::cli_daemon::fire(config, &state()?, name, human),
+        ScheduleCommand::Run { name } => crate::cli::daemon::fire(config, &state()?, name, human),
         ScheduleCommand::Pause { name } => {
-            crate::cli_daemon::pause(config, &state()?, name, true, human)
+            crate::cli::daemon::pause(config, &state()?, name, true, human)
         }
         ScheduleCommand::Resume { name } => {
-            crate::cli_daemon::pause(config, &state()?, name, false, human)
+            crate::cli::daemon::pause(config, &state()?, name, false, human)
         }
         ScheduleCommand::Next {
             name,

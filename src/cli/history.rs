@@ -1,0 +1,81 @@
+//! What happened: `tend runs`, `tend audit show|verify|anchor`, and undoing a run
+//! with `tend rollback`.
+
+use super::*;
+
+pub(crate) fn rollback(
+    cli: &Cli,
+    human: &Human,
+    actor: &Actor,
+    req: &app::RollbackRequest,
+    json: bool,
+) -> Result<i32> {
+    let state = state_dir(cli)?;
+    let config = config(cli)?;
+    let (sink, out) = sink_for(json, human, req.dry_run);
+    let report = app::rollback(&Stores::embedded(&state), actor, req, sink)?;
+    if !req.dry_run {
+        send_anchor(&config.audit, human, &state, &req.run_id);
+    }
+    out.rollback_summary(&req.run_id, &report, req.dry_run);
+    Ok(if report.incomplete.is_empty() {
+        exit::OK
+    } else {
+        exit::ROLLBACK_INCOMPLETE
+    })
+}
+
+pub(crate) fn runs(cli: &Cli, human: &Human, limit: usize, json: bool) -> Result<i32> {
+    let state = state_dir(cli)?;
+    let runs = state.list_runs()?;
+    let skip = runs.len().saturating_sub(limit);
+    let runs = &runs[skip..];
+    if json {
+        for r in runs {
+            let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
+            v["outcome"] = r.effective_outcome().as_str().into();
+            outln!("{v}");
+        }
+    } else {
+        human.runs_table(runs);
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32> {
+    let state = state_dir(cli)?;
+    let log = AuditLog::new(state.root());
+    match cmd {
+        AuditCommand::Show { run_id, json } => {
+            let events = log.read(run_id.as_deref())?;
+            if run_id.is_some() && events.is_empty() {
+                return Err(Error::UnknownRun(run_id.clone().unwrap_or_default()));
+            }
+            if *json {
+                for e in &events {
+                    outln!("{e}");
+                }
+            } else {
+                human.audit_table(&events);
+            }
+        }
+        AuditCommand::Verify { anchor } => {
+            let now = log.verify_against(anchor.as_ref())?;
+            let held = match anchor {
+                Some(a) => format!(", anchor {a} holds"),
+                None => String::new(),
+            };
+            human.line(&format!(
+                "{}: {} lines, chain intact{held}",
+                log.path().display(),
+                now.count
+            ));
+        }
+        AuditCommand::Anchor => {
+            // Anchoring a log that was already edited would vouch for the edit.
+            let anchor = log.verify_against(None)?;
+            outln!("{anchor}");
+        }
+    }
+    Ok(exit::OK)
+}
