@@ -214,6 +214,9 @@ enum Command {
     /// Serve the status page and /metrics for the schedules and runs here, without the
     /// daemon (read-only)
     Status(crate::cli_status::StatusArgs),
+    /// Free what finished runs hold, as [retention] in tend.toml says: their backups
+    /// (here and on their hosts), then their records and journals
+    Prune(crate::cli_prune::PruneArgs),
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli_daemon::DaemonArgs),
@@ -502,6 +505,7 @@ impl Cli {
             Command::Run(a) => a.json,
             Command::Vet(a) => a.json,
             Command::Schedule(c) => c.json(),
+            Command::Prune(a) => a.json,
             Command::Show { json, .. }
             | Command::Rollback { json, .. }
             | Command::Runs { json, .. }
@@ -677,6 +681,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
         }
         Command::Status(args) => crate::cli_status::run(args, &config(cli)?, state_dir(cli)?),
+        Command::Prune(args) => crate::cli_prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
         Command::Rollback {
             run_id,
             host,
@@ -711,14 +716,16 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             let runs = state.list_runs()?;
             let skip = runs.len().saturating_sub(*limit);
             let runs = &runs[skip..];
+            let held: Vec<u64> = runs.iter().map(|r| app::held_bytes(&state, r)).collect();
             if *json {
-                for r in runs {
+                for (r, held) in runs.iter().zip(&held) {
                     let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
                     v["outcome"] = r.effective_outcome().into();
+                    v["held_bytes"] = (*held).into();
                     outln!("{v}");
                 }
             } else {
-                human.runs_table(runs);
+                human.runs_table(runs, &held);
             }
             Ok(exit::OK)
         }
