@@ -83,7 +83,7 @@ impl Freed {
     /// For messages: `freed by tend prune at 2026-12-02T20:00:00Z`.
     pub fn describe(&self) -> String {
         let how = match self.by.as_str() {
-            "prune" => "by `tend prune` ([retention] backups)",
+            "prune" => "by tend prune ([retention] backups)",
             "success" => "when the run succeeded ([retention] backups = \"0\")",
             "rollback" => "by a complete rollback",
             other => other,
