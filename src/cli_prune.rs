@@ -79,12 +79,18 @@ fn human(report: &PruneReport, dry_run: bool) {
             .as_deref()
             .map(|h| format!(" host {}", escape(h)))
             .unwrap_or_default();
-        outln!("kept  run {}{host}: {}", escape(&s.run_id), escape(&s.reason));
+        outln!(
+            "kept  run {}{host}: {}",
+            escape(&s.run_id),
+            escape(&s.reason)
+        );
     }
     let total = app::human_bytes(report.bytes());
     match (report.actions.len(), dry_run) {
         (0, _) => outln!("nothing to prune"),
-        (n, true) => outln!("prune (dry-run): would free {total} in {n} removal(s); nothing changed"),
+        (n, true) => {
+            outln!("prune (dry-run): would free {total} in {n} removal(s); nothing changed")
+        }
         (n, false) => outln!("pruned: freed {total} in {n} removal(s)"),
     }
 }

@@ -24,7 +24,14 @@ use crate::trust::{self, Trust};
 /// The top-level tables of tend.toml. `schedule` and `defaults` belong to the
 /// scheduler; their contents are its to check.
 const TABLES: &[&str] = &[
-    "hosts", "groups", "trust", "audit", "schedule", "defaults", "daemon", "retention",
+    "hosts",
+    "groups",
+    "trust",
+    "audit",
+    "schedule",
+    "defaults",
+    "daemon",
+    "retention",
 ];
 
 const TABLES_HELP: &str =

@@ -81,7 +81,11 @@ fn age(state: &StateDir, meta: &RunMeta) -> Option<Duration> {
             .and_then(|m| m.modified())
             .ok()?,
     };
-    Some(std::time::SystemTime::now().duration_since(when).unwrap_or_default())
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(when)
+            .unwrap_or_default(),
+    )
 }
 
 /// Apply `retention` to every finished run of `state` and the hosts they name.
@@ -213,11 +217,8 @@ pub fn prune(
             }
             continue;
         }
-        let bytes = local_tree_bytes(&run_dir).saturating_sub(if req.dry_run {
-            local_backups
-        } else {
-            0
-        });
+        let bytes =
+            local_tree_bytes(&run_dir).saturating_sub(if req.dry_run { local_backups } else { 0 });
         let action = PruneAction {
             run_id: run_id.clone(),
             kind: "run".into(),
@@ -364,7 +365,8 @@ pub fn held_bytes(state: &StateDir, meta: &RunMeta) -> u64 {
         if meta.backups_freed.contains_key(&spec.name) {
             continue;
         }
-        let Ok(contents) = crate::journal::Journal::read(&state.journal_path(&meta.run_id, &spec.name))
+        let Ok(contents) =
+            crate::journal::Journal::read(&state.journal_path(&meta.run_id, &spec.name))
         else {
             continue;
         };

@@ -487,7 +487,11 @@ pub fn run(
             meta.ended = Some(chrono::Utc::now().to_rfc3339());
             meta.duration_ms = duration_ms;
             for h in hosts.iter().filter(|h| h.freed) {
-                let by = if h.outcome == Outcome::Ok { "success" } else { "rollback" };
+                let by = if h.outcome == Outcome::Ok {
+                    "success"
+                } else {
+                    "rollback"
+                };
                 let freed = crate::state::Freed::now(by);
                 meta.backups_freed.insert(h.host.clone(), freed);
             }
