@@ -565,3 +565,49 @@ fn over_ssh_complete_rollback_and_prune_leave_no_backup_on_the_host() {
     assert!(!host_backups.exists());
     assert!(held(&w, &run_id) < MB / 2);
 }
+
+/// Fail closed: a removal the audit log cannot record is not made. And a folder in
+/// `runs/` that tend did not name is never deleted.
+#[test]
+fn prune_removes_nothing_the_audit_log_cannot_record() {
+    let w = World::new();
+    config(&w, "[retention]\nbackups = \"0\"\nruns = \"0\"\n");
+    w.write("cache.txt", "cached\n");
+    let recipe = w.recipe(
+        "r.rhai",
+        &format!("//! R.\nfs::remove(\"{}\");\n", w.path("cache.txt")),
+    );
+    // Kept by a run that says nothing of retention.
+    std::fs::remove_file(w.dir.path().join("tend.toml")).unwrap();
+    let r = w.run(&recipe, &[]);
+    r.assert_code(0);
+    let run_id = r.run_id();
+    assert!(backup_dir(&w, &run_id).exists());
+    config(&w, "[retention]\nbackups = \"0\"\nruns = \"0\"\n");
+    let stray = w.state().join("runs/not-a-run");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("run.json"), "{}").unwrap();
+
+    // Lines cut off the end of the log: it cannot be appended to.
+    let audit = w.state().join("audit.jsonl");
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    std::fs::write(&audit, lines.join("\n") + "\n").unwrap();
+    let p = w.tend(&["prune"]);
+    assert_ne!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(p.stderr.contains("audit"), "{}", p.stderr);
+    assert!(backup_dir(&w, &run_id).exists());
+    assert!(stray.join("run.json").exists());
+
+    // Mended, it prunes; the stray folder stays.
+    std::fs::write(&audit, text).unwrap();
+    let p = w.tend(&["prune", "--json"]);
+    p.assert_code(0);
+    assert!(!w.state().join("runs").join(&run_id).exists());
+    assert!(stray.join("run.json").exists());
+    assert!(p
+        .events()
+        .iter()
+        .any(|e| e["event"] == "prune_skipped" && e["run_id"] == "not-a-run"));
+}

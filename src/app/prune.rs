@@ -99,7 +99,6 @@ pub fn prune(
     let mut report = PruneReport::default();
     for mut meta in state.list_runs()? {
         let run_id = meta.run_id.clone();
-        crate::state::check_run_id(&run_id)?;
         let skip = |report: &mut PruneReport, host: Option<&str>, reason: String| {
             report.skipped.push(PruneSkip {
                 run_id: run_id.clone(),
@@ -107,6 +106,11 @@ pub fn prune(
                 reason,
             })
         };
+        // A folder tend did not name is not tend's to delete.
+        if crate::state::check_run_id(&run_id).is_err() {
+            skip(&mut report, None, "not a run id; left alone".into());
+            continue;
+        }
         if meta.effective_outcome() == "running" {
             skip(
                 &mut report,
