@@ -330,6 +330,18 @@ pub(crate) fn free_backups(
     Ok(freed)
 }
 
+/// Free a successful host's backups at the end of its run (`backups = "0"`); a
+/// failure only keeps them for `tend prune`.
+pub(crate) fn free_now(t: &dyn Target, dir: &str) -> bool {
+    match free_backups(t, dir, false) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!("backups {dir} kept: {e}");
+            false
+        }
+    }
+}
+
 /// Bytes of the files below `dir` on `t` (symlinks not followed).
 fn tree_bytes(t: &dyn Target, dir: &str) -> std::result::Result<u64, TargetError> {
     let mut total = 0;

@@ -562,17 +562,6 @@ pub(crate) struct HostRunner<'a> {
     free_on_success: bool,
 }
 
-/// Free a successful host's backups; a failure only keeps them for `tend prune`.
-fn free_now(t: &dyn Target, dir: &str) -> bool {
-    match free_backups(t, dir, false) {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!("backups {dir} kept: {e}");
-            false
-        }
-    }
-}
-
 impl HostRunner<'_> {
     pub(crate) fn end(&self, mut r: HostResult, started: Instant) -> HostResult {
         r.duration_ms = started.elapsed().as_millis() as u64;
