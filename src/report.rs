@@ -579,7 +579,7 @@ impl Human {
         if irreversible.is_empty() {
             outln!("Reversible: yes, every step can be rolled back");
         } else {
-            outln!("Reversible: no; these steps leave a barrier (sh without undo):");
+            outln!("Reversible: no; these steps leave a barrier (sh without undo, fs::remove with backup: false):");
             for s in irreversible {
                 outln!("  {}", escape(s));
             }

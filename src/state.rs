@@ -8,6 +8,8 @@
 //! STATE/runs/RUN_ID/hosts/HOST/backup/…        (local host; remote hosts keep theirs)
 //! ```
 //!
+//! Backups and whole runs are freed as `[retention]` says (see [`crate::app::prune`]).
+//!
 //! Host locks are not here: they belong to the machine (see [`crate::lock`]), so two
 //! state dirs on one machine still never work on one host at once.
 
