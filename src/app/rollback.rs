@@ -441,6 +441,12 @@ pub fn rollback(
         } else {
             "rollback_incomplete".into()
         };
+        // A `tend prune` meanwhile may have freed backups: keep its word for it.
+        if let Ok(now) = state.read_meta(run_id) {
+            for (host, freed) in now.backups_freed {
+                meta.backups_freed.entry(host).or_insert(freed);
+            }
+        }
         state.write_meta(&meta)?;
     }
     Ok(total)
