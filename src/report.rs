@@ -250,6 +250,11 @@ impl Human {
                         self.paint(YELLOW, "?"),
                         "  (not run in a dry-run: effect unknown)",
                     )
+                } else if report.changed && !report.reversible {
+                    (
+                        self.paint(YELLOW, "~"),
+                        "  (irreversible: rollback cannot undo it)",
+                    )
                 } else if report.changed {
                     (self.paint(YELLOW, "~"), "")
                 } else {
@@ -574,7 +579,7 @@ impl Human {
         if irreversible.is_empty() {
             outln!("Reversible: yes, every step can be rolled back");
         } else {
-            outln!("Reversible: no; these steps leave a barrier (sh without undo):");
+            outln!("Reversible: no; these steps leave a barrier (sh without undo, fs::remove with backup: false):");
             for s in irreversible {
                 outln!("  {}", escape(s));
             }
@@ -587,15 +592,16 @@ impl Human {
         outln!("Hash: {}", r.hash);
     }
 
-    pub fn runs_table(&self, runs: &[RunMeta]) {
+    /// `held`: the space each run still holds (see [`crate::app::held_bytes`]).
+    pub fn runs_table(&self, runs: &[RunMeta], held: &[u64]) {
         if runs.is_empty() {
             outln!("no runs yet");
             return;
         }
         let mut t = table(&[
-            "RUN", "RECIPE", "HOSTS", "STARTED", "DURATION", "OUTCOME", "CHANGED",
+            "RUN", "RECIPE", "HOSTS", "STARTED", "DURATION", "OUTCOME", "CHANGED", "HELD",
         ]);
-        for r in runs {
+        for (r, held) in runs.iter().zip(held) {
             let started = r.started.get(..19).unwrap_or(&r.started).replace('T', " ");
             let hosts = match r.hosts.as_slice() {
                 [one] => escape(one).into_owned(),
@@ -609,6 +615,7 @@ impl Human {
                 format!("{:.1}s", r.duration_ms as f64 / 1000.0),
                 r.effective_outcome().to_string(),
                 r.changed.to_string(),
+                crate::app::human_bytes(*held),
             ]);
         }
         outln!("{t}");
@@ -647,6 +654,12 @@ impl Human {
                         .and_then(|v| v.as_array())
                         .map(|a| a.len())
                         .unwrap_or(0)
+                ),
+                "prune" => format!(
+                    "{} {} bytes={}",
+                    s("kind"),
+                    s("path"),
+                    e.get("bytes").and_then(|v| v.as_u64()).unwrap_or(0)
                 ),
                 _ => String::new(),
             };

@@ -8,6 +8,8 @@
 //! STATE/runs/RUN_ID/hosts/HOST/backup/…        (local host; remote hosts keep theirs)
 //! ```
 //!
+//! Backups and whole runs are freed as `[retention]` says (see [`crate::app::prune`]).
+//!
 //! Host locks are not here: they belong to the machine (see [`crate::lock`]), so two
 //! state dirs on one machine still never work on one host at once.
 
@@ -55,6 +57,38 @@ pub struct RunMeta {
     /// Who runs it, while it runs: absent in runs of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<crate::lease::Lease>,
+    /// Hosts whose backups are gone, freed by tend: a rollback of their changes that
+    /// needs a backup says so instead of trying.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub backups_freed: std::collections::BTreeMap<String, Freed>,
+}
+
+/// When and why a host's backups of a run were freed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Freed {
+    pub at: String,
+    /// `prune` (retention), `success` (`backups = "0"`) or `rollback` (complete).
+    pub by: String,
+}
+
+impl Freed {
+    pub fn now(by: &str) -> Freed {
+        Freed {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            by: by.to_string(),
+        }
+    }
+
+    /// For messages: `freed by tend prune at 2026-12-02T20:00:00Z`.
+    pub fn describe(&self) -> String {
+        let how = match self.by.as_str() {
+            "prune" => "by tend prune ([retention] backups)",
+            "success" => "when the run succeeded ([retention] backups = \"0\")",
+            "rollback" => "by a complete rollback",
+            other => other,
+        };
+        format!("freed {how} at {}", self.at)
+    }
 }
 
 impl RunMeta {
@@ -85,6 +119,7 @@ impl RunMeta {
             hosts,
             pid: 0,
             lease: None,
+            backups_freed: Default::default(),
         }
     }
 

@@ -373,7 +373,13 @@ fn rotate_0_copytruncate() {
     let before = w.snapshot();
     let r = rotate(
         &w,
-        &[("min_size", "1B"), ("keep", "0"), ("copytruncate", "true")],
+        // Expired copies kept as backups, so that rollback restores them too.
+        &[
+            ("min_size", "1B"),
+            ("keep", "0"),
+            ("copytruncate", "true"),
+            ("free_expired", "false"),
+        ],
     );
     r.assert_code(0);
     assert_files(&w, &[("app.log", 0o640, C::Text(""))]);
@@ -957,6 +963,7 @@ fn postrotate_failure_rolls_back() {
             ("keep", "2"),
             ("delaycompress", "false"),
             ("postrotate", "exit 1"),
+            ("free_expired", "false"),
         ],
     );
     r.assert_code(4);
@@ -1009,6 +1016,7 @@ fn compress_failure_rolls_back() {
             ("delaycompress", "false"),
             ("postrotate", &post),
             ("postrotate_undo", &undo),
+            ("free_expired", "false"),
         ],
         &[],
         &[("PATH", &path)],

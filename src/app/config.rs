@@ -3,7 +3,7 @@
 //! The file is found as given (`--config`/`TEND_CONFIG`, which must exist), else
 //! `./tend.toml` if there is one, else there is none and everything has its default.
 //! It holds `[hosts.NAME]` and `[groups.NAME]` (the inventory), `[trust]` (vetting),
-//! `[audit]`, and the tables the scheduler will own (`[[schedule]]`, `[defaults]`).
+//! `[audit]`, `[retention]`, and the tables the scheduler will own (`[[schedule]]`, `[defaults]`).
 //! Any other table or key, at the top or in a table tend reads, is an error naming the
 //! file, line and key, with the known name it is closest to: a misspelt setting that
 //! was silently ignored would leave a policy or a host quietly different from what
@@ -24,11 +24,18 @@ use crate::trust::{self, Trust};
 /// The top-level tables of tend.toml. `schedule` and `defaults` belong to the
 /// scheduler; their contents are its to check.
 const TABLES: &[&str] = &[
-    "hosts", "groups", "trust", "audit", "schedule", "defaults", "daemon",
+    "hosts",
+    "groups",
+    "trust",
+    "audit",
+    "schedule",
+    "defaults",
+    "daemon",
+    "retention",
 ];
 
 const TABLES_HELP: &str =
-    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults] and [daemon]";
+    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults], [daemon] and [retention]";
 
 const TRUST_HELP: &str = "[trust] takes file, require_vetted = \"scheduled\"|\"flag\"|\"always\"|\
                           \"never\", require_signature, allowed_signers";
@@ -47,6 +54,8 @@ pub struct Config {
     pub schedules: Vec<crate::schedule::Entry>,
     /// `[daemon]`: the scheduler's own settings.
     pub daemon: super::DaemonSettings,
+    /// `[retention]`: how long backups and run records are kept.
+    pub retention: super::Retention,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +66,8 @@ struct Doc {
     audit: Option<AuditConfig>,
     #[serde(default)]
     daemon: Option<super::DaemonSettings>,
+    #[serde(default)]
+    retention: Option<super::Retention>,
 }
 
 impl Config {
@@ -106,6 +117,7 @@ impl Config {
                 "trust" => sub(trust::Settings::KEYS, TRUST_HELP)?,
                 "audit" => sub(AuditConfig::KEYS, AUDIT_HELP)?,
                 "daemon" => sub(super::DaemonSettings::KEYS, super::DaemonSettings::HELP)?,
+                "retention" => sub(super::Retention::KEYS, super::Retention::HELP)?,
                 _ if TABLES.contains(&name) => {}
                 _ => return Err(unknown(key, None, TABLES, TABLES_HELP, &at)),
             }
@@ -132,6 +144,7 @@ impl Config {
             audit: typed.audit.unwrap_or_default(),
             schedules,
             daemon: typed.daemon.unwrap_or_default(),
+            retention: typed.retention.unwrap_or_default(),
         };
         if let Some(inv) = config.inventory() {
             inventory::check_config(inv)?;

@@ -22,6 +22,8 @@ pub struct RollbackReport {
     pub reverted: u64,
     /// What could not be undone, with why; empty when rollback was complete.
     pub incomplete: Vec<String>,
+    /// Complete, so the host's backups of the run were freed.
+    pub freed: bool,
 }
 
 /// How a journal is replayed.
@@ -34,6 +36,8 @@ pub struct Replay {
     pub force: bool,
     /// Where `force` saves what it overwrites: the run's backup directory on the host.
     pub save_dir: String,
+    /// The host's backups were freed (see [`crate::state::Freed::describe`]).
+    pub freed: Option<String>,
 }
 
 /// Replay one host's journal in reverse. Goes on past a record it cannot revert, so
@@ -160,6 +164,13 @@ pub fn rollback_host(
         reverted: report.reverted,
         incomplete: report.incomplete.clone(),
     });
+    // Everything is undone: the backups are of no more use (a --force save stays).
+    if !dry_run && report.incomplete.is_empty() && !replay.save_dir.is_empty() {
+        match super::free_backups(target, &replay.save_dir, true) {
+            Ok(_) => report.freed = true,
+            Err(e) => tracing::warn!("backups of run {} kept: {e}", replay.run_id),
+        }
+    }
     Ok(report)
 }
 
@@ -178,6 +189,9 @@ pub(crate) fn preflight(
         return Err(format!(
             "{p} was recorded as a relative path (by an older tend); not reverted: it is unknown where it was"
         ));
+    }
+    if let Some(freed) = &replay.freed {
+        freed_backup(t, &e.undo, backups, freed)?;
     }
     if let Some(scope) = scope {
         for p in paths.iter().filter(|p| !inside(p, backups)) {
@@ -230,6 +244,29 @@ pub(crate) fn preflight(
     t.copy_file(path, &saved)
         .map_err(|err| format!("{drift}; cannot save it first: {err}"))?;
     Ok(format!(" ({drift}; its content was saved to {saved})"))
+}
+
+/// Refuses a record whose revert needs a backup that was freed: the step can no
+/// longer be undone, and the plan of the rollback says so before touching anything.
+fn freed_backup(
+    t: &dyn Target,
+    undo: &Undo,
+    backups: &str,
+    freed: &str,
+) -> std::result::Result<(), String> {
+    let gone = |p: &str| t.stat(p).map(|m| m.is_none()).map_err(|e| e.to_string());
+    let (path, backup) = match undo {
+        Undo::Restore { path, backup, .. } => (path, backup),
+        // A removal moved into the backups; `from` there again means it never was.
+        Undo::Rename { from, to } if inside(to, backups) && gone(from)? => (from, to),
+        _ => return Ok(()),
+    };
+    if gone(backup)? {
+        return Err(format!(
+            "{path} can no longer be restored: its backup {backup} was {freed}"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `path` is `dir` or below it (tend's own backups are outside any scope).
@@ -384,8 +421,13 @@ pub fn rollback(
             dry_run,
             force,
             save_dir,
+            freed: meta.backups_freed.get(&host).map(|f| f.describe()),
         };
         let r = rollback_host(reached.target.as_ref(), journals, &host, &replay, &sink)?;
+        if r.freed {
+            let freed = crate::state::Freed::now("rollback");
+            meta.backups_freed.entry(host.clone()).or_insert(freed);
+        }
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
     }
@@ -395,6 +437,12 @@ pub fn rollback(
         } else {
             Outcome::RollbackIncomplete.into()
         };
+        // A `tend prune` meanwhile may have freed backups: keep its word for it.
+        if let Ok(now) = stores.runs.read(run_id) {
+            for (host, freed) in now.backups_freed {
+                meta.backups_freed.entry(host).or_insert(freed);
+            }
+        }
         stores.runs.write(&meta)?;
     }
     Ok(total)

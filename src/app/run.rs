@@ -86,6 +86,11 @@ pub struct HostResult {
     reached: Option<Arc<dyn Target>>,
     locks: Option<Arc<HostLocks>>,
     journaled: bool,
+    /// Where the host keeps this run's backups (a real run that journaled).
+    backup_dir: Option<String>,
+    /// Its backups were freed at the end: it succeeded under `backups = "0"`, or
+    /// its rollback was complete.
+    freed: bool,
 }
 
 impl HostResult {
@@ -102,6 +107,8 @@ impl HostResult {
             reached: None,
             locks: None,
             journaled: false,
+            backup_dir: None,
+            freed: false,
         }
     }
 }
@@ -286,6 +293,7 @@ pub fn run(
         targets: specs.clone(),
         pid: std::process::id(),
         lease: None,
+        backups_freed: Default::default(),
     };
     let audit = stores.audit.clone();
     let halt: Option<engine::Halt> = (!req.dry_run).then(Default::default);
@@ -337,6 +345,7 @@ pub fn run(
         sink: &sink,
         halt,
         cancel: &cancel,
+        free_on_success: config.retention.free_on_success(),
     };
     let total = specs.len();
     let mut results: Vec<Option<HostResult>> = vec![None; total];
@@ -394,6 +403,7 @@ pub fn run(
             };
             let replay = Replay {
                 run_id: run_id.to_string(),
+                save_dir: h.backup_dir.clone().unwrap_or_default(),
                 ..Replay::default()
             };
             // One host's failure to roll back must not stop the others' rollback, nor
@@ -411,6 +421,7 @@ pub fn run(
                 not_undone(&sink, &h.host, why, &mut r);
                 r
             });
+            h.freed = report.freed;
             h.outcome = if report.incomplete.is_empty() {
                 Outcome::RolledBack
             } else {
@@ -420,6 +431,14 @@ pub fn run(
         }
     }
 
+    if req.atomic && !req.dry_run && one.free_on_success {
+        // Only now is it known that no host of the run will be rolled back.
+        for h in hosts.iter_mut().filter(|h| h.outcome == Outcome::Ok) {
+            if let (Some(t), Some(dir)) = (&h.reached, &h.backup_dir) {
+                h.freed = free_now(t.as_ref(), dir);
+            }
+        }
+    }
     if req.atomic && !req.dry_run {
         // Held back until now: an --atomic host's outcome is known only at the end.
         for h in hosts.iter().filter(|h| h.outcome != Outcome::Skipped) {
@@ -443,6 +462,15 @@ pub fn run(
             meta.changed = changed;
             meta.ended = Some(chrono::Utc::now().to_rfc3339());
             meta.duration_ms = duration_ms;
+            for h in hosts.iter().filter(|h| h.freed) {
+                let by = if h.outcome == Outcome::Ok {
+                    "success"
+                } else {
+                    "rollback"
+                };
+                let freed = crate::state::Freed::now(by);
+                meta.backups_freed.insert(h.host.clone(), freed);
+            }
         })?;
     }
     for h in &mut hosts {
@@ -507,6 +535,8 @@ pub(crate) struct HostRunner<'a> {
     sink: &'a Sink,
     halt: Option<engine::Halt>,
     cancel: &'a CancelToken,
+    /// `[retention] backups = "0"`: a host that succeeds frees its backups at once.
+    free_on_success: bool,
 }
 
 impl HostRunner<'_> {
@@ -627,6 +657,7 @@ impl HostRunner<'_> {
             .current_step()
             .saturating_sub(r.changed + r.unknown);
         r.journaled = journaling;
+        r.backup_dir = backup_dir.clone();
         if let Err(e) = result {
             let message = hctx.redact(&engine::describe(
                 &e,
@@ -652,9 +683,11 @@ impl HostRunner<'_> {
                         dry_run: false,
                         force: false,
                         save_dir: backup_dir.clone().unwrap_or_default(),
+                        freed: None,
                     };
                     let report =
                         rollback_host(target.as_ref(), journals, name, &replay, self.sink)?;
+                    r.freed = report.freed;
                     if report.incomplete.is_empty() {
                         Outcome::RolledBack
                     } else {
@@ -666,6 +699,11 @@ impl HostRunner<'_> {
             };
             if self.cancel.is_cancelled() {
                 r.outcome = Outcome::Cancelled;
+            }
+        }
+        if r.outcome == Outcome::Ok && self.free_on_success && !req.atomic {
+            if let Some(dir) = &backup_dir {
+                r.freed = free_now(target.as_ref(), dir);
             }
         }
         if req.atomic {

@@ -193,6 +193,9 @@ pub(crate) enum Command {
     /// Serve the status page and /metrics for the schedules and runs here, without the
     /// daemon (read-only)
     Status(crate::cli::status::StatusArgs),
+    /// Free what finished runs hold, as [retention] in tend.toml says: their backups
+    /// (here and on their hosts), then their records and journals
+    Prune(crate::cli::prune::PruneArgs),
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli::daemon::DaemonArgs),

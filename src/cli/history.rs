@@ -30,14 +30,16 @@ pub(crate) fn runs(cli: &Cli, human: &Human, limit: usize, json: bool) -> Result
     let runs = state.list_runs()?;
     let skip = runs.len().saturating_sub(limit);
     let runs = &runs[skip..];
+    let held: Vec<u64> = runs.iter().map(|r| app::held_bytes(&state, r)).collect();
     if json {
-        for r in runs {
+        for (r, held) in runs.iter().zip(&held) {
             let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
             v["outcome"] = r.effective_outcome().as_str().into();
+            v["held_bytes"] = (*held).into();
             outln!("{v}");
         }
     } else {
-        human.runs_table(runs);
+        human.runs_table(runs, &held);
     }
     Ok(exit::OK)
 }

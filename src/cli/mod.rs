@@ -7,6 +7,7 @@ mod daemon;
 mod exec;
 mod history;
 mod hosts;
+mod prune;
 mod recipe;
 mod run;
 mod schedule;
@@ -117,6 +118,7 @@ impl Cli {
             Command::Run(a) => a.json,
             Command::Vet(a) => a.json,
             Command::Schedule(c) => c.json(),
+            Command::Prune(a) => a.json,
             Command::Show { json, .. }
             | Command::Rollback { json, .. }
             | Command::Runs { json, .. }
@@ -251,6 +253,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Daemon(args) => daemon::run(config(cli)?, state_dir(cli)?, args),
         Command::Schedule(cmd) => schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human),
         Command::Status(args) => status::run(args, &config(cli)?, state_dir(cli)?),
+        Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
         Command::Rollback {
             run_id,
             host,

@@ -364,6 +364,16 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     });
     let h = host.clone();
     m.set_native_fn(
+        "remove",
+        move |call: NativeCallContext, path: &str, opts: Map| {
+            check_keys(&call, "fs::remove", &opts, &["backup"])?;
+            let backup = opt_bool(&call, &opts, "backup", true)?;
+            h.check_scope(&call, "fs::remove", path, Some(path), false)?;
+            h.step(&call, |c| op::remove_with(c, path, backup))
+        },
+    );
+    let h = host.clone();
+    m.set_native_fn(
         "chmod",
         move |call: NativeCallContext, path: &str, mode: Dynamic| {
             let mode = mode_of(&call, &mode)?;

@@ -334,14 +334,55 @@ fn save_for_undo(ctx: &Ctx, op: &str, path: &str, m: Meta) -> OpResult<()> {
 /// Ensure `path` does not exist. A directory is removed with its contents, each
 /// file saved first, so rollback brings the whole tree back.
 pub fn remove(ctx: &Ctx, path: &str) -> OpResult<StepReport> {
+    remove_with(ctx, path, true)
+}
+
+/// [`remove`]; with `backup` false nothing is saved: the space is freed at once, and
+/// the journal holds a barrier, so rollback says this step cannot be undone.
+pub fn remove_with(ctx: &Ctx, path: &str, backup: bool) -> OpResult<StepReport> {
     const OP: &str = "fs::remove";
     let t = ctx.target.as_ref();
     let Some(m) = t.stat(path)? else {
         return Ok(StepReport::unchanged(OP, path));
     };
     let mut paths = Vec::new();
-    remove_tree(ctx, OP, path, m, &mut paths)?;
-    Ok(StepReport::changed(OP, path, paths))
+    if backup {
+        remove_tree(ctx, OP, path, m, &mut paths)?;
+        return Ok(StepReport::changed(OP, path, paths));
+    }
+    ctx.will(
+        OP,
+        Undo::Barrier {
+            what: format!("fs::remove {path} with backup: false (deleted, not saved)"),
+        },
+    )?;
+    delete_tree(t, path, m, &mut paths)?;
+    let mut r = StepReport::changed(OP, path, paths);
+    r.reversible = false;
+    Ok(r)
+}
+
+/// Delete `path` (a directory with its contents) without saving anything.
+fn delete_tree(t: &dyn Target, path: &str, m: Meta, removed: &mut Vec<String>) -> OpResult<()> {
+    match m.kind {
+        Kind::Dir => {
+            for name in t.list_dir(path)? {
+                let child = join(path, &name);
+                if let Some(cm) = t.stat(&child)? {
+                    delete_tree(t, &child, cm, removed)?;
+                }
+            }
+            t.remove_dir(path)?;
+        }
+        Kind::File | Kind::Symlink => t.remove_file(path)?,
+        Kind::Other => {
+            return Err(invalid(format!(
+                "{path} is a special file; fs::remove will not remove it"
+            )))
+        }
+    }
+    removed.push(path.into());
+    Ok(())
 }
 
 fn remove_tree(

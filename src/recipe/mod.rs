@@ -126,7 +126,8 @@ impl Recipe {
     }
 
     /// `sh(` calls, in the recipe and its modules, that give neither `undo:` nor
-    /// `read_only: true`: the steps rollback will not be able to undo.
+    /// `read_only: true`, and `fs::remove(` calls with a `backup:` option other than
+    /// `true`: the steps rollback will not be able to undo.
     pub fn irreversible_steps(&self) -> Vec<String> {
         let mut out = Vec::new();
         let sources = std::iter::once((self.path.display().to_string(), self.source.as_str()))
@@ -134,6 +135,12 @@ impl Recipe {
         for (name, src) in sources {
             for (i, line) in src.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
+                if code.contains("fs::remove(") {
+                    let call = call_text(src, i);
+                    if call.contains("backup:") && !call.contains("backup: true") {
+                        out.push(format!("{name}:{}: {}", i + 1, line.trim()));
+                    }
+                }
                 if let Some(at) = code.find("sh(") {
                     let before = &code[..at];
                     if before.ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':') {
