@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Outcome, RunRequest};
 use crate::app::{Actor, Config, Trigger};
@@ -33,7 +33,8 @@ Exit codes:
   4   the run failed and rollback could not undo everything (see the report)
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
-  70  internal error                     75  the host is locked by another run
+  70  internal error                     73  a file to create exists already (tend new)
+  75  the host is locked by another run
   77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused
   130 cancelled by SIGINT (Ctrl-C): the step was stopped and the run rolled back
       (a second Ctrl-C stops at once, leaving the journal for `tend rollback RUN`)
@@ -217,6 +218,12 @@ enum Command {
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli_daemon::DaemonArgs),
+    /// Write a skeleton recipe NAME.rhai to start from (never over an existing file)
+    New(crate::cli_ecosystem::NewArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(crate::cli_ecosystem::CompletionsArgs),
+    /// Write man pages, one per command and subcommand (tend.1, tend-run.1, tend-audit-show.1...)
+    Man(crate::cli_ecosystem::ManArgs),
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]
@@ -513,6 +520,9 @@ impl Cli {
             Command::Check { .. }
             | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
             | Command::Demo { .. }
+            | Command::New(_)
+            | Command::Completions(_)
+            | Command::Man(_)
             | Command::Status(_)
             | Command::Daemon(_) => false,
         }
@@ -677,6 +687,9 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             crate::cli_schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human)
         }
         Command::Status(args) => crate::cli_status::run(args, &config(cli)?, state_dir(cli)?),
+        Command::New(args) => crate::cli_ecosystem::new(args),
+        Command::Completions(args) => crate::cli_ecosystem::completions(args, Cli::command()),
+        Command::Man(args) => crate::cli_ecosystem::man(args, Cli::command()),
         Command::Rollback {
             run_id,
             host,
