@@ -28,6 +28,8 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 66;
     /// The audit log failed verification.
     pub const TAMPERED: i32 = 67;
+    /// A file the user named cannot be created (`tend new`), as sysexits' EX_CANTCREAT.
+    pub const CANT_CREATE: i32 = 73;
     /// Another run holds the lock of a host.
     pub const LOCKED: i32 = 75;
     /// The recipe is not vetted and the policy refuses to run it (or a vetting
@@ -86,6 +88,11 @@ pub enum Error {
     #[error("{0}")]
     Unvetted(String),
 
+    /// A file the user named cannot be created (it exists already, its directory does
+    /// not…); an existing file is left as it is.
+    #[error("cannot create {}: {why}", path.display())]
+    CantCreate { path: PathBuf, why: String },
+
     #[error("{0}")]
     Other(String),
 }
@@ -111,6 +118,7 @@ impl Error {
             Error::Tampered { .. } => "tampered",
             Error::Io { .. } => "io",
             Error::Unvetted(_) => "unvetted",
+            Error::CantCreate { .. } => "cant_create",
             Error::Other(_) => "internal",
         }
     }
@@ -132,6 +140,7 @@ impl Error {
             Error::Unvetted(_) => exit::UNVETTED,
             Error::Tampered { .. } => exit::TAMPERED,
             Error::Target(_) => exit::FAILED,
+            Error::CantCreate { .. } => exit::CANT_CREATE,
             Error::Audit { .. } | Error::Io { .. } | Error::Other(_) => exit::INTERNAL,
         }
     }

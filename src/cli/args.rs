@@ -12,7 +12,8 @@ Exit codes:
   4   the run failed and rollback could not undo everything (see the report)
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
-  70  internal error                     75  the host is locked by another run
+  70  internal error                     73  tend new: the file exists, or cannot be made
+  75  the host is locked by another run
   77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused
   130 cancelled by SIGINT (Ctrl-C): the step was stopped and the run rolled back
       (a second Ctrl-C stops at once, leaving the journal for `tend rollback RUN`)
@@ -199,6 +200,12 @@ pub(crate) enum Command {
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli::daemon::DaemonArgs),
+    /// Write a skeleton recipe NAME.rhai to start from (never over an existing file)
+    New(crate::cli::ecosystem::NewArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(crate::cli::ecosystem::CompletionsArgs),
+    /// Write man pages, one per command and subcommand (tend.1, tend-run.1, tend-audit-show.1...)
+    Man(crate::cli::ecosystem::ManArgs),
     /// Create a sample log directory and rotate it with the built-in log-rotate recipe
     Demo {
         /// Where to create the sample [default: $TMPDIR/tend-demo]

@@ -4,6 +4,7 @@
 
 mod args;
 mod daemon;
+mod ecosystem;
 mod exec;
 mod history;
 mod hosts;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::app::{self, Outcome, RunRequest};
 use crate::app::{Actor, Config, Trigger};
@@ -130,6 +131,9 @@ impl Cli {
             Command::Check { .. }
             | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
             | Command::Demo { .. }
+            | Command::New(_)
+            | Command::Completions(_)
+            | Command::Man(_)
             | Command::Status(_)
             | Command::Daemon(_) => false,
         }
@@ -253,6 +257,9 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Daemon(args) => daemon::run(config(cli)?, state_dir(cli)?, args),
         Command::Schedule(cmd) => schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human),
         Command::Status(args) => status::run(args, &config(cli)?, state_dir(cli)?),
+        Command::New(args) => ecosystem::new(args),
+        Command::Completions(args) => ecosystem::completions(args, Cli::command()),
+        Command::Man(args) => ecosystem::man(args, Cli::command()),
         Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
         Command::Rollback {
             run_id,
