@@ -123,7 +123,8 @@ enum Command {
     },
     /// Undo a run by replaying its journal in reverse (also after a crash or kill -9)
     Rollback {
-        /// The run to undo (see `tend runs`)
+        /// The run to undo (see `tend runs`); `last` is the last real run, `last~1`
+        /// the one before
         run_id: String,
         /// Only this host
         #[arg(long, value_name = "HOST")]
@@ -229,7 +230,7 @@ enum Command {
 enum AuditCommand {
     /// Show audit events, all or those of one run
     Show {
-        /// Only the events of this run
+        /// Only the events of this run (`last` is the most recent, `last~1` the one before)
         run_id: Option<String>,
         /// The events as JSON Lines, as stored
         #[arg(long)]
@@ -686,6 +687,7 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             json,
         } => {
             let state = state_dir(cli)?;
+            let run_id = &crate::state::resolve_run_id(&state, run_id, true)?;
             let config = config(cli)?;
             let (sink, out) = sink_for(*json, human, *dry_run);
             let req = app::RollbackRequest {
@@ -724,6 +726,10 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         }
         Command::Audit(AuditCommand::Show { run_id, json }) => {
             let state = state_dir(cli)?;
+            let run_id = &match run_id {
+                Some(id) => Some(crate::state::resolve_run_id(&state, id, false)?),
+                None => None,
+            };
             let events = AuditLog::new(state.root()).read(run_id.as_deref())?;
             if run_id.is_some() && events.is_empty() {
                 return Err(Error::UnknownRun(run_id.clone().unwrap_or_default()));

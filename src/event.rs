@@ -51,6 +51,10 @@ pub enum Event {
         reverted: u64,
         /// What could not be undone, each with why.
         incomplete: Vec<String>,
+        /// Commands that failed (or were stopped) mid-step: no known change of theirs
+        /// is left, but what they did before failing is unknown.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     HostEnd {
         host: String,

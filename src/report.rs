@@ -323,12 +323,14 @@ impl Human {
                 host,
                 reverted,
                 incomplete,
+                warnings,
             } => {
                 if incomplete.is_empty() {
                     self.out(format!(
-                        "  {} {}  rolled back {reverted} change(s)",
+                        "  {} {}  {} {reverted} change(s)",
                         self.paint(CYAN, "↺"),
-                        escape(host)
+                        escape(host),
+                        if dry_run { "would roll back" } else { "rolled back" }
                     ));
                 } else {
                     self.out(format!(
@@ -339,6 +341,13 @@ impl Human {
                     for i in incomplete {
                         self.out(format!("      - {}", escape_lines(i, "        ")));
                     }
+                }
+                for w in warnings {
+                    self.out(format!(
+                        "      {} {}",
+                        self.paint(YELLOW, "warning:"),
+                        escape_lines(w, "        ")
+                    ));
                 }
             }
             Event::HostEnd {
@@ -607,7 +616,11 @@ impl Human {
                 hosts,
                 started,
                 format!("{:.1}s", r.duration_ms as f64 / 1000.0),
-                r.effective_outcome(),
+                if r.dry_run {
+                    format!("dry-run {}", r.effective_outcome())
+                } else {
+                    r.effective_outcome()
+                },
                 r.changed.to_string(),
             ]);
         }
@@ -621,7 +634,12 @@ impl Human {
             let ts = ts.get(..19).unwrap_or(&ts).replace('T', " ");
             let what = match s("event").as_str() {
                 "run_start" => format!(
-                    "{} {}{}",
+                    "{}{} {}{}",
+                    if e.get("dry_run") == Some(&serde_json::Value::Bool(true)) {
+                        "dry-run "
+                    } else {
+                        ""
+                    },
                     s("recipe"),
                     s("recipe_hash"),
                     if e.get("vetted") == Some(&serde_json::Value::Bool(false)) {
@@ -635,6 +653,12 @@ impl Human {
                 "step_failed" | "host_end" => format!("{} {}", s("outcome"), s("error"))
                     .trim()
                     .to_string(),
+                "run_end" if e.get("dry_run") == Some(&serde_json::Value::Bool(true)) => format!(
+                    "dry-run {} to_change={} unknown={}",
+                    s("outcome"),
+                    e.get("changed").and_then(|v| v.as_u64()).unwrap_or(0),
+                    e.get("unknown").and_then(|v| v.as_u64()).unwrap_or(0)
+                ),
                 "run_end" => format!(
                     "{} changed={}",
                     s("outcome"),
@@ -757,12 +781,26 @@ impl Output {
                     "reverted": report.reverted,
                     "complete": report.incomplete.is_empty(),
                     "incomplete": report.incomplete,
+                    "warnings": report.warnings,
+                    "already_rolled_back_at": report.already,
                 });
                 outln!("{v}");
             }
             Output::Human(h, _) => {
-                if dry_run {
-                    h.line(&format!("rollback of {run_id}: dry-run, nothing changed"));
+                if let Some(at) = &report.already {
+                    h.line(&format!(
+                        "rollback of {run_id}: already rolled back at {at}; nothing left to undo"
+                    ));
+                } else if dry_run {
+                    h.line(&format!(
+                        "rollback of {run_id}: dry-run, nothing changed; would roll back {}{}",
+                        report.reverted,
+                        if report.incomplete.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} could not be undone", report.incomplete.len())
+                        }
+                    ));
                 } else if report.incomplete.is_empty() {
                     h.line(&format!(
                         "rollback of {run_id}: complete ({} reverted)",

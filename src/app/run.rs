@@ -310,6 +310,7 @@ pub fn run(
         ended: None,
         duration_ms: 0,
         outcome: "running".into(),
+        rolled_back_at: None,
         changed: 0,
         dry_run: req.dry_run,
         hosts: names.clone(),
@@ -353,10 +354,10 @@ pub fn run(
         });
     }
     // Held until the end; any way out before it leaves a final run record.
-    let lease = if req.dry_run {
-        None
+    let (lease, dry_meta) = if req.dry_run {
+        (None, Some(meta))
     } else {
-        Some(RunLease::start(state, meta)?)
+        (Some(RunLease::start(state, meta)?), None)
     };
 
     let one = HostRunner {
@@ -468,6 +469,17 @@ pub fn run(
             meta.ended = Some(chrono::Utc::now().to_rfc3339());
             meta.duration_ms = duration_ms;
         })?;
+    }
+    if let Some(mut meta) = dry_meta {
+        // Listed by `tend runs` as a dry-run; a state dir it cannot write to does not
+        // fail a dry-run, which writes nothing else.
+        meta.outcome = outcome.as_str().into();
+        meta.changed = changed;
+        meta.ended = Some(chrono::Utc::now().to_rfc3339());
+        meta.duration_ms = duration_ms;
+        if let Err(e) = state.write_meta(&meta) {
+            tracing::warn!("dry-run {run_id}: cannot record it: {e}");
+        }
     }
     for h in &mut hosts {
         h.reached = None;

@@ -520,10 +520,14 @@ pub fn redact_event(e: &Event, f: &dyn Fn(&str) -> String) -> Event {
             s(result);
         }
         Event::Rollback {
-            host, incomplete, ..
+            host,
+            incomplete,
+            warnings,
+            ..
         } => {
             s(host);
             v(incomplete);
+            v(warnings);
         }
         Event::HostEnd { host, error, .. } => {
             s(host);
