@@ -459,7 +459,10 @@ fn already_rolled_back(state: &StateDir, meta: &crate::state::RunMeta, only_host
         }
         undone += c.entries.len();
     }
-    (undone > 0).then(|| {
+    // Records a step itself marked as changing nothing are undone too: only a run
+    // that a rollback replayed (or that rolled itself back) counts.
+    let replayed = meta.rolled_back_at.is_some() || meta.outcome == "rolled_back";
+    (undone > 0 && replayed).then(|| {
         meta.rolled_back_at
             .clone()
             .or_else(|| meta.ended.clone())
