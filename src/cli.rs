@@ -1071,6 +1071,7 @@ fn exec(
     command: &[String],
 ) -> Result<i32> {
     let (timeout, json) = (how.timeout, how.json);
+    app::exec::refuse_atomic(policy_args.atomic)?;
     let state = state_dir(cli)?;
     let config = config(cli)?;
     let recipe = app::exec_recipe()?;
@@ -1095,7 +1096,7 @@ fn exec(
     let interrupts = Interrupts::install(cancel.clone())
         .map_err(|e| Error::io("cannot set up signal handling", e))?;
     let inner = interrupts.sink(inner);
-    let mut params = vec![("command".to_string(), command.join(" "))];
+    let mut params = vec![("command".to_string(), app::exec::command_line(command))];
     if let Some(t) = timeout {
         params.push(("timeout".into(), t.as_secs().max(1).to_string()));
     }

@@ -183,7 +183,8 @@ pub(crate) const EXEC_RECIPE: &str = "//! Ad-hoc command (tend exec).
 let p = params(#{ command: \"\", timeout: 0 });
 let opts = #{ allow_fail: true };
 if p.timeout > 0 { opts.timeout = p.timeout; }
-sh(p.command, opts);
+let r = sh(p.command, opts);
+if r.code != 0 { throw `exited with status ${r.code}`; }
 ";
 
 /// The built-in recipe of `tend exec`, which runs `-p command=…` through `sh`.
