@@ -9,6 +9,7 @@
 mod core;
 mod fs;
 mod sh;
+mod names;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -452,6 +453,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     core::register(&mut engine, host.clone());
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
+    names::remember(&engine);
     engine
 }
 
@@ -572,9 +574,13 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
         }
         EvalAltResult::ErrorRuntime(v, _) if v.is::<ParamProblem>() => v.clone().cast::<ParamProblem>().0,
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
-            format!("unknown function `{sig}` (check its name and arguments)")
-        }
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => names::unknown_function(sig),
+        // Imports written as string literals were all resolved when the recipe was
+        // compiled: one looked up now has a computed path.
+        EvalAltResult::ErrorModuleNotFound(name, _) => format!(
+            "import of {name:?}, a computed path: imports must be string literals \
+             (import \"name\" as m), resolved when the recipe is loaded"
+        ),
         EvalAltResult::ErrorTooManyOperations(_) => format!(
             "the recipe ran more than {} operations and was stopped (a runaway loop?); raise --max-operations if it really needs more",
             limits.max_operations
