@@ -22,6 +22,16 @@ pub enum Event {
     },
     /// A host's part of the run begins (connecting, for a remote host).
     HostStart { host: String },
+    /// A step begins (its `step` event follows when it ends). `function` is the
+    /// Rhai function's name without its module (`line` for `fs::line`); `line`, the
+    /// recipe line that called it.
+    StepStart {
+        host: String,
+        step: u64,
+        function: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<usize>,
+    },
     Step {
         host: String,
         step: u64,

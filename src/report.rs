@@ -235,6 +235,17 @@ impl Human {
                     live.host_bar(host).set_message("connecting");
                 }
             }
+            Event::StepStart {
+                host,
+                step,
+                function,
+                ..
+            } => {
+                if let Some(live) = &self.live {
+                    live.host_bar(host)
+                        .set_message(format!("step {step}: {} …", escape(function)));
+                }
+            }
             Event::Step {
                 host, step, report, ..
             } => {

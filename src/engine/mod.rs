@@ -351,6 +351,12 @@ impl HostContext {
     ) -> RResult<Map> {
         self.halted(call)?;
         let step = ctx.begin_step();
+        self.emit(Event::StepStart {
+            host: self.host(),
+            step,
+            function: call.fn_name().to_string(),
+            line: call.call_position().line(),
+        });
         match f(ctx) {
             Ok(mut report) => {
                 ctx.finish_step();
@@ -482,6 +488,10 @@ pub fn redact_event(e: &Event, f: &dyn Fn(&str) -> String) -> Event {
         }
     };
     match &mut e {
+        Event::StepStart { host, function, .. } => {
+            s(host);
+            s(function);
+        }
         Event::RunStart {
             recipe,
             hosts,
