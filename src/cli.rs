@@ -1131,9 +1131,9 @@ fn exec(
     if !json {
         human.exec_report(&codes);
     }
-    let all_ok = codes
-        .iter()
-        .all(|(_, o, step, _)| *o == Outcome::Ok && step.as_ref().and_then(|s| s.code) == Some(0));
+    // A non-zero exit fails the host (see the exec recipe): outcomes say it all, with
+    // or without --json (which collects no step events here).
+    let all_ok = codes.iter().all(|(_, o, _, _)| *o == Outcome::Ok);
     Ok(if result.outcome == Outcome::Cancelled {
         interrupts.exit_code()
     } else if all_ok {
