@@ -101,7 +101,7 @@ pub fn rollback_host(
                 j.mark_undone(e.seq)
                     .map_err(|err| Error::io("cannot update journal", err))?;
             }
-            "not undone: the command failed before it finished, its effects are unknown".to_string()
+            "not undone: the command did not finish (it failed or was stopped); its effects are unknown".to_string()
         } else {
             // A change made as root is checked and reverted through the host's sudo
             // view; an undo command asks sudo itself.
