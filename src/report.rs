@@ -341,7 +341,11 @@ impl Human {
                         "  {} {}  {} {reverted} change(s)",
                         self.paint(CYAN, "↺"),
                         escape(host),
-                        if dry_run { "would roll back" } else { "rolled back" }
+                        if dry_run {
+                            "would roll back"
+                        } else {
+                            "rolled back"
+                        }
                     ));
                 } else {
                     self.out(format!(

@@ -276,7 +276,9 @@ impl StateDir {
             .iter()
             .filter_map(|id| self.read_meta(id).ok().or_else(|| self.damaged_meta(id)))
             .map(|mut meta| {
-                if !meta.dry_run && meta.ended.is_none() || meta.effective_outcome() == "interrupted" {
+                if !meta.dry_run && meta.ended.is_none()
+                    || meta.effective_outcome() == "interrupted"
+                {
                     meta.changed = meta.changed.max(self.journaled_steps(&meta));
                 }
                 meta
@@ -341,7 +343,11 @@ pub fn resolve_run_id(state: &StateDir, id: &str, real_only: bool) -> Result<Str
     let runs = state.list_runs()?;
     let mut runs = runs.iter().rev().filter(|r| !(real_only && r.dry_run));
     runs.nth(back).map(|r| r.run_id.clone()).ok_or_else(|| {
-        let what = if real_only { "real runs (dry-runs are not counted)" } else { "runs" };
+        let what = if real_only {
+            "real runs (dry-runs are not counted)"
+        } else {
+            "runs"
+        };
         let count = state
             .list_runs()
             .map(|all| all.iter().filter(|r| !(real_only && r.dry_run)).count())

@@ -33,22 +33,38 @@ fn a_failed_command_after_file_changes_rolls_back_with_a_warning_not_incomplete(
     );
     let run = w.run(&r, &[]);
     run.assert_code(3);
-    assert!(!exists(&w, "a.txt") && !exists(&w, "b.txt"), "file changes reverted");
+    assert!(
+        !exists(&w, "a.txt") && !exists(&w, "b.txt"),
+        "file changes reverted"
+    );
     let rb = rollback_event(&run);
     assert_eq!(rb["reverted"], 2, "{rb}");
     assert_eq!(rb["incomplete"], serde_json::json!([]), "{rb}");
     let warnings = rb["warnings"].as_array().expect("warnings").clone();
     assert_eq!(warnings.len(), 1, "{rb}");
     let warning = warnings[0].as_str().unwrap();
-    assert!(warning.contains("echo partial > ") && warning.contains("; false"), "{warning}");
+    assert!(
+        warning.contains("echo partial > ") && warning.contains("; false"),
+        "{warning}"
+    );
     assert!(warning.contains("unknown"), "{warning}");
     assert_eq!(run.event("run_end")["outcome"], "rolled_back");
     // As people read it.
     std::fs::write(w.root().join("c.txt"), "").unwrap();
     let human = w.tend(&["run", r.to_str().unwrap()]);
     human.assert_code(3);
-    assert!(human.stdout.contains("rolled back 2 change(s)"), "{}", human.stdout);
-    assert!(human.stdout.contains("warning: step 3 (sh): sh `echo partial"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("rolled back 2 change(s)"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human
+            .stdout
+            .contains("warning: step 3 (sh): sh `echo partial"),
+        "{}",
+        human.stdout
+    );
     assert!(!human.stdout.contains("INCOMPLETE"), "{}", human.stdout);
 }
 
@@ -68,7 +84,13 @@ fn a_command_that_ran_without_undo_still_makes_a_rollback_incomplete() {
     let rb = rollback_event(&run);
     let incomplete = rb["incomplete"].as_array().unwrap();
     assert_eq!(incomplete.len(), 1, "{rb}");
-    assert!(incomplete[0].as_str().unwrap().contains("cannot undo sh `true`"), "{rb}");
+    assert!(
+        incomplete[0]
+            .as_str()
+            .unwrap()
+            .contains("cannot undo sh `true`"),
+        "{rb}"
+    );
 }
 
 #[test]
@@ -91,14 +113,22 @@ fn rollback_dry_run_counts_then_rollback_then_already_rolled_back() {
     let plan = w.tend(&["rollback", "last", "--dry-run"]);
     plan.assert_code(0);
     let last = plan.stdout.trim_end().lines().last().unwrap_or_default();
-    assert!(last.ends_with(&format!("would roll back {changed}")), "{}", plan.stdout);
+    assert!(
+        last.ends_with(&format!("would roll back {changed}")),
+        "{}",
+        plan.stdout
+    );
     assert!(last.contains(&id), "{last}");
-    assert!(exists(&w, "a.txt") && exists(&w, "b.txt"), "a dry-run changes nothing");
+    assert!(
+        exists(&w, "a.txt") && exists(&w, "b.txt"),
+        "a dry-run changes nothing"
+    );
 
     let done = w.tend(&["rollback", &id]);
     done.assert_code(0);
     assert!(
-        done.stdout.contains(&format!("complete ({changed} reverted)")),
+        done.stdout
+            .contains(&format!("complete ({changed} reverted)")),
         "{}",
         done.stdout
     );
@@ -107,7 +137,11 @@ fn rollback_dry_run_counts_then_rollback_then_already_rolled_back() {
 
     let again = w.tend(&["rollback", &id]);
     again.assert_code(0);
-    assert!(again.stdout.contains("already rolled back at 20"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("already rolled back at 20"),
+        "{}",
+        again.stdout
+    );
     assert!(!again.stdout.contains("0 reverted"), "{}", again.stdout);
     let json = w.tend(&["rollback", &id, "--json"]);
     let end = json.event("rollback_end");
@@ -119,7 +153,11 @@ fn rollback_dry_run_counts_then_rollback_then_already_rolled_back() {
     auto.assert_code(3);
     let again = w.tend(&["rollback", "last"]);
     again.assert_code(0);
-    assert!(again.stdout.contains("already rolled back at"), "{}", again.stdout);
+    assert!(
+        again.stdout.contains("already rolled back at"),
+        "{}",
+        again.stdout
+    );
 }
 
 #[test]
@@ -133,7 +171,10 @@ fn changed_when_lets_a_check_report_no_change() {
     // An opaque command: unknown in a dry-run, so "there may be changes".
     assert_eq!(detailed("sh(\"echo '0 upgraded'\");\n"), 2);
     // Vouched read-only: runs in the dry-run, and its result decides.
-    assert_eq!(detailed("sh(\"echo '0 upgraded'\", #{changed_when: false});\n"), 0);
+    assert_eq!(
+        detailed("sh(\"echo '0 upgraded'\", #{changed_when: false});\n"),
+        0
+    );
     assert_eq!(
         detailed("sh(\"echo '0 upgraded'\", #{read_only: true, changed_when: |r| !r.stdout.contains(\"0 upgraded\")});\n"),
         0
@@ -144,7 +185,10 @@ fn changed_when_lets_a_check_report_no_change() {
     );
     // A closure on a command that is not read-only cannot be judged without running
     // it: the dry-run stays truthful (unknown).
-    assert_eq!(detailed("sh(\"echo hi\", #{changed_when: |r| false});\n"), 2);
+    assert_eq!(
+        detailed("sh(\"echo hi\", #{changed_when: |r| false});\n"),
+        2
+    );
 
     // A real run: judged unchanged, so no undo runs and nothing is incomplete.
     let r = w.recipe(
@@ -166,7 +210,10 @@ fn changed_when_lets_a_check_report_no_change() {
     let rb = rollback_event(&run);
     assert_eq!(rb["reverted"], 1, "{rb}");
     assert_eq!(rb["incomplete"], serde_json::json!([]), "{rb}");
-    assert!(!exists(&w, "undo-ran"), "the undo of an unchanged command ran");
+    assert!(
+        !exists(&w, "undo-ran"),
+        "the undo of an unchanged command ran"
+    );
     assert!(!exists(&w, "a.txt"));
 }
 
@@ -191,13 +238,23 @@ fn failed_when_decides_failure_instead_of_the_exit_status() {
     let run = w.run(&bad, &[]);
     run.assert_code(3);
     let failed = run.event("step_failed");
-    assert!(failed["error"].as_str().unwrap().contains("failed_when is true"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed_when is true"),
+        "{failed}"
+    );
     assert!(!exists(&w, "a.txt"));
 
     let wrong = w.recipe("wrong.rhai", "sh(\"true\", #{failed_when: \"yes\"});\n");
     let run = w.run(&wrong, &[]);
     run.assert_code(65);
-    assert!(run.stderr.contains("`failed_when` must be a closure"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`failed_when` must be a closure"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -215,7 +272,11 @@ fn exec_quotes_each_word_and_its_json_agrees_with_the_exit_code() {
     // One argument stays a command line.
     let r = w.tend(&["exec", "--", "echo one; echo two | tr t T"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("one") && r.stdout.contains("Two"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("one") && r.stdout.contains("Two"),
+        "{}",
+        r.stdout
+    );
 
     let j = w.tend(&["exec", "--json", "--", "sh", "-c", "echo hi; exit 3"]);
     j.assert_code(1);
@@ -250,11 +311,26 @@ fn exec_over_ssh_passes_each_word_as_one_argument() {
     h.hand_over(&[&w.root(), &state]);
     let kh = kh.display().to_string();
     let r = w.tend(&[
-        "exec", "-H", "h1", "--known-hosts", &kh, "--", "sh", "-c", "printf '<%s>' \"$@\"; exit 5", "x",
-        "two words", "it's",
+        "exec",
+        "-H",
+        "h1",
+        "--known-hosts",
+        &kh,
+        "--",
+        "sh",
+        "-c",
+        "printf '<%s>' \"$@\"; exit 5",
+        "x",
+        "two words",
+        "it's",
     ]);
     r.assert_code(1);
-    assert!(r.stdout.contains("h1 (exit 5)"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("h1 (exit 5)"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert!(r.stdout.contains("<two words><it's>"), "{}", r.stdout);
 }
 
@@ -293,7 +369,11 @@ fn last_is_a_run_id_and_dry_runs_are_listed_as_such() {
     let audit = w.tend(&["audit", "show", "last"]);
     audit.assert_code(0);
     assert!(audit.stdout.contains(&plan.run_id()), "{}", audit.stdout);
-    let end = audit.stdout.lines().find(|l| l.contains("run_end")).unwrap();
+    let end = audit
+        .stdout
+        .lines()
+        .find(|l| l.contains("run_end"))
+        .unwrap();
     assert!(end.contains("dry-run ok"), "{end}");
     assert!(!end.contains("changed="), "{end}");
     // `last` for rollback passes over dry-runs; `last~1` is the one before.
@@ -330,7 +410,11 @@ fn an_interrupted_run_shows_the_changes_it_made() {
     assert_eq!(runs[0]["outcome"], "interrupted", "{runs:?}");
     assert!(runs[0]["changed"].as_u64().unwrap() >= 2, "{runs:?}");
     let table = w.tend(&["runs"]);
-    let row = table.stdout.lines().find(|l| l.contains("interrupted")).unwrap();
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.contains("interrupted"))
+        .unwrap();
     assert!(!row.trim_end().ends_with(" 0"), "{row}");
 }
 
@@ -365,12 +449,20 @@ fn errors_speak_rhai() {
     let r = w.recipe("args.rhai", "fs::line(1);\n");
     let run = w.run(&r, &[]);
     run.assert_code(65);
-    assert!(run.stderr.contains("no function fs::line(int)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no function fs::line(int)"),
+        "{}",
+        run.stderr
+    );
 
     let r = w.recipe("import.rhai", "let p = #{m: \"x\"};\nimport p.m as q;\n");
     let run = w.run(&r, &[]);
     run.assert_code(65);
-    assert!(run.stderr.contains("imports must be string literals"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("imports must be string literals"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -383,7 +475,8 @@ fn demo_says_where_the_logs_are_and_what_to_roll_back() {
     run.assert_code(0);
     let real = w.dir.path().join("demo-real").canonicalize().unwrap();
     assert!(
-        run.stdout.contains(&format!("Sample logs in {}/logs", real.display())),
+        run.stdout
+            .contains(&format!("Sample logs in {}/logs", real.display())),
         "{}",
         run.stdout
     );
@@ -394,7 +487,11 @@ fn demo_says_where_the_logs_are_and_what_to_roll_back() {
         .find(|r| r["dry_run"] == false)
         .map(|r| r["run_id"].as_str().unwrap().to_string())
         .unwrap();
-    assert!(run.stdout.contains(&format!("tend rollback {id}")), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("tend rollback {id}")),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -413,14 +510,28 @@ fn json_has_a_step_start_before_each_step() {
         .events()
         .iter()
         .filter(|e| e["event"] == "step_start" || e["event"] == "step")
-        .map(|e| (e["event"].as_str().unwrap().to_string(), e["step"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["step"].as_u64().unwrap(),
+            )
+        })
         .collect();
-    let want: Vec<(String, u64)> = [("step_start", 1), ("step", 1), ("step_start", 2), ("step", 2)]
-        .iter()
-        .map(|(e, n)| (e.to_string(), *n))
-        .collect();
+    let want: Vec<(String, u64)> = [
+        ("step_start", 1),
+        ("step", 1),
+        ("step_start", 2),
+        ("step", 2),
+    ]
+    .iter()
+    .map(|(e, n)| (e.to_string(), *n))
+    .collect();
     assert_eq!(seq, want);
-    let starts: Vec<_> = run.events().into_iter().filter(|e| e["event"] == "step_start").collect();
+    let starts: Vec<_> = run
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "step_start")
+        .collect();
     assert_eq!(starts[0]["function"], "file");
     assert_eq!(starts[1]["function"], "sh");
     assert_eq!(starts[1]["line"], 3);

@@ -970,7 +970,10 @@ fn postrotate_failure_rolls_back() {
         "{failed}"
     );
     let rb = r.event("rollback");
-    assert!(rb["warnings"][0].as_str().unwrap().contains("sh `exit 1`"), "{rb}");
+    assert!(
+        rb["warnings"][0].as_str().unwrap().contains("sh `exit 1`"),
+        "{rb}"
+    );
     // The rotation had happened (a.log.2.gz removed, renames, creates) before it failed.
     assert!(
         r.changed_paths().contains(&w.path("a.log.2.gz")),

@@ -504,7 +504,9 @@ sh("exit 3", #{undo: "touch ROOT/undo-ran"});
     assert_eq!(warnings.len(), 1, "{}", r.stdout);
     let msg = warnings[0].as_str().unwrap();
     assert!(
-        msg.contains("step 2 (sh)") && msg.contains("before it finished") && msg.contains("undo-ran"),
+        msg.contains("step 2 (sh)")
+            && msg.contains("before it finished")
+            && msg.contains("undo-ran"),
         "{msg}"
     );
     assert!(step_failed_error(&r).contains("recipe.rhai:3:"));

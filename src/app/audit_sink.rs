@@ -19,7 +19,10 @@ pub(crate) fn audit_record(
         // A plan is recorded (who looked at what), its steps are not: nothing changed.
         _ if dry_run => matches!(event, Event::RunStart { .. } | Event::RunEnd { .. }),
         Event::Step { report, .. } => report.changed || report.unknown,
-        Event::Log { .. } | Event::Undo { .. } | Event::HostStart { .. } | Event::StepStart { .. } => false,
+        Event::Log { .. }
+        | Event::Undo { .. }
+        | Event::HostStart { .. }
+        | Event::StepStart { .. } => false,
         _ => true,
     };
     if !keep {

@@ -46,7 +46,10 @@ mod tests {
             command_line(&w(&["sh", "-c", "echo hi; exit 3"])),
             "sh -c 'echo hi; exit 3'"
         );
-        assert_eq!(command_line(&w(&["printf", "%s\n", "it's"])), r"printf '%s
-' 'it'\''s'");
+        assert_eq!(
+            command_line(&w(&["printf", "%s\n", "it's"])),
+            r"printf '%s
+' 'it'\''s'"
+        );
     }
 }

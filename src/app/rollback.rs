@@ -187,7 +187,9 @@ pub fn rollback_host(
 fn failed_command(e: &Entry) -> String {
     let what = match &e.undo {
         Undo::Barrier { what } => what.trim_end_matches(" (no undo given)").to_string(),
-        Undo::Command { command } => format!("the command of this step (its undo `{command}` was not run)"),
+        Undo::Command { command } => {
+            format!("the command of this step (its undo `{command}` was not run)")
+        }
         other => other.describe(),
     };
     format!(
@@ -446,9 +448,17 @@ pub fn rollback(
 /// When every record of the run's journals (of `only_host`'s, if given) was undone
 /// already, when that was: the rollback's time, or the run's end for a run that
 /// rolled itself back. `None` while anything is left to undo, or nothing ever was.
-fn already_rolled_back(state: &StateDir, meta: &crate::state::RunMeta, only_host: Option<&str>) -> Option<String> {
+fn already_rolled_back(
+    state: &StateDir,
+    meta: &crate::state::RunMeta,
+    only_host: Option<&str>,
+) -> Option<String> {
     let mut undone = 0;
-    for host in meta.hosts.iter().filter(|h| only_host.is_none_or(|o| o == h.as_str())) {
+    for host in meta
+        .hosts
+        .iter()
+        .filter(|h| only_host.is_none_or(|o| o == h.as_str()))
+    {
         let path = state.journal_path(&meta.run_id, host);
         if !path.exists() {
             continue;

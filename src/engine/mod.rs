@@ -8,8 +8,8 @@
 
 mod core;
 mod fs;
-mod sh;
 mod names;
+mod sh;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -71,7 +71,9 @@ impl Judge {
         };
         let ask = |key: &str, f: &FnPtr, r: &crate::ops::StepReport| {
             f.call_within_context::<bool>(call, (super::report_map(r),))
-                .map_err(|e| crate::ops::OpError::Invalid(format!("sh `{}`: {key}: {e}", spec.command)))
+                .map_err(|e| {
+                    crate::ops::OpError::Invalid(format!("sh `{}`: {key}: {e}", spec.command))
+                })
         };
         if let Some(f) = &self.failed_when {
             if ask("failed_when", f, &r)? {
@@ -293,10 +295,14 @@ fn run_sh(
         spec
     };
     let Some(scope) = h.scope() else {
-        return h.step_login(call, |c| sh(c, spec).and_then(|r| judge.apply(call, c, spec, r)));
+        return h.step_login(call, |c| {
+            sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))
+        });
     };
     if in_scope || spec.read_only {
-        return h.step_login(call, |c| sh(c, spec).and_then(|r| judge.apply(call, c, spec, r)));
+        return h.step_login(call, |c| {
+            sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))
+        });
     }
     let why = format!(
         "sh `{}`: the recipe declares a write scope ({}) and tend cannot tell what this command changes; \

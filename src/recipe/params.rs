@@ -260,9 +260,14 @@ fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
             "false" | "no" | "0" | "off" => false,
             _ => return Err(bad("a bool (true/false)")),
         }),
-        ParamType::Size => Dynamic::from_int(
-            parse_size(raw).map_err(|q| bad_quantity(q, "a size", "bytes", "10M, 100k, 1G; M for megabytes: 10m is ten minutes"))?,
-        ),
+        ParamType::Size => Dynamic::from_int(parse_size(raw).map_err(|q| {
+            bad_quantity(
+                q,
+                "a size",
+                "bytes",
+                "10M, 100k, 1G; M for megabytes: 10m is ten minutes",
+            )
+        })?),
         ParamType::Duration => Dynamic::from_int(
             parse_duration(raw)
                 .map_err(|q| bad_quantity(q, "a duration", "seconds", "30s, 15m, 7d"))?,
