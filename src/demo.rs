@@ -8,6 +8,13 @@ use crate::error::{Error, Result};
 /// The shipped log-rotate recipe, embedded so `tend demo` works from any install.
 pub const LOG_ROTATE: &str = include_str!("../recipes/log-rotate.rhai");
 
+/// Where `dir` really is (absolute, symlinks resolved), for the user to look at.
+pub fn real_dir(dir: &Path) -> PathBuf {
+    dir.canonicalize()
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+}
+
 /// Create (or reset) the sample under `dir`; returns the path of the recipe copy.
 pub fn prepare(dir: &Path) -> Result<PathBuf> {
     let io = |what: &str, e| Error::io(format!("demo: cannot {what} in {}", dir.display()), e);

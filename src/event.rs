@@ -22,6 +22,16 @@ pub enum Event {
     },
     /// A host's part of the run begins (connecting, for a remote host).
     HostStart { host: String },
+    /// A step begins (its `step` event follows when it ends). `function` is the
+    /// Rhai function's name without its module (`line` for `fs::line`); `line`, the
+    /// recipe line that called it.
+    StepStart {
+        host: String,
+        step: u64,
+        function: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        line: Option<usize>,
+    },
     Step {
         host: String,
         step: u64,
@@ -51,6 +61,10 @@ pub enum Event {
         reverted: u64,
         /// What could not be undone, each with why.
         incomplete: Vec<String>,
+        /// Commands that failed (or were stopped) mid-step: no known change of theirs
+        /// is left, but what they did before failing is unknown.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     HostEnd {
         host: String,

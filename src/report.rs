@@ -31,18 +31,25 @@ pub struct Human {
     failures_shown: Arc<Mutex<HashSet<String>>>,
 }
 
-/// On a terminal, during a fleet run: one live line per running host and an overall
-/// bar; everything else is printed above them.
+/// On a terminal, during a run: one live line per running host (its current step;
+/// for a single host, with the step's elapsed time: a backup can take an hour) and,
+/// for a fleet, an overall bar; everything else is printed above them.
 pub struct Live {
     mp: MultiProgress,
     total: ProgressBar,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    single: bool,
 }
 
 impl Live {
     fn new(hosts: usize) -> Live {
         let mp = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout());
-        let total = mp.add(ProgressBar::new(hosts as u64));
+        let single = hosts == 1;
+        let total = if single {
+            ProgressBar::hidden()
+        } else {
+            mp.add(ProgressBar::new(hosts as u64))
+        };
         total.set_style(
             ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} hosts  {elapsed}")
                 .expect("template"),
@@ -51,6 +58,7 @@ impl Live {
             mp,
             total,
             bars: Mutex::new(HashMap::new()),
+            single,
         }
     }
 
@@ -58,13 +66,16 @@ impl Live {
         let mut bars = self.bars.lock().expect("bars");
         bars.entry(host.to_string())
             .or_insert_with(|| {
-                let b = self
-                    .mp
-                    .insert_before(&self.total, ProgressBar::new_spinner());
-                b.set_style(
-                    ProgressStyle::with_template("  {spinner} {prefix:<16} {wide_msg}")
-                        .expect("template"),
-                );
+                let (b, template) = if self.single {
+                    let b = self.mp.add(ProgressBar::new_spinner());
+                    (b, "  {spinner} {prefix}  {msg}  {elapsed}")
+                } else {
+                    let b = self
+                        .mp
+                        .insert_before(&self.total, ProgressBar::new_spinner());
+                    (b, "  {spinner} {prefix:<16} {wide_msg}")
+                };
+                b.set_style(ProgressStyle::with_template(template).expect("template"));
                 b.set_prefix(host.to_string());
                 b.enable_steady_tick(Duration::from_millis(120));
                 b
@@ -101,12 +112,14 @@ impl Human {
         }
     }
 
-    /// Live per-host lines for a fleet run on a terminal.
+    /// Live per-host lines for a run on a terminal.
     pub fn with_live(&self, hosts: usize) -> Human {
         use std::io::IsTerminal;
+        // No host selected means this machine.
+        let hosts = hosts.max(1);
         let mut h = self.clone();
         h.hosts_hint = hosts;
-        if hosts > 1 && !self.quiet && std::io::stdout().is_terminal() {
+        if !self.quiet && std::io::stdout().is_terminal() {
             h.live = Some(Arc::new(Live::new(hosts)));
         }
         h
@@ -235,6 +248,20 @@ impl Human {
                     live.host_bar(host).set_message("connecting");
                 }
             }
+            Event::StepStart {
+                host,
+                step,
+                function,
+                ..
+            } => {
+                if let Some(live) = &self.live {
+                    let bar = live.host_bar(host);
+                    if live.single {
+                        bar.reset_elapsed();
+                    }
+                    bar.set_message(format!("step {step}: {} …", escape(function)));
+                }
+            }
             Event::Step {
                 host, step, report, ..
             } => {
@@ -285,8 +312,14 @@ impl Human {
                     .expect("failures")
                     .insert(host.clone());
                 let body = format!("{}  {}", escape(host), escape_lines(error, "      "));
-                match self.live {
-                    Some(_) => self.out(format!("  {} {body}", self.paint(RED, "✗"))),
+                match &self.live {
+                    Some(_) if self.hosts_hint > 1 => {
+                        self.out(format!("  {} {body}", self.paint(RED, "✗")))
+                    }
+                    // Above the live line, which would otherwise draw over it.
+                    Some(live) => live
+                        .mp
+                        .suspend(|| eprintln!("  {} {body}", self.paint_err(RED, "✗"))),
                     None => eprintln!("  {} {body}", self.paint_err(RED, "✗")),
                 }
             }
@@ -328,12 +361,18 @@ impl Human {
                 host,
                 reverted,
                 incomplete,
+                warnings,
             } => {
                 if incomplete.is_empty() {
                     self.out(format!(
-                        "  {} {}  rolled back {reverted} change(s)",
+                        "  {} {}  {} {reverted} change(s)",
                         self.paint(CYAN, "↺"),
-                        escape(host)
+                        escape(host),
+                        if dry_run {
+                            "would roll back"
+                        } else {
+                            "rolled back"
+                        }
                     ));
                 } else {
                     self.out(format!(
@@ -345,6 +384,13 @@ impl Human {
                         self.out(format!("      - {}", escape_lines(i, "        ")));
                     }
                 }
+                for w in warnings {
+                    self.out(format!(
+                        "      {} {}",
+                        self.paint(YELLOW, "warning:"),
+                        escape_lines(w, "        ")
+                    ));
+                }
             }
             Event::HostEnd {
                 host,
@@ -354,7 +400,7 @@ impl Human {
                 error,
                 ..
             } => {
-                let fleet = self.live.is_some() || self.hosts_hint > 1;
+                let fleet = self.hosts_hint > 1;
                 if let Some(live) = &self.live {
                     live.host_done(host);
                 }
@@ -613,7 +659,11 @@ impl Human {
                 hosts,
                 started,
                 format!("{:.1}s", r.duration_ms as f64 / 1000.0),
-                r.effective_outcome().to_string(),
+                if r.dry_run {
+                    format!("dry-run {}", r.effective_outcome())
+                } else {
+                    r.effective_outcome().to_string()
+                },
                 r.changed.to_string(),
                 crate::app::human_bytes(*held),
             ]);
@@ -628,7 +678,12 @@ impl Human {
             let ts = ts.get(..19).unwrap_or(&ts).replace('T', " ");
             let what = match s("event").as_str() {
                 "run_start" => format!(
-                    "{} {}{}",
+                    "{}{} {}{}",
+                    if e.get("dry_run") == Some(&serde_json::Value::Bool(true)) {
+                        "dry-run "
+                    } else {
+                        ""
+                    },
                     s("recipe"),
                     s("recipe_hash"),
                     if e.get("vetted") == Some(&serde_json::Value::Bool(false)) {
@@ -642,6 +697,12 @@ impl Human {
                 "step_failed" | "host_end" => format!("{} {}", s("outcome"), s("error"))
                     .trim()
                     .to_string(),
+                "run_end" if e.get("dry_run") == Some(&serde_json::Value::Bool(true)) => format!(
+                    "dry-run {} to_change={} unknown={}",
+                    s("outcome"),
+                    e.get("changed").and_then(|v| v.as_u64()).unwrap_or(0),
+                    e.get("unknown").and_then(|v| v.as_u64()).unwrap_or(0)
+                ),
                 "run_end" => format!(
                     "{} changed={}",
                     s("outcome"),
@@ -770,12 +831,26 @@ impl Output {
                     "reverted": report.reverted,
                     "complete": report.incomplete.is_empty(),
                     "incomplete": report.incomplete,
+                    "warnings": report.warnings,
+                    "already_rolled_back_at": report.already,
                 });
                 outln!("{v}");
             }
             Output::Human(h, _) => {
-                if dry_run {
-                    h.line(&format!("rollback of {run_id}: dry-run, nothing changed"));
+                if let Some(at) = &report.already {
+                    h.line(&format!(
+                        "rollback of {run_id}: already rolled back at {at}; nothing left to undo"
+                    ));
+                } else if dry_run {
+                    h.line(&format!(
+                        "rollback of {run_id}: dry-run, nothing changed; would roll back {}{}",
+                        report.reverted,
+                        if report.incomplete.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} could not be undone", report.incomplete.len())
+                        }
+                    ));
                 } else if report.incomplete.is_empty() {
                     h.line(&format!(
                         "rollback of {run_id}: complete ({} reverted)",

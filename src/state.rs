@@ -45,6 +45,9 @@ pub struct RunMeta {
     #[serde(default)]
     pub duration_ms: u64,
     pub outcome: RunState,
+    /// When `tend rollback` last replayed its journals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<String>,
     #[serde(default)]
     pub changed: u64,
     pub dry_run: bool,
@@ -109,6 +112,7 @@ impl RunMeta {
             ended: None,
             duration_ms: 0,
             outcome: RunState::Damaged,
+            rolled_back_at: None,
             changed: 0,
             dry_run: false,
             targets: hosts
@@ -300,7 +304,33 @@ impl StateDir {
         Ok(ids
             .iter()
             .filter_map(|id| self.read_meta(id).ok().or_else(|| self.damaged_meta(id)))
+            .map(|mut meta| {
+                if !meta.dry_run && meta.ended.is_none()
+                    || meta.effective_outcome() == RunState::Interrupted
+                {
+                    meta.changed = meta.changed.max(self.journaled_steps(&meta));
+                }
+                meta
+            })
             .collect())
+    }
+
+    /// How many steps the run's journals record a change for: the count of a run
+    /// that never wrote its end (killed, interrupted, still running).
+    fn journaled_steps(&self, meta: &RunMeta) -> u64 {
+        meta.hosts
+            .iter()
+            .filter_map(|h| crate::journal::Journal::read(&self.journal_path(&meta.run_id, h)).ok())
+            .map(|c| {
+                let steps: std::collections::BTreeSet<u64> = c
+                    .entries
+                    .iter()
+                    .filter(|e| !e.undone)
+                    .map(|e| e.step)
+                    .collect();
+                steps.len() as u64
+            })
+            .sum()
     }
 
     /// A new run id, its folder made here: an id another process made in the same
@@ -322,6 +352,41 @@ impl StateDir {
             }
         }
     }
+}
+
+/// `last` is the most recent run, `last~N` the one N before it (as git's `HEAD~N`);
+/// anything else is returned as it is, for [`check_run_id`]. With `real_only`,
+/// dry-runs are passed over: `tend rollback last` means the last run that could
+/// have changed something.
+pub fn resolve_run_id(state: &StateDir, id: &str, real_only: bool) -> Result<String> {
+    let Some(rest) = id.strip_prefix("last") else {
+        return Ok(id.to_string());
+    };
+    let back: usize = match rest {
+        "" => 0,
+        _ => rest
+            .strip_prefix('~')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "{id:?} is not a run id: `last` is the most recent run, `last~1` the one before it"
+                ))
+            })?,
+    };
+    let runs = state.list_runs()?;
+    let mut runs = runs.iter().rev().filter(|r| !(real_only && r.dry_run));
+    runs.nth(back).map(|r| r.run_id.clone()).ok_or_else(|| {
+        let what = if real_only {
+            "real runs (dry-runs are not counted)"
+        } else {
+            "runs"
+        };
+        let count = state
+            .list_runs()
+            .map(|all| all.iter().filter(|r| !(real_only && r.dry_run)).count())
+            .unwrap_or(0);
+        Error::UnknownRun(format!("{id} (there are {count} {what})"))
+    })
 }
 
 /// Refuse anything that is not shaped like an id [`new_run_id`] makes (or an older

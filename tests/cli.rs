@@ -27,9 +27,11 @@ fn demo_plans_then_rotates_the_sample() {
         ["app.log", "app.log.1", "app.log.2.gz", "worker.log"]
     );
     assert_eq!(std::fs::metadata(logs.join("app.log")).unwrap().len(), 0);
-    // The demo's real run is listed and can be undone.
+    // The demo's real run is listed (after its dry-run) and can be undone.
     let runs = w.tend(&["runs", "--json"]).events();
-    assert_eq!(runs.len(), 1);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["dry_run"], true);
+    let runs = &runs[1..];
     assert_eq!(runs[0]["outcome"], "ok");
     assert_eq!(runs[0]["recipe"], "log-rotate");
     let id = runs[0]["run_id"].as_str().unwrap();

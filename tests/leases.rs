@@ -258,10 +258,12 @@ fn kill_9_then_rollback(
         assert!(said.contains(&part), "{part:?} not in: {said}");
     }
 
+    // The killed command left no known change: a warning, and the rollback is
+    // complete.
     let rb = w.tend(&["rollback", id]);
-    assert!(rb.code == 4, "{}{}", rb.stdout, rb.stderr);
+    assert!(rb.code == 0, "{}{}", rb.stdout, rb.stderr);
     assert!(
-        rb.stdout.contains("did not finish") || rb.stdout.contains("cannot undo"),
+        rb.stdout.contains("warning:") && rb.stdout.contains("before it finished"),
         "{}",
         rb.stdout
     );

@@ -947,7 +947,8 @@ fn postrotate_without_undo() {
 /// logrotate(8), `sharedscripts`: "If the scripts exit with error (or any log fails
 /// to rotate), the remaining actions will not be executed for any logs." tend goes
 /// further: the rotations already made are rolled back, byte for byte. The failed
-/// command itself has no undo, so the rollback is reported incomplete (exit 4).
+/// command's own effects are unknown: a warning names it; the rollback of every known
+/// change is complete (exit 3).
 #[test]
 fn postrotate_failure_rolls_back() {
     let w = World::new();
@@ -966,7 +967,7 @@ fn postrotate_failure_rolls_back() {
             ("free_expired", "false"),
         ],
     );
-    r.assert_code(4);
+    r.assert_code(3);
     let failed = r.event("step_failed");
     assert!(
         failed["error"]
@@ -974,6 +975,11 @@ fn postrotate_failure_rolls_back() {
             .unwrap()
             .contains("`exit 1` exited with status 1"),
         "{failed}"
+    );
+    let rb = r.event("rollback");
+    assert!(
+        rb["warnings"][0].as_str().unwrap().contains("sh `exit 1`"),
+        "{rb}"
     );
     // The rotation had happened (a.log.2.gz removed, renames, creates) before it failed.
     assert!(

@@ -19,7 +19,10 @@ pub(crate) fn audit_record(
         // A plan is recorded (who looked at what), its steps are not: nothing changed.
         _ if dry_run => matches!(event, Event::RunStart { .. } | Event::RunEnd { .. }),
         Event::Step { report, .. } => report.changed || report.unknown,
-        Event::Log { .. } | Event::Undo { .. } | Event::HostStart { .. } => false,
+        Event::Log { .. }
+        | Event::Undo { .. }
+        | Event::HostStart { .. }
+        | Event::StepStart { .. } => false,
         _ => true,
     };
     if !keep {
@@ -29,6 +32,10 @@ pub(crate) fn audit_record(
     let obj = v.as_object_mut()?;
     obj.insert("run_id".into(), run_id.into());
     obj.insert("user".into(), actor.user.clone().into());
+    if dry_run && matches!(event, Event::RunEnd { .. }) {
+        // Read alone, a plan's end must not pass for a run that changed things.
+        obj.insert("dry_run".into(), true.into());
+    }
     if let Event::RunStart { .. } = event {
         obj.insert("trigger".into(), actor.trigger.as_str().into());
         if let Some(name) = &actor.schedule {

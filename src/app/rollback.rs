@@ -24,6 +24,12 @@ pub struct RollbackReport {
     pub incomplete: Vec<String>,
     /// Complete, so the host's backups of the run were freed.
     pub freed: bool,
+    /// Commands that failed or were stopped mid-step: nothing known of theirs is left
+    /// undone, but what they did before failing is unknown (said, not counted as
+    /// incomplete).
+    pub warnings: Vec<String>,
+    /// Nothing was left to undo: when the run was rolled back before.
+    pub already: Option<String>,
 }
 
 /// How a journal is replayed.
@@ -85,13 +91,15 @@ pub fn rollback_host(
     let mut root_view: Option<Arc<dyn Target>> = None;
     for e in contents.entries.iter().rev().filter(|e| !e.undone) {
         let action = e.undo.describe();
-        let is_command = matches!(e.undo, Undo::Command { .. });
+        let is_command = matches!(e.undo, Undo::Command { .. } | Undo::Barrier { .. });
         let result = if is_command && !e.done {
-            report.incomplete.push(format!(
-                "step {} ({}) did not finish (it failed or the run was killed); its undo ({action}) was not run: check by hand",
-                e.step, e.op
-            ));
-            "skipped".to_string()
+            report.warnings.push(failed_command(e));
+            if let Some(j) = &journal {
+                // Nothing will ever be run for it: a later rollback has nothing left.
+                j.mark_undone(e.seq)
+                    .map_err(|err| Error::io("cannot update journal", err))?;
+            }
+            "not undone: the command did not finish (it failed or was stopped); its effects are unknown".to_string()
         } else {
             // A change made as root is checked and reverted through the host's sudo
             // view; an undo command asks sudo itself.
@@ -118,7 +126,10 @@ pub fn rollback_host(
                             .push(format!("step {} ({}): cannot undo {what}", e.step, e.op));
                         "cannot undo".to_string()
                     }
-                    _ => format!("would revert{note}"),
+                    _ => {
+                        report.reverted += 1;
+                        format!("would revert{note}")
+                    }
                 },
                 Ok(note) => match e.undo.revert(view, e.become_) {
                     Ok(r) => {
@@ -163,6 +174,7 @@ pub fn rollback_host(
         host,
         reverted: report.reverted,
         incomplete: report.incomplete.clone(),
+        warnings: report.warnings.clone(),
     });
     // Everything is undone: the backups are of no more use (a --force save stays).
     if !dry_run && report.incomplete.is_empty() && !replay.save_dir.is_empty() {
@@ -172,6 +184,23 @@ pub fn rollback_host(
         }
     }
     Ok(report)
+}
+
+/// The warning for a command whose step did not finish: it failed (or the run was
+/// stopped in it), so no known change of it is left, but it may have done something
+/// before failing that tend cannot know.
+fn failed_command(e: &Entry) -> String {
+    let what = match &e.undo {
+        Undo::Barrier { what } => what.trim_end_matches(" (no undo given)").to_string(),
+        Undo::Command { command } => {
+            format!("the command of this step (its undo `{command}` was not run)")
+        }
+        other => other.describe(),
+    };
+    format!(
+        "step {} ({}): {what} failed or was stopped before it finished; what it did before that is unknown: check by hand",
+        e.step, e.op
+    )
 }
 
 /// Whether record `e` may be reverted now; with `--force` the drifted content is saved
@@ -284,6 +313,7 @@ pub(crate) fn not_undone(sink: &Sink, host: &str, why: String, total: &mut Rollb
         host: host.to_string(),
         reverted: 0,
         incomplete: vec![why.clone()],
+        warnings: Vec::new(),
     });
     total.incomplete.push(why);
 }
@@ -325,6 +355,11 @@ pub fn rollback(
         *wait,
     );
     let mut meta = stores.runs.read(run_id)?;
+    if meta.dry_run {
+        return Err(Error::Usage(format!(
+            "run {run_id} was a dry-run: it changed nothing, so there is nothing to roll back"
+        )));
+    }
     if meta.effective_outcome() == crate::outcome::RunState::Running {
         return Err(Error::Other(format!(
             "run {run_id} is still running ({}); roll it back when it ends",
@@ -342,6 +377,10 @@ pub fn rollback(
         Arc::default(),
     );
     let mut total = RollbackReport::default();
+    if let Some(at) = already_rolled_back(stores.journals.as_ref(), &meta, only_host) {
+        total.already = Some(at);
+        return Ok(total);
+    }
     let hosts: Vec<String> = meta
         .hosts
         .iter()
@@ -430,8 +469,10 @@ pub fn rollback(
         }
         total.reverted += r.reverted;
         total.incomplete.extend(r.incomplete);
+        total.warnings.extend(r.warnings);
     }
     if !dry_run {
+        meta.rolled_back_at = Some(chrono::Utc::now().to_rfc3339());
         meta.outcome = if total.incomplete.is_empty() {
             Outcome::RolledBack.into()
         } else {
@@ -446,4 +487,38 @@ pub fn rollback(
         stores.runs.write(&meta)?;
     }
     Ok(total)
+}
+
+/// When every record of the run's journals (of `only_host`'s, if given) was undone
+/// already, when that was: the rollback's time, or the run's end for a run that
+/// rolled itself back. `None` while anything is left to undo, or nothing ever was.
+fn already_rolled_back(
+    journals: &dyn JournalStore,
+    meta: &crate::state::RunMeta,
+    only_host: Option<&str>,
+) -> Option<String> {
+    let mut undone = 0;
+    for host in meta
+        .hosts
+        .iter()
+        .filter(|h| only_host.is_none_or(|o| o == h.as_str()))
+    {
+        if !journals.exists(&meta.run_id, host) {
+            continue;
+        }
+        let c = journals.read(&meta.run_id, host).ok()?;
+        if !c.damaged.is_empty() || c.entries.iter().any(|e| !e.undone) {
+            return None;
+        }
+        undone += c.entries.len();
+    }
+    // Records a step itself marked as changing nothing are undone too: only a run
+    // that a rollback replayed (or that rolled itself back) counts.
+    let replayed = meta.rolled_back_at.is_some() || meta.outcome == Outcome::RolledBack.into();
+    (undone > 0 && replayed).then(|| {
+        meta.rolled_back_at
+            .clone()
+            .or_else(|| meta.ended.clone())
+            .unwrap_or_else(|| "an unknown time".into())
+    })
 }

@@ -160,7 +160,8 @@ pub(crate) const EXEC_RECIPE: &str = "//! Ad-hoc command (tend exec).
 let p = params(#{ command: \"\", timeout: 0 });
 let opts = #{ allow_fail: true };
 if p.timeout > 0 { opts.timeout = p.timeout; }
-sh(p.command, opts);
+let r = sh(p.command, opts);
+if r.code != 0 { throw `exited with status ${r.code}`; }
 ";
 
 /// The built-in recipe of `tend exec`, which runs `-p command=…` through `sh`.
@@ -287,6 +288,7 @@ pub fn run(
         ended: None,
         duration_ms: 0,
         outcome: crate::outcome::RunState::Running,
+        rolled_back_at: None,
         changed: 0,
         dry_run: req.dry_run,
         hosts: names.clone(),
@@ -331,10 +333,10 @@ pub fn run(
         });
     }
     // Held until the end; any way out before it leaves a final run record.
-    let lease = if req.dry_run {
-        None
+    let (lease, dry_meta) = if req.dry_run {
+        (None, Some(meta))
     } else {
-        Some(RunLease::start(stores.runs.clone(), meta)?)
+        (Some(RunLease::start(stores.runs.clone(), meta)?), None)
     };
 
     let one = HostRunner {
@@ -472,6 +474,17 @@ pub fn run(
                 meta.backups_freed.insert(h.host.clone(), freed);
             }
         })?;
+    }
+    if let Some(mut meta) = dry_meta {
+        // Listed by `tend runs` as a dry-run; a state dir it cannot write to does not
+        // fail a dry-run, which writes nothing else.
+        meta.outcome = outcome.into();
+        meta.changed = changed;
+        meta.ended = Some(chrono::Utc::now().to_rfc3339());
+        meta.duration_ms = duration_ms;
+        if let Err(e) = stores.runs.write(&meta) {
+            tracing::warn!("dry-run {run_id}: cannot record it: {e}");
+        }
     }
     for h in &mut hosts {
         h.reached = None;

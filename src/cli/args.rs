@@ -103,7 +103,8 @@ pub(crate) enum Command {
     },
     /// Undo a run by replaying its journal in reverse (also after a crash or kill -9)
     Rollback {
-        /// The run to undo (see `tend runs`)
+        /// The run to undo (see `tend runs`); `last` is the last real run, `last~1`
+        /// the one before
         run_id: String,
         /// Only this host
         #[arg(long, value_name = "HOST")]
@@ -218,7 +219,7 @@ pub(crate) enum Command {
 pub(crate) enum AuditCommand {
     /// Show audit events, all or those of one run
     Show {
-        /// Only the events of this run
+        /// Only the events of this run (`last` is the most recent, `last~1` the one before)
         run_id: Option<String>,
         /// The events as JSON Lines, as stored
         #[arg(long)]

@@ -19,6 +19,7 @@ pub(crate) fn exec(
     command: &[String],
 ) -> Result<i32> {
     let (timeout, json) = (how.timeout, how.json);
+    app::exec::refuse_atomic(policy_args.atomic)?;
     let state = state_dir(cli)?;
     let config = config(cli)?;
     let recipe = app::exec_recipe()?;
@@ -43,7 +44,7 @@ pub(crate) fn exec(
     let interrupts = Interrupts::install(cancel.clone())
         .map_err(|e| Error::io("cannot set up signal handling", e))?;
     let inner = interrupts.sink(inner);
-    let mut params = vec![("command".to_string(), command.join(" "))];
+    let mut params = vec![("command".to_string(), app::exec::command_line(command))];
     if let Some(t) = timeout {
         params.push(("timeout".into(), t.as_secs().max(1).to_string()));
     }
@@ -84,9 +85,9 @@ pub(crate) fn exec(
     if !json {
         human.exec_report(&codes);
     }
-    let all_ok = codes
-        .iter()
-        .all(|(_, o, step, _)| *o == Outcome::Ok && step.as_ref().and_then(|s| s.code) == Some(0));
+    // A non-zero exit fails the host (see the exec recipe): outcomes say it all, with
+    // or without --json (which collects no step events here).
+    let all_ok = codes.iter().all(|(_, o, _, _)| *o == Outcome::Ok);
     Ok(if result.outcome == Outcome::Cancelled {
         interrupts.exit_code()
     } else if all_ok {

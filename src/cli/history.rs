@@ -11,6 +11,10 @@ pub(crate) fn rollback(
     json: bool,
 ) -> Result<i32> {
     let state = state_dir(cli)?;
+    let req = &app::RollbackRequest {
+        run_id: crate::state::resolve_run_id(&state, &req.run_id, true)?,
+        ..req.clone()
+    };
     let config = config(cli)?;
     let (sink, out) = sink_for(json, human, req.dry_run);
     let report = app::rollback(&Stores::embedded(&state), actor, req, sink)?;
@@ -49,6 +53,10 @@ pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32>
     let log = AuditLog::new(state.root());
     match cmd {
         AuditCommand::Show { run_id, json } => {
+            let run_id = &match run_id {
+                Some(id) => Some(crate::state::resolve_run_id(&state, id, false)?),
+                None => None,
+            };
             let events = log.read(run_id.as_deref())?;
             if run_id.is_some() && events.is_empty() {
                 return Err(Error::UnknownRun(run_id.clone().unwrap_or_default()));

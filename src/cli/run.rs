@@ -103,8 +103,9 @@ pub(crate) fn demo(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| std::env::temp_dir().join("tend-demo"));
     let recipe = demo::prepare(&dir)?;
+    let dir = demo::real_dir(&dir);
     human.line(&format!(
-        "Sample logs in {}; recipe {}.\n\n== 1. dry-run: what would change ==",
+        "Sample logs in {}/logs; recipe {}.\n\n== 1. dry-run: what would change ==",
         dir.display(),
         recipe.display()
     ));
@@ -132,8 +133,9 @@ pub(crate) fn demo(
         ..args
     };
     let code = run(cli, human, actor, &real)?;
+    let run_id = crate::state::resolve_run_id(&state_dir(cli)?, "last", true)?;
     human.line(&format!(
-        "\nNow: `ls -l {}/logs`, `tend runs`, `tend audit show`, and undo it all with `tend rollback RUN_ID`.",
+        "\nNow: `ls -l {}/logs`, `tend runs`, `tend audit show {run_id}`, and undo it all with `tend rollback {run_id}`.",
         dir.display()
     ));
     Ok(code)

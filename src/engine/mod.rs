@@ -8,6 +8,7 @@
 
 mod core;
 mod fs;
+mod names;
 mod sh;
 
 use std::collections::BTreeMap;
@@ -359,6 +360,12 @@ impl HostContext {
     ) -> RResult<Map> {
         self.halted(call)?;
         let step = ctx.begin_step();
+        self.emit(Event::StepStart {
+            host: self.host(),
+            step,
+            function: call.fn_name().to_string(),
+            line: call.call_position().line(),
+        });
         match f(ctx) {
             Ok(mut report) => {
                 ctx.finish_step();
@@ -461,6 +468,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     core::register(&mut engine, host.clone());
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
+    names::remember(&engine);
     engine
 }
 
@@ -489,6 +497,10 @@ pub fn redact_event(e: &Event, f: &dyn Fn(&str) -> String) -> Event {
         }
     };
     match &mut e {
+        Event::StepStart { host, function, .. } => {
+            s(host);
+            s(function);
+        }
         Event::RunStart {
             recipe,
             hosts,
@@ -529,10 +541,14 @@ pub fn redact_event(e: &Event, f: &dyn Fn(&str) -> String) -> Event {
             s(result);
         }
         Event::Rollback {
-            host, incomplete, ..
+            host,
+            incomplete,
+            warnings,
+            ..
         } => {
             s(host);
             v(incomplete);
+            v(warnings);
         }
         Event::HostEnd { host, error, .. } => {
             s(host);
@@ -577,9 +593,13 @@ pub fn describe(error: &EvalAltResult, recipe: &str, limits: &Limits) -> String 
         }
         EvalAltResult::ErrorRuntime(v, _) if v.is::<ParamProblem>() => v.clone().cast::<ParamProblem>().0,
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
-        EvalAltResult::ErrorFunctionNotFound(sig, _) => {
-            format!("unknown function `{sig}` (check its name and arguments)")
-        }
+        EvalAltResult::ErrorFunctionNotFound(sig, _) => names::unknown_function(sig),
+        // Imports written as string literals were all resolved when the recipe was
+        // compiled: one looked up now has a computed path.
+        EvalAltResult::ErrorModuleNotFound(name, _) => format!(
+            "import of {name:?}, a computed path: imports must be string literals \
+             (import \"name\" as m), resolved when the recipe is loaded"
+        ),
         EvalAltResult::ErrorTooManyOperations(_) => format!(
             "the recipe ran more than {} operations and was stopped (a runaway loop?); raise --max-operations if it really needs more",
             limits.max_operations

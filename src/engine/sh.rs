@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Dynamic, Engine, Map, Module, NativeCallContext};
+use rhai::{Dynamic, Engine, FnPtr, Map, Module, NativeCallContext};
 
 use super::{err, HostContext, RResult};
 use crate::event::Event;
@@ -25,7 +25,77 @@ const SH_OPTIONS: &[&str] = &[
     "stdin",
     "allow_fail",
     "in_scope",
+    "changed_when",
+    "failed_when",
 ];
+
+/// `changed_when` / `failed_when`: a closure over the result (`|r| …`) or a plain
+/// bool. They judge a command that ran; one that did not (a dry-run of a command
+/// that is not `read_only`) stays unknown.
+#[derive(Clone, Default)]
+struct Judge {
+    changed_when: Option<FnPtr>,
+    failed_when: Option<FnPtr>,
+}
+
+/// A `changed_when` / `failed_when` value: a closure, or a bool standing for the
+/// closure that always says so.
+enum When {
+    Closure(FnPtr),
+    Always(bool),
+}
+
+fn when(call: &NativeCallContext, key: &str, v: &Dynamic) -> RResult<When> {
+    if let Ok(b) = v.as_bool() {
+        return Ok(When::Always(b));
+    }
+    v.clone().try_cast::<FnPtr>().map(When::Closure).ok_or_else(|| {
+        err(
+            call,
+            format!("sh: `{key}` must be a closure over the result, like |r| r.stdout.contains(\"upgraded\"), or true/false"),
+        )
+    })
+}
+
+impl Judge {
+    /// Apply the closures to what the command did; `Err` fails the step.
+    fn apply(
+        &self,
+        call: &NativeCallContext,
+        ctx: &crate::ops::Ctx,
+        spec: &ShSpec,
+        mut r: crate::ops::StepReport,
+    ) -> crate::ops::OpResult<crate::ops::StepReport> {
+        let Some(code) = r.code.filter(|_| !r.unknown) else {
+            return Ok(r);
+        };
+        let ask = |key: &str, f: &FnPtr, r: &crate::ops::StepReport| {
+            f.call_within_context::<bool>(call, (super::report_map(r),))
+                .map_err(|e| {
+                    crate::ops::OpError::Invalid(format!("sh `{}`: {key}: {e}", spec.command))
+                })
+        };
+        if let Some(f) = &self.failed_when {
+            if ask("failed_when", f, &r)? {
+                return Err(crate::ops::OpError::Invalid(format!(
+                    "`{}` failed: its failed_when is true (exit status {code})",
+                    spec.command
+                )));
+            }
+        }
+        if let Some(f) = &self.changed_when {
+            let changed = ask("changed_when", f, &r)?;
+            if r.changed && !changed {
+                // Nothing to undo: its record must not make a rollback run the undo
+                // or report a barrier.
+                ctx.unrecord_step()?;
+                r.reversible = true;
+            }
+            r.changed = changed;
+        }
+        Ok(r)
+    }
+}
 
 /// With secrets in the run, refuse a plain string that holds `***`: a secret put into
 /// a string becomes that, and in a command `***` is a shell glob, not the value.
@@ -103,13 +173,14 @@ fn spec(
     guard: bool,
     command: &str,
     opts: &Map,
-) -> RResult<(ShSpec, bool)> {
+) -> RResult<(ShSpec, bool, Judge)> {
     no_stringified(call, guard, "command", command)?;
     let mut spec = ShSpec {
         command: command.to_string(),
         ..Default::default()
     };
     let mut in_scope = false;
+    let mut judge = Judge::default();
     for (k, v) in opts {
         if v.is_unit() {
             continue; // `undo: ()` and friends mean "not given", as for fs options
@@ -139,6 +210,24 @@ fn spec(
             "allow_fail" => spec.allow_fail = b()?,
             "become" => spec.become_ = b()?,
             "in_scope" => in_scope = b()?,
+            // `changed_when: false` vouches that the command changes nothing: it is
+            // `read_only` (so it runs in a dry-run too, and leaves no record).
+            "changed_when" => match when(call, k, v)? {
+                When::Always(false) => spec.read_only = true,
+                When::Always(true) => {}
+                When::Closure(f) => judge.changed_when = Some(f),
+            },
+            // The closure, not the exit status, decides whether the step failed.
+            "failed_when" => match when(call, k, v)? {
+                When::Always(fail) => {
+                    if !fail {
+                        spec.allow_fail = true
+                    } else {
+                        return Err(err(call, "sh: `failed_when: true` would fail every time; give a closure like |r| r.code > 1"));
+                    }
+                }
+                When::Closure(f) => judge.failed_when = Some(f),
+            },
             "timeout" => spec.timeout = Some(timeout(call, v)?),
             "delay" => spec.delay = duration(call, k, v)?,
             "retries" => {
@@ -171,7 +260,10 @@ fn spec(
             }
         }
     }
-    Ok((spec, in_scope))
+    if judge.failed_when.is_some() {
+        spec.allow_fail = true;
+    }
+    Ok((spec, in_scope, judge))
 }
 
 /// `sh` in a recipe with a declared write scope: tend cannot know what a command
@@ -183,6 +275,7 @@ fn run_sh(
     call: &NativeCallContext,
     spec: &ShSpec,
     in_scope: bool,
+    judge: &Judge,
 ) -> RResult<Map> {
     if spec.become_ && h.become_forbidden() {
         return Err(err(
@@ -202,10 +295,14 @@ fn run_sh(
         spec
     };
     let Some(scope) = h.scope() else {
-        return h.step_login(call, |c| sh(c, spec));
+        return h.step_login(call, |c| {
+            sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))
+        });
     };
     if in_scope || spec.read_only {
-        return h.step_login(call, |c| sh(c, spec));
+        return h.step_login(call, |c| {
+            sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))
+        });
     }
     let why = format!(
         "sh `{}`: the recipe declares a write scope ({}) and tend cannot tell what this command changes; \
@@ -232,15 +329,15 @@ fn run_sh(
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let h = host.clone();
     engine.register_fn("sh", move |call: NativeCallContext, command: &str| {
-        let (spec, in_scope) = spec(&call, h.has_secrets(), command, &Map::new())?;
-        run_sh(&h, &call, &spec, in_scope)
+        let (spec, in_scope, judge) = spec(&call, h.has_secrets(), command, &Map::new())?;
+        run_sh(&h, &call, &spec, in_scope, &judge)
     });
     let h = host.clone();
     engine.register_fn(
         "sh",
         move |call: NativeCallContext, command: &str, opts: Map| {
-            let (spec, in_scope) = spec(&call, h.has_secrets(), command, &opts)?;
-            run_sh(&h, &call, &spec, in_scope)
+            let (spec, in_scope, judge) = spec(&call, h.has_secrets(), command, &opts)?;
+            run_sh(&h, &call, &spec, in_scope, &judge)
         },
     );
 

@@ -118,6 +118,8 @@ struct Shared {
     /// Where the backup directory really leads: tend's own directory, made by this
     /// run, so asked once rather than for every file a removal stashes there.
     backup_dir_real: OnceLock<String>,
+    /// The step and seq of the last record appended (see [`Ctx::unrecord_step`]).
+    last_record: Mutex<Option<(u64, u64)>>,
 }
 
 struct Pending {
@@ -148,6 +150,7 @@ impl Ctx {
                 pending: Mutex::new(None),
                 base: OnceLock::new(),
                 backup_dir_real: OnceLock::new(),
+                last_record: Mutex::new(None),
             }),
             target,
             become_: false,
@@ -281,6 +284,23 @@ impl Ctx {
         self.shared.step.load(Ordering::SeqCst)
     }
 
+    /// The step turned out to change nothing (a command whose `changed_when` said
+    /// so): its record is marked undone, so a rollback neither runs its undo nor
+    /// counts it as a change it cannot undo.
+    pub fn unrecord_step(&self) -> OpResult<()> {
+        let (Some(j), Some((step, seq))) = (
+            &self.shared.journal,
+            *self.shared.last_record.lock().expect("last record"),
+        ) else {
+            return Ok(());
+        };
+        if step != self.current_step() {
+            return Ok(());
+        }
+        j.mark_undone(seq)
+            .map_err(|e| OpError::Journal(e.to_string()))
+    }
+
     /// Write-ahead: make `undo` durable before the change it reverses is made.
     pub fn will(&self, op: &str, undo: Undo) -> OpResult<()> {
         self.will_as(op, undo, self.become_)
@@ -310,6 +330,7 @@ impl Ctx {
         let seq = j
             .append(self.current_step(), op, &undo, become_, &dirs)
             .map_err(|e| OpError::Journal(e.to_string()))?;
+        *self.shared.last_record.lock().expect("last record") = Some((self.current_step(), seq));
         if let Some(path) = undo.subject() {
             *self.shared.pending.lock().expect("pending lock") = Some(Pending {
                 seq,

@@ -67,8 +67,9 @@ impl Quantity {
     }
 }
 
-/// `"10M"`, `"1.5G"`, `"512K"`, `"100"`+`B`… Upper-case units, so `"10m"` stays a
-/// duration (ten minutes). In bytes.
+/// `"10M"`, `"1.5G"`, `"512K"`, `"100k"`, `"100"`+`B`… In bytes. `k`, `g`, `t` and
+/// `b` may be lower-case too (as logrotate and most tools take them), but not `m`:
+/// `"10m"` stays a duration (ten minutes).
 pub fn parse_size(s: &str) -> Result<i64, Quantity> {
     let t = s.trim();
     if t == "0" {
@@ -79,7 +80,7 @@ pub fn parse_size(s: &str) -> Result<i64, Quantity> {
         .trim()
         .chars()
         .next()
-        .is_some_and(|c| "BKMGTP".contains(c));
+        .is_some_and(|c| "BKMGTPbkgt".contains(c));
     if !unit_ok {
         return Err(Quantity::Invalid);
     }
@@ -269,9 +270,14 @@ fn convert(name: &str, ty: ParamType, raw: &str) -> Result<Dynamic, String> {
             "false" | "no" | "0" | "off" => false,
             _ => return Err(bad("a bool (true/false)")),
         }),
-        ParamType::Size => Dynamic::from_int(
-            parse_size(raw).map_err(|q| bad_quantity(q, "a size", "bytes", "10M, 1G"))?,
-        ),
+        ParamType::Size => Dynamic::from_int(parse_size(raw).map_err(|q| {
+            bad_quantity(
+                q,
+                "a size",
+                "bytes",
+                "10M, 100k, 1G; M for megabytes: 10m is ten minutes",
+            )
+        })?),
         ParamType::Duration => Dynamic::from_int(
             parse_duration(raw)
                 .map_err(|q| bad_quantity(q, "a duration", "seconds", "30s, 15m, 7d"))?,
@@ -295,6 +301,8 @@ mod tests {
     fn sizes_and_durations() {
         assert_eq!(parse_size("10M"), Ok(10 * 1024 * 1024));
         assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("100k"), Ok(100 * 1024));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
         assert_eq!(parse_size("10m"), Err(Quantity::Invalid));
         assert_eq!(parse_size("10"), Err(Quantity::Invalid));
         assert_eq!(parse_size("9999999T"), Err(Quantity::TooLarge));
