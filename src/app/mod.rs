@@ -15,6 +15,7 @@ mod retention;
 mod rollback;
 mod run;
 mod unlock;
+mod vetting;
 
 pub use actor::{Actor, Auth, Trigger};
 use audit_sink::*;
@@ -27,3 +28,4 @@ pub use retention::Retention;
 pub use rollback::*;
 pub use run::*;
 pub use unlock::*;
+pub use vetting::*;
