@@ -83,4 +83,3 @@ pub fn vetting(
         unvetted_note,
     })
 }
-
