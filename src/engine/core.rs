@@ -130,7 +130,11 @@ impl HostFacts {
             "vars" => i
                 .vars
                 .iter()
-                .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                // Typed: `host().vars.port + 1` is arithmetic, not concatenation.
+                .map(|(k, v)| {
+                    let v = rhai::serde::to_dynamic(v).unwrap_or_else(|_| Dynamic::UNIT);
+                    (k.as_str().into(), v)
+                })
                 .collect::<Map>()
                 .into(),
             _ => return None,

@@ -8,8 +8,10 @@
 //!
 //! The connection variables (`ansible_host`, `ansible_port`, `ansible_user`,
 //! `ansible_ssh_private_key_file`, `ansible_become`, …) become the host's settings and
-//! stay in its variables as Ansible keeps them. Values are strings; YAML lists and maps
-//! become JSON text.
+//! stay in its variables as Ansible keeps them. INI values are typed as Ansible types
+//! them ([`super::literal`]: `4` an int, `True` a bool, `[80, 443]` a list, `yes` a
+//! string); YAML values keep their YAML types. A group's `ansible_group_priority` is
+//! its priority, not a variable.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +20,10 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::model::{usage, Model, Settings};
+use serde_json::Value;
+
+use super::literal;
+use super::model::{usage, Model, Settings, Vars};
 use crate::error::Error;
 
 /// Which format an inventory file is in.
@@ -87,7 +92,7 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                     continue;
                 };
                 let (pattern, port) = split_port(pattern).map_err(|m| usage(&at, m))?;
-                let mut vars = BTreeMap::new();
+                let mut vars = Vars::new();
                 let mut settings = Settings::default();
                 if let Some(p) = port {
                     settings.port = Some(p);
@@ -104,10 +109,13 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                     if k.is_empty() {
                         return Err(usage(&at, format!("`{w}` has no variable name before `=`")));
                     }
+                    // The shell-like split took the quotes off already, as Ansible's
+                    // does: `p="4"` is the int 4.
+                    let v = literal::eval(v);
                     settings
-                        .apply_ansible_var(k, v)
+                        .apply_ansible_var(k, &v)
                         .map_err(|m| usage(&at, format!("`{k}`: {m}")))?;
-                    vars.insert(k.to_string(), v.to_string());
+                    vars.insert(k.to_string(), v);
                 }
                 for name in model.expand(pattern, &at)? {
                     model.add_member(group, &name, &at)?;
@@ -140,15 +148,12 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                         format!("[{group}:vars] takes `key=value` lines, found `{line}`"),
                     ));
                 };
-                let (k, v) = (k.trim(), unquote(v.trim()));
+                // Here the quotes are the literal's: `name = "x"` is the string x.
+                let (k, v) = (k.trim(), literal::eval(v.trim()));
                 if k.is_empty() {
                     return Err(usage(&at, "variable line has no name before `="));
                 }
-                let g = model.group(group, &at)?;
-                g.settings
-                    .apply_ansible_var(k, &v)
-                    .map_err(|m| usage(&at, format!("`{k}`: {m}")))?;
-                g.vars.insert(k.to_string(), v);
+                model.group(group, &at)?.set_var(k, v, &at)?;
             }
         }
     }
@@ -255,15 +260,6 @@ fn shell_words(line: &str) -> Result<Vec<String>, String> {
         words.push(cur);
     }
     Ok(words)
-}
-
-fn unquote(v: &str) -> String {
-    for q in ['"', '\''] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return v[1..v.len() - 1].to_string();
-        }
-    }
-    v.to_string()
 }
 
 // ---------------------------------------------------------------------------- YAML
@@ -374,19 +370,15 @@ fn walk(
     if let Some(vars) = &g.vars {
         let gd = model.group(name, &at)?;
         for (k, v) in &vars.0 {
-            let v = stringify(v);
-            gd.settings
-                .apply_ansible_var(k, &v)
-                .map_err(|m| usage(&at, format!("group `{name}` var `{k}`: {m}")))?;
-            gd.vars.insert(k.clone(), v);
+            gd.set_var(k, typed(v), &at)?;
         }
     }
     for (pattern, hvars) in g.hosts.iter().flat_map(|h| h.0.iter()) {
         let hat = lines.at(display, pattern);
         let mut settings = Settings::default();
-        let mut vars = BTreeMap::new();
+        let mut vars = Vars::new();
         for (k, v) in hvars.iter().flat_map(|v| v.0.iter()) {
-            let v = stringify(v);
+            let v = typed(v);
             settings
                 .apply_ansible_var(k, &v)
                 .map_err(|m| usage(&hat, format!("host `{pattern}` var `{k}`: {m}")))?;
@@ -406,15 +398,37 @@ fn walk(
     Ok(())
 }
 
-fn stringify(v: &serde_yaml_ng::Value) -> String {
+/// A YAML value as the same JSON value (mapping keys as text, tags dropped).
+fn typed(v: &serde_yaml_ng::Value) -> Value {
     use serde_yaml_ng::Value as V;
     match v {
-        V::Null => String::new(),
-        V::Bool(b) => b.to_string(),
-        V::Number(n) => n.to_string(),
-        V::String(s) => s.clone(),
-        V::Tagged(t) => stringify(&t.value),
-        V::Sequence(_) | V::Mapping(_) => serde_json::to_string(v).unwrap_or_default(),
+        V::Null => Value::Null,
+        V::Bool(b) => Value::Bool(*b),
+        V::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or_else(|| Value::String(n.to_string()), Value::Number)
+            }
+        }
+        V::String(s) => Value::String(s.clone()),
+        V::Tagged(t) => typed(&t.value),
+        V::Sequence(items) => Value::Array(items.iter().map(typed).collect()),
+        V::Mapping(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    let key = match typed(k) {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, typed(v))
+                })
+                .collect(),
+        ),
     }
 }
 
