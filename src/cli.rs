@@ -206,6 +206,9 @@ enum Command {
         /// One JSON object per host on stdout
         #[arg(long)]
         json: bool,
+        /// The group tree, as `ansible-inventory --graph` (PATTERN: a group)
+        #[arg(long, conflicts_with = "json")]
+        graph: bool,
     },
     /// Scheduled runs ([[schedule]] in tend.toml): check them, list them, show when
     /// they fire
@@ -571,7 +574,11 @@ fn send_anchor(config: &AuditConfig, human: &Human, state: &StateDir, run_id: &s
 
 /// The hosts a command acts on: none (this machine) without `-H`.
 fn select_hosts(config: &Config, fleet: &FleetArgs, default_all: bool) -> Result<Vec<HostSpec>> {
-    let query = crate::app::HostQuery {
+    crate::app::select_hosts(config, &host_query(fleet), default_all)
+}
+
+fn host_query(fleet: &FleetArgs) -> crate::app::HostQuery {
+    crate::app::HostQuery {
         hosts: fleet.hosts.clone(),
         inventory: fleet.inventory.clone(),
         limit: fleet.limit.clone(),
@@ -584,8 +591,7 @@ fn select_hosts(config: &Config, fleet: &FleetArgs, default_all: bool) -> Result
             private_key: fleet.private_key.clone(),
             connect_timeout: fleet.connect_timeout,
         },
-    };
-    crate::app::select_hosts(config, &query, default_all)
+    }
 }
 
 fn policy(p: &PolicyArgs) -> Result<(Policy, Vec<crate::fleet::BatchSize>)> {
@@ -785,7 +791,11 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             pattern,
             fleet,
             json,
-        } => hosts(cli, pattern.as_deref(), fleet, *json),
+            graph,
+        } => {
+            let how = crate::cli_hosts::Show { json: *json, graph: *graph };
+            crate::cli_hosts::hosts(&config(cli)?, pattern.as_deref(), host_query(fleet), how)
+        }
         Command::Demo { dir } => {
             let dir = dir
                 .clone()
@@ -1210,30 +1220,4 @@ fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> Result<i32> 
     } else {
         exit::FAILED
     })
-}
-
-fn hosts(cli: &Cli, pattern: Option<&str>, fleet: &FleetArgs, json: bool) -> Result<i32> {
-    let mut fleet = fleet.clone();
-    fleet.hosts = Some(pattern.unwrap_or("all").to_string());
-    let specs = select_hosts(&config(cli)?, &fleet, true)?;
-    if json {
-        for s in &specs {
-            outln!(
-                "{}",
-                serde_json::to_string(s).map_err(|e| Error::Other(e.to_string()))?
-            );
-        }
-    } else {
-        let mut t = table(&["HOST", "REACHED BY", "VARS"]);
-        for s in &specs {
-            let vars: Vec<String> = s.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            t.add_row(vec![
-                escape(&s.name).into_owned(),
-                escape(&s.how()).into_owned(),
-                escape(&vars.join(" ")).into_owned(),
-            ]);
-        }
-        outln!("{t}");
-    }
-    Ok(exit::OK)
 }

@@ -20,6 +20,7 @@ pub mod cancel;
 mod child;
 pub mod cli;
 mod cli_daemon;
+mod cli_hosts;
 mod cli_schedule;
 mod cli_status;
 pub mod daemon;

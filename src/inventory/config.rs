@@ -107,12 +107,13 @@ pub(crate) fn parse(
     let groups = doc.groups.unwrap_or_default();
 
     // Register every host name in the order the file first mentions it.
-    let mut order: Vec<(usize, String)> = Vec::new();
+    // (position, host, the group whose `hosts` list names it there)
+    let mut order: Vec<(usize, String, Option<&str>)> = Vec::new();
     let mut host_defs = Vec::new();
     for (key, table) in &hosts {
         let names = model.expand(key.get_ref(), &cx.at(key.span().start))?;
         for n in &names {
-            order.push((key.span().start, n.clone()));
+            order.push((key.span().start, n.clone(), None));
         }
         host_defs.push((names, key, table));
     }
@@ -126,7 +127,7 @@ pub(crate) fn parse(
                 "hosts" => {
                     for (i, h) in string_list(v, "hosts", &at)?.into_iter().enumerate() {
                         for n in model.expand(&h, &at)? {
-                            order.push((v.span().start + i, n.clone()));
+                            order.push((v.span().start + i, n.clone(), Some(g.as_str())));
                             def.hosts.push((n, at.clone()));
                         }
                     }
@@ -162,9 +163,12 @@ pub(crate) fn parse(
         }
         group_defs.push((key, def));
     }
-    order.sort_by_key(|(pos, _)| *pos);
-    for (pos, name) in &order {
-        model.host(name, &cx.at(*pos))?;
+    order.sort_by_key(|(pos, _, _)| *pos);
+    for (pos, name, group) in &order {
+        let h = model.host(name, &cx.at(*pos))?;
+        if h.listed_in.is_none() {
+            h.listed_in = group.map(str::to_string);
+        }
     }
 
     for (names, key, table) in host_defs {

@@ -274,8 +274,8 @@ impl Inventory {
     }
 
     /// Resolve a pattern list as given to `-H`, then keep only the hosts `limit` (the
-    /// `--limit` pattern) also selects. Fails on a term that matches nothing, and on an
-    /// empty result.
+    /// `--limit` pattern) also selects. Fails on a term that matches nothing, and when
+    /// `&`/`!` terms or the limit remove every host; an empty group selects no host.
     pub fn select(&self, patterns: &str, limit: Option<&str>) -> Result<Vec<Host>, Error> {
         pattern::select(self, patterns, limit)
     }

@@ -216,6 +216,8 @@ pub(crate) struct HostDef {
     /// Some source defines the host (a `[hosts.X]` table, an Ansible host line or
     /// entry, an ssh config alias); `false` while only a tend.toml group lists it.
     pub defined: bool,
+    /// The first group that lists it (for the message when nothing defines it).
+    pub listed_in: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +356,7 @@ impl Model {
                     vars: Vars::new(),
                     source: source.to_string(),
                     defined: false,
+                    listed_in: None,
                 });
                 self.index.insert(name.to_string(), self.hosts.len() - 1);
                 self.hosts.len() - 1
@@ -531,7 +534,7 @@ impl Model {
             if !h.defined {
                 // Ansible's meaning: a host of that name, reached at its name. Most
                 // likely a typo or a forgotten [hosts.X] table, so say so.
-                let group = ordered.first().copied().unwrap_or("all");
+                let group = h.listed_in.as_deref().unwrap_or("all");
                 warnings.push(format!(
                     "{}: group `{group}` lists host `{}`, which no [hosts.{}] table or \
                      other source defines; it is reached at its name",
