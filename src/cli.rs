@@ -793,7 +793,10 @@ fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             json,
             graph,
         } => {
-            let how = crate::cli_hosts::Show { json: *json, graph: *graph };
+            let how = crate::cli_hosts::Show {
+                json: *json,
+                graph: *graph,
+            };
             crate::cli_hosts::hosts(&config(cli)?, pattern.as_deref(), host_query(fleet), how)
         }
         Command::Demo { dir } => {

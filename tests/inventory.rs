@@ -133,9 +133,14 @@ fn toml_hosts_groups_children_and_vars() {
     assert_eq!(web2.address, "web2", "undefined host: address = name");
     assert_eq!(web2.port, None);
     assert_eq!(web2.groups, ["prod", "web", "canary"]);
-    assert_eq!(var(web2, "env").as_deref(), Some("canary"), "deepest group wins");
+    assert_eq!(
+        var(web2, "env").as_deref(),
+        Some("canary"),
+        "deepest group wins"
+    );
     assert!(
-        web2.source.ends_with("tend.toml:29 (only listed in group `web`)"),
+        web2.source
+            .ends_with("tend.toml:29 (only listed in group `web`)"),
         "{}",
         web2.source
     );

@@ -53,8 +53,16 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
 
     // `host()`: name, address, user, vars and os. A type with getters rather than a
     // map so that `os` is asked of the host only by a recipe that reads it.
+    // The declaring pass has no host, so `host()` ends it as an operation does:
+    // `host().vars.port + 1` must not fail there on a variable no host was asked for.
     let h = host.clone();
-    engine.register_fn("host", move || HostFacts(h.ctx.target.clone()));
+    engine.register_fn(
+        "host",
+        move |call: NativeCallContext| -> RResult<HostFacts> {
+            h.guard(&call)?;
+            Ok(HostFacts(h.ctx.target.clone()))
+        },
+    );
     engine
         .register_type_with_name::<HostFacts>("host")
         .register_indexer_get(

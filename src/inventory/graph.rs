@@ -21,7 +21,13 @@ fn line(name: &str, depth: usize) -> String {
     }
 }
 
-fn draw<'a>(tree: &'a Tree, group: &'a str, depth: usize, out: &mut Vec<String>, path: &mut Vec<&'a str>) {
+fn draw<'a>(
+    tree: &'a Tree,
+    group: &'a str,
+    depth: usize,
+    out: &mut Vec<String>,
+    path: &mut Vec<&'a str>,
+) {
     out.push(line(&format!("@{group}:"), depth));
     // Cycles are refused when the inventory loads; this only guards the recursion.
     if path.contains(&group) {

@@ -607,10 +607,7 @@ impl Model {
             "ungrouped".to_string(),
             members.get("ungrouped").cloned().unwrap_or_default(),
         );
-        Tree {
-            children,
-            hosts,
-        }
+        Tree { children, hosts }
     }
 
     /// Depth of each group below `all` (the longest path), refusing cycles.
