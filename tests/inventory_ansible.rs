@@ -237,6 +237,13 @@ all:
       ports: [80, 443]
       nested: {a: [1, {b: true}]}
       nothing: null
+      plain_yes: yes
+      plain_off: off
+      quoted_yes: "yes"
+      single_on: 'on'
+      octal: 010
+      thousand: 1_000
+      base60: 1:30
   children:
     web:
       vars:
@@ -272,7 +279,13 @@ fn yaml_hosts_groups_typed_vars_and_graph_agree_with_ansible() {
     assert_eq!(web02["level"], json!("web"), "priority 5 beats db's 1");
     assert_eq!(web02["http_port"], json!(8080));
     assert_eq!(web02["quoted"], json!("4"));
-    assert_eq!(ours["solo"].0["nested"], json!({"a": [1, {"b": true}]}));
+    let solo = &ours["solo"].0;
+    assert_eq!(solo["nested"], json!({"a": [1, {"b": true}]}));
+    // YAML 1.1, as Ansible reads it: plain `yes`/`off` are booleans, quoted ones not.
+    assert_eq!(solo["plain_yes"], json!(true));
+    assert_eq!(solo["plain_off"], json!(false));
+    assert_eq!(solo["quoted_yes"], json!("yes"));
+    assert_eq!(solo["octal"], json!(8));
 }
 
 #[test]

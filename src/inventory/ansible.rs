@@ -20,10 +20,9 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use serde_json::Value;
-
 use super::literal;
 use super::model::{usage, Model, Settings, Vars};
+use super::yaml_value::{with_source, YamlValue};
 use crate::error::Error;
 
 /// Which format an inventory file is in.
@@ -268,11 +267,11 @@ fn shell_words(line: &str) -> Result<Vec<String>, String> {
 #[serde(deny_unknown_fields)]
 struct YGroup {
     #[serde(default)]
-    hosts: Option<Ordered<Option<Ordered<serde_yaml_ng::Value>>>>,
+    hosts: Option<Ordered<Option<Ordered<YamlValue>>>>,
     #[serde(default)]
     children: Option<Ordered<Option<YGroup>>>,
     #[serde(default)]
-    vars: Option<Ordered<serde_yaml_ng::Value>>,
+    vars: Option<Ordered<YamlValue>>,
 }
 
 /// A YAML mapping kept in file order, with scalar keys read as strings.
@@ -333,7 +332,8 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 pub(crate) fn parse_yaml(text: &str, display: &str, model: &mut Model) -> Result<(), Error> {
-    let top: Option<Ordered<Option<YGroup>>> = serde_yaml_ng::from_str(text).map_err(|e| {
+    let top: Option<Ordered<Option<YGroup>>> =
+        with_source(text, || serde_yaml_ng::from_str(text)).map_err(|e| {
         let at = match e.location() {
             Some(l) => format!("{display}:{}", l.line()),
             None => display.to_string(),
@@ -370,7 +370,7 @@ fn walk(
     if let Some(vars) = &g.vars {
         let gd = model.group(name, &at)?;
         for (k, v) in &vars.0 {
-            gd.set_var(k, typed(v), &at)?;
+            gd.set_var(k, v.0.clone(), &at)?;
         }
     }
     for (pattern, hvars) in g.hosts.iter().flat_map(|h| h.0.iter()) {
@@ -378,7 +378,7 @@ fn walk(
         let mut settings = Settings::default();
         let mut vars = Vars::new();
         for (k, v) in hvars.iter().flat_map(|v| v.0.iter()) {
-            let v = typed(v);
+            let v = v.0.clone();
             settings
                 .apply_ansible_var(k, &v)
                 .map_err(|m| usage(&hat, format!("host `{pattern}` var `{k}`: {m}")))?;
@@ -396,40 +396,6 @@ fn walk(
         walk(model, child, body.as_ref(), Some(name), display, lines)?;
     }
     Ok(())
-}
-
-/// A YAML value as the same JSON value (mapping keys as text, tags dropped).
-fn typed(v: &serde_yaml_ng::Value) -> Value {
-    use serde_yaml_ng::Value as V;
-    match v {
-        V::Null => Value::Null,
-        V::Bool(b) => Value::Bool(*b),
-        V::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map_or_else(|| Value::String(n.to_string()), Value::Number)
-            }
-        }
-        V::String(s) => Value::String(s.clone()),
-        V::Tagged(t) => typed(&t.value),
-        V::Sequence(items) => Value::Array(items.iter().map(typed).collect()),
-        V::Mapping(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match typed(k) {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (key, typed(v))
-                })
-                .collect(),
-        ),
-    }
 }
 
 /// The YAML parser gives no positions for values, so a host's or group's line is the

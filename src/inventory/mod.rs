@@ -22,6 +22,7 @@ mod model;
 mod pattern;
 mod range;
 mod ssh_config;
+mod yaml_value;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
