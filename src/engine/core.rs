@@ -140,7 +140,7 @@ impl HostFacts {
                 .iter()
                 // Typed: `host().vars.port + 1` is arithmetic, not concatenation.
                 .map(|(k, v)| {
-                    let v = rhai::serde::to_dynamic(v).unwrap_or_else(|_| Dynamic::UNIT);
+                    let v = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
                     (k.as_str().into(), v)
                 })
                 .collect::<Map>()
