@@ -335,6 +335,17 @@ fn variables_reach_recipes_typed_and_local_is_this_machine_with_its_vars() {
         std::fs::read_to_string(&out).unwrap(),
         "8081 1.0 443 true yes 4 /srv/app"
     );
+    // Without -H too: `local` has one meaning, this machine with its variables.
+    std::fs::remove_file(&out).unwrap();
+    let r = tend(
+        &w,
+        &["run", recipe.to_str().unwrap(), "-i", inv, "--unvetted"],
+    );
+    r.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "8081 1.0 443 true yes 4 /srv/app"
+    );
 
     // `tend hosts` says the same: this machine, its groups and variables, and where.
     let r = tend(&w, &["hosts", "-i", inv, "--json"]);

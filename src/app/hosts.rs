@@ -21,7 +21,7 @@ pub struct HostQuery {
 }
 
 /// The hosts `q` selects: none (this machine) without a pattern, unless
-/// `default_all`. `local` is this machine, with the variables of the inventory's host
+/// `default_all`; the inventory's host `local` if it has one. `local` is this machine, with the variables of the inventory's host
 /// `local` if it has one; with no inventory at all, the default pattern of `tend
 /// hosts`/`tend ping` means this machine too. A pattern that selects no host (an
 /// empty group) is an empty list for `default_all` callers, which only show hosts,
@@ -31,7 +31,17 @@ pub fn select_hosts(config: &Config, q: &HostQuery, default_all: bool) -> Result
     let pattern = match (&q.hosts, default_all) {
         (Some(p), _) => p.clone(),
         (None, true) => "all".to_string(),
-        (None, false) => return Ok(vec![]),
+        (None, false) => {
+            // This machine, with the variables the inventory gives `local`, if any.
+            if config.inventory().is_none() && q.inventory.is_empty() {
+                return Ok(vec![]);
+            }
+            let inv = load_inventory(config, q)?;
+            return Ok(inv
+                .get(LOCAL)
+                .map(|h| vec![HostSpec::from_inventory(h, &q.flags)])
+                .unwrap_or_default());
+        }
     };
     let inv = load_inventory(config, q)?;
     let local = || match inv.get(LOCAL) {
