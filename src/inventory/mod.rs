@@ -21,6 +21,7 @@ mod literal;
 mod model;
 mod pattern;
 mod range;
+mod settings;
 mod ssh_config;
 mod yaml_value;
 
