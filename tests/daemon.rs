@@ -462,6 +462,10 @@ fn an_edited_recipe_is_refused_at_fire_time_and_pause_is_audited() {
     assert_eq!(refused["trigger"], "schedule");
     assert!(d.log().contains("refused"), "{}", d.log());
     assert!(events(&w, "run_start", "e").is_empty());
+    // The record is written just after the audit event: wait for it, don't race it.
+    wait_for(Duration::from_secs(5), || {
+        record(&w, "e")["last_outcome"] == "refused"
+    });
     assert_eq!(record(&w, "e")["last_outcome"], "refused");
     assert!(record(&w, "e")["consecutive_failures"].as_u64().unwrap() >= 1);
 
