@@ -49,8 +49,15 @@ pub struct HostSpec {
     pub proxy_jump: Option<Box<HostSpec>>,
     #[serde(default)]
     pub connect_timeout_ms: u64,
+    /// Typed; runs recorded before variables were typed hold strings, read as such.
     #[serde(default)]
-    pub vars: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Every group the host is in (not `all`), for `tend hosts --json`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Where the inventory defines the host.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// A connected host, and where tend keeps its own files there (backups, the lock).
@@ -133,20 +140,28 @@ impl HostSpec {
             proxy_jump: None,
             connect_timeout_ms: 0,
             vars: BTreeMap::new(),
+            groups: Vec::new(),
+            source: String::new(),
         }
     }
 
     pub fn from_inventory(h: &Host, flags: &ConnectFlags) -> HostSpec {
-        let local = h.vars.get("connection").is_some_and(|c| c == "local")
-            || h.vars
-                .get("ansible_connection")
-                .is_some_and(|c| c == "local");
+        // `local` is this machine, whatever else the inventory says of it.
+        let local = h.name == crate::inventory::LOCAL
+            || ["connection", "ansible_connection"]
+                .iter()
+                .any(|k| h.vars.get(*k).and_then(|v| v.as_str()) == Some("local"));
         let mut identity_files = h.identity_files.clone();
         if let Some(k) = &flags.private_key {
             identity_files.insert(0, k.clone());
         }
-        // Empty, or no timeout: the SSH target's defaults (`SshOptions::new`).
-        let known_hosts = flags.known_hosts.clone();
+        // Empty, or no timeout: the SSH target's defaults (`SshOptions::new`). The
+        // command line's files, else those ssh config names for the host.
+        let known_hosts = if flags.known_hosts.is_empty() {
+            h.known_hosts.clone()
+        } else {
+            flags.known_hosts.clone()
+        };
         let timeout_ms = flags
             .connect_timeout
             .or(h.connect_timeout)
@@ -167,6 +182,8 @@ impl HostSpec {
                 proxy_jump: None,
                 connect_timeout_ms: timeout_ms,
                 vars: BTreeMap::new(),
+                groups: Vec::new(),
+                source: String::new(),
             })
         });
         HostSpec {
@@ -187,13 +204,15 @@ impl HostSpec {
             proxy_jump,
             connect_timeout_ms: timeout_ms,
             vars: h.vars.clone(),
+            groups: h.groups.clone(),
+            source: h.source.clone(),
         }
     }
 
     /// The display of how this host is reached, for `tend hosts`.
     pub fn how(&self) -> String {
         if self.local {
-            return "local".into();
+            return "local (this machine, no SSH)".into();
         }
         let mut s = format!("ssh {}@{}:{}", self.user, self.address, self.port);
         if let Some(j) = &self.proxy_jump {
@@ -244,15 +263,13 @@ impl HostSpec {
         let ssh = Arc::new(SshTarget::connect(self.ssh_options())?);
         // Backups and the host lock live here; `tend_state_dir` moves them (a read-only
         // home, or several inventory hosts that are really one machine).
-        let remote = match self.vars.get("tend_state_dir") {
-            Some(dir) => RemoteState::Given(dir.clone()),
+        let text = |k: &str| self.vars.get(k).map(crate::inventory::var_text);
+        let remote = match text("tend_state_dir") {
+            Some(dir) => RemoteState::Given(dir),
             None => RemoteState::UnderHome(ssh.clone()),
         };
-        let lock_dir = self
-            .vars
-            .get("tend_lock_dir")
-            .or(self.vars.get("tend_state_dir"))
-            .cloned()
+        let lock_dir = text("tend_lock_dir")
+            .or(text("tend_state_dir"))
             .unwrap_or_else(|| crate::lock::REMOTE_LOCK_DIR.into());
         Ok(Reached {
             target: ssh,

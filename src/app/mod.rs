@@ -21,7 +21,7 @@ pub use actor::{Actor, Auth, Trigger};
 use audit_sink::*;
 pub use config::Config;
 pub use daemon_settings::Settings as DaemonSettings;
-pub use hosts::{select_hosts, HostQuery};
+pub use hosts::{load_inventory, select_hosts, HostQuery};
 pub use params::*;
 pub use prune::*;
 pub use retention::Retention;

@@ -196,7 +196,11 @@ pub(crate) fn select_hosts(
     fleet: &FleetArgs,
     default_all: bool,
 ) -> Result<Vec<HostSpec>> {
-    let query = crate::app::HostQuery {
+    crate::app::select_hosts(config, &host_query(fleet), default_all)
+}
+
+pub(crate) fn host_query(fleet: &FleetArgs) -> crate::app::HostQuery {
+    crate::app::HostQuery {
         hosts: fleet.hosts.clone(),
         inventory: fleet.inventory.clone(),
         limit: fleet.limit.clone(),
@@ -209,8 +213,7 @@ pub(crate) fn select_hosts(
             private_key: fleet.private_key.clone(),
             connect_timeout: fleet.connect_timeout,
         },
-    };
-    crate::app::select_hosts(config, &query, default_all)
+    }
 }
 
 pub(crate) fn policy(p: &PolicyArgs) -> Result<(Policy, Vec<crate::fleet::BatchSize>)> {
@@ -306,7 +309,14 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             pattern,
             fleet,
             json,
-        } => hosts::hosts(cli, pattern.as_deref(), fleet, *json),
+            graph,
+        } => {
+            let how = hosts::Show {
+                json: *json,
+                graph: *graph,
+            };
+            hosts::hosts(&config(cli)?, pattern.as_deref(), host_query(fleet), how)
+        }
         Command::Demo { dir } => run::demo(cli, human, actor, dir.as_deref()),
     }
 }
