@@ -70,7 +70,7 @@ pub fn hosts(config: &Config, pattern: Option<&str>, mut q: HostQuery, how: Show
             .iter()
             .map(|(k, v)| format!("{k}={}", var_text(v)))
             .collect();
-        let from = if s.source.is_empty() && s.local {
+        let from = if s.source.is_empty() && s.is_local() {
             "built in".to_string()
         } else {
             s.source.clone()

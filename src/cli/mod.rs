@@ -212,8 +212,15 @@ pub(crate) fn host_query(fleet: &FleetArgs) -> crate::app::HostQuery {
             user: fleet.user.clone(),
             private_key: fleet.private_key.clone(),
             connect_timeout: fleet.connect_timeout,
+            passphrase: ssh_passphrase(),
         },
     }
+}
+
+/// `$TEND_SSH_PASSPHRASE`, for encrypted SSH keys: read here, once per command, and
+/// handed down; nothing below the CLI reads it.
+pub(crate) fn ssh_passphrase() -> Option<Secret> {
+    std::env::var("TEND_SSH_PASSPHRASE").ok().map(Secret::new)
 }
 
 pub(crate) fn policy(p: &PolicyArgs) -> Result<(Policy, Vec<crate::fleet::BatchSize>)> {
@@ -278,6 +285,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 dry_run: *dry_run,
                 force: *force,
                 wait: *wait,
+                passphrase: ssh_passphrase(),
             };
             history::rollback(cli, human, actor, &req, *json)
         }
