@@ -312,8 +312,19 @@ fn every_command_prints_only_what_the_schema_lists() {
     c.tend(&w, "ping", &["ping", "-H", "local"], 0);
     c.tend(&w, "unlock", &["unlock", "local"], 0);
 
-    c.tend(&w, "prune", &["prune", "--dry-run"], 0);
-    c.tend(&w, "prune", &["prune"], 0);
+    // Retention that frees every finished run at once: `prune` lines, and the audit
+    // log's `prune` records.
+    let toml = w.dir.path().join("tend.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[retention]\nbackups = \"0\"\nruns = \"0\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let plan = c.tend(&w, "prune", &["prune", "--dry-run"], 0);
+    assert!(
+        kinds(&plan, "event").contains(&"prune".to_string()),
+        "{plan:?}"
+    );
+    let pruned = c.tend(&w, "prune", &["prune"], 0);
+    assert_eq!(pruned.last().unwrap()["event"], "prune_end");
 
     // The audit log, as stored: run events, vet, revoke, schedule pause/resume.
     let audit = c.tend(&w, "audit show", &["audit", "show"], 0);
