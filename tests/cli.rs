@@ -101,7 +101,7 @@ fn show_describes_log_rotate() {
         .find(|p| p["name"] == "keep")
         .unwrap();
     assert_eq!(keep["type"], "int");
-    assert_eq!(keep["default"], "7");
+    assert_eq!(keep["default"], 7, "typed, as the docs/json.md says");
     assert!(keep["doc"].as_str().unwrap().contains("rotated copies"));
 }
 

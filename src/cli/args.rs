@@ -88,6 +88,9 @@ pub(crate) enum Command {
         /// Parameter to check, as NAME=VALUE (repeatable)
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
         params: Vec<(String, String)>,
+        /// The result as one JSON object (`kind: check`)
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a recipe as it is now (its text and every module it imports), list or
     /// revoke approvals
@@ -235,10 +238,17 @@ pub(crate) enum AuditCommand {
         /// catches lines cut off the end with audit.head rewritten to match
         #[arg(long, value_name = "HASH:COUNT")]
         anchor: Option<crate::audit::Anchor>,
+        /// The result as one JSON object (`kind: audit_verify`)
+        #[arg(long)]
+        json: bool,
     },
     /// Verify the chain and print its anchor, HASH:COUNT, to keep off this machine
     /// (e.g. `tend audit anchor | logger -t tend-audit`)
-    Anchor,
+    Anchor {
+        /// The anchor as one JSON object (`kind: audit_anchor`)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Which hosts, and how to reach them.

@@ -83,9 +83,15 @@ fn ask(state: &StateDir, op: &str, name: &str) -> Result<Option<control::Reply>>
 }
 
 /// `tend schedule run NAME`.
-pub fn fire(config: &Config, state: &StateDir, name: &str, human: &Human) -> Result<i32> {
+pub fn fire(
+    config: &Config,
+    state: &StateDir,
+    name: &str,
+    human: &Human,
+    json: bool,
+) -> Result<i32> {
     if let Some(reply) = ask(state, "run", name)? {
-        return answered(reply, name, human);
+        return answered(reply, "run", name, human, json);
     }
     let outcome = daemon::run_here(
         state.clone(),
@@ -93,9 +99,8 @@ pub fn fire(config: &Config, state: &StateDir, name: &str, human: &Human) -> Res
         Actor::from_process(Trigger::Schedule),
         name,
     )?;
-    human.line(&format!(
-        "schedule {name:?}: no daemon running; ran here: {outcome}"
-    ));
+    let message = format!("no daemon running; ran here: {outcome}");
+    said(human, json, "run", name, false, &message, Some(&outcome));
     Ok(if outcome == "ok" {
         exit::OK
     } else {
@@ -110,26 +115,47 @@ pub fn pause(
     name: &str,
     paused: bool,
     human: &Human,
+    json: bool,
 ) -> Result<i32> {
     let op = if paused { "pause" } else { "resume" };
     if let Some(reply) = ask(state, op, name)? {
-        return answered(reply, name, human);
+        return answered(reply, op, name, human, json);
     }
     let actor = Actor::from_process(Trigger::Cli);
     daemon::set_paused_here(state.clone(), config, actor, name, paused)?;
-    human.line(&format!(
-        "schedule {name:?}: {op}d (no daemon running; recorded for its next start)"
-    ));
+    let message = format!("{op}d (no daemon running; recorded for its next start)");
+    said(human, json, op, name, false, &message, None);
     Ok(exit::OK)
 }
 
-fn answered(reply: control::Reply, name: &str, human: &Human) -> Result<i32> {
+/// What `tend schedule run|pause|resume` did, for people or as one JSON object.
+fn said(
+    human: &Human,
+    json: bool,
+    op: &str,
+    name: &str,
+    daemon: bool,
+    message: &str,
+    outcome: Option<&str>,
+) {
+    if json {
+        let v = serde_json::json!({
+            "kind": format!("schedule_{op}"), "schedule": name, "daemon": daemon,
+            "message": message, "outcome": outcome,
+        });
+        crate::out::outln!("{v}");
+    } else {
+        human.line(&format!("schedule {name:?}: {message}"));
+    }
+}
+
+fn answered(reply: control::Reply, op: &str, name: &str, human: &Human, json: bool) -> Result<i32> {
     if !reply.ok {
         return Err(Error::Usage(format!(
             "the daemon refused: {}",
             reply.message
         )));
     }
-    human.line(&format!("schedule {name:?}: {}", reply.message));
+    said(human, json, op, name, true, &reply.message, None);
     Ok(exit::OK)
 }

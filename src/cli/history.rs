@@ -40,6 +40,8 @@ pub(crate) fn runs(cli: &Cli, human: &Human, limit: usize, json: bool) -> Result
             let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
             v["outcome"] = r.effective_outcome().as_str().into();
             v["held_bytes"] = (*held).into();
+            v["kind"] = "run".into();
+            json_targets(&mut v);
             outln!("{v}");
         }
     } else {
@@ -69,8 +71,17 @@ pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32>
                 human.audit_table(&events);
             }
         }
-        AuditCommand::Verify { anchor } => {
+        AuditCommand::Verify { anchor, json } => {
             let now = log.verify_against(anchor.as_ref())?;
+            if *json {
+                let v = serde_json::json!({
+                    "kind": "audit_verify", "path": log.path().display().to_string(),
+                    "lines": now.count, "intact": true, "head": now.to_string(),
+                    "anchor": anchor.as_ref().map(|a| a.to_string()),
+                });
+                outln!("{v}");
+                return Ok(exit::OK);
+            }
             let held = match anchor {
                 Some(a) => format!(", anchor {a} holds"),
                 None => String::new(),
@@ -81,11 +92,41 @@ pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32>
                 now.count
             ));
         }
-        AuditCommand::Anchor => {
+        AuditCommand::Anchor { json } => {
             // Anchoring a log that was already edited would vouch for the edit.
             let anchor = log.verify_against(None)?;
-            outln!("{anchor}");
+            if *json {
+                let v = serde_json::json!({
+                    "kind": "audit_anchor", "anchor": anchor.to_string(),
+                    "hash": anchor.hash, "count": anchor.count,
+                });
+                outln!("{v}");
+            } else {
+                outln!("{anchor}");
+            }
         }
     }
     Ok(exit::OK)
+}
+
+/// A run record's `targets` as `--json` shows them: `become` beside the Rust-named
+/// `become_` of run.json (kept: scripts may read it; docs/json.md marks it deprecated).
+fn json_targets(run: &mut serde_json::Value) {
+    let Some(targets) = run.get_mut("targets").and_then(|t| t.as_array_mut()) else {
+        return;
+    };
+    targets.iter_mut().for_each(spec_become);
+}
+
+/// `become` beside `become_` in a host spec and its jump hosts (`tend runs`, `tend hosts`).
+pub(crate) fn spec_become(spec: &mut serde_json::Value) {
+    let mut stack: Vec<&mut serde_json::Value> = vec![spec];
+    while let Some(t) = stack.pop() {
+        if let Some(b) = t.get("become_").cloned() {
+            t["become"] = b;
+        }
+        if let Some(jump) = t.get_mut("proxy_jump").filter(|j| j.is_object()) {
+            stack.push(jump);
+        }
+    }
 }

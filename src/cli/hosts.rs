@@ -56,10 +56,10 @@ pub fn hosts(config: &Config, pattern: Option<&str>, mut q: HostQuery, how: Show
     let specs = app::select_hosts(config, &q, true)?;
     if how.json {
         for s in &specs {
-            outln!(
-                "{}",
-                serde_json::to_string(s).map_err(|e| Error::Other(e.to_string()))?
-            );
+            let mut v = serde_json::to_value(s).map_err(|e| Error::Other(e.to_string()))?;
+            v["kind"] = "host".into();
+            super::history::spec_become(&mut v);
+            outln!("{v}");
         }
         return Ok(exit::OK);
     }

@@ -120,21 +120,26 @@ impl Cli {
             Command::Vet(a) => a.json,
             Command::Schedule(c) => c.json(),
             Command::Prune(a) => a.json,
+            Command::Status(a) => a.json,
             Command::Show { json, .. }
+            | Command::Check { json, .. }
             | Command::Rollback { json, .. }
             | Command::Runs { json, .. }
-            | Command::Audit(AuditCommand::Show { json, .. })
+            | Command::Audit(
+                AuditCommand::Show { json, .. }
+                | AuditCommand::Verify { json, .. }
+                | AuditCommand::Anchor { json },
+            )
             | Command::Exec { json, .. }
             | Command::Unlock { json, .. }
             | Command::Ping { json, .. }
             | Command::Hosts { json, .. } => *json,
-            Command::Check { .. }
-            | Command::Audit(AuditCommand::Verify { .. } | AuditCommand::Anchor)
-            | Command::Demo { .. }
+            // Exempt (docs/json.md says why): they write scripts, man pages or a
+            // recipe file, run until stopped, or are a walkthrough for people.
+            Command::Demo { .. }
             | Command::New(_)
             | Command::Completions(_)
             | Command::Man(_)
-            | Command::Status(_)
             | Command::Daemon(_) => false,
         }
     }
@@ -261,7 +266,11 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
     let actor = &Actor::from_process(Trigger::Cli);
     match &cli.command {
         Command::Run(args) => run::run(cli, human, actor, args),
-        Command::Check { recipe, params } => recipe::check(human, recipe, params),
+        Command::Check {
+            recipe,
+            params,
+            json,
+        } => recipe::check(human, recipe, params, *json),
         Command::Show { recipe, json } => recipe::show(cli, human, recipe, *json),
         Command::Vet(args) => vet::vet(cli, human, actor, args),
         Command::Daemon(args) => daemon::run(config(cli)?, state_dir(cli)?, args),

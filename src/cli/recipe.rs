@@ -6,9 +6,19 @@ pub(crate) fn check(
     human: &Human,
     recipe: &std::path::Path,
     params: &[(String, String)],
+    json: bool,
 ) -> Result<i32> {
     let r = Recipe::load(recipe)?;
     let decls = app::declared_params(&r, params)?;
+    if json {
+        let v = serde_json::json!({
+            "kind": "check", "ok": true, "recipe": r.name,
+            "path": r.path.display().to_string(), "hash": r.hash, "params": decls,
+            "modules": r.modules.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        });
+        outln!("{v}");
+        return Ok(exit::OK);
+    }
     human.line(&format!(
         "{}: ok ({} parameter{}, {} module{} imported)",
         recipe.display(),
@@ -31,6 +41,7 @@ pub(crate) fn show(cli: &Cli, human: &Human, recipe: &std::path::Path, json: boo
         .map_err(|e| e.to_string());
     if json {
         let mut v = serde_json::json!({
+            "kind": "recipe",
             "recipe": r.name,
             "path": r.path.display().to_string(),
             "description": r.doc(),

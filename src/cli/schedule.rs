@@ -21,7 +21,11 @@ use crate::state::StateDir;
 pub enum ScheduleCommand {
     /// Check every entry: its keys and cron line, and that its recipe exists and is
     /// vetted, its parameters fit the recipe and its hosts select at least one host
-    Check,
+    Check {
+        /// One JSON object per entry (`kind: schedule_check`), then a summary
+        #[arg(long)]
+        json: bool,
+    },
     /// Every entry with its zone and next fire
     List {
         /// One JSON object per entry on stdout
@@ -46,11 +50,26 @@ pub enum ScheduleCommand {
     },
     /// Fire one entry now: through the running daemon (its overlap rule applies), or
     /// in this process when no daemon is up
-    Run { name: String },
+    Run {
+        name: String,
+        /// The result as one JSON object (`kind: schedule_run`)
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop an entry's fires until `resume` (kept across daemon restarts; audited)
-    Pause { name: String },
+    Pause {
+        name: String,
+        /// The result as one JSON object (`kind: schedule_pause`)
+        #[arg(long)]
+        json: bool,
+    },
     /// Let a paused entry fire again (audited)
-    Resume { name: String },
+    Resume {
+        name: String,
+        /// The result as one JSON object (`kind: schedule_resume`)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 const NEXT_HELP: &str = "\
@@ -62,11 +81,12 @@ job follows the wall clock. Jitter, when set, is included.";
 impl ScheduleCommand {
     pub fn json(&self) -> bool {
         match self {
-            ScheduleCommand::Check
-            | ScheduleCommand::Run { .. }
-            | ScheduleCommand::Pause { .. }
-            | ScheduleCommand::Resume { .. } => false,
-            ScheduleCommand::List { json } | ScheduleCommand::Next { json, .. } => *json,
+            ScheduleCommand::Check { json }
+            | ScheduleCommand::Run { json, .. }
+            | ScheduleCommand::Pause { json, .. }
+            | ScheduleCommand::Resume { json, .. }
+            | ScheduleCommand::List { json }
+            | ScheduleCommand::Next { json, .. } => *json,
         }
     }
 }
@@ -86,18 +106,20 @@ pub fn run(
     };
     let entries = &config.schedules;
     match cmd {
-        ScheduleCommand::Check => check(config, file, entries, state, human),
+        ScheduleCommand::Check { json } => check(config, file, entries, state, human, *json),
         ScheduleCommand::List { json } => {
             let records = crate::daemon::record::dir(&state()?);
             list(entries, &records, Utc::now(), *json);
             Ok(exit::OK)
         }
-        ScheduleCommand::Run { name } => crate::cli::daemon::fire(config, &state()?, name, human),
-        ScheduleCommand::Pause { name } => {
-            crate::cli::daemon::pause(config, &state()?, name, true, human)
+        ScheduleCommand::Run { name, json } => {
+            crate::cli::daemon::fire(config, &state()?, name, human, *json)
         }
-        ScheduleCommand::Resume { name } => {
-            crate::cli::daemon::pause(config, &state()?, name, false, human)
+        ScheduleCommand::Pause { name, json } => {
+            crate::cli::daemon::pause(config, &state()?, name, true, human, *json)
+        }
+        ScheduleCommand::Resume { name, json } => {
+            crate::cli::daemon::pause(config, &state()?, name, false, human, *json)
         }
         ScheduleCommand::Next {
             name,
@@ -128,6 +150,7 @@ fn list(entries: &[Entry], records: &Path, now: DateTime<Utc>, json: bool) {
             outln!(
                 "{}",
                 serde_json::json!({
+                    "kind": "schedule",
                     "name": e.name,
                     "cron": e.cron.as_str(),
                     "timezone": e.timezone.name(),
@@ -249,7 +272,7 @@ fn next(
         if json {
             outln!(
                 "{}",
-                serde_json::json!({"schedule": e.name, "at": at, "timezone": e.timezone.name()})
+                serde_json::json!({"kind": "fire", "schedule": e.name, "at": at, "timezone": e.timezone.name()})
             );
         } else {
             outln!("{at} {}", e.name);
@@ -270,6 +293,7 @@ fn check(
     entries: &[Entry],
     state: &dyn Fn() -> Result<StateDir>,
     human: &Human,
+    json: bool,
 ) -> Result<i32> {
     let trust = state().and_then(|s| config.trust(&s))?;
     let home = std::env::var_os("HOME")
@@ -339,7 +363,18 @@ fn check(
                 }
             }
         }
-        if problems.len() == before {
+        if json {
+            let found: Vec<_> = problems[before..]
+                .iter()
+                .map(|p| serde_json::json!({"message": p.text, "exit_code": p.code}))
+                .collect();
+            let v = serde_json::json!({
+                "kind": "schedule_check", "schedule": e.name, "ok": found.is_empty(),
+                "enabled": e.enabled, "reboot": e.cron.is_reboot(),
+                "next": next_fire_text(e, Utc::now()), "problems": found,
+            });
+            outln!("{v}");
+        } else if problems.len() == before {
             let next = if e.cron.is_reboot() {
                 "at daemon start".to_string()
             } else {
@@ -354,6 +389,14 @@ fn check(
     }
     for p in &problems {
         human.error(&p.text);
+    }
+    if json {
+        let v = serde_json::json!({
+            "kind": "schedule_check_summary", "file": file.display().to_string(),
+            "entries": entries.len(), "problems": problems.len(),
+        });
+        outln!("{v}");
+        return Ok(problems.first().map_or(exit::OK, |p| p.code));
     }
     human.line(&format!(
         "{}: {} schedule entr{}, {} problem{}",

@@ -19,6 +19,9 @@ pub struct StatusArgs {
     /// Allow an address other than loopback: the page has no authentication
     #[arg(long)]
     allow_remote: bool,
+    /// Print the address as one JSON object (`event: listening`)
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Serve until killed. Prints `http://ADDR/` once listening.
@@ -30,7 +33,13 @@ pub fn run(args: &StatusArgs, config: &Config, state: StateDir) -> Result<i32> {
         args.allow_remote,
     )?;
     server.set_daemon_up(false);
-    outln!("http://{}/", server.addr());
+    let url = format!("http://{}/", server.addr());
+    if args.json {
+        let v = serde_json::json!({"event": "listening", "address": server.addr().to_string(), "url": url});
+        outln!("{v}");
+    } else {
+        outln!("{url}");
+    }
     server.wait();
     Ok(exit::OK)
 }

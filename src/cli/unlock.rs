@@ -31,7 +31,9 @@ pub(crate) fn unlock(
             code = exit::LOCKED;
         }
         if json {
-            outln!("{}", serde_json::to_string(u).unwrap_or_default());
+            let mut v = serde_json::to_value(u).unwrap_or_default();
+            v["kind"] = "unlock".into();
+            outln!("{v}");
             continue;
         }
         let what = if u.released {

@@ -25,7 +25,7 @@ pub(crate) fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Re
             "event": "revoke", "recipe": e.recipe, "recipe_hash": e.hash, "by": e.by,
         }));
         if args.json {
-            outln!("{}", serde_json::json!({"revoked": e}));
+            outln!("{}", serde_json::json!({"kind": "revoke", "revoked": e}));
         } else {
             human.line(&format!(
                 "revoked: {} was vetted by {} at {}; it counts as unvetted now",
@@ -40,6 +40,11 @@ pub(crate) fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Re
     if args.print_message {
         let by = args.by.as_deref().unwrap_or_default();
         let entry = trust.draft(&recipe, by, args.note.as_deref())?;
+        if args.json {
+            let v = serde_json::json!({"kind": "vet_message", "message": trust::message(&entry)});
+            outln!("{v}");
+            return Ok(exit::OK);
+        }
         out!("{}", trust::message(&entry));
         return Ok(exit::OK);
     }
@@ -68,6 +73,7 @@ pub(crate) fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Re
         outln!(
             "{}",
             serde_json::json!({
+                "kind": "vet",
                 "vetted": e,
                 "message": trust::message(e),
                 "previous": report.previous,
@@ -126,6 +132,7 @@ pub(crate) fn vet_list(trust: &Trust, json: bool) -> Result<i32> {
     if json {
         for (e, status) in &rows {
             let mut v = serde_json::to_value(e).map_err(|e| Error::Other(e.to_string()))?;
+            v["kind"] = "vetting".into();
             v["signed"] = e.signature.is_some().into();
             if let Some(o) = v.as_object_mut() {
                 o.remove("signature");

@@ -43,7 +43,12 @@ pub struct ParamDecl {
     #[serde(rename = "type")]
     pub ty: ParamType,
     /// As written in the recipe; `None` for a required parameter.
+    #[serde(skip)]
     pub default: Option<String>,
+    /// The default as a typed JSON value for `--json` (`4`, not `"4"`; a list is an
+    /// array; a size or duration stays as written, `"10M"`); `null` for a secret.
+    #[serde(rename = "default")]
+    pub default_json: Option<serde_json::Value>,
     pub doc: String,
 }
 
@@ -154,6 +159,9 @@ pub fn declarations(decl: &Map, docs: &BTreeMap<String, String>) -> Result<Vec<P
             name: name.to_string(),
             ty,
             default: (ty != ParamType::Secret).then(|| display_default(v)),
+            default_json: (ty != ParamType::Secret)
+                .then(|| rhai::serde::from_dynamic(v).ok())
+                .flatten(),
             doc: docs.get(name.as_str()).cloned().unwrap_or_default(),
         });
     }
