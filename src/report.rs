@@ -605,13 +605,18 @@ impl Human {
         if decls.is_empty() {
             outln!("  (none)");
         }
+        let width = decls
+            .iter()
+            .map(|d| d.name.chars().count())
+            .max()
+            .unwrap_or(0);
         for d in decls {
             let default = match &d.default {
                 Some(v) => format!(" = {}", escape(&v.to_string())),
                 None => " (required)".into(),
             };
             outln!(
-                "  {:<14} {:<9}{default}{}",
+                "  {:<width$} {:<9}{default}{}",
                 escape(&d.name),
                 d.ty.as_str(),
                 if d.doc.is_empty() {

@@ -539,3 +539,48 @@ fn json_has_a_step_start_before_each_step() {
     let audit = w.tend(&["audit", "show", "--json"]);
     assert!(!audit.stdout.contains("step_start"), "{}", audit.stdout);
 }
+
+#[test]
+fn show_lists_parameters_in_declaration_order_with_room_for_long_names() {
+    let w = World::new();
+    let r = w.recipe(
+        "order.rhai",
+        "//! Order.\nlet p = params(#{\n  zeta_parameter_name: 1,\n  alpha: \"x\", // first letter\n  middle_long_parameter: \"10M\",\n});\n",
+    );
+    let shown = w.tend(&["show", r.to_str().unwrap()]);
+    shown.assert_code(0);
+    let rows: Vec<&str> = shown
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Parameters:"))
+        .skip(1)
+        .take(3)
+        .collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["zeta_parameter_name", "alpha", "middle_long_parameter"]
+    );
+    // One column for the types, however long the names.
+    let type_column = |l: &&str| {
+        let name = l.split_whitespace().next().unwrap();
+        let after = l.find(name).unwrap() + name.len();
+        after + l[after..].find(|c: char| !c.is_whitespace()).unwrap()
+    };
+    let at: Vec<usize> = rows.iter().map(type_column).collect();
+    assert!(at.windows(2).all(|w| w[0] == w[1]), "{rows:?}");
+    let json = w.tend(&["show", r.to_str().unwrap(), "--json"]);
+    let names: Vec<String> = json.events()[0]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["zeta_parameter_name", "alpha", "middle_long_parameter"]
+    );
+}

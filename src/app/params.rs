@@ -45,7 +45,14 @@ pub(crate) fn declared_params_within(
         Ok(()) => {}
         Err(e) => match engine::declare_pass(&e) {
             Some(engine::DeclarePass::Declared) => {
-                let decls = host.declared().unwrap_or_default();
+                let mut decls = host.declared().unwrap_or_default();
+                let order = recipe.param_order();
+                decls.sort_by_key(|d| {
+                    order
+                        .iter()
+                        .position(|n| *n == d.name)
+                        .unwrap_or(usize::MAX)
+                });
                 check_given(&decls, given, &Default::default(), false)
                     .map_err(|m| Error::Param(format!("{display}: {m}")))?;
                 return Ok(decls);

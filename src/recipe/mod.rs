@@ -125,6 +125,12 @@ impl Recipe {
         param_docs(&self.source)
     }
 
+    /// The parameter names in the order the recipe's `params(#{…})` writes them (a Rhai
+    /// map forgets it), for `tend show` and `tend check`.
+    pub fn param_order(&self) -> Vec<String> {
+        param_order(&self.source)
+    }
+
     /// `sh(` calls, in the recipe and its modules, that give neither `undo:` nor
     /// `read_only: true`, and `fs::remove(` calls with a `backup:` option other than
     /// `true`: the steps rollback will not be able to undo.
@@ -374,6 +380,64 @@ fn param_docs(source: &str) -> BTreeMap<String, String> {
     docs
 }
 
+fn param_order(source: &str) -> Vec<String> {
+    let Some(start) = source.find("params(#{") else {
+        return Vec::new();
+    };
+    let text = &source[start + "params(#{".len()..];
+    let mut names = Vec::new();
+    let (mut depth, mut expect_key) = (1usize, true);
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' | '`' | '\'' => {
+                // A string (or a quoted key): skip to its end.
+                let mut key = String::new();
+                while let Some((_, d)) = chars.next() {
+                    match d {
+                        '\\' => {
+                            chars.next();
+                        }
+                        d if d == c => break,
+                        d => key.push(d),
+                    }
+                }
+                if depth == 1 && expect_key {
+                    names.push(key);
+                    expect_key = false;
+                }
+            }
+            '/' if chars.peek().is_some_and(|(_, d)| *d == '/') => {
+                for (_, d) in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '{' | '[' | '(' => depth += 1,
+            '}' | ']' | ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            ',' if depth == 1 => expect_key = true,
+            c if depth == 1 && expect_key && (c.is_alphabetic() || c == '_') => {
+                let end = text[i..]
+                    .find(|d: char| !(d.is_alphanumeric() || d == '_'))
+                    .map_or(text.len(), |n| i + n);
+                names.push(text[i..end].to_string());
+                while chars.peek().is_some_and(|(j, _)| *j < end) {
+                    chars.next();
+                }
+                expect_key = false;
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
 /// Module names as the hash (and vetting) sees them: stdlib modules as
 /// `stdlib/NAME.rhai`, modules of the recipe's folder as `./NAME.rhai`, so that the hash
 /// does not depend on how the recipe's path was written (`r.rhai`, `./r.rhai`, an
@@ -415,6 +479,13 @@ pub fn content_hash(source: &str, modules: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn param_order_is_the_order_written() {
+        let src = "let p = params(#{\n  zeta: 1, // z, y: 2\n  \"quoted\": [1, #{a: 2}],\n  alpha: `x, b: 1`, mid: secret(),\n});\nlet q = #{ after: 1 };";
+        assert_eq!(param_order(src), ["zeta", "quoted", "alpha", "mid"]);
+        assert!(param_order("no params here").is_empty());
+    }
 
     #[test]
     fn docs() {
