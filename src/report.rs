@@ -799,6 +799,9 @@ fn escape_except(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
+    // On a terminal, long cells (a host's error) wrap within its width rather than
+    // widening every row; piped output keeps one line per row.
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
     t.set_header(header.to_vec());
     t
 }
