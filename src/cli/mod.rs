@@ -13,6 +13,7 @@ mod recipe;
 mod run;
 mod schedule;
 mod status;
+mod test;
 mod unlock;
 mod vet;
 
@@ -120,6 +121,7 @@ impl Cli {
             Command::Vet(a) => a.json,
             Command::Schedule(c) => c.json(),
             Command::Prune(a) => a.json,
+            Command::Test(a) => a.json,
             Command::Show { json, .. }
             | Command::Rollback { json, .. }
             | Command::Runs { json, .. }
@@ -261,6 +263,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Completions(args) => ecosystem::completions(args, Cli::command()),
         Command::Man(args) => ecosystem::man(args, Cli::command()),
         Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
+        Command::Test(args) => test::run(args),
         Command::Rollback {
             run_id,
             host,
