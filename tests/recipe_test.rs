@@ -157,10 +157,9 @@ test("a failed run, expected", #{ params: #{ conf: "/missing/dir/app.ini" } }, |
         let c = cases.iter().find(|c| c["case"] == name).unwrap();
         (c["passed"].as_bool().unwrap(), c["failures"].to_string())
     };
-    assert_eq!(verdict("right").0, true, "{}", verdict("right").1);
-    assert_eq!(
+    assert!(verdict("right").0, "{}", verdict("right").1);
+    assert!(
         verdict("a failed run, expected").0,
-        true,
         "{}",
         verdict("a failed run, expected").1
     );
