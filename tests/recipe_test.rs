@@ -295,3 +295,47 @@ fn the_shipped_recipes_pass() {
     );
     assert_eq!(last_line(&r), "5 passed, 0 failed");
 }
+
+#[test]
+fn vet_with_require_tests_refuses_a_recipe_whose_tests_fail() {
+    let w = World::new();
+    std::fs::write(
+        w.dir.path().join("tend.toml"),
+        "[trust]\nrequire_tests = true\n",
+    )
+    .unwrap();
+    let trust_file = w.dir.path().join("vetted.toml");
+    let recipe = append_recipe(&w, WRONG_UNDO);
+    let r = w.tend(&["vet", recipe.to_str().unwrap(), "--by", "alice"]);
+    assert_eq!(r.code, 77, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("[trust] require_tests = true and its tests fail (adds the debug line)"),
+        "{}",
+        r.stderr
+    );
+    let recorded = std::fs::read_to_string(&trust_file).unwrap_or_default();
+    assert!(!recorded.contains("app.rhai"), "{recorded}");
+
+    // Fixed, it is vetted, and the approval says what its tests said.
+    append_recipe(&w, RIGHT_UNDO);
+    let r = w.tend(&["vet", recipe.to_str().unwrap(), "--by", "alice"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("tests (require_tests): 1 passed, 0 failed"),
+        "{}",
+        r.stdout
+    );
+    let recorded = std::fs::read_to_string(&trust_file).unwrap();
+    assert!(
+        recorded.contains("tests = \"1 passed, 0 failed\""),
+        "{recorded}"
+    );
+
+    // A recipe without tests is refused too.
+    let bare = w.recipe("bare.rhai", "//! Nothing to test.\nlog::info(\"hi\");\n");
+    let r = w.tend(&["vet", bare.to_str().unwrap(), "--by", "alice"]);
+    assert_eq!(r.code, 77, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("it has no tests"), "{}", r.stderr);
+}

@@ -153,6 +153,36 @@ pub fn run_file(target: &TestTarget, each: &mut dyn FnMut(&CaseResult)) -> Resul
     Ok(out)
 }
 
+/// `[trust] require_tests`: run the tests of the recipe at `recipe` before it is
+/// vetted; their summary (`3 passed, 0 failed`) for the approval, or the refusal
+/// (exit 77) when it has none or one fails.
+pub fn required_for_vetting(recipe: &Path) -> Result<String> {
+    let shown = recipe.display();
+    let refuse = |why: String| {
+        Error::Unvetted(format!(
+            "{shown}: [trust] require_tests = true and {why}; nothing recorded"
+        ))
+    };
+    let targets = find_tests(&[recipe.to_path_buf()])
+        .map_err(|_| refuse("it has no tests (NAME.test.rhai)".into()))?;
+    let mut results = Vec::new();
+    for t in &targets {
+        results.extend(run_file(t, &mut |_| {})?);
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.case.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(refuse(format!(
+            "its tests fail ({}); `tend test {shown}` shows why",
+            failed.join(", ")
+        )));
+    }
+    Ok(format!("{} passed, 0 failed", results.len()))
+}
+
 fn fail(check: &'static str, message: impl Into<String>, diff: Vec<String>) -> Failure {
     Failure {
         check,
