@@ -293,7 +293,7 @@ fn the_shipped_recipes_pass() {
         "{}",
         r.stdout
     );
-    assert_eq!(last_line(&r), "5 passed, 0 failed");
+    assert_eq!(last_line(&r), "6 passed, 0 failed");
 }
 
 #[test]
@@ -338,4 +338,40 @@ fn vet_with_require_tests_refuses_a_recipe_whose_tests_fail() {
     let r = w.tend(&["vet", bare.to_str().unwrap(), "--by", "alice"]);
     assert_eq!(r.code, 77, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("it has no tests"), "{}", r.stderr);
+}
+
+#[test]
+fn absolute_paths_are_rebased_unless_the_case_says_they_are_real() {
+    let w = World::new();
+    let recipe = w.recipe(
+        "tool.rhai",
+        r#"//! Run a tool that writes a marker.
+let p = params(#{ tool: "/bin/true", marker: "/var/lib/app/marker" });
+sh(p.tool, #{ read_only: true });
+fs::file(p.marker, #{ content: "ok\n" });
+"#,
+    );
+    w.beside(
+        "tool.test.rhai",
+        r#"let fixture = #{ "var/lib/app/": #{} };
+test("the tool rebased into the root is not there", #{ fixture: fixture });
+test("the tool is the machine's", #{ fixture: fixture, real_paths: ["tool"] }, |t| {
+    t.expect_file("var/lib/app/marker", "ok\n");
+});
+"#,
+    );
+    let r = tend_test(&w, &["--json", recipe.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let cases: Vec<serde_json::Value> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "test_case")
+        .collect();
+    assert_eq!(cases[0]["passed"], false);
+    let why = cases[0]["failures"].to_string();
+    assert!(why.contains("the recipe failed"), "{why}");
+    assert!(why.contains("/bin/true"), "{why}");
+    assert_eq!(cases[1]["passed"], true, "{}", cases[1]);
+    // The default marker went to the throwaway root, never to the real path.
+    assert!(!std::path::Path::new("/var/lib/app/marker").exists());
 }

@@ -41,7 +41,8 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 impl Bench {
-    pub fn new(recipe: &Path, given: &[(String, String)]) -> Result<Bench> {
+    /// `real_paths`: parameters left as they are (see [`rebase`]).
+    pub fn new(recipe: &Path, given: &[(String, String)], real_paths: &[String]) -> Result<Bench> {
         let root_dir = tempfile::Builder::new()
             .prefix("tend-test-root-")
             .tempdir()
@@ -66,14 +67,18 @@ impl Bench {
                 .iter()
                 .any(|d| d.name == name && d.ty == ParamType::List)
         };
+        let real = |name: &str| real_paths.iter().any(|n| n == name);
         let mut params: Vec<(String, String)> = given
             .iter()
-            .map(|(k, v)| (k.clone(), rebase(v, &r, list(k))))
+            .map(|(k, v)| match real(k) {
+                true => (k.clone(), v.clone()),
+                false => (k.clone(), rebase(v, &r, list(k))),
+            })
             .collect();
         // A default path would be the real one: it is rebased too.
         for d in &decls {
             let Some(default) = &d.default else { continue };
-            if params.iter().any(|(k, _)| *k == d.name) {
+            if params.iter().any(|(k, _)| *k == d.name) || real(&d.name) {
                 continue;
             }
             let rebased = rebase(default, &r, d.ty == ParamType::List);
@@ -166,10 +171,12 @@ impl Bench {
 }
 
 /// `{ROOT}` becomes the root; an absolute path (each item of a list) goes below it.
+/// A value with whitespace is no path but a command line, and stays as it is.
 fn rebase(value: &str, root: &str, list: bool) -> String {
     let one = |v: &str| {
+        let path = !v.contains(char::is_whitespace);
         let v = v.replace("{ROOT}", root);
-        if v.starts_with('/') && !v.starts_with(&format!("{root}/")) && v != root {
+        if path && v.starts_with('/') && !v.starts_with(&format!("{root}/")) && v != root {
             format!("{root}{v}")
         } else {
             v

@@ -214,7 +214,7 @@ fn checks(
     case: &CaseSpec,
     out: &mut CaseResult,
 ) -> Result<()> {
-    let bench = Bench::new(&target.recipe, &case.params)?;
+    let bench = Bench::new(&target.recipe, &case.params, &case.real_paths)?;
     let failures = &mut out.failures;
     let s0 = bench.build(&case.fixture)?;
 

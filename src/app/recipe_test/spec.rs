@@ -29,6 +29,9 @@ pub struct CaseSpec {
     /// `idempotent: false`: a second run is meant to change things again (a recipe
     /// that acts on every run), so that check is skipped.
     pub idempotent: bool,
+    /// Parameters whose absolute paths are the machine's own (a program to run),
+    /// not rebased into the root.
+    pub real_paths: Vec<String>,
 }
 
 /// A loaded test file: its cases and what their check closures need to run.
@@ -149,6 +152,7 @@ fn add_case(
     let mut fixture_map = d.fixture.clone();
     let mut all_params = d.params.clone();
     let mut idempotent = true;
+    let mut real_paths = Vec::new();
     for (k, v) in &opts {
         match k.as_str() {
             "fixture" => fixture_map.extend(fixture(&as_map(k, v)?)?),
@@ -163,9 +167,19 @@ fn add_case(
                     .as_bool()
                     .or_else(|_| fail(format!("test {name:?}: `idempotent` must be true or false")))?
             }
+            "real_paths" => {
+                real_paths = v
+                    .clone()
+                    .try_cast::<Array>()
+                    .map(|a| a.iter().map(|i| i.to_string()).collect())
+                    .map_or_else(
+                        || fail(format!("test {name:?}: `real_paths` must be a list of parameter names")),
+                        Ok,
+                    )?
+            }
             other => {
                 return fail(format!(
-                    "test {name:?}: unknown option `{other}`; a test takes fixture, params and idempotent"
+                    "test {name:?}: unknown option `{other}`; a test takes fixture, params, idempotent and real_paths"
                 ))
             }
         }
@@ -177,6 +191,7 @@ fn add_case(
         params: all_params,
         check,
         idempotent,
+        real_paths,
     });
     Ok(())
 }
