@@ -375,3 +375,28 @@ test("the tool is the machine's", #{ fixture: fixture, real_paths: ["tool"] }, |
     // The default marker went to the throwaway root, never to the real path.
     assert!(!std::path::Path::new("/var/lib/app/marker").exists());
 }
+
+#[test]
+fn a_hard_coded_path_outside_the_root_is_never_run_for_real() {
+    let w = World::new();
+    let real = w.dir.path().join("outside.conf");
+    let recipe = w.recipe(
+        "fixed.rhai",
+        &format!(
+            "//! Writes a fixed path, not one from its parameters.\nfs::file(\"{}\", #{{ content: \"x\\n\" }});\n",
+            real.display()
+        ),
+    );
+    w.beside("fixed.test.rhai", "test(\"writes\", #{});\n");
+    let r = tend_test(&w, &[recipe.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(&format!(
+            "scope: the dry-run plans changes outside the test root, so the case was not run: {}",
+            real.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(!real.exists(), "the real path was written");
+}
