@@ -208,6 +208,30 @@ fn every_command_prints_only_what_the_schema_lists() {
     assert_eq!(default("keep"), serde_json::json!("10M"));
     c.tend(&w, "show", &["show", "missing.rhai"], 66);
 
+    // tend test: a case that passes and one whose expectation fails.
+    let dir = w.dir.path().join("tested");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("greet.rhai"),
+        "//! Greet.\nlet p = params(#{ to: \"/greeting\" });\nfs::file(p.to, #{ content: \"hi\" });\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("greet.test.rhai"),
+        "test(\"writes hi\", #{}, |t| { t.expect_file(\"greeting\", \"hi\"); });\ntest(\"expects too much\", #{}, |t| { t.expect_file(\"greeting\", \"hello\"); });\n",
+    )
+    .unwrap();
+    let tested = c.tend(&w, "test", &["test", dir.to_str().unwrap()], 1);
+    assert_eq!(
+        kinds(&tested, "event"),
+        ["test_case", "test_case", "test_end"]
+    );
+    assert_eq!(tested[1]["failures"][0]["check"], "expect");
+    assert_eq!(
+        (tested[2]["passed"].clone(), tested[2]["failed"].clone()),
+        (1.into(), 1.into())
+    );
+
     let check = c.tend(&w, "check", &["check", r, "-p", "count=5"], 0);
     assert_eq!(check[0]["kind"], "check");
     let bad = c.tend(&w, "check", &["check", r, "-p", "count=many"], 64);

@@ -38,7 +38,7 @@ const TABLES_HELP: &str =
     "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults], [daemon] and [retention]";
 
 const TRUST_HELP: &str = "[trust] takes file, require_vetted = \"scheduled\"|\"flag\"|\"always\"|\
-                          \"never\", require_signature, allowed_signers";
+                          \"never\", require_signature, allowed_signers, require_tests";
 
 const AUDIT_HELP: &str = "[audit] takes anchor_command = \"COMMAND\"";
 

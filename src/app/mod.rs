@@ -11,6 +11,7 @@ pub mod exec;
 mod hosts;
 mod params;
 mod prune;
+pub mod recipe_test;
 mod retention;
 mod rollback;
 mod run;

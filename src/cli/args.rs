@@ -204,6 +204,10 @@ pub(crate) enum Command {
     /// Free what finished runs hold, as [retention] in tend.toml says: their backups
     /// (here and on their hosts), then their records and journals
     Prune(crate::cli::prune::PruneArgs),
+    /// Run recipes' tests (NAME.test.rhai): each case in a throwaway root, checking
+    /// the dry-run, a second run, rollback after each step, the scope, then the
+    /// test's own expectations
+    Test(crate::cli::test::TestArgs),
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli::daemon::DaemonArgs),

@@ -13,6 +13,7 @@ mod recipe;
 mod run;
 mod schedule;
 mod status;
+mod test;
 mod unlock;
 mod vet;
 
@@ -121,6 +122,7 @@ impl Cli {
             Command::Schedule(c) => c.json(),
             Command::Prune(a) => a.json,
             Command::Status(a) => a.json,
+            Command::Test(a) => a.json,
             Command::Show { json, .. }
             | Command::Check { json, .. }
             | Command::Rollback { json, .. }
@@ -280,6 +282,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Completions(args) => ecosystem::completions(args, Cli::command()),
         Command::Man(args) => ecosystem::man(args, Cli::command()),
         Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
+        Command::Test(args) => test::run(args),
         Command::Rollback {
             run_id,
             host,

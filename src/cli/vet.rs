@@ -56,18 +56,24 @@ pub(crate) fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Re
         },
         (None, None) => Sign::None,
     };
-    let report = trust.vet(
+    let tests = if trust.require_tests {
+        Some(app::recipe_test::required_for_vetting(&recipe.path)?)
+    } else {
+        None
+    };
+    let report = trust.vet_tested(
         &recipe,
         VetRequest {
             by: args.by.as_deref(),
             note: args.note.as_deref(),
             sign,
         },
+        tests,
     )?;
     let e = &report.entry;
     audit(serde_json::json!({
         "event": "vet", "recipe": e.recipe, "recipe_hash": e.hash, "by": e.by, "note": e.note,
-        "signed_by": report.signer.as_ref().map(|g| g.principal.clone()),
+        "signed_by": report.signer.as_ref().map(|g| g.principal.clone()), "tests": e.tests,
     }));
     if args.json {
         outln!(
@@ -92,6 +98,9 @@ pub(crate) fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Re
         recipe.modules.len(),
         if recipe.modules.len() == 1 { "" } else { "s" },
     ));
+    if let Some(tests) = &e.tests {
+        human.line(&format!("tests (require_tests): {tests}"));
+    }
     if let Some(prev) = &report.previous {
         if prev.hash == e.hash {
             human.line(&format!(

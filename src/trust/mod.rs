@@ -87,6 +87,8 @@ pub struct Settings {
     pub require_vetted: Option<RequireVetted>,
     pub require_signature: Option<bool>,
     pub allowed_signers: Option<String>,
+    /// `tend vet` refuses a recipe whose tests (`tend test`) do not pass.
+    pub require_tests: Option<bool>,
 }
 
 impl Settings {
@@ -96,6 +98,7 @@ impl Settings {
         "require_vetted",
         "require_signature",
         "allowed_signers",
+        "require_tests",
     ];
 }
 
@@ -112,6 +115,10 @@ pub struct Entry {
     /// Armored SSHSIG over [`message`] of this entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// What `tend test` said when it was vetted under `require_tests` (`5 passed, 0
+    /// failed`); not part of the signed message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<String>,
 }
 
 impl Entry {
@@ -269,6 +276,7 @@ pub struct Trust {
     pub require_vetted: RequireVetted,
     pub require_signature: bool,
     pub allowed_signers: Option<PathBuf>,
+    pub require_tests: bool,
     /// Where the settings came from, for messages: the config file or "defaults".
     pub source: String,
     /// `STATE/vetted`: kept texts and the lock.
@@ -357,6 +365,7 @@ pub fn parse_message(text: &str) -> std::result::Result<Entry, String> {
         at: field("at")?,
         note: None,
         signature: None,
+        tests: None,
     };
     if let Ok(n) = field("note") {
         entry.note = Some(n);
@@ -435,6 +444,7 @@ impl Trust {
             require_vetted: table.require_vetted.unwrap_or_default(),
             require_signature,
             allowed_signers,
+            require_tests: table.require_tests.unwrap_or(false),
             source,
             texts,
         })
@@ -631,12 +641,23 @@ impl Trust {
             at: now(),
             note: note.filter(|n| !n.is_empty()).map(str::to_string),
             signature: None,
+            tests: None,
         })
     }
 
     /// Record `recipe` as vetted (the caller has checked it compiles and its
     /// parameters are sound).
     pub fn vet(&self, recipe: &Recipe, req: VetRequest) -> Result<VetReport> {
+        self.vet_tested(recipe, req, None)
+    }
+
+    /// [`Trust::vet`], recording what the recipe's tests said (`require_tests`).
+    pub fn vet_tested(
+        &self,
+        recipe: &Recipe,
+        req: VetRequest,
+        tests: Option<String>,
+    ) -> Result<VetReport> {
         let key = self.key(&recipe.path);
         let mut entry = match &req.sign {
             Sign::File { signature, message } => {
@@ -692,6 +713,7 @@ impl Trust {
             (None, _) => (None, None),
         };
 
+        entry.tests = tests;
         // Before anything is kept in the state dir for an approval that can't be written.
         self.check_folder()?;
         let _lock = self.lock()?;
@@ -857,6 +879,7 @@ mod tests {
             at: "2026-05-01T12:00:00Z".into(),
             note: Some("quarterly review".into()),
             signature: None,
+            tests: None,
         }
     }
 
