@@ -6,7 +6,9 @@
 //! each host has its own target, journal and counters. The engine never sees a
 //! concrete target: only [`crate::ops::Ctx`].
 
+mod check;
 mod core;
+mod edit;
 mod fs;
 mod names;
 mod sh;
@@ -466,6 +468,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     });
     crate::recipe::dialect::register_types(&mut engine);
     core::register(&mut engine, host.clone());
+    check::register(&mut engine, host.clone());
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
