@@ -127,12 +127,13 @@ impl HostFacts {
             "address" => i.address.clone().into(),
             "user" => i.user.clone().into(),
             "os" => self.0.os().into(),
-            "vars" => i
-                .vars
-                .iter()
-                .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
-                .collect::<Map>()
-                .into(),
+            "vars" => Dynamic::from(super::vars::HostVars::new(
+                &i.name,
+                i.vars
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                    .collect::<Map>(),
+            )),
             _ => return None,
         })
     }

@@ -190,6 +190,23 @@ fn http_on_target(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResult<()>
             None => (None, String::new()),
         }
     };
+    // curl's own words for these two vary between versions.
+    match (found.via.as_str(), out.code) {
+        ("curl", 28) if status.is_none() => {
+            return Err(invalid(format!(
+                "no answer within {}",
+                humantime::format_duration(spec.timeout)
+            )))
+        }
+        ("curl" | "bash", 7) if status.is_none() => {
+            let said: Vec<&str> = stderr
+                .lines()
+                .filter(|l| !l.starts_with("TEND-VIA") && !l.trim().is_empty())
+                .collect();
+            return Err(invalid(format!("could not connect ({})", said.join(" | "))));
+        }
+        _ => {}
+    }
     let Some(status) = status else {
         let why: Vec<&str> = stderr
             .lines()
@@ -237,6 +254,10 @@ fn http_from_controller(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResu
                 ureq::Error::Timeout(_) => {
                     format!("no answer within {}", humantime::format_duration(timeout))
                 }
+                ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    format!("could not connect ({e})")
+                }
+                ureq::Error::ConnectionFailed => "could not connect".to_string(),
                 e => e.to_string(),
             })
             .and_then(|mut r| {
@@ -300,36 +321,42 @@ pub fn http_get(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResult<StepR
     })
     .map_err(|e| match e {
         OpError::Invalid(why) => invalid(format!(
-            "http::get {} (from {}, {}): {why}",
+            "http::get {} from {}: {why}",
             spec.url,
-            where_from(ctx, spec.from),
-            found.via
+            by(ctx, spec.from, found)
         )),
         e => e,
     });
-    let subject = format!(
-        "GET {} from {} ({})",
-        spec.url,
-        where_from(ctx, spec.from),
-        found.via
-    );
+    let subject = format!("GET {} from {}", spec.url, by(ctx, spec.from, found));
     let mut r = outcome(ctx, OP, subject, result)?;
     r.code = found.status.map(i32::from);
-    r.stdout = found.body.clone();
+    // The whole body is the recipe's (`r.body`); events and the audit get its start.
+    r.stdout = found.body.as_deref().map(|b| {
+        let mut end = b.len().min(BODY_SHOWN);
+        while !b.is_char_boundary(end) {
+            end -= 1;
+        }
+        b[..end].to_string()
+    });
     Ok(r)
 }
 
-fn where_from(ctx: &Ctx, from: Origin) -> String {
+/// How much of a body a step's report carries.
+const BODY_SHOWN: usize = 64 << 10;
+
+/// `h1 (curl)` or `the controller`.
+fn by(ctx: &Ctx, from: Origin, found: &Found) -> String {
     match from {
-        Origin::Target => ctx.host().to_string(),
+        Origin::Target => format!("{} ({})", ctx.host(), found.via),
         Origin::Controller => "the controller".into(),
     }
 }
 
 // --------------------------------------------------------------- net::wait_for
 
-/// Polls once a second until a TCP connection is accepted or the time is up: exit 0
-/// reached, 1 not within the time, 97 no tool.
+/// Tries once a second until a TCP connection is accepted or the seconds are used
+/// up: exit 0 reached, 1 not within the time, 97 no tool. (Counted, not read from
+/// `date`: the caller's own timeout bounds the whole.)
 const WAIT_SCRIPT: &str = r#"
 if command -v bash >/dev/null 2>&1; then via=bash
 elif command -v nc >/dev/null 2>&1; then via=nc
@@ -337,7 +364,7 @@ else echo 'TEND-NOTOOL' >&2; exit 97
 fi
 echo "TEND-VIA $via" >&2
 t=""; command -v timeout >/dev/null 2>&1 && t="timeout 3"
-end=$(( $(date +%s) + TEND_TIMEOUT ))
+n=0
 while :; do
   if [ "$via" = bash ]; then
     $t bash -c 'exec 3<>"/dev/tcp/$TEND_HOST/$TEND_PORT"' 2>/dev/null && exit 0
@@ -345,8 +372,9 @@ while :; do
     nc -z -w 3 "$TEND_HOST" "$TEND_PORT" 2>/dev/null && exit 0
   fi
   [ "$TEND_ONCE" = 1 ] && exit 1
-  [ "$(date +%s)" -ge "$end" ] && exit 1
-  sleep 1
+  n=$((n + 1))
+  [ "$n" -ge "$TEND_TIMEOUT" ] && exit 1
+  sleep 1 || exit 1
 done
 "#;
 
@@ -442,18 +470,13 @@ pub fn wait_for(
         Origin::Target => wait_on_target(ctx, host, port, timeout, once, found)?,
         Origin::Controller => wait_from_controller(ctx, host, port, timeout, once, found)?,
     };
-    let subject = format!(
-        "{host}:{port} from {} ({})",
-        where_from(ctx, from),
-        found.via
-    );
+    let subject = format!("{host}:{port} from {}", by(ctx, from, found));
     let result = if reached {
         Ok(())
     } else {
         Err(invalid(format!(
-            "net::wait_for {host}:{port} (from {}, {}): no connection within {}",
-            where_from(ctx, from),
-            found.via,
+            "net::wait_for {host}:{port} from {}: no connection within {}",
+            by(ctx, from, found),
             humantime::format_duration(timeout)
         )))
     };
