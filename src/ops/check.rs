@@ -129,9 +129,9 @@ fn parse_response(raw: &[u8]) -> Option<(u16, String)> {
 /// The status of the last `HTTP/x y` line of `head`.
 fn status_in(head: &str) -> Option<u16> {
     head.lines()
+        .rev()
         .filter_map(|l| l.trim().strip_prefix("HTTP/"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .last()
+        .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 fn http_on_target(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResult<()> {
