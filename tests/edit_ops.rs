@@ -611,3 +611,60 @@ fn a_missing_host_variable_is_an_error_naming_host_and_variable() {
         said(&run)
     );
 }
+
+/// A check waits within the run's time: `--timeout` stops a long `wait_for` or a
+/// server that never answers, as it stops a command, and the run rolls back.
+#[test]
+fn checks_stop_at_the_run_time_limit() {
+    let port = http_server();
+    let closed = closed_port();
+    for from in ["target", "controller"] {
+        for check in [
+            format!("net::wait_for(\"127.0.0.1\", {closed}, #{{timeout: \"5m\", from: \"{from}\"}})"),
+            format!("http::get(\"http://127.0.0.1:{port}/slow\", #{{timeout: \"5m\", from: \"{from}\"}})"),
+        ] {
+            let w = World::new();
+            w.write("app.conf", "old\n");
+            let before = w.snapshot();
+            let r = w.recipe_in_root(
+                "r.rhai",
+                &format!("fs::file(\"ROOT/app.conf\", \"new\\n\");\n{check};\n"),
+            );
+            let run = w.run(&r, &["--timeout", "2s"]);
+            run.assert_code(3);
+            assert!(said(&run).contains("time limit of 2s"), "{check}: {}", said(&run));
+            assert_same(&before, &w.snapshot());
+        }
+    }
+}
+
+/// Over SSH a check runs on the host, and says so.
+#[test]
+fn http_get_runs_on_the_ssh_host() {
+    let port = http_server();
+    let h = Sshd::start_tendtest();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    let r = w.recipe(
+        "r.rhai",
+        &format!(
+            "let r = http::get(\"http://127.0.0.1:{port}/ok\");\nlog::info(`${{r.via}}|${{r.body}}`);\n\
+             net::wait_for(\"127.0.0.1\", {port});\n"
+        ),
+    );
+    let run = w.run(&r, &[]);
+    run.assert_code(0);
+    assert_eq!(logs(&run), vec!["curl|hello from the test server\n"]);
+    let steps = check_steps(&run);
+    assert!(
+        steps[0]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("from h1 (curl)")
+            && steps[1]["subject"]
+                .as_str()
+                .unwrap()
+                .ends_with("from h1 (bash)"),
+        "{steps:?}"
+    );
+}

@@ -251,9 +251,8 @@ fn http_from_controller(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResu
             .header("User-Agent", "tend")
             .call()
             .map_err(|e| match e {
-                ureq::Error::Timeout(_) => {
-                    format!("no answer within {}", humantime::format_duration(timeout))
-                }
+                // Said by the caller: it knows whether the run's deadline was the cause.
+                ureq::Error::Timeout(_) => String::new(),
                 ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                     format!("could not connect ({e})")
                 }
@@ -280,7 +279,16 @@ fn http_from_controller(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResu
                 found.body = Some(body);
                 return Ok(());
             }
-            Ok(Err(why)) => return Err(invalid(why)),
+            Ok(Err(why)) => {
+                cancel.check()?;
+                if why.is_empty() {
+                    return Err(invalid(format!(
+                        "no answer within {}",
+                        humantime::format_duration(spec.timeout)
+                    )));
+                }
+                return Err(invalid(why));
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(invalid("the request ended without an answer"))
