@@ -494,28 +494,49 @@ fn wait_for_an_open_and_a_closed_port() {
     }
 }
 
-/// Without curl or wget on the target, plain HTTP goes through bash's /dev/tcp.
-#[test]
-fn http_get_without_curl_or_wget_uses_bash() {
-    let port = http_server();
-    let w = World::new();
-    let bin = w.dir.path().join("bin");
+/// A PATH holding only `tools` (links to this machine's own).
+fn path_with(w: &World, name: &str, tools: &[&str]) -> String {
+    let bin = w.dir.path().join(name);
     std::fs::create_dir(&bin).unwrap();
-    for tool in ["sh", "bash", "cat", "kill"] {
+    for tool in tools {
         let real = ["/bin", "/usr/bin"]
             .iter()
             .map(|d| std::path::Path::new(d).join(tool))
             .find(|p| p.exists())
-            .unwrap();
+            .unwrap_or_else(|| panic!("no {tool} on this machine"));
         std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
     }
+    bin.display().to_string()
+}
+
+/// Without curl the target's wget answers; without either, plain HTTP goes through
+/// bash's /dev/tcp.
+#[test]
+fn http_get_without_curl_uses_wget_then_bash() {
+    let port = http_server();
+    let w = World::new();
     let r = w.recipe(
         "r.rhai",
-        &format!("let r = http::get(\"http://127.0.0.1:{port}/ok\");\nlog::info(`${{r.via}}|${{r.status}}|${{r.body}}`);\n"),
+        &format!(
+            "let r = http::get(\"http://127.0.0.1:{port}/ok\");\nlog::info(`${{r.via}}|${{r.status}}|${{r.body}}`);\n\
+             let m = http::get(\"http://127.0.0.1:{port}/missing\", #{{expect_status: 404}});\nlog::info(`${{m.status}}`);\n"
+        ),
     );
-    let run = w.run_env(&r, &[], &[("PATH", bin.to_str().unwrap())]);
-    run.assert_code(0);
-    assert_eq!(logs(&run), vec!["bash|200|hello from the test server\n"]);
+    for (dir, tools, via) in [
+        ("wget-only", &["sh", "wget", "cat", "kill"][..], "wget"),
+        ("bash-only", &["sh", "bash", "cat", "kill"][..], "bash"),
+    ] {
+        let path = path_with(&w, dir, tools);
+        let run = w.run_env(&r, &[], &[("PATH", &path)]);
+        run.assert_code(0);
+        assert_eq!(
+            logs(&run),
+            vec![
+                format!("{via}|200|hello from the test server\n"),
+                "404".into()
+            ]
+        );
+    }
 }
 
 /// In a dry-run that has planned a change, a failing check may be failing only
