@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::inventory::Host;
+use crate::secret::Secret;
 use crate::transport::local::Local;
 use crate::transport::ssh::{HostKeyPolicy, SshOptions, SshTarget};
 use crate::transport::{Target, TargetError};
@@ -21,14 +22,61 @@ pub struct ConnectFlags {
     pub user: Option<String>,
     pub private_key: Option<PathBuf>,
     pub connect_timeout: Option<Duration>,
+    /// Decrypts an encrypted private key: read once by the caller (the CLI reads
+    /// `$TEND_SSH_PASSPHRASE`), never by the connection code.
+    pub passphrase: Option<Secret>,
+}
+
+/// How a host is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// The machine tend runs on: no SSH.
+    Local,
+    #[default]
+    Ssh,
+}
+
+/// `transport` as run.json holds it: `"transport"`, and beside it the `"local"` flag
+/// that older versions write and read (and that is all a record of theirs holds).
+mod transport_field {
+    use super::Transport;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        local: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transport: Option<Transport>,
+    }
+
+    pub fn serialize<S: Serializer>(t: &Transport, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            local: *t == Transport::Local,
+            transport: Some(*t),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Transport, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(w.transport.unwrap_or(if w.local {
+            Transport::Local
+        } else {
+            Transport::Ssh
+        }))
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HostSpec {
     pub name: String,
-    /// The machine tend runs on: no SSH.
-    #[serde(default)]
-    pub local: bool,
+    #[serde(flatten, with = "transport_field")]
+    pub transport: Transport,
+    /// Never recorded: given by the caller for each run or rollback.
+    #[serde(skip)]
+    pub passphrase: Option<Secret>,
     #[serde(default)]
     pub address: String,
     #[serde(default)]
@@ -49,8 +97,15 @@ pub struct HostSpec {
     pub proxy_jump: Option<Box<HostSpec>>,
     #[serde(default)]
     pub connect_timeout_ms: u64,
+    /// Typed; runs recorded before variables were typed hold strings, read as such.
     #[serde(default)]
-    pub vars: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Every group the host is in (not `all`), for `tend hosts --json`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Where the inventory defines the host.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// A connected host, and where tend keeps its own files there (backups, the lock).
@@ -121,7 +176,8 @@ impl HostSpec {
     pub fn local() -> HostSpec {
         HostSpec {
             name: "local".into(),
-            local: true,
+            transport: Transport::Local,
+            passphrase: None,
             address: "localhost".into(),
             port: 0,
             user: String::new(),
@@ -133,20 +189,28 @@ impl HostSpec {
             proxy_jump: None,
             connect_timeout_ms: 0,
             vars: BTreeMap::new(),
+            groups: Vec::new(),
+            source: String::new(),
         }
     }
 
     pub fn from_inventory(h: &Host, flags: &ConnectFlags) -> HostSpec {
-        let local = h.vars.get("connection").is_some_and(|c| c == "local")
-            || h.vars
-                .get("ansible_connection")
-                .is_some_and(|c| c == "local");
+        // `local` is this machine, whatever else the inventory says of it.
+        let local = h.name == crate::inventory::LOCAL
+            || ["connection", "ansible_connection"]
+                .iter()
+                .any(|k| h.vars.get(*k).and_then(|v| v.as_str()) == Some("local"));
         let mut identity_files = h.identity_files.clone();
         if let Some(k) = &flags.private_key {
             identity_files.insert(0, k.clone());
         }
-        // Empty, or no timeout: the SSH target's defaults (`SshOptions::new`).
-        let known_hosts = flags.known_hosts.clone();
+        // Empty, or no timeout: the SSH target's defaults (`SshOptions::new`). The
+        // command line's files, else those ssh config names for the host.
+        let known_hosts = if flags.known_hosts.is_empty() {
+            h.known_hosts.clone()
+        } else {
+            flags.known_hosts.clone()
+        };
         let timeout_ms = flags
             .connect_timeout
             .or(h.connect_timeout)
@@ -155,7 +219,8 @@ impl HostSpec {
             let (user, address, port) = split_destination(dest);
             Box::new(HostSpec {
                 name: dest.to_string(),
-                local: false,
+                transport: Transport::Ssh,
+                passphrase: flags.passphrase.clone(),
                 address,
                 port: port.unwrap_or(22),
                 user: user.unwrap_or_else(crate::transport::local::user_name),
@@ -167,11 +232,18 @@ impl HostSpec {
                 proxy_jump: None,
                 connect_timeout_ms: timeout_ms,
                 vars: BTreeMap::new(),
+                groups: Vec::new(),
+                source: String::new(),
             })
         });
         HostSpec {
             name: h.name.clone(),
-            local,
+            transport: if local {
+                Transport::Local
+            } else {
+                Transport::Ssh
+            },
+            passphrase: flags.passphrase.clone(),
             address: h.address.clone(),
             port: h.port_or_default(),
             user: flags
@@ -187,13 +259,15 @@ impl HostSpec {
             proxy_jump,
             connect_timeout_ms: timeout_ms,
             vars: h.vars.clone(),
+            groups: h.groups.clone(),
+            source: h.source.clone(),
         }
     }
 
     /// The display of how this host is reached, for `tend hosts`.
     pub fn how(&self) -> String {
-        if self.local {
-            return "local".into();
+        if self.is_local() {
+            return "local (this machine, no SSH)".into();
         }
         let mut s = format!("ssh {}@{}:{}", self.user, self.address, self.port);
         if let Some(j) = &self.proxy_jump {
@@ -225,14 +299,26 @@ impl HostSpec {
         o.become_ = self.become_;
         o.proxy_jump = self.proxy_jump.as_ref().map(|j| Box::new(j.ssh_options()));
         o.vars = self.vars.clone();
-        o.passphrase = std::env::var("TEND_SSH_PASSPHRASE")
-            .ok()
-            .map(crate::secret::Secret::new);
+        o.passphrase = self.passphrase.clone();
         o
     }
 
+    /// This machine, reached without SSH.
+    pub fn is_local(&self) -> bool {
+        self.transport == Transport::Local
+    }
+
+    /// The same host, with `passphrase` for its key (and its jump host's).
+    pub fn with_passphrase(mut self, passphrase: Option<&Secret>) -> HostSpec {
+        self.passphrase = passphrase.cloned();
+        self.proxy_jump = self
+            .proxy_jump
+            .map(|j| Box::new(j.with_passphrase(passphrase)));
+        self
+    }
+
     pub fn connect(&self) -> Result<Reached, TargetError> {
-        if self.local {
+        if self.is_local() {
             let mut local = Local::new();
             local.set_vars(self.vars.clone());
             return Ok(Reached {
@@ -244,20 +330,41 @@ impl HostSpec {
         let ssh = Arc::new(SshTarget::connect(self.ssh_options())?);
         // Backups and the host lock live here; `tend_state_dir` moves them (a read-only
         // home, or several inventory hosts that are really one machine).
-        let remote = match self.vars.get("tend_state_dir") {
-            Some(dir) => RemoteState::Given(dir.clone()),
+        let text = |k: &str| self.vars.get(k).map(crate::inventory::var_text);
+        let remote = match text("tend_state_dir") {
+            Some(dir) => RemoteState::Given(dir),
             None => RemoteState::UnderHome(ssh.clone()),
         };
-        let lock_dir = self
-            .vars
-            .get("tend_lock_dir")
-            .or(self.vars.get("tend_state_dir"))
-            .cloned()
+        let lock_dir = text("tend_lock_dir")
+            .or(text("tend_state_dir"))
             .unwrap_or_else(|| crate::lock::REMOTE_LOCK_DIR.into());
         Ok(Reached {
             target: ssh,
             remote: Some(remote),
             lock_dir: Some(lock_dir),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_older_versions_say_local_and_new_ones_say_both() {
+        let old: HostSpec = serde_json::from_str(r#"{"name":"local","local":true}"#).unwrap();
+        assert_eq!(old.transport, Transport::Local);
+        let old: HostSpec = serde_json::from_str(r#"{"name":"h1","address":"h1"}"#).unwrap();
+        assert_eq!(old.transport, Transport::Ssh);
+        let mut spec = HostSpec::local();
+        spec.passphrase = Some(Secret::new("hunter22".into()));
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            (v["local"].clone(), v["transport"].clone()),
+            (true.into(), "local".into())
+        );
+        assert!(!v.to_string().contains("hunter22"));
+        let back: HostSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(back.transport, Transport::Local);
     }
 }

@@ -22,8 +22,9 @@ fn all_names(inv: &Inventory) -> Vec<String> {
     inv.hosts().iter().map(|h| h.name.clone()).collect()
 }
 
-fn var<'a>(h: &'a Host, k: &str) -> Option<&'a str> {
-    h.vars.get(k).map(String::as_str)
+/// A variable as text (`5` for the int 5), as connection settings read it.
+fn var(h: &Host, k: &str) -> Option<String> {
+    h.vars.get(k).map(tend::inventory::var_text)
 }
 
 fn usage_message(r: Result<impl std::fmt::Debug, Error>) -> String {
@@ -106,17 +107,17 @@ fn toml_hosts_groups_children_and_vars() {
     assert!(web1.become_);
     assert!(!web1.identities_only);
     assert_eq!(web1.groups, ["prod", "web"]);
-    assert_eq!(var(web1, "tier"), Some("front"));
-    assert_eq!(var(web1, "max"), Some("5"));
-    assert_eq!(var(web1, "role"), Some("nginx"));
-    assert_eq!(var(web1, "http_port"), Some("80"));
+    assert_eq!(var(web1, "tier").as_deref(), Some("front"));
+    assert_eq!(var(web1, "max").as_deref(), Some("5"));
+    assert_eq!(var(web1, "role").as_deref(), Some("nginx"));
+    assert_eq!(var(web1, "http_port").as_deref(), Some("80"));
     assert_eq!(
-        var(web1, "env"),
+        var(web1, "env").as_deref(),
         Some("web"),
         "child group `web` beats parent `prod` and `all`"
     );
-    assert_eq!(var(web1, "region"), Some("eu"));
-    assert_eq!(var(web1, "ntp"), Some("pool.ntp.org"));
+    assert_eq!(var(web1, "region").as_deref(), Some("eu"));
+    assert_eq!(var(web1, "ntp").as_deref(), Some("pool.ntp.org"));
     assert!(!web1.vars.contains_key("address") && !web1.vars.contains_key("become"));
     assert!(web1.source.ends_with("tend.toml:10"), "{}", web1.source);
 
@@ -125,15 +126,24 @@ fn toml_hosts_groups_children_and_vars() {
     assert_eq!(db1.proxy_jump.as_deref(), Some("bastion"));
     assert_eq!(db1.connect_timeout, Some(Duration::from_secs(5)));
     assert!(db1.identities_only);
-    assert_eq!(var(db1, "env"), Some("prod"));
+    assert_eq!(var(db1, "env").as_deref(), Some("prod"));
     assert_eq!(db1.groups, ["backup", "prod", "dbs"], "depth, then name");
 
     let web2 = inv.get("web2").unwrap();
     assert_eq!(web2.address, "web2", "undefined host: address = name");
     assert_eq!(web2.port, None);
     assert_eq!(web2.groups, ["prod", "web", "canary"]);
-    assert_eq!(var(web2, "env"), Some("canary"), "deepest group wins");
-    assert!(web2.source.ends_with("tend.toml:29"), "{}", web2.source);
+    assert_eq!(
+        var(web2, "env").as_deref(),
+        Some("canary"),
+        "deepest group wins"
+    );
+    assert!(
+        web2.source
+            .ends_with("tend.toml:29 (only listed in group `web`)"),
+        "{}",
+        web2.source
+    );
 
     let groups = inv.groups();
     assert_eq!(groups["prod"], ["web1", "db1", "web2"]);
@@ -141,7 +151,8 @@ fn toml_hosts_groups_children_and_vars() {
     assert_eq!(groups["canary"], ["web2"]);
     assert_eq!(groups["all"], ["web1", "db1", "web2"]);
     assert_eq!(groups["backup"], ["db1"]);
-    assert!(!groups.contains_key("ungrouped"));
+    // Always a group, as in Ansible (so `-H @ungrouped` selects no host, not a typo).
+    assert_eq!(groups["ungrouped"], Vec::<String>::new());
 }
 
 #[test]
@@ -260,20 +271,20 @@ fn check_ansible_inventory(inv: &Inventory, file: &str) {
 
     let bastion = inv.get("bastion.example.com").unwrap();
     assert_eq!(bastion.groups, ["ungrouped"]);
-    assert_eq!(var(bastion, "env"), Some("all"));
+    assert_eq!(var(bastion, "env").as_deref(), Some("all"));
 
     let web01 = inv.get("web01").unwrap();
     assert_eq!(web01.address, "10.0.0.5");
     assert_eq!(web01.port, Some(2222));
     assert_eq!(web01.user.as_deref(), Some("deploy"));
     assert_eq!(web01.groups, ["prod", "web"]);
-    assert_eq!(var(web01, "foo"), Some("bar"));
-    assert_eq!(var(web01, "env"), Some("web"));
-    assert_eq!(var(web01, "http_port"), Some("80"));
-    assert_eq!(var(web01, "region"), Some("eu"));
-    assert_eq!(var(web01, "ntp"), Some("pool.ntp.org"));
+    assert_eq!(var(web01, "foo").as_deref(), Some("bar"));
+    assert_eq!(var(web01, "env").as_deref(), Some("web"));
+    assert_eq!(var(web01, "http_port").as_deref(), Some("80"));
+    assert_eq!(var(web01, "region").as_deref(), Some("eu"));
+    assert_eq!(var(web01, "ntp").as_deref(), Some("pool.ntp.org"));
     assert_eq!(
-        var(web01, "ansible_host"),
+        var(web01, "ansible_host").as_deref(),
         Some("10.0.0.5"),
         "Ansible keeps connection vars"
     );
@@ -286,7 +297,7 @@ fn check_ansible_inventory(inv: &Inventory, file: &str) {
     let db = inv.get("db-b.example.com").unwrap();
     assert!(db.become_);
     assert_eq!(db.identity_files, [home().join(".ssh/db")]);
-    assert_eq!(var(db, "env"), Some("prod"));
+    assert_eq!(var(db, "env").as_deref(), Some("prod"));
     assert_eq!(db.groups, ["prod", "db"]);
     assert!(db.source.starts_with(file), "{}", db.source);
 
@@ -391,10 +402,10 @@ fn variable_precedence_child_over_parent_host_over_group() {
     let inv = Inventory::load_exact(None, &[ini], None).unwrap();
     let h1 = inv.get("h1").unwrap();
     let h2 = inv.get("h2").unwrap();
-    assert_eq!(var(h1, "level"), Some("host"));
-    assert_eq!(var(h2, "level"), Some("leaf"));
-    assert_eq!(var(h2, "from_top"), Some("1"));
-    assert_eq!(var(h2, "from_all"), Some("1"));
+    assert_eq!(var(h1, "level").as_deref(), Some("host"));
+    assert_eq!(var(h2, "level").as_deref(), Some("leaf"));
+    assert_eq!(var(h2, "from_top").as_deref(), Some("1"));
+    assert_eq!(var(h2, "from_all").as_deref(), Some("1"));
     assert_eq!(
         h2.user.as_deref(),
         Some("topuser"),
@@ -416,8 +427,8 @@ fn variable_precedence_child_over_parent_host_over_group() {
     let inv = Inventory::load_exact(Some(&cfg), &[ini2], None).unwrap();
     let h1 = inv.get("h1").unwrap();
     assert_eq!(h1.user.as_deref(), Some("b"));
-    assert_eq!(var(h1, "level"), Some("ini"));
-    assert_eq!(var(h1, "keep"), Some("me"));
+    assert_eq!(var(h1, "level").as_deref(), Some("ini"));
+    assert_eq!(var(h1, "keep").as_deref(), Some("me"));
     assert_eq!(h1.groups, ["extra"]);
     assert!(h1.source.ends_with("tend.toml:1"), "{}", h1.source);
 }

@@ -578,3 +578,67 @@ fn a_planted_secret_appears_nowhere_over_ssh() {
     // sshd's own log (LogLevel VERBOSE) has no trace of it either.
     assert!(!h.log().contains(&secret));
 }
+
+/// An encrypted SSH key is opened with `$TEND_SSH_PASSPHRASE`, which the CLI reads
+/// once and hands down: the run and a later rollback connect with it, and neither the
+/// run record (which keeps how each host was reached) nor the audit log holds it.
+#[test]
+fn an_encrypted_key_is_opened_with_the_passphrase_the_cli_hands_down() {
+    let h = sshd::Sshd::start_tendtest();
+    let pass = "pass-phrase-7c1e";
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-p", "-P", "", "-N", pass, "-f"])
+        .arg(&h.client_key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    let recipe = w.recipe(
+        "touch.rhai",
+        &format!(
+            "//! Write a file.\nfs::file(\"{}\", #{{ content: \"x\" }});\n",
+            w.path("x")
+        ),
+    );
+    let refused = w.run(&recipe, &[]);
+    refused.assert_code(1);
+    assert_eq!(refused.event("host_end")["outcome"], "unreachable");
+    assert!(!w.root().join("x").exists());
+
+    let kh = w.dir.path().join("known_hosts").display().to_string();
+    let over_ssh = ["-H", "h1", "--known-hosts", kh.as_str()];
+    w.hand_over();
+    let run = w.run_env(&recipe, &over_ssh, &[("TEND_SSH_PASSPHRASE", pass)]);
+    run.assert_code(0);
+    assert!(w.root().join("x").exists());
+    let id = run.run_id();
+    let mut c = w.command();
+    c.args(["rollback", &id]).env("TEND_SSH_PASSPHRASE", pass);
+    let out = c.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!w.root().join("x").exists());
+    for file in [
+        w.state().join("runs").join(&id).join("run.json"),
+        w.state().join("audit.jsonl"),
+    ] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains(pass),
+            "{} holds the passphrase",
+            file.display()
+        );
+    }
+    // The record says how the host was reached, in the old and the new words.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.state().join("runs").join(&id).join("run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["targets"][0]["transport"], "ssh", "{meta}");
+    assert_eq!(meta["targets"][0]["local"], false);
+}

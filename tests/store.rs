@@ -178,10 +178,7 @@ fn a_run_and_its_rollback_keep_their_records_in_the_stores_they_are_given() {
         &person(),
         &app::RollbackRequest {
             run_id: r.run_id.clone(),
-            only_host: None,
-            dry_run: false,
-            force: false,
-            wait: None,
+            ..Default::default()
         },
         Arc::new(|_: &Event| {}),
     )

@@ -15,15 +15,17 @@ mod retention;
 mod rollback;
 mod run;
 mod unlock;
+mod vetting;
 
 pub use actor::{Actor, Auth, Trigger};
 use audit_sink::*;
 pub use config::Config;
 pub use daemon_settings::Settings as DaemonSettings;
-pub use hosts::{select_hosts, HostQuery};
+pub use hosts::{load_inventory, select_hosts, HostQuery};
 pub use params::*;
 pub use prune::*;
 pub use retention::Retention;
 pub use rollback::*;
 pub use run::*;
 pub use unlock::*;
+pub use vetting::*;

@@ -24,6 +24,8 @@ use crate::transport::{Kind, Target, TargetError};
 pub struct PruneRequest {
     /// List what would be removed; remove nothing.
     pub dry_run: bool,
+    /// For an encrypted SSH key (run.json never holds it).
+    pub passphrase: Option<crate::secret::Secret>,
 }
 
 /// One removal (made, or that would be with `dry_run`).
@@ -148,7 +150,7 @@ pub fn prune(
                 continue;
             }
             let spec = match meta.targets.iter().find(|t| t.name == host) {
-                Some(s) => s.clone(),
+                Some(s) => s.clone().with_passphrase(req.passphrase.as_ref()),
                 None if meta.is_damaged() => {
                     // Only journals of this machine are in a damaged run's folder.
                     skip(
@@ -178,7 +180,7 @@ pub fn prune(
                     continue;
                 }
             };
-            if spec.local {
+            if spec.is_local() {
                 local_backups += bytes.unwrap_or(0);
             }
             if let Some(bytes) = bytes {
@@ -377,7 +379,7 @@ pub(crate) fn local_tree_bytes(dir: &Path) -> u64 {
 pub fn held_bytes(state: &StateDir, meta: &RunMeta) -> u64 {
     use crate::journal::undo::Undo;
     let mut total = local_tree_bytes(&state.run_dir(&meta.run_id));
-    for spec in meta.targets.iter().filter(|t| !t.local) {
+    for spec in meta.targets.iter().filter(|t| !t.is_local()) {
         if meta.backups_freed.contains_key(&spec.name) {
             continue;
         }

@@ -329,6 +329,8 @@ pub struct RollbackRequest {
     pub force: bool,
     /// Queue this long behind another run holding a host.
     pub wait: Option<Duration>,
+    /// For an encrypted SSH key (run.json never holds it).
+    pub passphrase: Option<crate::secret::Secret>,
 }
 
 /// `tend rollback RUN`: replay the journals of a finished, failed or killed run.
@@ -346,6 +348,7 @@ pub fn rollback(
         dry_run,
         force,
         wait,
+        passphrase,
     } = req;
     let (run_id, only_host, dry_run, force, wait) = (
         run_id.as_str(),
@@ -411,7 +414,7 @@ pub fn rollback(
             continue;
         }
         let spec = match meta.targets.iter().find(|t| t.name == host) {
-            Some(spec) => spec.clone(),
+            Some(spec) => spec.clone().with_passphrase(passphrase.as_ref()),
             // Lost with a damaged run.json: guessing "here" could replay another
             // host's journal on this machine.
             None if meta.is_damaged() => {

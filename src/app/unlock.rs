@@ -35,7 +35,7 @@ pub fn unlock(
             released: !alive,
         });
     }
-    if !spec.local {
+    if !spec.is_local() {
         let reached = spec.connect()?;
         if let Some(dir) = reached.lock_dir() {
             if let Some((holder, alive)) =

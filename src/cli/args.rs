@@ -187,6 +187,9 @@ pub(crate) enum Command {
         /// One JSON object per host on stdout
         #[arg(long)]
         json: bool,
+        /// The group tree, as `ansible-inventory --graph` (PATTERN: a group)
+        #[arg(long, conflicts_with = "json")]
+        graph: bool,
     },
     /// Scheduled runs ([[schedule]] in tend.toml): check them, list them, show when
     /// they fire

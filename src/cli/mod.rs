@@ -196,7 +196,11 @@ pub(crate) fn select_hosts(
     fleet: &FleetArgs,
     default_all: bool,
 ) -> Result<Vec<HostSpec>> {
-    let query = crate::app::HostQuery {
+    crate::app::select_hosts(config, &host_query(fleet), default_all)
+}
+
+pub(crate) fn host_query(fleet: &FleetArgs) -> crate::app::HostQuery {
+    crate::app::HostQuery {
         hosts: fleet.hosts.clone(),
         inventory: fleet.inventory.clone(),
         limit: fleet.limit.clone(),
@@ -208,9 +212,15 @@ pub(crate) fn select_hosts(
             user: fleet.user.clone(),
             private_key: fleet.private_key.clone(),
             connect_timeout: fleet.connect_timeout,
+            passphrase: ssh_passphrase(),
         },
-    };
-    crate::app::select_hosts(config, &query, default_all)
+    }
+}
+
+/// `$TEND_SSH_PASSPHRASE`, for encrypted SSH keys: read here, once per command, and
+/// handed down; nothing below the CLI reads it.
+pub(crate) fn ssh_passphrase() -> Option<Secret> {
+    std::env::var("TEND_SSH_PASSPHRASE").ok().map(Secret::new)
 }
 
 pub(crate) fn policy(p: &PolicyArgs) -> Result<(Policy, Vec<crate::fleet::BatchSize>)> {
@@ -275,6 +285,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 dry_run: *dry_run,
                 force: *force,
                 wait: *wait,
+                passphrase: ssh_passphrase(),
             };
             history::rollback(cli, human, actor, &req, *json)
         }
@@ -306,7 +317,14 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
             pattern,
             fleet,
             json,
-        } => hosts::hosts(cli, pattern.as_deref(), fleet, *json),
+            graph,
+        } => {
+            let how = hosts::Show {
+                json: *json,
+                graph: *graph,
+            };
+            hosts::hosts(&config(cli)?, pattern.as_deref(), host_query(fleet), how)
+        }
         Command::Demo { dir } => run::demo(cli, human, actor, dir.as_deref()),
     }
 }

@@ -24,6 +24,7 @@ pub struct PruneArgs {
 pub fn run(args: &PruneArgs, config: &Config, state: &StateDir, actor: &Actor) -> Result<i32> {
     let req = PruneRequest {
         dry_run: args.dry_run,
+        passphrase: super::ssh_passphrase(),
     };
     let report = app::prune(state, &config.retention, actor, &req)?;
     if args.json {

@@ -54,6 +54,8 @@ pub struct Ctx {
     pub state: StateDir,
     /// Where runs, journals, the audit log and host locks are kept.
     pub stores: crate::store::Stores,
+    /// For encrypted SSH keys: the daemon's `$TEND_SSH_PASSPHRASE`, read at start.
+    pub passphrase: Option<crate::secret::Secret>,
     /// The daemon's own identity; each fire adds its entry's name.
     pub actor: Actor,
     pub records: Arc<Records>,
@@ -222,6 +224,7 @@ fn start(
         hosts: Some(entry.hosts.clone()),
         flags: crate::reach::ConnectFlags {
             become_: entry.become_,
+            passphrase: ctx.passphrase.clone(),
             ..Default::default()
         },
         ..Default::default()

@@ -63,6 +63,9 @@ pub fn run(
     let ctx = Arc::new(Ctx {
         records: Arc::new(Records::new(&state)),
         stores: crate::store::Stores::embedded(&state),
+        passphrase: std::env::var("TEND_SSH_PASSPHRASE")
+            .ok()
+            .map(crate::secret::Secret::new),
         state,
         actor,
         stale_sent: Default::default(),
@@ -124,6 +127,9 @@ pub fn run_here(state: StateDir, config: &Config, actor: Actor, name: &str) -> R
     let ctx = Ctx {
         records: Arc::new(Records::new(&state)),
         stores: crate::store::Stores::embedded(&state),
+        passphrase: std::env::var("TEND_SSH_PASSPHRASE")
+            .ok()
+            .map(crate::secret::Secret::new),
         state,
         actor,
         stale_sent: Default::default(),
@@ -151,6 +157,9 @@ pub fn set_paused_here(
     let ctx = Ctx {
         records: Arc::new(Records::new(&state)),
         stores: crate::store::Stores::embedded(&state),
+        passphrase: std::env::var("TEND_SSH_PASSPHRASE")
+            .ok()
+            .map(crate::secret::Secret::new),
         state,
         actor,
         stale_sent: Default::default(),

@@ -27,6 +27,7 @@ pub fn interrupted_runs(ctx: &Ctx) {
         let id = meta.run_id.clone();
         let req = RollbackRequest {
             run_id: id.clone(),
+            passphrase: ctx.passphrase.clone(),
             ..RollbackRequest::default()
         };
         let sink: crate::event::Sink = std::sync::Arc::new(|_| {});

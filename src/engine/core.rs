@@ -54,12 +54,14 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     // `host()`: name, address, user, vars and os. A type with getters rather than a
     // map so that `os` is asked of the host only by a recipe that reads it.
     let h = host.clone();
-    engine.register_fn("host", move || HostFacts(h.ctx.target.clone()));
+    engine.register_fn("host", move || {
+        HostFacts(h.ctx.target.clone(), h.mode == Mode::Declare)
+    });
     engine
         .register_type_with_name::<HostFacts>("host")
         .register_indexer_get(
             |call: NativeCallContext, f: &mut HostFacts, key: &str| -> RResult<Dynamic> {
-                f.field(key).ok_or_else(|| {
+                f.get(&call, key)?.ok_or_else(|| {
                     err(
                         &call,
                         format!(
@@ -73,9 +75,12 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         .register_fn("to_string", |f: &mut HostFacts| f.describe())
         .register_fn("to_debug", |f: &mut HostFacts| f.describe());
     for name in HostFacts::FIELDS {
-        engine.register_get(name, move |f: &mut HostFacts| {
-            f.field(name).expect("one of FIELDS")
-        });
+        engine.register_get(
+            name,
+            move |call: NativeCallContext, f: &mut HostFacts| -> RResult<Dynamic> {
+                Ok(f.get(&call, name)?.expect("one of FIELDS"))
+            },
+        );
     }
 
     let mut log = Module::new();
@@ -113,12 +118,22 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     engine.register_static_module("time", time.into());
 }
 
-/// What `host()` returns.
+/// What `host()` returns; `.1`: in the declaring pass, which has no host.
 #[derive(Clone)]
-pub struct HostFacts(Arc<dyn crate::transport::Target>);
+pub struct HostFacts(Arc<dyn crate::transport::Target>, bool);
 
 impl HostFacts {
     const FIELDS: [&'static str; 5] = ["name", "address", "user", "os", "vars"];
+
+    /// A field, or `None` for no such field. The declaring pass has no host and so
+    /// no variables: reading them ends it as an operation does, or
+    /// `host().vars.port + 1` would fail there on a variable no host was asked for.
+    fn get(&self, call: &NativeCallContext, key: &str) -> RResult<Option<Dynamic>> {
+        if self.1 && key == "vars" {
+            return Err(stop_with(call, DeclarePass::NoParams));
+        }
+        Ok(self.field(key))
+    }
 
     fn field(&self, key: &str) -> Option<Dynamic> {
         let i = self.0.info();
@@ -131,7 +146,11 @@ impl HostFacts {
                 &i.name,
                 i.vars
                     .iter()
-                    .map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone())))
+                    // Typed: `host().vars.port + 1` is arithmetic, not concatenation.
+                    .map(|(k, v)| {
+                        let v = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
+                        (k.as_str().into(), v)
+                    })
                     .collect::<Map>(),
             )),
             _ => return None,

@@ -470,7 +470,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     crate::recipe::dialect::register_types(&mut engine);
     core::register(&mut engine, host.clone());
     check::register(&mut engine, host.clone());
-    vars::register(&mut engine, host.clone());
+    vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);

@@ -3,11 +3,9 @@
 //! would give `()`, which becomes `""` in a path: `${root}/etc` is then `/etc`);
 //! `host().vars.get("x", default)` is for the optional ones.
 
-use std::sync::Arc;
-
 use rhai::{Array, Dynamic, Engine, Map, NativeCallContext};
 
-use super::{err, stop_with, DeclarePass, HostContext, Mode, RResult};
+use super::{err, RResult};
 
 /// What `host().vars` is.
 #[derive(Clone)]
@@ -33,20 +31,15 @@ impl HostVars {
     }
 }
 
-pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
-    let h = host;
+pub fn register(engine: &mut Engine) {
     engine
         .register_type_with_name::<HostVars>("vars")
         // Also what `v.name` falls back to, having no getter of that name.
         .register_indexer_get(
-            move |call: NativeCallContext, v: &mut HostVars, key: &str| -> RResult<Dynamic> {
+            |call: NativeCallContext, v: &mut HostVars, key: &str| -> RResult<Dynamic> {
+                // (The declaring pass never gets here: reading `host().vars` ends it.)
                 if let Some(x) = v.vars.get(key) {
                     return Ok(x.clone());
-                }
-                // The declaring pass has no host, so no variables: reading one ends
-                // it as an operation does.
-                if h.mode == Mode::Declare {
-                    return Err(stop_with(&call, DeclarePass::NoParams));
                 }
                 Err(err(
                     &call,

@@ -8,8 +8,10 @@
 //!
 //! The connection variables (`ansible_host`, `ansible_port`, `ansible_user`,
 //! `ansible_ssh_private_key_file`, `ansible_become`, …) become the host's settings and
-//! stay in its variables as Ansible keeps them. Values are strings; YAML lists and maps
-//! become JSON text.
+//! stay in its variables as Ansible keeps them. INI values are typed as Ansible types
+//! them ([`super::literal`]: `4` an int, `True` a bool, `[80, 443]` a list, `yes` a
+//! string); YAML values keep their YAML types. A group's `ansible_group_priority` is
+//! its priority, not a variable.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,7 +20,9 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::model::{usage, Model, Settings};
+use super::literal;
+use super::model::{usage, Model, Settings, Vars};
+use super::yaml_value::{with_source, YamlValue};
 use crate::error::Error;
 
 /// Which format an inventory file is in.
@@ -87,7 +91,7 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                     continue;
                 };
                 let (pattern, port) = split_port(pattern).map_err(|m| usage(&at, m))?;
-                let mut vars = BTreeMap::new();
+                let mut vars = Vars::new();
                 let mut settings = Settings::default();
                 if let Some(p) = port {
                     settings.port = Some(p);
@@ -104,10 +108,13 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                     if k.is_empty() {
                         return Err(usage(&at, format!("`{w}` has no variable name before `=`")));
                     }
+                    // The shell-like split took the quotes off already, as Ansible's
+                    // does: `p="4"` is the int 4.
+                    let v = literal::eval(v);
                     settings
-                        .apply_ansible_var(k, v)
+                        .apply_ansible_var(k, &v)
                         .map_err(|m| usage(&at, format!("`{k}`: {m}")))?;
-                    vars.insert(k.to_string(), v.to_string());
+                    vars.insert(k.to_string(), v);
                 }
                 for name in model.expand(pattern, &at)? {
                     model.add_member(group, &name, &at)?;
@@ -140,15 +147,12 @@ pub(crate) fn parse_ini(text: &str, display: &str, model: &mut Model) -> Result<
                         format!("[{group}:vars] takes `key=value` lines, found `{line}`"),
                     ));
                 };
-                let (k, v) = (k.trim(), unquote(v.trim()));
+                // Here the quotes are the literal's: `name = "x"` is the string x.
+                let (k, v) = (k.trim(), literal::eval(v.trim()));
                 if k.is_empty() {
                     return Err(usage(&at, "variable line has no name before `="));
                 }
-                let g = model.group(group, &at)?;
-                g.settings
-                    .apply_ansible_var(k, &v)
-                    .map_err(|m| usage(&at, format!("`{k}`: {m}")))?;
-                g.vars.insert(k.to_string(), v);
+                model.group(group, &at)?.set_var(k, v, &at)?;
             }
         }
     }
@@ -257,26 +261,17 @@ fn shell_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-fn unquote(v: &str) -> String {
-    for q in ['"', '\''] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return v[1..v.len() - 1].to_string();
-        }
-    }
-    v.to_string()
-}
-
 // ---------------------------------------------------------------------------- YAML
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct YGroup {
     #[serde(default)]
-    hosts: Option<Ordered<Option<Ordered<serde_yaml_ng::Value>>>>,
+    hosts: Option<Ordered<Option<Ordered<YamlValue>>>>,
     #[serde(default)]
     children: Option<Ordered<Option<YGroup>>>,
     #[serde(default)]
-    vars: Option<Ordered<serde_yaml_ng::Value>>,
+    vars: Option<Ordered<YamlValue>>,
 }
 
 /// A YAML mapping kept in file order, with scalar keys read as strings.
@@ -337,7 +332,8 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 pub(crate) fn parse_yaml(text: &str, display: &str, model: &mut Model) -> Result<(), Error> {
-    let top: Option<Ordered<Option<YGroup>>> = serde_yaml_ng::from_str(text).map_err(|e| {
+    let top: Option<Ordered<Option<YGroup>>> =
+        with_source(text, || serde_yaml_ng::from_str(text)).map_err(|e| {
         let at = match e.location() {
             Some(l) => format!("{display}:{}", l.line()),
             None => display.to_string(),
@@ -374,19 +370,15 @@ fn walk(
     if let Some(vars) = &g.vars {
         let gd = model.group(name, &at)?;
         for (k, v) in &vars.0 {
-            let v = stringify(v);
-            gd.settings
-                .apply_ansible_var(k, &v)
-                .map_err(|m| usage(&at, format!("group `{name}` var `{k}`: {m}")))?;
-            gd.vars.insert(k.clone(), v);
+            gd.set_var(k, v.0.clone(), &at)?;
         }
     }
     for (pattern, hvars) in g.hosts.iter().flat_map(|h| h.0.iter()) {
         let hat = lines.at(display, pattern);
         let mut settings = Settings::default();
-        let mut vars = BTreeMap::new();
+        let mut vars = Vars::new();
         for (k, v) in hvars.iter().flat_map(|v| v.0.iter()) {
-            let v = stringify(v);
+            let v = v.0.clone();
             settings
                 .apply_ansible_var(k, &v)
                 .map_err(|m| usage(&hat, format!("host `{pattern}` var `{k}`: {m}")))?;
@@ -404,18 +396,6 @@ fn walk(
         walk(model, child, body.as_ref(), Some(name), display, lines)?;
     }
     Ok(())
-}
-
-fn stringify(v: &serde_yaml_ng::Value) -> String {
-    use serde_yaml_ng::Value as V;
-    match v {
-        V::Null => String::new(),
-        V::Bool(b) => b.to_string(),
-        V::Number(n) => n.to_string(),
-        V::String(s) => s.clone(),
-        V::Tagged(t) => stringify(&t.value),
-        V::Sequence(_) | V::Mapping(_) => serde_json::to_string(v).unwrap_or_default(),
-    }
 }
 
 /// The YAML parser gives no positions for values, so a host's or group's line is the

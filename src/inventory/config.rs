@@ -23,7 +23,8 @@
 //! The rest of the file (`[trust]`, `[audit]`…) and its top-level keys are checked by
 //! `app::config`, the one loader of tend.toml; this reads only the two tables. Hosts come in the order the file first names them,
 //! whether in a `[hosts.X]` table or a group's `hosts` list; a name listed in a group
-//! and defined nowhere is a host whose address is its name.
+//! and defined nowhere is a host whose address is its name, as in Ansible (`tend hosts`
+//! says so). Variables keep their TOML types.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use super::model::{self, parse_bool, parse_duration, parse_port, usage, Model, Settings};
+use super::model::{self, parse_bool, parse_duration, parse_port, usage, Model, Settings, Vars};
 use crate::error::{did_you_mean, Error};
 
 type Table = BTreeMap<Spanned<String>, Spanned<Value>>;
@@ -106,12 +107,13 @@ pub(crate) fn parse(
     let groups = doc.groups.unwrap_or_default();
 
     // Register every host name in the order the file first mentions it.
-    let mut order: Vec<(usize, String)> = Vec::new();
+    // (position, host, the group whose `hosts` list names it there)
+    let mut order: Vec<(usize, String, Option<&str>)> = Vec::new();
     let mut host_defs = Vec::new();
     for (key, table) in &hosts {
         let names = model.expand(key.get_ref(), &cx.at(key.span().start))?;
         for n in &names {
-            order.push((key.span().start, n.clone()));
+            order.push((key.span().start, n.clone(), None));
         }
         host_defs.push((names, key, table));
     }
@@ -125,7 +127,7 @@ pub(crate) fn parse(
                 "hosts" => {
                     for (i, h) in string_list(v, "hosts", &at)?.into_iter().enumerate() {
                         for n in model.expand(&h, &at)? {
-                            order.push((v.span().start + i, n.clone()));
+                            order.push((v.span().start + i, n.clone(), Some(g.as_str())));
                             def.hosts.push((n, at.clone()));
                         }
                     }
@@ -161,14 +163,17 @@ pub(crate) fn parse(
         }
         group_defs.push((key, def));
     }
-    order.sort_by_key(|(pos, _)| *pos);
-    for (pos, name) in &order {
-        model.host(name, &cx.at(*pos))?;
+    order.sort_by_key(|(pos, _, _)| *pos);
+    for (pos, name, group) in &order {
+        let h = model.host(name, &cx.at(*pos))?;
+        if h.listed_in.is_none() {
+            h.listed_in = group.map(str::to_string);
+        }
     }
 
     for (names, key, table) in host_defs {
         let at = cx.at(key.span().start);
-        let mut vars = BTreeMap::new();
+        let mut vars = Vars::new();
         let mut explicit = Settings::default();
         let mut member_of = Vec::new();
         for (k, v) in table.get_ref() {
@@ -200,7 +205,7 @@ pub(crate) fn parse(
                                 ));
                             }
                         }
-                        vars.insert(other.to_string(), stringify(v.get_ref()));
+                        vars.insert(other.to_string(), typed(v.get_ref()));
                     }
                 }
             }
@@ -209,6 +214,7 @@ pub(crate) fn parse(
         settings.overlay(&explicit);
         for n in &names {
             let h = model.host(n, &at)?;
+            h.defined = true;
             h.settings.overlay(&settings);
             h.vars
                 .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -221,13 +227,13 @@ pub(crate) fn parse(
     for (key, def) in group_defs {
         let g = key.get_ref();
         let at = cx.at(key.span().start);
-        let mut settings = ansible_settings(&def.vars, &at)?;
-        settings.overlay(&def.settings);
         let gd = model.group(g, &at)?;
-        gd.settings.overlay(&settings);
-        gd.vars.extend(def.vars);
+        for (k, v) in def.vars {
+            gd.set_var(&k, v, &at)?;
+        }
+        gd.settings.overlay(&def.settings);
         for (h, hat) in def.hosts {
-            model.add_member(g, &h, &hat)?;
+            model.list_member(g, &h, &hat)?;
         }
         for (c, cat) in def.children {
             model.add_child(g, &c, &cat, true)?;
@@ -247,12 +253,12 @@ fn suggestion(key: &str) -> String {
 struct GroupTable {
     hosts: Vec<(String, String)>,
     children: Vec<(String, String)>,
-    vars: BTreeMap<String, String>,
+    vars: Vars,
     settings: Settings,
 }
 
 /// Connection settings carried by Ansible-style variables (`ansible_user = "x"`).
-fn ansible_settings(vars: &BTreeMap<String, String>, at: &str) -> Result<Settings, Error> {
+fn ansible_settings(vars: &Vars, at: &str) -> Result<Settings, Error> {
     let mut s = Settings::default();
     for (k, v) in vars {
         s.apply_ansible_var(k, v)
@@ -359,9 +365,9 @@ fn string_list(v: &Spanned<Value>, key: &str, at: &str) -> Result<Vec<String>, E
     }
 }
 
-fn vars_table(v: &Spanned<Value>, at: &str) -> Result<BTreeMap<String, String>, Error> {
+fn vars_table(v: &Spanned<Value>, at: &str) -> Result<Vars, Error> {
     match v.get_ref() {
-        Value::Table(t) => Ok(t.iter().map(|(k, v)| (k.clone(), stringify(v))).collect()),
+        Value::Table(t) => Ok(t.iter().map(|(k, v)| (k.clone(), typed(v))).collect()),
         other => Err(usage(
             at,
             format!("`vars` must be a table, e.g. vars = {{ key = \"value\" }}, found `{other}`"),
@@ -369,16 +375,18 @@ fn vars_table(v: &Spanned<Value>, at: &str) -> Result<BTreeMap<String, String>, 
     }
 }
 
-/// Variables are strings: numbers and booleans as written, lists and tables as JSON.
-pub(crate) fn stringify(v: &Value) -> String {
+/// A TOML value as the same JSON value; a datetime as its text.
+pub(crate) fn typed(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
     match v {
-        Value::String(s) => s.clone(),
-        Value::Integer(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Datetime(d) => d.to_string(),
-        Value::Array(_) | Value::Table(_) => {
-            serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+        Value::String(s) => J::String(s.clone()),
+        Value::Integer(i) => J::from(*i),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or_else(|| J::String(f.to_string()), J::Number)
         }
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Datetime(d) => J::String(d.to_string()),
+        Value::Array(items) => J::Array(items.iter().map(typed).collect()),
+        Value::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), typed(v))).collect()),
     }
 }

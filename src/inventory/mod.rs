@@ -16,10 +16,14 @@
 
 mod ansible;
 mod config;
+mod graph;
+mod literal;
 mod model;
 mod pattern;
 mod range;
+mod settings;
 mod ssh_config;
+mod yaml_value;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,11 +51,25 @@ pub struct Host {
     /// shallowest to the deepest (the order their variables were merged in). `all` is
     /// implied and not listed; a host in no group is in `ungrouped`.
     pub groups: Vec<String>,
-    /// Group variables (`all` first, parents before children), then the host's own.
-    pub vars: BTreeMap<String, String>,
+    /// Group variables (`all` first, parents before children, then by
+    /// `ansible_group_priority`), then the host's own; typed as the inventory wrote
+    /// them (INI values as Ansible evaluates them).
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// known_hosts files from ssh config (`UserKnownHostsFile`, then
+    /// `GlobalKnownHostsFile` or its default); empty: the SSH target's defaults.
+    pub known_hosts: Vec<PathBuf>,
     /// Where the host was first defined: `tend.toml:12`, `inventory.ini:3`,
     /// `~/.ssh/config:7`, or `command line` for an ad-hoc host.
     pub source: String,
+}
+
+/// The host name that means this machine, reached without SSH (`-H local`); an
+/// inventory host of that name gives it variables.
+pub const LOCAL: &str = "local";
+
+/// A variable's value as text: a string as is, anything else as JSON (`22`, `true`).
+pub fn var_text(v: &serde_json::Value) -> String {
+    model::text(v)
 }
 
 impl Host {
@@ -67,6 +85,7 @@ pub struct Inventory {
     hosts: Vec<Host>,
     index: HashMap<String, usize>,
     groups: BTreeMap<String, Vec<String>>,
+    tree: model::Tree,
     ssh: Option<ssh_config::SshConfigFile>,
     sources: Vec<String>,
     warnings: Vec<String>,
@@ -196,12 +215,16 @@ impl Inventory {
             for (alias, source) in &cfg.aliases {
                 if !model.knows_host(alias) {
                     model.add_member(model::SSH_CONFIG_GROUP, alias, source)?;
+                } else {
+                    model.define(alias);
                 }
             }
             sources.push(cfg.display.clone());
         }
 
-        let (hosts, groups) = model.resolve(ssh.as_ref())?;
+        let resolved = model.resolve(ssh.as_ref())?;
+        warnings.extend(resolved.warnings);
+        let (hosts, groups, tree) = (resolved.hosts, resolved.members, resolved.tree);
         let index = hosts
             .iter()
             .enumerate()
@@ -211,6 +234,7 @@ impl Inventory {
             hosts,
             index,
             groups,
+            tree,
             ssh,
             sources,
             warnings,
@@ -228,7 +252,7 @@ impl Inventory {
     }
 
     /// Group → its member host names (through children too), in inventory order.
-    /// Includes `all`, `ungrouped` when some host is in no group, and `ssh_config`
+    /// Includes `all`, `ungrouped` (perhaps empty), every group even if empty, and `ssh_config`
     /// (the hosts only `~/.ssh/config` defines) when there are any.
     pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
         self.groups.clone()
@@ -239,15 +263,21 @@ impl Inventory {
         &self.sources
     }
 
+    /// `ansible-inventory --graph` of `group` (`all` by default): the group tree with
+    /// its hosts. `None`: no such group.
+    pub fn graph(&self, group: &str) -> Option<String> {
+        graph::render(&self.tree, group)
+    }
+
     /// Problems that did not stop loading (a default `~/.ssh/config` that does not
-    /// parse), for the CLI to show.
+    /// parse, a host only a group lists), for the CLI to show.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
 
     /// Resolve a pattern list as given to `-H`, then keep only the hosts `limit` (the
-    /// `--limit` pattern) also selects. Fails on a term that matches nothing, and on an
-    /// empty result.
+    /// `--limit` pattern) also selects. Fails on a term that matches nothing, and when
+    /// `&`/`!` terms or the limit remove every host; an empty group selects no host.
     pub fn select(&self, patterns: &str, limit: Option<&str>) -> Result<Vec<Host>, Error> {
         pattern::select(self, patterns, limit)
     }

@@ -8,7 +8,8 @@
 //! are added first, then the `&` terms intersect and the `!` terms exclude, wherever
 //! they are written; a pattern of only `!`/`&` terms starts from `all`.
 //!
-//! A term that matches nothing is an error naming it (a typo in `all,!web11` must not
+//! A group that exists but has no host (`@empty`, an empty `ungrouped`) selects no
+//! host, as in Ansible. Any other term that matches nothing is an error naming it (a typo in `all,!web11` must not
 //! quietly run on web11's neighbour), except a name that looks like a host (it has a
 //! dot, or is `user@host[:port]`, `host:port` or an IPv6 address): that is an ad-hoc
 //! host, so `tend exec -H 10.0.0.7 -- uptime` needs no inventory. The result is in
@@ -34,8 +35,9 @@ pub(crate) fn select(
     let mut chosen = s.eval(patterns, "-H")?;
     if let Some(limit) = limit {
         let keep = s.eval(limit, "--limit")?;
+        let had = !chosen.is_empty();
         chosen = chosen.intersection(&keep).copied().collect();
-        if chosen.is_empty() {
+        if chosen.is_empty() && had && !keep.is_empty() {
             return Err(Error::Usage(format!(
                 "no host is both in `{patterns}` and in --limit `{limit}`; check both patterns"
             )));
@@ -120,6 +122,8 @@ impl Selector<'_> {
         for t in plus {
             set.extend(self.term(t, true)?);
         }
+        // Only empty groups (`@empty`): no host, as in Ansible; not an error.
+        let none_to_start = set.is_empty();
         for t in and {
             let m = self.term(t, false)?;
             set = set.intersection(&m).copied().collect();
@@ -128,7 +132,7 @@ impl Selector<'_> {
             let m = self.term(t, false)?;
             set = set.difference(&m).copied().collect();
         }
-        if set.is_empty() {
+        if set.is_empty() && !none_to_start {
             return Err(Error::Usage(format!(
                 "{flag} `{patterns}` selects no host: the `&`/`!` terms removed every match"
             )));
@@ -180,6 +184,8 @@ impl Selector<'_> {
                 }
             } else if let Some(members) = inv.groups.get(g) {
                 out.extend(members.iter().filter_map(|h| inv.index.get(h).copied()));
+                // A group that exists but is empty selects no host.
+                return Ok(out);
             }
         } else if let Some(re) = t.strip_prefix('~') {
             let re = regex::Regex::new(&format!("^(?:{re})")).map_err(|e| {
@@ -194,6 +200,7 @@ impl Selector<'_> {
             out.insert(i);
         } else if let Some(members) = inv.groups.get(t) {
             out.extend(members.iter().filter_map(|h| inv.index.get(h).copied()));
+            return Ok(out);
         } else {
             if is_glob(t) {
                 // `[` is also IPv6 (`user@[::1]:22`): a glob that matches nothing may

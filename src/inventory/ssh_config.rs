@@ -30,6 +30,10 @@ pub(crate) struct SshDefaults {
     pub identities_only: Option<bool>,
     pub proxy_jump: Option<String>,
     pub connect_timeout: Option<Duration>,
+    /// `UserKnownHostsFile` (`none`: an empty list).
+    pub user_known_hosts: Option<Vec<PathBuf>>,
+    /// `GlobalKnownHostsFile` (`none`: an empty list).
+    pub global_known_hosts: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +143,19 @@ impl SshConfigFile {
             .get("identitiesonly")
             .and_then(|v| v.first())
             .and_then(|v| parse_bool(v).ok());
+        // The crate keeps these as unsupported fields; several files may be given.
+        let files = |key: &str| {
+            p.unsupported_fields.get(key).map(|v| {
+                v.iter()
+                    .flat_map(|a| a.split_whitespace())
+                    .filter(|f| !f.eq_ignore_ascii_case("none"))
+                    .map(|f| super::model::expand_tilde(&expand_tokens(f, name)))
+                    .collect::<Vec<_>>()
+            })
+        };
         SshDefaults {
+            user_known_hosts: files("userknownhostsfile"),
+            global_known_hosts: files("globalknownhostsfile"),
             host_name: p.host_name.map(|h| expand_tokens(&h, name)),
             port: p.port,
             user: p.user,

@@ -43,31 +43,6 @@ pub trait JournalWrite: Send + Sync {
     fn mark_undone(&self, seq: u64) -> std::io::Result<()>;
 }
 
-impl JournalWrite for Journal {
-    fn header(&self, backups: &str, scope: Option<&[String]>) -> std::io::Result<()> {
-        Journal::header(self, backups, scope)
-    }
-    fn append(
-        &self,
-        step: u64,
-        op: &str,
-        undo: &Undo,
-        become_: bool,
-        dirs: &[String],
-    ) -> std::io::Result<u64> {
-        Journal::append(self, step, op, undo, become_, dirs)
-    }
-    fn record_left(&self, seq: u64, state: Option<&Fingerprint>) -> std::io::Result<()> {
-        Journal::record_left(self, seq, state)
-    }
-    fn mark_done(&self) -> std::io::Result<()> {
-        Journal::mark_done(self)
-    }
-    fn mark_undone(&self, seq: u64) -> std::io::Result<()> {
-        Journal::mark_undone(self, seq)
-    }
-}
-
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
@@ -179,8 +154,14 @@ impl Journal {
         Ok(())
     }
 
+    pub fn read(path: &Path) -> std::io::Result<Contents> {
+        Ok(parse(&std::fs::read(path)?))
+    }
+}
+
+impl JournalWrite for Journal {
     /// Record where backups go and the recipe's write scope (before any change).
-    pub fn header(&self, backups: &str, scope: Option<&[String]>) -> std::io::Result<()> {
+    fn header(&self, backups: &str, scope: Option<&[String]>) -> std::io::Result<()> {
         self.write_line(
             &Line::Header {
                 backups: backups.to_string(),
@@ -191,7 +172,7 @@ impl Journal {
     }
 
     /// Append an undo record durably; returns its sequence number.
-    pub fn append(
+    fn append(
         &self,
         step: u64,
         op: &str,
@@ -216,7 +197,7 @@ impl Journal {
 
     /// What record `seq`'s change left. Not fsync'ed by itself: the next record's
     /// fsync carries it, and losing it at a crash only makes rollback more careful.
-    pub fn record_left(&self, seq: u64, state: Option<&Fingerprint>) -> std::io::Result<()> {
+    fn record_left(&self, seq: u64, state: Option<&Fingerprint>) -> std::io::Result<()> {
         self.write_line(
             &Line::Left {
                 left: seq,
@@ -228,7 +209,7 @@ impl Journal {
 
     /// The last appended change completed. Not fsync'ed: losing it only makes a
     /// later rollback more careful, never wrong.
-    pub fn mark_done(&self) -> std::io::Result<()> {
+    fn mark_done(&self) -> std::io::Result<()> {
         let seq = self.seq.load(Ordering::SeqCst);
         if seq == 0 {
             return Ok(());
@@ -236,12 +217,8 @@ impl Journal {
         self.write_line(&Line::Done { done: seq }, false)
     }
 
-    pub fn mark_undone(&self, seq: u64) -> std::io::Result<()> {
+    fn mark_undone(&self, seq: u64) -> std::io::Result<()> {
         self.write_line(&Line::Undone { undone: seq }, true)
-    }
-
-    pub fn read(path: &Path) -> std::io::Result<Contents> {
-        Ok(parse(&std::fs::read(path)?))
     }
 }
 

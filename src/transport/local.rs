@@ -30,7 +30,7 @@ impl Local {
     }
 
     /// Inventory variables of the local host, shown to recipes as `host().vars`.
-    pub fn set_vars(&mut self, vars: std::collections::BTreeMap<String, String>) {
+    pub fn set_vars(&mut self, vars: std::collections::BTreeMap<String, serde_json::Value>) {
         self.info.vars = vars;
     }
 

@@ -22,7 +22,8 @@ pub struct HostInfo {
     pub name: String,
     pub address: String,
     pub user: String,
-    pub vars: BTreeMap<String, String>,
+    /// Inventory variables, typed as the inventory wrote them.
+    pub vars: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

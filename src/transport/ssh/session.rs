@@ -56,7 +56,7 @@ pub struct SshOptions {
     pub become_: bool,
     /// Connect to this host first and reach `address:port` through it.
     pub proxy_jump: Option<Box<SshOptions>>,
-    pub vars: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, serde_json::Value>,
 }
 
 /// How long a connection may take to be established (TCP, handshake, host key,
