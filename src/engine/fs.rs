@@ -57,7 +57,7 @@ pub fn mode_of(call: &NativeCallContext, v: &Dynamic) -> RResult<u32> {
     Ok(mode as u32)
 }
 
-pub(super) fn opt_mode(call: &NativeCallContext, opts: &Map) -> RResult<Option<u32>> {
+fn opt_mode(call: &NativeCallContext, opts: &Map) -> RResult<Option<u32>> {
     opts.get("mode").map(|v| mode_of(call, v)).transpose()
 }
 
