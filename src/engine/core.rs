@@ -142,16 +142,17 @@ impl HostFacts {
             "address" => i.address.clone().into(),
             "user" => i.user.clone().into(),
             "os" => self.0.os().into(),
-            "vars" => i
-                .vars
-                .iter()
-                // Typed: `host().vars.port + 1` is arithmetic, not concatenation.
-                .map(|(k, v)| {
-                    let v = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
-                    (k.as_str().into(), v)
-                })
-                .collect::<Map>()
-                .into(),
+            "vars" => Dynamic::from(super::vars::HostVars::new(
+                &i.name,
+                i.vars
+                    .iter()
+                    // Typed: `host().vars.port + 1` is arithmetic, not concatenation.
+                    .map(|(k, v)| {
+                        let v = rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
+                        (k.as_str().into(), v)
+                    })
+                    .collect::<Map>(),
+            )),
             _ => return None,
         })
     }

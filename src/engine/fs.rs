@@ -11,7 +11,12 @@ use crate::secret::Secret;
 use crate::transport::{parent, Kind};
 
 /// Options a function accepts; anything else is a typo worth reporting.
-fn check_keys(call: &NativeCallContext, f: &str, opts: &Map, allowed: &[&str]) -> RResult<()> {
+pub(super) fn check_keys(
+    call: &NativeCallContext,
+    f: &str,
+    opts: &Map,
+    allowed: &[&str],
+) -> RResult<()> {
     for k in opts.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(err(
@@ -36,7 +41,18 @@ pub fn mode_of(call: &NativeCallContext, v: &Dynamic) -> RResult<u32> {
         return Err(err(call, "mode must be an int like 0o644"));
     };
     if !(0..=0o7777).contains(&mode) {
-        return Err(err(call, format!("mode {mode:o} is out of range")));
+        return Err(err(
+            call,
+            format!(
+                "mode {} is not a file mode: modes go from 0 to 0o7777 (setuid, setgid, \
+                 sticky, then read/write/execute for owner, group and others)",
+                if mode < 0 {
+                    mode.to_string()
+                } else {
+                    format!("0o{mode:o}")
+                }
+            ),
+        ));
     }
     Ok(mode as u32)
 }
@@ -45,7 +61,7 @@ fn opt_mode(call: &NativeCallContext, opts: &Map) -> RResult<Option<u32>> {
     opts.get("mode").map(|v| mode_of(call, v)).transpose()
 }
 
-fn opt_str(call: &NativeCallContext, opts: &Map, key: &str) -> RResult<Option<String>> {
+pub(super) fn opt_str(call: &NativeCallContext, opts: &Map, key: &str) -> RResult<Option<String>> {
     match opts.get(key) {
         None => Ok(None),
         Some(v) if v.is_unit() => Ok(None),
@@ -57,7 +73,12 @@ fn opt_str(call: &NativeCallContext, opts: &Map, key: &str) -> RResult<Option<St
     }
 }
 
-fn opt_bool(call: &NativeCallContext, opts: &Map, key: &str, default: bool) -> RResult<bool> {
+pub(super) fn opt_bool(
+    call: &NativeCallContext,
+    opts: &Map,
+    key: &str,
+    default: bool,
+) -> RResult<bool> {
     match opts.get(key) {
         None => Ok(default),
         Some(v) => v
@@ -169,6 +190,7 @@ fn check_dir_scope(h: &HostContext, call: &NativeCallContext, path: &str) -> RRe
 
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let mut m = Module::new();
+    super::edit::register(&mut m, host.clone());
 
     let h = host.clone();
     m.set_native_fn("dir", move |call: NativeCallContext, path: &str| {

@@ -6,10 +6,13 @@
 //! each host has its own target, journal and counters. The engine never sees a
 //! concrete target: only [`crate::ops::Ctx`].
 
+mod check;
 mod core;
+mod edit;
 mod fs;
 mod names;
 mod sh;
+mod vars;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -466,6 +469,8 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     });
     crate::recipe::dialect::register_types(&mut engine);
     core::register(&mut engine, host.clone());
+    check::register(&mut engine, host.clone());
+    vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);

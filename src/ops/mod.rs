@@ -6,6 +6,8 @@
 //! what changes, so the plan cannot drift from the run.
 
 pub mod archive;
+pub mod check;
+pub mod edit;
 pub mod fs;
 pub mod sh;
 

@@ -3,6 +3,7 @@
 //! content hash that vetting signs.
 
 pub mod dialect;
+mod modes;
 pub mod params;
 mod resolver;
 pub mod scope;
@@ -58,6 +59,7 @@ impl Recipe {
         let display = path.display().to_string();
         let (ast, modules) = resolver::compile(&source, &display, &dir, Some(path))?;
         check_header(&source, &display)?;
+        modes::check_all(&source, &display, &modules)?;
         let hash = content_hash(&source, &hash_names(&modules, &dir));
         Ok(Recipe {
             path: path.to_path_buf(),
@@ -76,6 +78,7 @@ impl Recipe {
         let dir = PathBuf::from(".");
         let (ast, modules) = resolver::compile(source, &display, &dir, None)?;
         check_header(source, &display)?;
+        modes::check_all(source, &display, &modules)?;
         let hash = content_hash(source, &hash_names(&modules, &dir));
         Ok(Recipe {
             path: PathBuf::from(display),
