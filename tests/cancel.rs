@@ -342,3 +342,31 @@ fn second_sigint_stops_at_once_and_leaves_the_journal() {
     assert!(rb.stdout.contains(&undo), "{}", rb.stdout);
     assert_same(&before, &w.snapshot());
 }
+
+/// The command's timeout kills it with the system call, not a `kill` program found on
+/// the PATH: with a PATH where there is none, the command is still stopped.
+#[test]
+fn a_step_timeout_kills_the_command_whatever_the_path() {
+    let w = World::new();
+    let sleep = unique_sleep(30);
+    let recipe = change_then(
+        &w,
+        &format!("sh(\"/bin/{sleep}\", #{{timeout: \"1s\", read_only: true}})"),
+    );
+    let before = w.snapshot();
+    let started = Instant::now();
+    let r = w.run_env(&recipe, &[], &[("PATH", "/nonexistent")]);
+    // Not a speed check: a command left running would have held the run for all of
+    // its 30 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the command ran to its end"
+    );
+    r.assert_code(3);
+    assert!(
+        pgrep(&sleep).is_empty(),
+        "the timed-out command is still running: {:?}",
+        pgrep(&sleep)
+    );
+    support::assert_same(&before, &w.snapshot());
+}

@@ -376,14 +376,22 @@ impl Target for Local {
     }
 }
 
-/// Kill the process group a timed-out command runs in. Costs a process, but only on
-/// timeout, and keeps tend free of `unsafe` and of a libc dependency.
+/// Kill the process group a timed-out or cancelled command runs in: the system call
+/// itself, not a `kill` program looked up on a PATH that the command's caller chose
+/// (without one there, the command would have run on past its timeout).
 fn kill_group(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    // 0 or 1 would signal our own group, or every process we may signal.
+    let Ok(pgid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid signals that process group; it reads no
+    // memory of ours. The group is the command's own (it was started in a new group).
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
 }
 
 /// Seconds since the epoch, for mtimes and run ids.
