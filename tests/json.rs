@@ -82,8 +82,7 @@ impl Checker {
         }
     }
 
-    /// The def a line claims to be, by its `event` or `kind` (`ping` and `hosts`
-    /// lines carry neither, yet: their one def).
+    /// The def a line claims to be, by its `event` or `kind`.
     fn def_of(&self, command: &str, line: &Value) -> Option<String> {
         self.commands[command].iter().find_map(|d| {
             let props = self.schema["$defs"][d]["properties"].as_object()?;
@@ -333,7 +332,11 @@ fn every_command_prints_only_what_the_schema_lists() {
 
     // hosts and ping: this machine.
     c.tend(&w, "hosts", &["hosts", "local"], 0);
-    c.tend(&w, "ping", &["ping", "-H", "local"], 0);
+    let pinged = c.tend(&w, "ping", &["ping", "-H", "local"], 0);
+    assert_eq!(
+        (pinged[0]["kind"].clone(), pinged[0]["ok"].clone()),
+        ("ping".into(), true.into())
+    );
     c.tend(&w, "unlock", &["unlock", "local"], 0);
 
     // Retention that frees every finished run at once: `prune` lines, and the audit

@@ -12,10 +12,9 @@ pub(crate) fn ping(cli: &Cli, human: &Human, fleet: &FleetArgs, json: bool) -> R
     let results = crate::ping::ping(&hosts, fleet.forks);
     if json {
         for r in &results {
-            outln!(
-                "{}",
-                serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?
-            );
+            let mut v = serde_json::to_value(r).map_err(|e| Error::Other(e.to_string()))?;
+            v["kind"] = "ping".into();
+            outln!("{v}");
         }
     } else {
         human.ping_table(&results);
