@@ -160,11 +160,7 @@ fn http_on_target(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResult<()>
     };
     let out = ctx.target.exec(&req)?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    found.via = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("TEND-VIA "))
-        .unwrap_or("sh")
-        .to_string();
+    found.via = via(&stderr);
     if out.timed_out {
         cancel.check()?;
         return Err(invalid(format!(
@@ -409,12 +405,7 @@ fn wait_on_target(
         cancel: Some(cancel.clone()),
     };
     let out = ctx.target.exec(&req)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    found.via = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("TEND-VIA "))
-        .unwrap_or("sh")
-        .to_string();
+    found.via = via(&String::from_utf8_lossy(&out.stderr));
     if out.timed_out {
         cancel.check()?;
         return Ok(false);
@@ -489,6 +480,16 @@ pub fn wait_for(
         )))
     };
     outcome(ctx, OP, subject, result)
+}
+
+/// Which tool a check script used, from the `TEND-VIA name` line it writes first on
+/// stderr (`sh` when it wrote none).
+fn via(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("TEND-VIA "))
+        .unwrap_or("sh")
+        .to_string()
 }
 
 #[cfg(test)]
