@@ -66,6 +66,7 @@ pub fn run(config: Config, state: StateDir, args: &DaemonArgs) -> Result<i32> {
         state,
         config,
         Actor::from_process(Trigger::Schedule),
+        super::ssh_passphrase(),
         metrics,
     )
 }
@@ -97,6 +98,7 @@ pub fn fire(
         state.clone(),
         config,
         Actor::from_process(Trigger::Schedule),
+        super::ssh_passphrase(),
         name,
     )?;
     let message = format!("no daemon running; ran here: {outcome}");

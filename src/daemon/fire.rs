@@ -63,6 +63,21 @@ pub struct Ctx {
     pub stale_sent: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
+impl Ctx {
+    /// What the fires of `state` need; `passphrase` opens encrypted SSH keys (the
+    /// caller reads it, as for any run).
+    pub fn new(state: StateDir, actor: Actor, passphrase: Option<crate::secret::Secret>) -> Ctx {
+        Ctx {
+            records: Arc::new(Records::new(&state)),
+            stores: crate::store::Stores::embedded(&state),
+            passphrase,
+            state,
+            actor,
+            stale_sent: Default::default(),
+        }
+    }
+}
+
 /// An audit event of the scheduler itself (a skip, a refusal, a pause), with the
 /// fields every scheduled event carries. A log that cannot record it is logged.
 pub fn audit(ctx: &Ctx, event: &str, name: &str, mut fields: serde_json::Value) {

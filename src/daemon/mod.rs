@@ -27,9 +27,9 @@ pub use crate::app::DaemonSettings as Settings;
 use crate::app::{Actor, Config};
 use crate::cancel::CancelToken;
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 use crate::state::StateDir;
 use fire::{Ctx, Reason};
-use record::Records;
 use scheduler::Scheduler;
 
 /// Run the scheduler for `config` until SIGTERM (or SIGINT); 0 once every running
@@ -40,6 +40,7 @@ pub fn run(
     state: StateDir,
     config: Config,
     actor: Actor,
+    passphrase: Option<Secret>,
     metrics: Option<(std::net::SocketAddr, bool)>,
 ) -> Result<i32> {
     if config.path().is_none() {
@@ -60,16 +61,7 @@ pub fn run(
     };
     let sock = control::socket_path(&state);
     let listener = control::bind(&sock)?;
-    let ctx = Arc::new(Ctx {
-        records: Arc::new(Records::new(&state)),
-        stores: crate::store::Stores::embedded(&state),
-        passphrase: std::env::var("TEND_SSH_PASSPHRASE")
-            .ok()
-            .map(crate::secret::Secret::new),
-        state,
-        actor,
-        stale_sent: Default::default(),
-    });
+    let ctx = Arc::new(Ctx::new(state, actor, passphrase));
     recover::interrupted_runs(&ctx);
     let sched = Scheduler::new(ctx.clone(), config);
     {
@@ -122,18 +114,15 @@ pub fn run(
 
 /// `tend schedule run NAME` with no daemon up: the fire runs in this process (no
 /// other run of the entry can be going, so there is no overlap to apply).
-pub fn run_here(state: StateDir, config: &Config, actor: Actor, name: &str) -> Result<String> {
+pub fn run_here(
+    state: StateDir,
+    config: &Config,
+    actor: Actor,
+    passphrase: Option<Secret>,
+    name: &str,
+) -> Result<String> {
     let entry = find(config, name)?;
-    let ctx = Ctx {
-        records: Arc::new(Records::new(&state)),
-        stores: crate::store::Stores::embedded(&state),
-        passphrase: std::env::var("TEND_SSH_PASSPHRASE")
-            .ok()
-            .map(crate::secret::Secret::new),
-        state,
-        actor,
-        stale_sent: Default::default(),
-    };
+    let ctx = Ctx::new(state, actor, passphrase);
     Ok(fire::fire(
         &ctx,
         config,
@@ -154,16 +143,7 @@ pub fn set_paused_here(
 ) -> Result<()> {
     find(config, name)?;
     let user = actor.user.clone();
-    let ctx = Ctx {
-        records: Arc::new(Records::new(&state)),
-        stores: crate::store::Stores::embedded(&state),
-        passphrase: std::env::var("TEND_SSH_PASSPHRASE")
-            .ok()
-            .map(crate::secret::Secret::new),
-        state,
-        actor,
-        stale_sent: Default::default(),
-    };
+    let ctx = Ctx::new(state, actor, None);
     control::set_paused(&ctx, name, paused, &user, None);
     Ok(())
 }
