@@ -308,7 +308,7 @@ pub(crate) fn free_backups(
             ))
         }
     }
-    let mut freed = 0;
+    let mut freed: u64 = 0;
     for name in t.list_dir(dir)? {
         if keep_drift && name.starts_with("drift-") {
             continue;
@@ -318,7 +318,7 @@ pub(crate) fn free_backups(
         if let Some(m) = t.stat(&path)? {
             if matches!(m.kind, Kind::File | Kind::Symlink) {
                 t.remove_file(&path)?;
-                freed += m.size;
+                freed = freed.saturating_add(m.size);
             }
         }
     }
@@ -370,7 +370,7 @@ pub(crate) fn local_tree_bytes(dir: &Path) -> u64 {
             Ok(m) if m.is_file() => m.len(),
             _ => 0,
         })
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 /// The space run `meta` still holds: its folder here (record, journals, this
@@ -390,7 +390,8 @@ pub fn held_bytes(state: &StateDir, meta: &RunMeta) -> u64 {
         };
         let backups = contents.backups.unwrap_or_default();
         for e in &contents.entries {
-            total += match &e.undo {
+            // Sizes come from a file anyone with the state dir may have edited.
+            total = total.saturating_add(match &e.undo {
                 Undo::Restore { meta, .. } => meta.size,
                 // A removal moved into the backups, and not moved back by a rollback.
                 Undo::Rename { to, .. } if !e.undone && super::inside(to, &backups) => e
@@ -400,7 +401,7 @@ pub fn held_bytes(state: &StateDir, meta: &RunMeta) -> u64 {
                     .and_then(|f| f.size)
                     .unwrap_or(0),
                 _ => 0,
-            };
+            });
         }
     }
     total
