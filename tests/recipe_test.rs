@@ -266,6 +266,18 @@ fn a_bad_test_file_is_a_data_error_with_file_and_line() {
             .contains(":1:1: fixture \"a\": size \"lots\" is not a size"),
         "{e}"
     );
+    // A size no fixture needs is refused before anything is built.
+    w.beside(
+        "app.test.rhai",
+        "test(\"one\", #{ fixture: #{ \"a\": #{ size: \"2T\" } } });\n",
+    );
+    let r = tend_test(&w, &[recipe.to_str().unwrap()]);
+    assert_eq!(r.code, 65, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("over the 1G a fixture may have"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -308,12 +308,21 @@ fn entry(k: &str, is_dir: bool, m: &Map) -> RResult<Fixture> {
                 q.describe("a size", "bytes")
             )
         })?;
+        // Built in memory, then written: a typo of `2G` for `2M` must be an error, not
+        // an allocation that takes the machine down.
+        const MOST: i64 = 1 << 30;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|_| n <= MOST)
+            .ok_or_else(|| {
+                format!("fixture {k:?}: size {size:?} is over the 1G a fixture may have")
+            })?;
         let fill: &[u8] = if content.is_empty() {
             b"a log line\n"
         } else {
             &content
         };
-        content = fill.iter().copied().cycle().take(n as usize).collect();
+        content = fill.iter().copied().cycle().take(n).collect();
     }
     let age = match text("age")? {
         None => None,
