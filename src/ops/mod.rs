@@ -122,6 +122,10 @@ struct Shared {
     backup_dir_real: OnceLock<String>,
     /// The step and seq of the last record appended (see [`Ctx::unrecord_step`]).
     last_record: Mutex<Option<(u64, u64)>>,
+    /// Dry-run only: state outside the file system (a package, a service, a user) as
+    /// earlier steps of the plan left it, which the overlay cannot hold. See
+    /// [`Ctx::planned`].
+    planned: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 struct Pending {
@@ -153,6 +157,7 @@ impl Ctx {
                 base: OnceLock::new(),
                 backup_dir_real: OnceLock::new(),
                 last_record: Mutex::new(None),
+                planned: Mutex::new(Default::default()),
             }),
             target,
             become_: false,
@@ -206,6 +211,30 @@ impl Ctx {
 
     pub fn dry_run(&self) -> bool {
         self.shared.journal.is_none()
+    }
+
+    /// Dry-run: what an earlier step of this plan left `key` as (`"pkg:nginx"`,
+    /// `"service:nginx"`, `"user:backup"`), when it planned a change to state that
+    /// lives outside files. A later step reads this before asking the machine, so the
+    /// plan of `pkg::installed` then `service::running` is what the run will do.
+    /// Always `None` in a real run, which asks the machine.
+    pub fn planned(&self, key: &str) -> Option<String> {
+        if !self.dry_run() {
+            return None;
+        }
+        self.shared.planned.lock().expect("planned lock").get(key).cloned()
+    }
+
+    /// Dry-run: record what a planned step would leave `key` as (see [`Ctx::planned`]).
+    /// Does nothing in a real run.
+    pub fn set_planned(&self, key: &str, value: impl Into<String>) {
+        if self.dry_run() {
+            self.shared
+                .planned
+                .lock()
+                .expect("planned lock")
+                .insert(key.to_string(), value.into());
+        }
     }
 
     pub fn host(&self) -> &str {
