@@ -231,6 +231,16 @@ fn every_command_prints_only_what_the_schema_lists() {
         (1.into(), 1.into())
     );
 
+    let out = w.dir.path().join("pages");
+    let doc = c.tend(
+        &w,
+        "doc",
+        &["doc", dir.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(doc[0]["recipes"], serde_json::json!(["greet"]));
+    c.tend(&w, "doc", &["doc", "missing-dir"], 66);
+
     let check = c.tend(&w, "check", &["check", r, "-p", "count=5"], 0);
     assert_eq!(check[0]["kind"], "check");
     let bad = c.tend(&w, "check", &["check", r, "-p", "count=many"], 64);

@@ -7,6 +7,7 @@ pub mod actor;
 mod audit_sink;
 pub mod config;
 mod daemon_settings;
+pub mod doc;
 pub mod exec;
 mod hosts;
 mod params;

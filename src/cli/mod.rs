@@ -4,6 +4,7 @@
 
 mod args;
 mod daemon;
+mod doc;
 mod ecosystem;
 mod exec;
 mod history;
@@ -123,6 +124,7 @@ impl Cli {
             Command::Prune(a) => a.json,
             Command::Status(a) => a.json,
             Command::Test(a) => a.json,
+            Command::Doc(a) => a.json,
             Command::Show { json, .. }
             | Command::Check { json, .. }
             | Command::Rollback { json, .. }
@@ -283,6 +285,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Man(args) => ecosystem::man(args, Cli::command()),
         Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
         Command::Test(args) => test::run(args),
+        Command::Doc(args) => doc::run(cli, human, args),
         Command::Rollback {
             run_id,
             host,
