@@ -75,7 +75,7 @@ pub const OPERATIONS: &[OpInfo] = &[
     op(
         "sh",
         Conditional,
-        "its `undo:` command; without one (and not `read_only`) a barrier",
+        "the paths it declares in `changes:` restored, else its `undo:` command; without either (and not `read_only`) a barrier",
     ),
     op("http::get", Nothing, "a check"),
     op("net::wait_for", Nothing, "a check"),
