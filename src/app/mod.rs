@@ -10,6 +10,7 @@ mod daemon_settings;
 pub mod doc;
 pub mod exec;
 mod hosts;
+pub mod import_script;
 mod params;
 mod prune;
 pub mod recipe_test;

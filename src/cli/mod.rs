@@ -9,6 +9,7 @@ mod ecosystem;
 mod exec;
 mod history;
 mod hosts;
+mod import_script;
 mod prune;
 mod recipe;
 mod run;
@@ -125,6 +126,7 @@ impl Cli {
             Command::Status(a) => a.json,
             Command::Test(a) => a.json,
             Command::Doc(a) => a.json,
+            Command::ImportScript(a) => a.json,
             Command::Show { json, .. }
             | Command::Check { json, .. }
             | Command::Rollback { json, .. }
@@ -286,6 +288,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
         Command::Test(args) => test::run(args),
         Command::Doc(args) => doc::run(cli, human, args),
+        Command::ImportScript(args) => import_script::run(human, args),
         Command::Rollback {
             run_id,
             host,
