@@ -251,3 +251,78 @@ fn bad_declarations_are_refused_before_anything_runs() {
     );
     w.run(&r, &[]).assert_code(0);
 }
+
+/// `dry_run: "sandbox"`: the plan is the command run in a throwaway overlay, and it
+/// is exactly what the real run then reports; nothing of the sandbox is left behind.
+/// The sandbox tests look at /tmp for leftovers: one at a time.
+static SANDBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sandbox_plan_is_the_run(w: &World) {
+    let _one = SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    setup(w);
+    let before = w.snapshot();
+    let body = installer(w).replace("]});", "], dry_run: \"sandbox\"});");
+    let recipe = w.recipe_in_root("r.rhai", &body);
+    let sandboxes = || {
+        std::fs::read_dir("/tmp")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tend-sandbox."))
+            .count()
+    };
+    let left_before = sandboxes();
+    let dry = w.run(&recipe, &["--dry-run"]);
+    dry.assert_code(0);
+    assert_same(&before, &w.snapshot());
+    let planned = dry.event("step");
+    assert_eq!(planned["unknown"], false, "{}", dry.stdout);
+    let real = w.run(&recipe, &[]);
+    real.assert_code(0);
+    let done = real.event("step");
+    assert_eq!(planned["paths"], done["paths"]);
+    assert_eq!(planned["diff"], done["diff"]);
+    assert_eq!(dry.changed_paths(), diff(&before, &w.snapshot()));
+    assert!(sandboxes() <= left_before, "a sandbox dir was left in /tmp");
+}
+
+#[test]
+fn a_sandboxed_dry_run_plans_exactly_what_the_run_does_locally() {
+    sandbox_plan_is_the_run(&World::new());
+}
+
+#[test]
+fn a_sandboxed_dry_run_plans_exactly_what_the_run_does_over_ssh() {
+    let h = Sshd::start_tendtest();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    sandbox_plan_is_the_run(&w);
+}
+
+#[test]
+fn a_sandboxed_command_that_needs_the_network_is_unknown_with_the_reason() {
+    let _one = SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    let w = World::new();
+    setup(&w);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = w.path("etc/app");
+    let body = format!(
+        "sh(\"bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' && echo 1 > {app}/app.conf\", #{{changes: [\"{app}/**\"], dry_run: \"sandbox\"}});\n"
+    );
+    let r = w.recipe_in_root("r.rhai", &body);
+    let dry = w.run(&r, &["--dry-run"]);
+    let step = dry.event("step");
+    assert_eq!(step["unknown"], true, "{}", dry.stdout);
+    assert!(
+        step["stderr"].as_str().unwrap().contains("no network"),
+        "{step}"
+    );
+    // Outside the sandbox the same command connects: the sandbox made the difference.
+    let real = w.run(&r, &[]);
+    real.assert_code(0);
+    assert_eq!(real.changed_paths().len(), 1, "{}", real.stdout);
+    drop(listener);
+    // Without `changes` there is nothing to sandbox: refused at the line.
+    let r = w.recipe_in_root("bad.rhai", "sh(\"true\", #{dry_run: \"sandbox\"});\n");
+    run_error(&w.run(&r, &["--dry-run"]), &["needs `changes`"]);
+}

@@ -15,6 +15,7 @@ use crate::secret::{Secret, REDACTED};
 const SH_OPTIONS: &[&str] = &[
     "become",
     "changes",
+    "dry_run",
     "undo",
     "read_only",
     "creates",
@@ -247,6 +248,16 @@ fn spec(
             "become" => spec.become_ = b()?,
             "in_scope" => in_scope = b()?,
             "changes" => spec.changes = changes(call, v)?,
+            "dry_run" => match s()?.as_str() {
+                "sandbox" => spec.sandbox = true,
+                "skip" => spec.sandbox = false,
+                other => {
+                    return Err(err(
+                        call,
+                        format!("sh: `dry_run` must be \"sandbox\" or \"skip\", not {other:?}"),
+                    ))
+                }
+            },
             // `changed_when: false` vouches that the command changes nothing: it is
             // `read_only` (so it runs in a dry-run too, and leaves no record).
             "changed_when" => match when(call, k, v)? {
@@ -305,6 +316,13 @@ fn spec(
             call,
             "sh: give `changes` or `undo`, not both: with `changes` tend records the paths \
              and a rollback restores them; an undo command on top would undo twice",
+        ));
+    }
+    if spec.sandbox && spec.changes.is_empty() {
+        return Err(err(
+            call,
+            "sh: `dry_run: \"sandbox\"` needs `changes`: the sandbox overlays the paths the \
+             command declares, and its plan is what it would change there",
         ));
     }
     if !spec.changes.is_empty() && spec.read_only {

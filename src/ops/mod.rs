@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod check;
 pub mod edit;
 pub mod fs;
+pub mod sandbox;
 pub mod sh;
 pub mod watch;
 

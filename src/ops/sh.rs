@@ -35,6 +35,9 @@ pub struct ShSpec {
     /// The paths the command may change (absolute globs): recorded before it runs,
     /// compared after, restored by rollback (see [`super::watch`]).
     pub changes: Vec<String>,
+    /// `dry_run: "sandbox"`: a dry-run runs the command in a throwaway overlay of the
+    /// declared paths (see [`super::sandbox`]).
+    pub sandbox: bool,
 }
 
 const OP: &str = "sh";
@@ -76,6 +79,14 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
         if exec(ctx, &guard)?.code == 0 {
             return Ok(StepReport::unchanged(OP, subject));
         }
+    }
+    if ctx.dry_run() && !spec.read_only && spec.sandbox && !spec.changes.is_empty() {
+        let r = super::sandbox::plan(ctx, spec)?;
+        if r.unknown || r.changed {
+            // The plan cannot hold what the command wrote in its sandbox.
+            t.note_unknown_effect();
+        }
+        return Ok(r);
     }
     if ctx.dry_run() && !spec.read_only {
         // From here on the plan cannot know what the real run will have done.
@@ -158,25 +169,40 @@ fn watched(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
             spec.changes.join(", ")
         )));
     }
-    let mut r = if changes.is_empty() {
-        StepReport::unchanged(OP, spec.command.clone())
-    } else {
-        StepReport::changed(OP, spec.command.clone(), changes.paths())
-    };
+    let r = watched_report(spec, &changes.created, &changes.modified, &changes.removed);
+    finish(spec, r, out)
+}
+
+/// The step of a command with declared `changes`: the paths it created, changed and
+/// removed, and a diff of one `+`, `~` or `-` line each.
+pub fn watched_report(
+    spec: &ShSpec,
+    created: &[String],
+    modified: &[String],
+    removed: &[String],
+) -> StepReport {
+    let mut paths: Vec<String> = created
+        .iter()
+        .chain(modified)
+        .chain(removed)
+        .cloned()
+        .collect();
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return StepReport::unchanged(OP, spec.command.clone());
+    }
+    let mut r = StepReport::changed(OP, spec.command.clone(), paths);
     let mut diff = String::new();
-    for (mark, paths) in [
-        ('+', &changes.created),
-        ('~', &changes.modified),
-        ('-', &changes.removed),
-    ] {
-        for p in paths.iter() {
+    for (mark, list) in [('+', created), ('~', modified), ('-', removed)] {
+        let mut list = list.to_vec();
+        list.sort();
+        for p in list {
             diff.push_str(&format!("{mark} {p}\n"));
         }
     }
-    if !diff.is_empty() {
-        r.diff = Some(diff);
-    }
-    finish(spec, r, out)
+    r.diff = Some(diff);
+    r
 }
 
 /// The command's output into the report, and its exit judged.

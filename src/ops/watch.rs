@@ -39,7 +39,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    fn same(&self, other: &Seen) -> bool {
+    pub fn same(&self, other: &Seen) -> bool {
         self.meta.kind == other.meta.kind
             && self.meta.mode == other.meta.mode
             && self.meta.uid == other.meta.uid
@@ -96,6 +96,11 @@ impl Declared {
 
     pub fn covers(&self, path: &str) -> bool {
         self.set.covers(path)
+    }
+
+    /// The directories (or paths) each pattern's matches lie under.
+    pub fn roots(&self) -> &[String] {
+        &self.roots
     }
 
     /// Everything the patterns match now, and (for `parents`) the direct entries of
