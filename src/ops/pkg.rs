@@ -179,6 +179,9 @@ pub fn ensure(
             c.before = p;
         }
     }
+    if ctx.dry_run() {
+        from_plan(ctx, &pm, m, &request, &mut changes)?;
+    }
     changes.retain(|c| c.before != c.after);
     if changes.is_empty() {
         return Ok(StepReport::unchanged(op, subject));
@@ -213,6 +216,48 @@ pub fn ensure(
     pm.apply(m, &request).map_err(|e| as_root_hint(ctx, e))?;
     pm.verify(m, &changes)?;
     Ok(report)
+}
+
+/// Dry-run: what the simulation (on the machine as it is) could not say because an
+/// earlier step of the plan changed the package: removing one only the plan has
+/// installed, installing one only the plan has removed.
+fn from_plan(
+    ctx: &Ctx,
+    pm: &Pm,
+    m: Manager,
+    request: &Request,
+    changes: &mut Vec<Change>,
+) -> OpResult<()> {
+    let Request::Transaction { install, remove } = request else {
+        return Ok(());
+    };
+    let missing = |name: &str, changes: &[Change]| !changes.iter().any(|c| c.name == name);
+    for name in remove {
+        if let Some(Some(v)) = planned(ctx, name).filter(|_| missing(name, changes)) {
+            changes.push(Change {
+                name: name.clone(),
+                before: Some(v),
+                after: None,
+                lost: false,
+            });
+        }
+    }
+    let gone: Vec<String> = install
+        .iter()
+        .filter(|w| planned(ctx, &w.name) == Some(None) && missing(&w.name, changes))
+        .map(|w| w.name.clone())
+        .collect();
+    if !gone.is_empty() {
+        for (name, v) in pm.installed(m, Some(&gone))? {
+            changes.push(Change {
+                name,
+                before: None,
+                after: Some(v),
+                lost: false,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// apt run as somebody else than root says "are you root?": say how to be.
