@@ -105,7 +105,10 @@ impl Repo {
         repo.build(PKG, "2.0", Some(DEP));
         std::fs::write(
             repo.path("sources.list"),
-            format!("deb [trusted=yes] file:{} ./\n", repo.path("repo").display()),
+            format!(
+                "deb [trusted=yes] file:{} ./\n",
+                repo.path("repo").display()
+            ),
         )
         .unwrap();
         repo.index();
@@ -147,7 +150,10 @@ impl Repo {
             "cd {} && apt-ftparchive packages . > Packages && apt-ftparchive release . > Release",
             self.path("repo").display()
         ));
-        sh(&format!("apt-get -q {} update >/dev/null 2>&1", self.cli_options()));
+        sh(&format!(
+            "apt-get -q {} update >/dev/null 2>&1",
+            self.cli_options()
+        ));
     }
 
     /// A version is gone from the repository (its old version no longer served).
@@ -158,7 +164,10 @@ impl Repo {
 
     fn items(&self) -> Vec<String> {
         vec![
-            format!("Dir::Etc::sourcelist={}", self.path("sources.list").display()),
+            format!(
+                "Dir::Etc::sourcelist={}",
+                self.path("sources.list").display()
+            ),
             "Dir::Etc::sourceparts=-".into(),
             format!("Dir::State::Lists={}", self.path("lists").display()),
         ]
@@ -269,17 +278,18 @@ fn lifecycle(w: &World, repo: &Repo, become_: &str) {
         &["- tend-testpkg 1.0\n"],
     );
     assert_eq!(installed(PKG), None);
-    assert_eq!(installed(DEP).as_deref(), Some("1.0"), "the dependency stays");
+    assert_eq!(
+        installed(DEP).as_deref(),
+        Some("1.0"),
+        "the dependency stays"
+    );
     w.tend(&["rollback", &remove.run_id()]).assert_code(0);
     assert_eq!(installed(PKG).as_deref(), Some("1.0"), "reinstalled");
 
     // A failure after the step: the run rolls it back by itself.
     let failing = w.recipe(
         "fail.rhai",
-        &format!(
-            "pkg::latest(\"{PKG}\", {});\nthrow \"injected\";",
-            o("")
-        ),
+        &format!("pkg::latest(\"{PKG}\", {});\nthrow \"injected\";", o("")),
     );
     let failed = w.run(&failing, &[]);
     failed.assert_code(3);
@@ -290,10 +300,7 @@ fn lifecycle(w: &World, repo: &Repo, become_: &str) {
     purge();
     let failing = w.recipe(
         "fail2.rhai",
-        &format!(
-            "pkg::installed(\"{PKG}\", {});\nthrow \"injected\";",
-            o("")
-        ),
+        &format!("pkg::installed(\"{PKG}\", {});\nthrow \"injected\";", o("")),
     );
     w.run(&failing, &[]).assert_code(3);
     assert_eq!((installed(PKG), installed(DEP)), (None, None));
@@ -319,11 +326,19 @@ fn install_upgrade_remove_and_rollbacks_over_ssh_with_become() {
     // Without root, apt says no and the error says how to ask for root.
     purge();
     let r = w.run(
-        &w.recipe("noroot.rhai", &format!("pkg::installed(\"{PKG}\", {});", repo.opts(""))),
+        &w.recipe(
+            "noroot.rhai",
+            &format!("pkg::installed(\"{PKG}\", {});", repo.opts("")),
+        ),
         &[],
     );
     assert_ne!(r.code, 0);
-    assert!(r.stdout.contains("needs root"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("needs root"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
     assert_eq!(installed(PKG), None);
 }
 
@@ -357,13 +372,14 @@ print(`facts: ${{before}} ${{mid}} ${{listed}} ${{pkg::version("{DEP}")}} ${{"{P
     assert_eq!(installed(PKG), None);
     let real = w.run(&recipe, &[]);
     real.assert_code(0);
-    assert!(real.stdout.contains("facts:  1.0 2.0  false"), "{}", real.stdout);
+    assert!(
+        real.stdout.contains("facts:  1.0 2.0  false"),
+        "{}",
+        real.stdout
+    );
     assert_eq!(changes(&dry), changes(&real));
     assert_eq!(
-        changes(&real)
-            .into_iter()
-            .map(|c| c.2)
-            .collect::<Vec<_>>(),
+        changes(&real).into_iter().map(|c| c.2).collect::<Vec<_>>(),
         [
             "+ tend-testdep 1.0\n+ tend-testpkg 1.0\n",
             "~ tend-testpkg 1.0 -> 2.0\n",
@@ -402,7 +418,10 @@ fn an_upgrade_whose_old_version_is_gone_is_irreversible_in_the_plan() {
         repo.cli_options()
     ));
     repo.withdraw(PKG, "1.0");
-    let recipe = w.recipe("r.rhai", &format!("pkg::latest(\"{PKG}\", {});", repo.opts("")));
+    let recipe = w.recipe(
+        "r.rhai",
+        &format!("pkg::latest(\"{PKG}\", {});", repo.opts("")),
+    );
     let dry = w.run(&recipe, &["--dry-run"]);
     dry.assert_code(0);
     let step = &step_events(&dry)[0];
@@ -421,7 +440,10 @@ fn an_upgrade_whose_old_version_is_gone_is_irreversible_in_the_plan() {
     let rb = w.tend(&["rollback", &real.run_id()]);
     assert_ne!(rb.code, 0, "{}{}", rb.stdout, rb.stderr);
     let said = format!("{}{}", rb.stdout, rb.stderr);
-    assert!(said.contains("tend-testpkg back to 1.0 (no longer available)"), "{said}");
+    assert!(
+        said.contains("tend-testpkg back to 1.0 (no longer available)"),
+        "{said}"
+    );
     assert_eq!(installed(PKG).as_deref(), Some("2.0"), "left as it is");
 }
 
@@ -467,8 +489,14 @@ fn bad_arguments_are_refused_before_anything_runs() {
             "pkg::installed([\"a\", \"b\"], #{version: \"1\"})",
             "`version` is for one package",
         ),
-        ("pkg::absent(\"a\", #{version: \"1\"})", "unknown option `version`"),
-        ("pkg::latest(\"a\", #{options: [\"-x\"]})", "`options` must be a list"),
+        (
+            "pkg::absent(\"a\", #{version: \"1\"})",
+            "unknown option `version`",
+        ),
+        (
+            "pkg::latest(\"a\", #{options: [\"-x\"]})",
+            "`options` must be a list",
+        ),
         ("pkg::installed([])", "no package named"),
     ] {
         let r = w.run(&w.recipe("r.rhai", &format!("{call};")), &["--dry-run"]);

@@ -55,9 +55,7 @@ fn manager_options(call: &NativeCallContext, f: &str, opts: &Map) -> RResult<Vec
     let bad = || {
         err(
             call,
-            format!(
-                "{f}: `options` must be a list of \"Key=Value\" strings (apt's -o items)"
-            ),
+            format!("{f}: `options` must be a list of \"Key=Value\" strings (apt's -o items)"),
         )
     };
     let list = v.clone().try_cast::<Array>().ok_or_else(bad)?;
@@ -129,7 +127,9 @@ fn step(
         if names.len() != 1 {
             return Err(err(
                 call,
-                format!("{f}: `version` is for one package; give one name, or one call per package"),
+                format!(
+                    "{f}: `version` is for one package; give one name, or one call per package"
+                ),
             ));
         }
     }
@@ -162,7 +162,8 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     }
 
     let h = host.clone();
-    let updated = move |call: NativeCallContext, opts: Map| step(&h, &call, Goal::Updated, Vec::new(), &opts);
+    let updated =
+        move |call: NativeCallContext, opts: Map| step(&h, &call, Goal::Updated, Vec::new(), &opts);
     let u2 = updated.clone();
     m.set_native_fn("updated", move |call: NativeCallContext| {
         u2(call, Map::new())
@@ -175,10 +176,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         check_keys(&call, F, &opts, &["options"])?;
         let options = manager_options(&call, F, &opts)?;
         let all = h.fact(&call, |c| op::list(c, &options, LOCK_TIMEOUT))?;
-        Ok(all
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect())
+        Ok(all.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     };
     let l2 = list.clone();
     m.set_native_fn("list", move |call: NativeCallContext| l2(call, Map::new()));

@@ -80,12 +80,7 @@ fn planned(ctx: &Ctx, name: &str) -> Option<Option<String>> {
 }
 
 /// The installed versions of `names`, as the plan so far leaves them.
-fn current(
-    ctx: &Ctx,
-    pm: &Pm,
-    m: Manager,
-    names: &[String],
-) -> OpResult<BTreeMap<String, String>> {
+fn current(ctx: &Ctx, pm: &Pm, m: Manager, names: &[String]) -> OpResult<BTreeMap<String, String>> {
     let mut now = pm.installed(m, Some(names))?;
     for n in names {
         match planned(ctx, n) {

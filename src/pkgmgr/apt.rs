@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Change, Pm, PkgError, PkgResult, Request};
+use super::{Change, PkgError, PkgResult, Pm, Request};
 use crate::transport::shell_quote;
 
 /// The options every apt-get call gets, then the caller's own `-o` items.
@@ -68,10 +68,7 @@ fn complaint(out: &crate::transport::ExecOutput) -> String {
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
-pub(super) fn installed(
-    pm: &Pm,
-    names: Option<&[String]>,
-) -> PkgResult<BTreeMap<String, String>> {
+pub(super) fn installed(pm: &Pm, names: Option<&[String]>) -> PkgResult<BTreeMap<String, String>> {
     let mut cmd = String::from("dpkg-query -W -f='${Package}\\t${Status}\\t${Version}\\n'");
     if let Some(names) = names {
         if names.is_empty() {
@@ -177,7 +174,11 @@ fn parse_simulation(text: &str) -> Vec<Change> {
             continue;
         };
         let mut rest = rest.trim();
-        let name = rest.split_whitespace().next().unwrap_or_default().to_string();
+        let name = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         rest = rest[name.len()..].trim_start();
         let before = rest.strip_prefix('[').and_then(|r| {
             let end = r.find(']')?;
@@ -265,10 +266,7 @@ Purg tend-gone [1:2.0-1]\n";
         let m = parse_madison(
             "tend-testpkg |        2.0 | file:/tmp/repo ./ Packages\ntend-testpkg |        1.0 | file:/tmp/repo ./ Packages\n",
         );
-        assert_eq!(
-            m["tend-testpkg"].iter().collect::<Vec<_>>(),
-            ["1.0", "2.0"]
-        );
+        assert_eq!(m["tend-testpkg"].iter().collect::<Vec<_>>(), ["1.0", "2.0"]);
     }
 
     #[test]

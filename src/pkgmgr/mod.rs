@@ -169,7 +169,11 @@ impl Pm<'_> {
     }
 
     /// Installed packages and their versions: all of them, or those of `names`.
-    pub fn installed(&self, m: Manager, names: Option<&[String]>) -> PkgResult<BTreeMap<String, String>> {
+    pub fn installed(
+        &self,
+        m: Manager,
+        names: Option<&[String]>,
+    ) -> PkgResult<BTreeMap<String, String>> {
         match m {
             Manager::Apt => apt::installed(self, names),
             other => Err(unsupported(self.target, other)),
