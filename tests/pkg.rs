@@ -510,3 +510,89 @@ fn bad_arguments_are_refused_before_anything_runs() {
     }
     let _ = Path::new("/");
 }
+
+/// Holds dpkg's frontend lock (an fcntl lock, as apt takes it) until dropped.
+struct DpkgLockHolder(std::process::Child);
+
+impl DpkgLockHolder {
+    fn take() -> DpkgLockHolder {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl,time\n\
+                 f=open('/var/lib/dpkg/lock-frontend','w')\n\
+                 fcntl.lockf(f, fcntl.LOCK_EX)\n\
+                 print('locked', flush=True)\n\
+                 time.sleep(600)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        DpkgLockHolder(child)
+    }
+}
+
+impl Drop for DpkgLockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_held_dpkg_lock_is_waited_for_within_the_run_time_limit() {
+    let _turn = Turn::take();
+    let repo = Repo::new();
+    let w = World::new();
+    let recipe = w.recipe(
+        "r.rhai",
+        &format!("pkg::installed(\"{PKG}\", {});", repo.opts("")),
+    );
+
+    // Held for the whole run: the run's time limit stops the wait, nothing changed.
+    let held = DpkgLockHolder::take();
+    let stopped = w.run(&recipe, &["--timeout", "3s"]);
+    assert_ne!(stopped.code, 0, "{}", stopped.stdout);
+    assert!(
+        stopped.stdout.contains("time limit"),
+        "{}\n{}",
+        stopped.stdout,
+        stopped.stderr
+    );
+    assert_eq!(installed(PKG), None);
+
+    // A step's own lock_timeout: apt gives up, and the error says why.
+    let short = w.recipe(
+        "short.rhai",
+        &format!(
+            "pkg::installed(\"{PKG}\", {});",
+            repo.opts(", lock_timeout: 1")
+        ),
+    );
+    let gave_up = w.run(&short, &[]);
+    assert_ne!(gave_up.code, 0);
+    assert!(
+        gave_up
+            .stdout
+            .contains("held the lock for longer than lock_timeout, 1s"),
+        "{}",
+        gave_up.stdout
+    );
+    assert_eq!(installed(PKG), None);
+
+    // Released while the step waits: the step goes on instead of failing at once.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        drop(held);
+    });
+    let waited = w.run(&recipe, &[]);
+    release.join().unwrap();
+    waited.assert_code(0);
+    assert_eq!(installed(PKG).as_deref(), Some("2.0"));
+}

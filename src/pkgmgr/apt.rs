@@ -15,14 +15,11 @@ fn options(pm: &Pm, simulate: bool) -> String {
     if simulate {
         o.push_str(" -s");
     } else {
-        // Bounded by the run's budget, so a held lock ends as the run's time limit.
-        let wait = pm
-            .cancel
-            .and_then(|c| c.bound(Some(pm.lock_timeout)))
-            .unwrap_or(pm.lock_timeout);
+        // Not cut to the run's budget: the command's own deadline stops the wait
+        // first, and the step then ends as the run's time limit, not as a lock error.
         o.push_str(&format!(
             " -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -o DPkg::Lock::Timeout={}",
-            wait.as_secs().max(1)
+            pm.lock_timeout.as_secs().max(1)
         ));
     }
     for item in pm.options {
@@ -212,11 +209,20 @@ pub(super) fn apply(pm: &Pm, request: &Request) -> PkgResult<()> {
         action(request)
     ))?;
     if out.code != 0 {
+        let said = complaint(&out);
+        let hint =
+            if said.contains("Unable to acquire the dpkg") || said.contains("Could not get lock") {
+                format!(
+                    " (another package manager held the lock for longer than lock_timeout, {})",
+                    humantime::format_duration(pm.lock_timeout)
+                )
+            } else {
+                String::new()
+            };
         return Err(PkgError::Failed(format!(
-            "{}: apt-get {}: {}",
+            "{}: apt-get {}: {said}{hint}",
             pm.target.info().name,
             action(request),
-            complaint(&out)
         )));
     }
     Ok(())
