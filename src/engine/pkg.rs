@@ -47,7 +47,8 @@ fn names_of(call: &NativeCallContext, f: &str, v: &Dynamic) -> RResult<Vec<Strin
     Ok(names)
 }
 
-/// `options: ["Dir::Etc::sourcelist=/x", …]`: apt configuration items for `-o`.
+/// `options: ["Dir::Etc::sourcelist=/x", …]`: apt configuration items for `-o`, or
+/// apk long options without their dashes.
 fn manager_options(call: &NativeCallContext, f: &str, opts: &Map) -> RResult<Vec<String>> {
     let Some(v) = opts.get("options").filter(|v| !v.is_unit()) else {
         return Ok(Vec::new());
@@ -55,14 +56,18 @@ fn manager_options(call: &NativeCallContext, f: &str, opts: &Map) -> RResult<Vec
     let bad = || {
         err(
             call,
-            format!("{f}: `options` must be a list of \"Key=Value\" strings (apt's -o items)"),
+            format!(
+                "{f}: `options` must be a list of strings: apt's -o items \
+                 (\"Dir::Etc::sourcelist=/x\"), apk's long options without their dashes \
+                 (\"repository=/srv/apk\", \"allow-untrusted\")"
+            ),
         )
     };
     let list = v.clone().try_cast::<Array>().ok_or_else(bad)?;
     list.into_iter()
         .map(|o| {
             o.try_cast::<String>()
-                .filter(|s| s.contains('=') && !s.starts_with('-') && !s.contains('\n'))
+                .filter(|s| !s.is_empty() && !s.starts_with('-') && !s.contains('\n'))
                 .ok_or_else(bad)
         })
         .collect()

@@ -138,6 +138,7 @@ pub fn ensure(
                 })
                 .collect(),
             remove: Vec::new(),
+            latest: false,
         },
         Goal::Absent => Request::Transaction {
             install: Vec::new(),
@@ -147,6 +148,7 @@ pub fn ensure(
                 .filter(|n| now.contains_key(*n))
                 .cloned()
                 .collect(),
+            latest: false,
         },
         Goal::Latest => Request::Transaction {
             install: spec
@@ -158,10 +160,14 @@ pub fn ensure(
                 })
                 .collect(),
             remove: Vec::new(),
+            latest: true,
         },
         Goal::Updated => Request::UpgradeAll,
     };
-    if let Request::Transaction { install, remove } = &request {
+    if let Request::Transaction {
+        install, remove, ..
+    } = &request
+    {
         if install.is_empty() && remove.is_empty() {
             return Ok(StepReport::unchanged(op, subject));
         }
@@ -223,7 +229,10 @@ fn from_plan(
     request: &Request,
     changes: &mut Vec<Change>,
 ) -> OpResult<()> {
-    let Request::Transaction { install, remove } = request else {
+    let Request::Transaction {
+        install, remove, ..
+    } = request
+    else {
         return Ok(());
     };
     let missing = |name: &str, changes: &[Change]| !changes.iter().any(|c| c.name == name);

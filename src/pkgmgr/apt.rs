@@ -34,7 +34,9 @@ fn options(pm: &Pm, simulate: bool) -> String {
 fn action(request: &Request) -> String {
     match request {
         Request::UpgradeAll => "upgrade".into(),
-        Request::Transaction { install, remove } => {
+        Request::Transaction {
+            install, remove, ..
+        } => {
             let mut words = vec!["install".to_string()];
             for w in install {
                 words.push(shell_quote(&match &w.version {
@@ -289,6 +291,7 @@ Purg tend-gone [1:2.0-1]\n";
                 },
             ],
             remove: vec!["c".into()],
+            latest: false,
         };
         assert_eq!(action(&r), "install a b=1:2.0-1 c-");
     }

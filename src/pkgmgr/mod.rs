@@ -7,9 +7,11 @@
 //! its rollback. Everything goes through [`Target::exec`], so it works locally, over
 //! SSH and through sudo alike.
 //!
-//! Only apt/dpkg is implemented; a host with dnf or apk gets a clear "not supported
-//! yet" error, never a guess.
+//! apt/dpkg and apk are implemented (apk's parsers tested on apk-tools' own output,
+//! not against a real apk); a host with dnf gets a clear "not supported yet" error,
+//! never a guess.
 
+pub mod apk;
 pub mod apt;
 
 use std::collections::BTreeMap;
@@ -95,6 +97,8 @@ pub enum Request {
     Transaction {
         install: Vec<Want>,
         remove: Vec<String>,
+        /// Installed ones moved to the newest version too (apt's `install` always does).
+        latest: bool,
     },
     /// Upgrade every package that has a newer version (nothing new, nothing removed).
     UpgradeAll,
@@ -105,7 +109,8 @@ pub enum Request {
 pub struct Pm<'a> {
     pub target: &'a dyn Target,
     pub cancel: Option<&'a CancelToken>,
-    /// apt: `Key=Value` configuration items, each passed as `-o Key=Value`.
+    /// apt: `Key=Value` configuration items, each passed as `-o Key=Value`; apk:
+    /// long options without their dashes (`repository=/srv/apk`).
     pub options: &'a [String],
     /// How long to wait for another package manager's lock before failing.
     pub lock_timeout: Duration,
@@ -153,7 +158,7 @@ impl Pm<'_> {
             "dnf" => Ok(Manager::Dnf),
             "apk" => Ok(Manager::Apk),
             _ => Err(PkgError::Unsupported(format!(
-                "{}: no package manager found (tend knows apt/dpkg; dnf and apk are not supported yet)",
+                "{}: no package manager found (tend knows apt/dpkg and apk; dnf is not supported yet)",
                 self.target.info().name
             ))),
         }
@@ -162,7 +167,7 @@ impl Pm<'_> {
     /// The manager of the host, when tend can drive it.
     pub fn supported(&self) -> PkgResult<Manager> {
         let m = self.detect()?;
-        if m != Manager::Apt {
+        if m == Manager::Dnf {
             return Err(unsupported(self.target, m));
         }
         Ok(m)
@@ -176,6 +181,7 @@ impl Pm<'_> {
     ) -> PkgResult<BTreeMap<String, String>> {
         match m {
             Manager::Apt => apt::installed(self, names),
+            Manager::Apk => apk::installed(self, names),
             other => Err(unsupported(self.target, other)),
         }
     }
@@ -184,6 +190,7 @@ impl Pm<'_> {
     pub fn simulate(&self, m: Manager, request: &Request) -> PkgResult<Vec<Change>> {
         match m {
             Manager::Apt => apt::simulate(self, request),
+            Manager::Apk => apk::simulate(self, request),
             other => Err(unsupported(self.target, other)),
         }
     }
@@ -200,6 +207,7 @@ impl Pm<'_> {
         }
         let available = match m {
             Manager::Apt => apt::available(self, &names)?,
+            Manager::Apk => apk::available(self, &names)?,
             other => return Err(unsupported(self.target, other)),
         };
         for c in changes.iter_mut() {
@@ -216,6 +224,7 @@ impl Pm<'_> {
     pub fn apply(&self, m: Manager, request: &Request) -> PkgResult<()> {
         match m {
             Manager::Apt => apt::apply(self, request),
+            Manager::Apk => apk::apply(self, request),
             other => Err(unsupported(self.target, other)),
         }
     }
@@ -250,7 +259,7 @@ impl Pm<'_> {
 
 fn unsupported(t: &dyn Target, m: Manager) -> PkgError {
     PkgError::Unsupported(format!(
-        "{}: the host's package manager is {}, which tend does not support yet (only apt/dpkg)",
+        "{}: the host's package manager is {}, which tend does not support yet (only apt/dpkg and apk)",
         t.info().name,
         m.as_str()
     ))
@@ -350,7 +359,14 @@ pub fn revert(
             Reverted::Partly(lost.join(", "))
         });
     }
-    pm.apply(m, &Request::Transaction { install, remove })?;
+    pm.apply(
+        m,
+        &Request::Transaction {
+            install,
+            remove,
+            latest: false,
+        },
+    )?;
     Ok(if lost.is_empty() {
         Reverted::Done
     } else {
