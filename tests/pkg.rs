@@ -359,6 +359,7 @@ pkg::latest("{PKG}", {o});
 let listed = pkg::list()["{PKG}"];
 pkg::absent(["{PKG}", "{DEP}"], {o});
 print(`facts: ${{before}} ${{mid}} ${{listed}} ${{pkg::version("{DEP}")}} ${{"{PKG}" in pkg::list()}}`);
+sh("dpkg-query -W {DEP}", #{{read_only: true, allow_fail: true}});
 "#
         ),
     );
@@ -370,6 +371,14 @@ print(`facts: ${{before}} ${{mid}} ${{listed}} ${{pkg::version("{DEP}")}} ${{"{P
         dry.stdout
     );
     assert_eq!(installed(PKG), None);
+    // A command asks the machine, which does not hold the planned packages: the
+    // plan cannot vouch for its answer.
+    let last = step_events(&dry).pop().unwrap();
+    assert_eq!(
+        (&last["op"], &last["unknown"]),
+        (&"sh".into(), &true.into()),
+        "{last}"
+    );
     let real = w.run(&recipe, &[]);
     real.assert_code(0);
     assert!(
@@ -377,6 +386,7 @@ print(`facts: ${{before}} ${{mid}} ${{listed}} ${{pkg::version("{DEP}")}} ${{"{P
         "{}",
         real.stdout
     );
+    assert_eq!(step_events(&real).pop().unwrap()["unknown"], false);
     assert_eq!(changes(&dry), changes(&real));
     assert_eq!(
         changes(&real).into_iter().map(|c| c.2).collect::<Vec<_>>(),

@@ -204,6 +204,9 @@ pub fn ensure(
         for c in &changes {
             ctx.set_planned(&key(&c.name), c.after.clone().unwrap_or_default());
         }
+        // The packages' files and what their scripts do are not in the plan's view:
+        // a later command or check, which asks the machine as it is, is not vouched for.
+        ctx.target.note_unknown_effect();
         return Ok(report);
     }
     ctx.will(
