@@ -35,6 +35,7 @@ pub mod ops;
 mod out;
 pub mod outcome;
 pub mod ping;
+pub mod pkgmgr;
 pub mod reach;
 pub mod recipe;
 pub mod report;

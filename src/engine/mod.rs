@@ -12,6 +12,7 @@ mod core;
 mod edit;
 mod fs;
 mod names;
+mod pkg;
 mod sh;
 mod vars;
 
@@ -473,6 +474,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     check::register(&mut engine, host.clone());
     vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
+    pkg::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine

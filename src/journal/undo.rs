@@ -82,6 +82,16 @@ pub enum Undo {
     Barrier {
         what: String,
     },
+    /// Packages a `pkg::` step installed, moved or removed, as its simulation said:
+    /// put back as they were ([`crate::pkgmgr::revert`]), each only if still as the
+    /// step left it.
+    Packages {
+        manager: crate::pkgmgr::Manager,
+        changes: Vec<crate::pkgmgr::Change>,
+        /// The package manager options of the step (its sources, for a downgrade).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        options: Vec<String>,
+    },
 }
 
 /// What a step left at a path, recorded right after the change: before reverting,
@@ -187,7 +197,7 @@ impl Undo {
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
             Undo::SweepNew { dir, .. } => vec![dir],
-            Undo::Command { .. } | Undo::Barrier { .. } => Vec::new(),
+            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Packages { .. } => Vec::new(),
         }
     }
 
@@ -230,7 +240,7 @@ impl Undo {
                 fix(to);
             }
             Undo::SweepNew { dir, .. } => fix(dir),
-            Undo::Command { .. } | Undo::Barrier { .. } => {}
+            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Packages { .. } => {}
         }
     }
 
@@ -252,6 +262,16 @@ impl Undo {
                 format!("move what a command created under {dir} into {quarantine}")
             }
             Undo::Barrier { what } => format!("cannot undo: {what}"),
+            Undo::Packages { changes, .. } => {
+                let back: Vec<String> = changes
+                    .iter()
+                    .map(|c| {
+                        let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "absent".into());
+                        format!("{} {} -> {}", c.name, v(&c.after), v(&c.before))
+                    })
+                    .collect();
+                format!("put packages back: {}", back.join(", "))
+            }
         }
     }
 
@@ -392,6 +412,17 @@ impl Undo {
                 }
             }
             Undo::Barrier { what } => Ok(Reverted::Impossible(what.clone())),
+            Undo::Packages {
+                manager,
+                changes,
+                options,
+            } => match crate::pkgmgr::revert(t, *manager, options, changes) {
+                Ok(crate::pkgmgr::Reverted::Done) => Ok(Reverted::Done),
+                Ok(crate::pkgmgr::Reverted::NotNeeded) => Ok(Reverted::NotNeeded),
+                Ok(crate::pkgmgr::Reverted::Partly(what)) => Ok(Reverted::Impossible(what)),
+                Err(crate::pkgmgr::RevertError::Target(e)) => Err(e.into()),
+                Err(e) => Err(UndoError::Refused(e.to_string())),
+            },
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod check;
 pub mod edit;
 pub mod fs;
+pub mod pkg;
 pub mod sandbox;
 pub mod sh;
 pub mod watch;
@@ -243,6 +244,20 @@ impl Ctx {
                 .expect("planned lock")
                 .insert(key.to_string(), value.into());
         }
+    }
+
+    /// Dry-run: every key under `prefix` an earlier step planned (see
+    /// [`Ctx::planned`]), for a fact that lists them all (`pkg::list()`).
+    pub fn planned_under(&self, prefix: &str) -> Vec<(String, String)> {
+        if !self.dry_run() {
+            return Vec::new();
+        }
+        let planned = self.shared.planned.lock().expect("planned lock");
+        planned
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn host(&self) -> &str {
