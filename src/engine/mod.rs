@@ -9,9 +9,11 @@
 mod check;
 mod core;
 mod edit;
+mod facts;
 mod fs;
 mod names;
 mod sh;
+mod user;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -128,6 +130,8 @@ pub struct HostContext {
     /// Set (with why) when the run must make no further change, e.g. because the
     /// audit log can no longer record it: the next step fails instead of running.
     halt: Option<Halt>,
+    /// `host()`'s facts, gathered when first read (also by templates).
+    facts: std::sync::Arc<facts::Facts>,
 }
 
 /// See [`HostContext::with_halt`].
@@ -143,6 +147,7 @@ impl HostContext {
         sink: Sink,
     ) -> Self {
         HostContext {
+            facts: std::sync::Arc::new(facts::Facts::new(ctx.target.clone())),
             ctx,
             recipe_dir,
             mode,
@@ -472,6 +477,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     check::register(&mut engine, host.clone());
     vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
+    user::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine

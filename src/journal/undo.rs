@@ -71,6 +71,10 @@ pub enum Undo {
     Barrier {
         what: String,
     },
+    /// A user or group a step created, changed or removed (see [`crate::account`]).
+    Account {
+        account: crate::account::revert::AccountUndo,
+    },
 }
 
 /// What a step left at a path, recorded right after the change: before reverting,
@@ -175,7 +179,7 @@ impl Undo {
             | Undo::Chmod { path, .. }
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
-            Undo::Command { .. } | Undo::Barrier { .. } => Vec::new(),
+            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Account { .. } => Vec::new(),
         }
     }
 
@@ -217,7 +221,7 @@ impl Undo {
                 fix(from);
                 fix(to);
             }
-            Undo::Command { .. } | Undo::Barrier { .. } => {}
+            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Account { .. } => {}
         }
     }
 
@@ -234,6 +238,7 @@ impl Undo {
             Undo::Rename { from, to } => format!("rename {to} back to {from}"),
             Undo::Command { command } => format!("run `{command}`"),
             Undo::Barrier { what } => format!("cannot undo: {what}"),
+            Undo::Account { account } => account.describe(),
         }
     }
 
@@ -356,6 +361,11 @@ impl Undo {
                 Ok(Reverted::Done)
             }
             Undo::Barrier { what } => Ok(Reverted::Impossible(what.clone())),
+            Undo::Account { account } => match account.revert(t) {
+                Ok(crate::account::revert::Outcome::Done) => Ok(Reverted::Done),
+                Ok(crate::account::revert::Outcome::NotNeeded) => Ok(Reverted::NotNeeded),
+                Err(e) => Err(UndoError::Refused(e.to_string())),
+            },
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod edit;
 pub mod fs;
 pub mod sh;
+pub mod user;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -222,7 +223,12 @@ impl Ctx {
         if !self.dry_run() {
             return None;
         }
-        self.shared.planned.lock().expect("planned lock").get(key).cloned()
+        self.shared
+            .planned
+            .lock()
+            .expect("planned lock")
+            .get(key)
+            .cloned()
     }
 
     /// Dry-run: record what a planned step would leave `key` as (see [`Ctx::planned`]).
@@ -235,6 +241,32 @@ impl Ctx {
                 .expect("planned lock")
                 .insert(key.to_string(), value.into());
         }
+    }
+
+    /// Dry-run: every planned key that starts with `prefix` (`"user:"`), with what
+    /// it was left as. Empty in a real run.
+    pub fn planned_all(&self, prefix: &str) -> Vec<(String, String)> {
+        if !self.dry_run() {
+            return Vec::new();
+        }
+        let planned = self.shared.planned.lock().expect("planned lock");
+        planned
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Save `data` (what only root may read, like a shadow line) to a new file of the
+    /// run's backup directory, mode 0600, for a rollback to read back; its path and
+    /// SHA-256. Nothing is written in a dry-run.
+    pub fn save_backup(&self, name: &str, data: &[u8]) -> OpResult<(String, String)> {
+        if self.dry_run() {
+            return Ok((String::new(), undo::sha256(data)));
+        }
+        let dest = self.backup_slot(name)?;
+        self.target.write(&dest, data, 0o600)?;
+        Ok((dest, undo::sha256(data)))
     }
 
     pub fn host(&self) -> &str {
