@@ -324,3 +324,67 @@ pub fn usermod(t: &dyn Target, from: &User, to: &User) -> TResult<()> {
     w.push(to.name.clone());
     run(t, &w, None)
 }
+
+/// Where an account's line stood in one of the account files: after the line of
+/// `after` (`None`: first). Re-created accounts are appended by the tools; a revert
+/// moves them back, so the file comes back byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub file: String,
+    pub after: Option<String>,
+}
+
+fn entry_name(line: &str) -> &str {
+    line.split(':').next().unwrap_or_default()
+}
+
+/// Where `name` stands in each of `files` that has it (files root cannot read or
+/// that do not exist are left out).
+pub fn places(t: &dyn Target, files: &[&str], name: &str) -> TResult<Vec<Place>> {
+    let mut out = Vec::new();
+    for file in files {
+        if t.stat(file)?.is_none() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&t.read(file)?).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        if let Some(i) = lines.iter().position(|l| entry_name(l) == name) {
+            out.push(Place {
+                file: file.to_string(),
+                after: i.checked_sub(1).map(|p| entry_name(lines[p]).to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Move `name`'s line of each file back to its recorded place (a predecessor that is
+/// gone since leaves it where the tool put it). The file keeps its mode and owner.
+pub fn put_back(t: &dyn Target, places: &[Place], name: &str) -> TResult<()> {
+    for p in places {
+        let Some(meta) = t.stat(&p.file)? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&t.read(&p.file)?).into_owned();
+        let mut lines: Vec<&str> = text.lines().collect();
+        let Some(i) = lines.iter().position(|l| entry_name(l) == name) else {
+            continue;
+        };
+        let line = lines.remove(i);
+        let at = match &p.after {
+            None => 0,
+            Some(a) => match lines.iter().position(|l| entry_name(l) == a) {
+                Some(j) => j + 1,
+                None => continue,
+            },
+        };
+        if at == i {
+            continue;
+        }
+        lines.insert(at, line);
+        let mut new = lines.join("\n");
+        new.push('\n');
+        t.write(&p.file, new.as_bytes(), meta.mode)?;
+    }
+    Ok(())
+}

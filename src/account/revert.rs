@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{run, user_args, usermod, Db, Group, User};
+use super::{put_back, run, user_args, usermod, Db, Group, Place, User};
 use crate::transport::{join, Kind, TResult, Target, TargetError};
 
 /// Where a removed user's /etc/shadow line was saved (mode 0600, in the run's
@@ -38,6 +38,12 @@ pub enum AccountUndo {
         before: User,
         group: Option<Group>,
         shadow: Option<ShadowSave>,
+        /// Where its lines stood (/etc/passwd, /etc/shadow; its group's in
+        /// /etc/group and /etc/gshadow).
+        #[serde(default)]
+        places: Vec<Place>,
+        #[serde(default)]
+        group_places: Vec<Place>,
     },
     GroupCreated {
         group: Group,
@@ -49,6 +55,8 @@ pub enum AccountUndo {
     },
     GroupRemoved {
         group: Group,
+        #[serde(default)]
+        places: Vec<Place>,
     },
 }
 
@@ -82,7 +90,7 @@ impl AccountUndo {
             AccountUndo::GroupChanged { before, .. } => {
                 format!("restore group {} (gid {})", before.name, before.gid)
             }
-            AccountUndo::GroupRemoved { group } => format!("recreate group {}", group.name),
+            AccountUndo::GroupRemoved { group, .. } => format!("recreate group {}", group.name),
         }
     }
 
@@ -142,6 +150,8 @@ impl AccountUndo {
                 before,
                 group,
                 shadow,
+                places,
+                group_places,
             } => {
                 if let Some(now) = db.user(&before.name) {
                     if now == before {
@@ -163,6 +173,7 @@ impl AccountUndo {
                 if db.group_by_gid(before.gid).is_none() {
                     if let Some(g) = group {
                         add_group(t, g, &db)?;
+                        put_back(t, group_places, &g.name)?;
                     }
                 }
                 let mut w = vec!["useradd".to_string(), "-M".into()];
@@ -172,6 +183,7 @@ impl AccountUndo {
                 if let Some(line) = saved {
                     restore_shadow(t, &before.name, &line)?;
                 }
+                put_back(t, places, &before.name)?;
                 Ok(Outcome::Done)
             }
             AccountUndo::GroupCreated { group } => {
@@ -212,7 +224,7 @@ impl AccountUndo {
                 )?;
                 Ok(Outcome::Done)
             }
-            AccountUndo::GroupRemoved { group } => {
+            AccountUndo::GroupRemoved { group, places } => {
                 if let Some(now) = db.group(&group.name) {
                     if now.gid == group.gid {
                         return Ok(Outcome::NotNeeded);
@@ -226,6 +238,7 @@ impl AccountUndo {
                     ));
                 }
                 add_group(t, group, &db)?;
+                put_back(t, places, &group.name)?;
                 Ok(Outcome::Done)
             }
         }

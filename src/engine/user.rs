@@ -180,17 +180,18 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let h = host;
     let key = move |call: NativeCallContext, user: &str, key: &str, opts: Map| {
         check_keys(&call, "ssh::authorized_key", &opts, &["state", "become"])?;
-        let present =
-            match opt_str(&call, &opts, "state")?.as_deref() {
-                None | Some("present") => true,
-                Some("absent") => false,
-                Some(s) => return Err(err(
+        let present = match opt_str(&call, &opts, "state")?.as_deref() {
+            None | Some("present") => true,
+            Some("absent") => false,
+            Some(s) => {
+                return Err(err(
                     &call,
                     format!(
                         "ssh::authorized_key: state must be \"present\" or \"absent\", not {s:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let become_ = opt_bool(&call, &opts, "become", false)?;
         if h.scope().is_some() {
             let home = h.fact(&call, |c| {

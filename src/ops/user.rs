@@ -13,6 +13,9 @@ use crate::account::{self, Db, Defaults, Group, User};
 use crate::journal::undo::Undo;
 use crate::transport::join;
 
+/// The files a group has a line in.
+const GROUP_FILES: [&str; 2] = ["/etc/group", "/etc/gshadow"];
+
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::Invalid(msg.into())
 }
@@ -363,6 +366,11 @@ pub fn user_absent(ctx: &Ctx, name: &str) -> OpResult<StepReport> {
         None => None,
     };
     let group = db.group_by_gid(cur.gid).cloned();
+    let places = account::places(t, &["/etc/passwd", "/etc/shadow"], name)?;
+    let group_places = match &own_group {
+        Some(g) => account::places(t, &GROUP_FILES, &g.name)?,
+        None => Vec::new(),
+    };
     record(
         ctx,
         OP,
@@ -370,6 +378,8 @@ pub fn user_absent(ctx: &Ctx, name: &str) -> OpResult<StepReport> {
             before: cur,
             group,
             shadow,
+            places,
+            group_places,
         },
     )?;
     if !ctx.dry_run() {
@@ -488,7 +498,8 @@ pub fn group_absent(ctx: &Ctx, name: &str) -> OpResult<StepReport> {
     }
     let mut r = StepReport::changed(OP, subject, vec!["/etc/group".into()]);
     r.diff = Some(format!("-group {name} (gid {})\n", cur.gid));
-    record(ctx, OP, AccountUndo::GroupRemoved { group: cur })?;
+    let places = account::places(t, &GROUP_FILES, name)?;
+    record(ctx, OP, AccountUndo::GroupRemoved { group: cur, places })?;
     if !ctx.dry_run() {
         account::run(t, &["groupdel".into(), name.into()], None)?;
     }
