@@ -176,6 +176,9 @@ fn render_plain(
     env.set_keep_trailing_newline(true);
     env.add_template(name, text)
         .map_err(|e| err(call, format!("template {name}: {e}")))?;
+    // The declaring pass has no host to show the template: it ends here, as at any
+    // operation.
+    h.guard(call)?;
     let own: serde_json::Map<String, serde_json::Value> =
         rhai::serde::from_dynamic(&Dynamic::from_map(vars.clone()))
             .map_err(|e| err(call, format!("template {name}: variables: {e}")))?;
