@@ -215,7 +215,7 @@ impl Defaults {
                     let mut w = l.split_whitespace();
                     (w.next() == Some(key)).then(|| w.next()?.parse().ok())?
                 })
-                .last()
+                .next_back()
                 .unwrap_or(default)
         };
         let var = |key: &str, default: &str| {
@@ -223,8 +223,7 @@ impl Defaults {
                 .lines()
                 .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
                 .map(|v| v.trim().trim_matches('"').to_string())
-                .filter(|v| !v.is_empty())
-                .last()
+                .rfind(|v| !v.is_empty())
                 .unwrap_or_else(|| default.to_string())
         };
         Ok(Defaults {

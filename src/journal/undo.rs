@@ -73,7 +73,7 @@ pub enum Undo {
     },
     /// A user or group a step created, changed or removed (see [`crate::account`]).
     Account {
-        account: crate::account::revert::AccountUndo,
+        account: Box<crate::account::revert::AccountUndo>,
     },
 }
 

@@ -84,7 +84,12 @@ fn plan_group(ctx: &Ctx, name: &str, group: Option<&Group>) {
 }
 
 fn record(ctx: &Ctx, op: &str, account: AccountUndo) -> OpResult<()> {
-    ctx.will(op, Undo::Account { account })
+    ctx.will(
+        op,
+        Undo::Account {
+            account: Box::new(account),
+        },
+    )
 }
 
 /// A uid for `owner:` (a name on the host, a planned user, or a number).
