@@ -145,7 +145,8 @@ impl HostFacts {
     /// no variables or facts: reading them ends it as an operation does, or
     /// `host().vars.port + 1` would fail there on a variable no host was asked for.
     fn get(&self, call: &NativeCallContext, key: &str) -> RResult<Option<Dynamic>> {
-        if self.declaring && key != "os" && !Self::OWN[..3].contains(&key) {
+        let gathered = key != "os" && super::facts::NAMES.contains(&key);
+        if self.declaring && (key == "vars" || gathered) {
             return Err(stop_with(call, DeclarePass::NoParams));
         }
         if let Some(v) = self.field(key) {

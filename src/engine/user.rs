@@ -208,7 +208,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
             h.check_scope(&call, "ssh::authorized_key", &file, None, false)?;
         }
         h.step_as(&call, become_, |c| {
-            op::authorized_key(c, user, key, present)
+            crate::ops::ssh_key::authorized_key(c, user, key, present)
         })
     };
     let k2 = key.clone();

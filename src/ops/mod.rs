@@ -10,6 +10,7 @@ pub mod check;
 pub mod edit;
 pub mod fs;
 pub mod sh;
+pub mod ssh_key;
 pub mod user;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
