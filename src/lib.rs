@@ -14,6 +14,7 @@
 //! the journal is replayed in reverse. Every step is an [`event`]: the CLI renders it
 //! ([`report`]) and the [`audit`] log chains it.
 
+pub mod account;
 pub mod app;
 pub mod audit;
 pub mod cancel;

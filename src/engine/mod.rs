@@ -10,10 +10,12 @@ mod catalog_check;
 mod check;
 mod core;
 mod edit;
+mod facts;
 mod fs;
 mod names;
 mod pkg;
 mod sh;
+mod user;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -130,6 +132,8 @@ pub struct HostContext {
     /// Set (with why) when the run must make no further change, e.g. because the
     /// audit log can no longer record it: the next step fails instead of running.
     halt: Option<Halt>,
+    /// `host()`'s facts, gathered when first read (also by templates).
+    facts: std::sync::Arc<facts::Facts>,
 }
 
 /// See [`HostContext::with_halt`].
@@ -145,6 +149,7 @@ impl HostContext {
         sink: Sink,
     ) -> Self {
         HostContext {
+            facts: std::sync::Arc::new(facts::Facts::new(ctx.target.clone())),
             ctx,
             recipe_dir,
             mode,
@@ -475,6 +480,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
     pkg::register(&mut engine, host.clone());
+    user::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine

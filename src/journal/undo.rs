@@ -92,6 +92,10 @@ pub enum Undo {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         options: Vec<String>,
     },
+    /// A user or group a step created, changed or removed (see [`crate::account`]).
+    Account {
+        account: Box<crate::account::revert::AccountUndo>,
+    },
 }
 
 /// What a step left at a path, recorded right after the change: before reverting,
@@ -197,7 +201,10 @@ impl Undo {
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
             Undo::SweepNew { dir, .. } => vec![dir],
-            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Packages { .. } => Vec::new(),
+            Undo::Command { .. }
+            | Undo::Barrier { .. }
+            | Undo::Packages { .. }
+            | Undo::Account { .. } => Vec::new(),
         }
     }
 
@@ -240,7 +247,10 @@ impl Undo {
                 fix(to);
             }
             Undo::SweepNew { dir, .. } => fix(dir),
-            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Packages { .. } => {}
+            Undo::Command { .. }
+            | Undo::Barrier { .. }
+            | Undo::Packages { .. }
+            | Undo::Account { .. } => {}
         }
     }
 
@@ -272,6 +282,7 @@ impl Undo {
                     .collect();
                 format!("put packages back: {}", back.join(", "))
             }
+            Undo::Account { account } => account.describe(),
         }
     }
 
@@ -421,6 +432,11 @@ impl Undo {
                 Ok(crate::pkgmgr::Reverted::NotNeeded) => Ok(Reverted::NotNeeded),
                 Ok(crate::pkgmgr::Reverted::Partly(what)) => Ok(Reverted::Impossible(what)),
                 Err(crate::pkgmgr::RevertError::Target(e)) => Err(e.into()),
+                Err(e) => Err(UndoError::Refused(e.to_string())),
+            },
+            Undo::Account { account } => match account.revert(t) {
+                Ok(crate::account::revert::Outcome::Done) => Ok(Reverted::Done),
+                Ok(crate::account::revert::Outcome::NotNeeded) => Ok(Reverted::NotNeeded),
                 Err(e) => Err(UndoError::Refused(e.to_string())),
             },
         }

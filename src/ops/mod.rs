@@ -13,6 +13,8 @@ pub mod fs;
 pub mod pkg;
 pub mod sandbox;
 pub mod sh;
+pub mod ssh_key;
+pub mod user;
 pub mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -258,6 +260,18 @@ impl Ctx {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Save `data` (what only root may read, like a shadow line) to a new file of the
+    /// run's backup directory, mode 0600, for a rollback to read back; its path and
+    /// SHA-256. Nothing is written in a dry-run.
+    pub fn save_backup(&self, name: &str, data: &[u8]) -> OpResult<(String, String)> {
+        if self.dry_run() {
+            return Ok((String::new(), undo::sha256(data)));
+        }
+        let dest = self.backup_slot(name)?;
+        self.target.write(&dest, data, 0o600)?;
+        Ok((dest, undo::sha256(data)))
     }
 
     pub fn host(&self) -> &str {
