@@ -10,6 +10,7 @@ mod history;
 mod hosts;
 mod prune;
 mod recipe;
+mod recipes;
 mod run;
 mod schedule;
 mod status;
@@ -123,6 +124,7 @@ impl Cli {
             Command::Prune(a) => a.json,
             Command::Status(a) => a.json,
             Command::Test(a) => a.json,
+            Command::Recipes(a) => a.json,
             Command::Show { json, .. }
             | Command::Check { json, .. }
             | Command::Rollback { json, .. }
@@ -278,6 +280,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Daemon(args) => daemon::run(config(cli)?, state_dir(cli)?, args),
         Command::Schedule(cmd) => schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human),
         Command::Status(args) => status::run(args, &config(cli)?, state_dir(cli)?),
+        Command::Recipes(args) => recipes::run(human, args),
         Command::New(args) => ecosystem::new(args),
         Command::Completions(args) => ecosystem::completions(args, Cli::command()),
         Command::Man(args) => ecosystem::man(args, Cli::command()),
