@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-
 /// Where `dir` really is (absolute, symlinks resolved), for the user to look at.
 pub fn real_dir(dir: &Path) -> PathBuf {
     dir.canonicalize()

@@ -105,7 +105,11 @@ fn show_and_check_take_a_builtin_recipe_by_name() {
         );
         let check = w.tend(&["check", &name, "--json"]);
         check.assert_code(0);
-        assert!(check.stdout.contains("\"builtin\":true"), "{}", check.stdout);
+        assert!(
+            check.stdout.contains("\"builtin\":true"),
+            "{}",
+            check.stdout
+        );
     }
     // The recipes this library ships declare where they may write.
     for name in ["image-build", "vm-maintenance"] {
@@ -208,8 +212,7 @@ fn copy_writes_the_recipe_out_and_never_over_a_file() {
     assert!(again.stderr.contains("exists already"), "{}", again.stderr);
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), "//! edited\n");
     // Nor through a link planted under that name.
-    std::os::unix::fs::symlink(w.root().join("target"), dir.join("vm-maintenance.rhai"))
-        .unwrap();
+    std::os::unix::fs::symlink(w.root().join("target"), dir.join("vm-maintenance.rhai")).unwrap();
     w.tend(&["recipes", "copy", "vm-maintenance", d])
         .assert_code(73);
     assert!(!w.root().join("target").exists());

@@ -82,21 +82,22 @@ impl Recipe {
     pub fn builtin(name: &str) -> Option<Result<Recipe>> {
         let source = builtin::recipe_source(name)?;
         let display = format!("built-in:{name}");
-        let compiled = resolver::compile(source, &display, None, None).and_then(|(ast, modules)| {
-            check_header(source, &display)?;
-            modes::check_all(source, &display, &modules)?;
-            let hash = content_hash(source, &hash_names(&modules, Path::new("")));
-            Ok(Recipe {
-                path: PathBuf::from(&display),
-                name: name.to_string(),
-                source: source.to_string(),
-                dir: PathBuf::from(&display),
-                ast: Arc::new(ast),
-                modules,
-                hash,
-                builtin: true,
-            })
-        });
+        let compiled =
+            resolver::compile(source, &display, None, None).and_then(|(ast, modules)| {
+                check_header(source, &display)?;
+                modes::check_all(source, &display, &modules)?;
+                let hash = content_hash(source, &hash_names(&modules, Path::new("")));
+                Ok(Recipe {
+                    path: PathBuf::from(&display),
+                    name: name.to_string(),
+                    source: source.to_string(),
+                    dir: PathBuf::from(&display),
+                    ast: Arc::new(ast),
+                    modules,
+                    hash,
+                    builtin: true,
+                })
+            });
         Some(compiled)
     }
 
