@@ -40,4 +40,17 @@ mod tests {
         // Test files of recipes/tests/ are not recipes.
         assert!(super::recipe_names().all(|n| !n.ends_with(".test")));
     }
+
+    /// A built-in recipe has no folder (`tend run NAME` from anywhere): it can use no
+    /// file beside it, and each compiles with the stdlib alone.
+    #[test]
+    fn builtin_recipes_stand_alone() {
+        for (name, text) in super::RECIPES {
+            for needs_a_file in ["src:", "fs::template("] {
+                assert!(!text.contains(needs_a_file), "{name} uses {needs_a_file}");
+            }
+            let r = crate::recipe::Recipe::builtin(name).unwrap();
+            assert!(r.is_ok(), "{name}: {:?}", r.err().map(|e| e.to_string()));
+        }
+    }
 }

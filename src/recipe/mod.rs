@@ -91,7 +91,10 @@ impl Recipe {
                     path: PathBuf::from(&display),
                     name: name.to_string(),
                     source: source.to_string(),
-                    dir: PathBuf::from(&display),
+                    // No folder: a file "beside" it (`src:`, a template) would be
+                    // looked up below /dev/null, which cannot hold one, so nothing of
+                    // the working directory is ever taken for part of it.
+                    dir: PathBuf::from("/dev/null"),
                     ast: Arc::new(ast),
                     modules,
                     hash,
