@@ -452,3 +452,59 @@ fn vm_maintenance_reverts_on_failure_and_expires_old_snapshots() {
     assert!(holds(&d, 0x55), "{}", failed.stdout);
     assert_eq!(snapshot_names(&d), before);
 }
+
+/// The build itself failing (a tree too big for `size`): mke2fs's half-written file
+/// and the staging name are gone, nothing is published, the target is as before.
+#[test]
+fn a_build_that_fails_leaves_nothing_behind() {
+    let w = World::new();
+    let recipe = image_world(&w);
+    let big: String = (0..300_000).map(|i| format!("{i:07}\n")).collect();
+    w.write("tree/var/big.log", &big);
+    let before = w.snapshot();
+    let r = build(&w, &recipe, &["-p", "size=1M"]);
+    assert!(r.code == 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.event("step_failed")["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status"),
+        "{}",
+        r.stdout
+    );
+    assert_same(&before, &w.snapshot());
+}
+
+/// What a command `creates:` is in the plan after it, so the steps that use it plan
+/// (image-build's publishing): the dry-run plans the rename, the run makes it.
+#[test]
+fn a_dry_run_plans_steps_on_what_a_command_creates() {
+    let w = World::new();
+    let root = w.root().display().to_string();
+    let recipe = w.recipe(
+        "made.rhai",
+        &format!(
+            "//! t\nsh(\"echo built > {root}/made\", #{{creates: \"{root}/made\", undo: \"rm -f {root}/made\"}});\nfs::rename(\"{root}/made\", \"{root}/published\");\nfs::link(\"{root}/latest\", \"published\");\n"
+        ),
+    );
+    let dry = w.run(&recipe, &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(
+        std::fs::read_dir(w.root()).unwrap().next().is_none(),
+        "a dry-run wrote"
+    );
+    let real = w.run(&recipe, &[]);
+    real.assert_code(0);
+    assert_eq!(steps(&dry), steps(&real));
+    let planned: Vec<bool> = dry
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["changed"] == true)
+        .collect();
+    assert_eq!(planned, [false, true, true], "{}", dry.stdout);
+    assert_eq!(
+        std::fs::read_to_string(w.root().join("latest")).unwrap(),
+        "built\n"
+    );
+}
