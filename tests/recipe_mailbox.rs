@@ -1,0 +1,385 @@
+//! The mailbox-cleanup recipe (recipes/mailbox-cleanup.rhai, steps in
+//! stdlib/mailbox.rhai) against a real Dovecot: each test starts a private
+//! `dovecot -c CONF` (base_dir, state and Maildir store in a temp dir, users from a
+//! passwd-file userdb, no listeners) and delivers messages with `doveadm save`.
+//!
+//! Old messages: Dovecot's save date is the time `doveadm save` caches for the
+//! message (`mail_always_cache_fields = date.save`), which is the process clock, so
+//! old mail is saved under `faketime` (doveadm `-k` keeps LD_PRELOAD through its own
+//! re-exec). That is exactly what `savedbefore Nd` then matches.
+//!
+//! The mail users have the uid of `tendtest` (Dovecot refuses uid 0 for mail), the
+//! account the sshd tests log in as, so the same store serves a local run (as root:
+//! doveadm switches to the user) and a run over SSH (as tendtest).
+
+#[path = "support/sshd.rs"]
+mod sshd;
+mod support;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sshd::{Sshd, TEST_USER};
+use support::{Run, World};
+
+fn recipe() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("recipes/mailbox-cleanup.rhai")
+}
+
+/// A private Dovecot instance; stopped (by its master pid) when dropped.
+struct Dovecot {
+    dir: tempfile::TempDir,
+    conf: String,
+    pid: Option<u32>,
+}
+
+/// One message as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Msg {
+    user: String,
+    mailbox: String,
+    subject: String,
+    guid: String,
+    flags: String,
+}
+
+impl Dovecot {
+    fn start(users: &[&str]) -> Dovecot {
+        sshd::ensure_test_users();
+        let (uid, gid) = sshd::uid_of(TEST_USER);
+        let dir = tempfile::Builder::new()
+            .prefix("tend-dovecot-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().display().to_string();
+        // tendtest (over SSH) reads the config and talks to the sockets.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["base", "state", "mail"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        chown(&dir.path().join("mail"));
+        let passwd: String = users
+            .iter()
+            .map(|u| format!("{u}:{{PLAIN}}pw:{uid}:{gid}::{d}/mail/{u}::\n"))
+            .collect();
+        std::fs::write(dir.path().join("passwd"), passwd).unwrap();
+        let conf = format!(
+            "base_dir = {d}/base\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\n\
+             protocols =\nssl = no\n\
+             service anvil {{\n  chroot =\n}}\n\
+             service auth {{\n  unix_listener auth-userdb {{\n    mode = 0666\n    user = {TEST_USER}\n  }}\n}}\n\
+             service stats {{\n  unix_listener stats-writer {{\n    mode = 0666\n  }}\n}}\n\
+             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {d}/passwd\n}}\n\
+             userdb {{\n  driver = passwd-file\n  args = username_format=%u {d}/passwd\n}}\n\
+             mail_location = maildir:{d}/mail/%u/Maildir\n\
+             mail_always_cache_fields = date.save\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n"
+        );
+        let conf_path = dir.path().join("dovecot.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let conf = conf_path.display().to_string();
+        // The master daemonizes: it keeps no pipe of ours open (output() would wait
+        // for it forever).
+        let ok = Command::new("dovecot")
+            .args(["-c", &conf])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "dovecot -c {conf} failed");
+        let mut dv = Dovecot {
+            dir,
+            conf,
+            pid: None,
+        };
+        // Ready when the master wrote its pid and auth listens.
+        let pidfile = dv.dir.path().join("base/master.pid");
+        let socket = dv.dir.path().join("base/auth-userdb");
+        let start = Instant::now();
+        while !(pidfile.exists() && socket.exists()) {
+            assert!(start.elapsed() < Duration::from_secs(30), "dovecot did not start: {}", dv.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        dv.pid = std::fs::read_to_string(&pidfile).unwrap().trim().parse().ok();
+        dv
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// `doveadm -c CONF ARGS…`, which must succeed; its stdout.
+    fn doveadm(&self, args: &[&str]) -> String {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Deliver a message to `folder` (created when missing) with `flags` (like
+    /// `\Seen $Work`, "" for none); `old`: saved on 2024-01-01.
+    fn save(&self, user: &str, folder: &str, subject: &str, flags: &str, old: bool) {
+        if !self.doveadm(&["mailbox", "list", "-u", user]).lines().any(|l| l == folder) {
+            self.doveadm(&["mailbox", "create", "-u", user, folder]);
+        }
+        let mut cmd = if old {
+            let mut c = Command::new("faketime");
+            c.args(["2024-01-01 00:00:00", "doveadm", "-k"]);
+            c
+        } else {
+            Command::new("doveadm")
+        };
+        let mut child = cmd
+            .args(["-c", &self.conf, "save", "-u", user, "-m", folder])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("From: x@example.org\nSubject: {subject}\n\n{subject}\n").as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        if !flags.is_empty() {
+            self.doveadm(&["flags", "add", "-u", user, flags, "mailbox", folder, "header", "Subject", subject]);
+        }
+    }
+
+    /// Every message of `users`, in every mailbox, with its flags (`\Recent` left out:
+    /// it only says no session has seen the message yet).
+    fn store(&self, users: &[&str]) -> BTreeSet<Msg> {
+        let mut all = BTreeSet::new();
+        for u in users {
+            let out = self.doveadm(&["-f", "tab", "fetch", "-u", u, "mailbox guid flags hdr.subject", "all"]);
+            for l in out.lines().skip(1).filter(|l| !l.is_empty()) {
+                let c: Vec<&str> = l.split('\t').collect();
+                let flags: Vec<&str> = c[2].split(' ').filter(|f| *f != "\\Recent" && !f.is_empty()).collect();
+                all.insert(Msg {
+                    user: u.to_string(),
+                    mailbox: c[0].to_string(),
+                    guid: c[1].to_string(),
+                    flags: flags.join(" "),
+                    subject: c[3].to_string(),
+                });
+            }
+        }
+        all
+    }
+
+    fn mailboxes(&self, user: &str) -> Vec<String> {
+        self.doveadm(&["mailbox", "list", "-u", user]).lines().map(String::from).collect()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            // The master removes its pid file when it has stopped its children.
+            let pidfile = self.dir.path().join("base/master.pid");
+            let start = Instant::now();
+            while pidfile.exists() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn chown(p: &Path) {
+    let ok = Command::new("chown")
+        .args(["-R", &format!("{TEST_USER}:{TEST_USER}")])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+const USERS: &[&str] = &["alice", "bob"];
+
+/// alice: three old messages in Trash (with flags and a keyword), a new one in Trash,
+/// an old one in Junk, and old ones in INBOX and Archive (folders not given); bob:
+/// two old in Junk, one new in Junk.
+fn deliver(dv: &Dovecot) {
+    dv.save("alice", "Trash", "t-old-1", "\\Seen $Work", true);
+    dv.save("alice", "Trash", "t-old-2", "\\Seen \\Flagged", true);
+    dv.save("alice", "Trash", "t-old-3", "", true);
+    dv.save("alice", "Trash", "t-new", "\\Seen", false);
+    dv.save("alice", "Junk", "j-old-a", "$Junk", true);
+    dv.save("alice", "INBOX", "inbox-old", "", true);
+    dv.save("alice", "Archive", "archive-old", "\\Seen", true);
+    dv.save("bob", "Junk", "j-old-b1", "\\Seen", true);
+    dv.save("bob", "Junk", "j-old-b2", "\\Answered $Label1", true);
+    dv.save("bob", "Junk", "j-new-b", "", false);
+}
+
+/// The subjects of old messages in Trash and Junk: what a cleanup must hold.
+const OLD_IN_GIVEN: &[&str] = &["t-old-1", "t-old-2", "t-old-3", "j-old-a", "j-old-b1", "j-old-b2"];
+
+/// `tend run mailbox-cleanup --json -p doveadm_config=CONF -p k=v… --flag…`
+fn cleanup(w: &World, recipe: &Path, dv: &Dovecot, params: &[&str]) -> Run {
+    let mut args = vec!["-p".to_string(), format!("doveadm_config={}", dv.conf)];
+    for p in params {
+        // `--dry-run` and other flags as they are, the rest as parameters.
+        if !p.starts_with("--") {
+            args.push("-p".into());
+        }
+        args.push(p.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.run(recipe, &args)
+}
+
+/// The `log` events' messages of a run.
+fn logs(r: &Run, level: &str) -> Vec<String> {
+    r.events()
+        .iter()
+        .filter(|e| e["event"] == "log" && e["level"] == level)
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect()
+}
+
+/// (user, folder, guid) of each `hold:` line: the messages the run says it moves.
+fn holds(r: &Run) -> BTreeSet<(String, String, String)> {
+    logs(r, "info")
+        .iter()
+        .filter_map(|m| m.strip_prefix("hold: "))
+        .map(|m| {
+            let w: Vec<&str> = m.split(' ').collect();
+            let guid = m.split(" guid ").nth(1).unwrap().split(' ').next().unwrap();
+            (w[0].to_string(), w[1].to_string(), guid.to_string())
+        })
+        .collect()
+}
+
+/// The holding folder of a run, from its summary line.
+fn holding_of(r: &Run) -> String {
+    logs(r, "info")
+        .iter()
+        .find_map(|m| m.strip_prefix("moved ").map(|s| s.split(" to ").nth(1).unwrap().split(',').next().unwrap().to_string()))
+        .unwrap_or_else(|| panic!("no summary in {}", r.stdout))
+}
+
+/// A copy of the recipe beside the world with `throw` appended: a failure after
+/// every move (and the quota report) happened.
+fn failing_copy(w: &World) -> PathBuf {
+    let text = std::fs::read_to_string(recipe()).unwrap();
+    w.recipe("mailbox-cleanup-fails.rhai", &format!("{text}\nthrow \"injected failure after the move\";\n"))
+}
+
+/// (3) a failure after the move (a `throw` appended to the recipe) puts every
+/// message back in its folder with its flags and keywords, and removes the holding
+/// folders. (Dovecot gives a message moved back a new save date: this store is
+/// not reused for the other checks.)
+fn failure_after_the_move_rolls_back(w: &World, dv: &Dovecot) {
+    deliver(dv);
+    let before = dv.store(USERS);
+    let failed = cleanup(w, &failing_copy(w), dv, &[]);
+    failed.assert_code(3);
+    assert!(failed.stdout.contains("injected failure after the move"), "{}", failed.stdout);
+    assert_eq!(holds(&failed).len(), OLD_IN_GIVEN.len(), "{}", failed.stdout);
+    assert_eq!(dv.store(USERS), before, "rollback after the failure: {}", failed.stdout);
+    for u in USERS {
+        assert!(!dv.mailboxes(u).iter().any(|m| m.starts_with("tend-holding")), "{:?}", dv.mailboxes(u));
+    }
+}
+
+/// (1) the dry-run lists exactly what the run then moves, and changes nothing;
+/// (2) a second run changes nothing; `tend rollback` of the run later puts every
+/// message back with its flags.
+fn plan_run_again_and_roll_back(w: &World, dv: &Dovecot) {
+    deliver(dv);
+    let before = dv.store(USERS);
+
+    // (1) dry-run = run.
+    let plan = cleanup(w, &recipe(), dv, &["--dry-run"]);
+    plan.assert_code(0);
+    assert_eq!(dv.store(USERS), before, "a dry-run changed the store");
+    let planned = holds(&plan);
+    let expected: BTreeSet<(String, String, String)> = before
+        .iter()
+        .filter(|m| OLD_IN_GIVEN.contains(&m.subject.as_str()))
+        .map(|m| (m.user.clone(), m.mailbox.clone(), m.guid.clone()))
+        .collect();
+    assert_eq!(planned, expected, "{}", plan.stdout);
+    // The quota report: before, and the plan's after (t-new: 46 bytes is left).
+    let quota = logs(&plan, "info");
+    for line in [
+        "quota before: alice Trash: 4 messages, 196 bytes",
+        "quota before: alice total: 7 messages, 358 bytes",
+        "quota after (planned): alice Trash: 1 messages, 46 bytes",
+        "quota after (planned): alice total: 7 messages, 358 bytes",
+        "quota after (planned): bob Junk: 1 messages, 50 bytes",
+    ] {
+        assert!(quota.iter().any(|l| l == line), "{line:?} not in {quota:?}");
+    }
+
+    let run = cleanup(w, &recipe(), dv, &[]);
+    run.assert_code(0);
+    assert_eq!(holds(&run), planned, "the run moved other messages than planned");
+    let hold = holding_of(&run);
+    let after = dv.store(USERS);
+    // Exactly the planned messages moved, each to HOLD/<its folder>, flags kept;
+    // nothing else changed (INBOX and Archive untouched).
+    let mut want = BTreeSet::new();
+    for m in &before {
+        let mut m = m.clone();
+        if OLD_IN_GIVEN.contains(&m.subject.as_str()) {
+            m.mailbox = format!("{hold}/{}", m.mailbox);
+        }
+        want.insert(m);
+    }
+    assert_eq!(after, want, "{}", run.stdout);
+    let quota = logs(&run, "info");
+    for line in [
+        "quota after: alice Trash: 1 messages, 46 bytes",
+        "quota after: bob Junk: 1 messages, 50 bytes",
+    ] {
+        assert!(quota.iter().any(|l| l == line), "{line:?} not in {quota:?}");
+    }
+
+    // (2) nothing left to do.
+    let again = cleanup(w, &recipe(), dv, &[]);
+    again.assert_code(0);
+    assert!(holds(&again).is_empty(), "{}", again.stdout);
+    assert_eq!(again.changed_count(), 0, "{}", again.stdout);
+    assert_eq!(dv.store(USERS), after);
+
+    // A rollback by hand, later: every message back where it was, with its flags.
+    let rb = w.tend(&["rollback", &run.run_id(), "--json"]);
+    rb.assert_code(0);
+    assert_eq!(dv.store(USERS), before, "{}", rb.stdout);
+    for u in USERS {
+        assert!(!dv.mailboxes(u).iter().any(|m| m.starts_with("tend-holding")), "{:?}", dv.mailboxes(u));
+    }
+}
+
+#[test]
+fn dry_run_equals_run_second_run_idle_failure_and_rollback_restore_flags() {
+    plan_run_again_and_roll_back(&World::new(), &Dovecot::start(USERS));
+    failure_after_the_move_rolls_back(&World::new(), &Dovecot::start(USERS));
+}
+
+#[test]
+fn the_same_over_ssh() {
+    let dv = Dovecot::start(USERS);
+    let h = Sshd::start_tendtest();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    plan_run_again_and_roll_back(&w, &dv);
+    failure_after_the_move_rolls_back(&w, &Dovecot::start(USERS));
+}
