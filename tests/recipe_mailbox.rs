@@ -383,3 +383,118 @@ fn the_same_over_ssh() {
     plan_run_again_and_roll_back(&w, &dv);
     failure_after_the_move_rolls_back(&w, &Dovecot::start(USERS));
 }
+
+/// (5) `tend show` is the manual: every parameter documented, the scope, and the
+/// step a rollback cannot undo (the purge) named.
+#[test]
+fn show_documents_every_parameter() {
+    let w = World::new();
+    let r = w.tend(&["show", recipe().to_str().unwrap(), "--json"]);
+    r.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let names: Vec<&str> = v["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let doc = p["doc"].as_str().unwrap_or("");
+            assert!(doc.len() > 15, "parameter {} has no real doc: {doc:?}", p["name"]);
+            p["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "engine", "users", "folders", "days", "purge_after", "holding", "allow_inbox",
+            "quota_warn", "doveadm_config", "maildir_root", "maildir_sub"
+        ]
+    );
+    let desc = v["description"].as_str().unwrap();
+    for what in ["not reversible", "INBOX", "savedbefore", "flags", "Maildir", "doveadm writes the mail"] {
+        assert!(desc.contains(what), "{what:?} not in the description");
+    }
+    assert_eq!(v["scope"], serde_json::json!(["/var/vmail/**", "/home/*/Maildir/**"]));
+    let irreversible = v["irreversible_steps"].to_string();
+    assert!(irreversible.contains("expunge") && irreversible.contains("backup: false"), "{irreversible}");
+}
+
+/// INBOX is refused before anything runs (also as a prefix of a subfolder), unless
+/// `allow_inbox`; folders not given are never touched; a store over `quota_warn`
+/// draws a warning.
+#[test]
+fn inbox_refused_unless_allowed_other_folders_untouched_quota_warning() {
+    let dv = Dovecot::start(USERS);
+    let w = World::new();
+    deliver(&dv);
+    let before = dv.store(USERS);
+    for folders in ["folders=Trash,INBOX", "folders=inbox/sub"] {
+        let r = cleanup(&w, &recipe(), &dv, &[folders]);
+        r.assert_code(1);
+        assert!(r.stdout.contains("is the INBOX: refused") && r.stdout.contains("allow_inbox=true"), "{}", r.stdout);
+        assert!(holds(&r).is_empty());
+        assert_eq!(dv.store(USERS), before);
+    }
+    // A holding folder is not a folder to clean either.
+    let r = cleanup(&w, &recipe(), &dv, &["folders=tend-holding/x"]);
+    r.assert_code(1);
+    assert!(r.stdout.contains("is a holding folder"), "{}", r.stdout);
+
+    let r = cleanup(&w, &recipe(), &dv, &["folders=INBOX", "allow_inbox=true", "users=alice", "quota_warn=300B"]);
+    r.assert_code(0);
+    let hold = holding_of(&r);
+    let moved: Vec<Msg> = dv.store(USERS).difference(&before).cloned().collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!((moved[0].subject.as_str(), moved[0].mailbox.clone()), ("inbox-old", format!("{hold}/INBOX")));
+    assert_eq!(
+        logs(&r, "warn"),
+        ["quota: alice holds 358 bytes, over quota_warn (300 bytes)"],
+        "{}",
+        r.stdout
+    );
+}
+
+/// Holdings of earlier runs older than `purge_after` days are expunged, last, by a
+/// step the plan marks irreversible and the log announces; younger holdings and
+/// everything else stay; a rollback of that run says it could not undo it.
+#[test]
+fn purge_of_old_holdings_is_announced_and_irreversible() {
+    let dv = Dovecot::start(USERS);
+    let w = World::new();
+    dv.save("alice", "tend-holding/20200101-000000/Trash", "held-long-ago", "\\Seen", true);
+    dv.save("alice", "tend-holding/29991231-000000/Junk", "held-recently", "", false);
+    dv.save("alice", "Trash", "t-new", "", false);
+    let before = dv.store(USERS);
+
+    let never = cleanup(&w, &recipe(), &dv, &["purge_after=-1"]);
+    never.assert_code(0);
+    assert_eq!(never.changed_count(), 0, "{}", never.stdout);
+    assert_eq!(dv.store(USERS), before);
+
+    let plan = cleanup(&w, &recipe(), &dv, &["--dry-run"]);
+    plan.assert_code(0);
+    let warning = "not reversible: expunging tend-holding/20200101-000000/Trash of alice (1 messages, 62 bytes), older than 7 days";
+    assert_eq!(logs(&plan, "warn"), [warning], "{}", plan.stdout);
+    let purge_step = plan
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step" && e["subject"].as_str().unwrap_or("").contains(" expunge "))
+        .unwrap_or_else(|| panic!("no purge step in {}", plan.stdout));
+    assert_eq!(purge_step["reversible"], false, "{purge_step}");
+    assert_eq!(purge_step["unknown"], true, "{purge_step}");
+    assert_eq!(dv.store(USERS), before, "a dry-run purged");
+
+    let run = cleanup(&w, &recipe(), &dv, &[]);
+    run.assert_code(0);
+    assert_eq!(logs(&run, "warn"), [warning], "{}", run.stdout);
+    let after = dv.store(USERS);
+    let gone: Vec<&str> = before.difference(&after).map(|m| m.subject.as_str()).collect();
+    assert_eq!(gone, ["held-long-ago"]);
+    assert!(after.is_subset(&before));
+    assert!(!dv.mailboxes("alice").contains(&"tend-holding/20200101-000000/Trash".to_string()));
+
+    let rb = w.tend(&["rollback", &run.run_id(), "--json"]);
+    // Exit 4: a change rollback could not undo, named.
+    rb.assert_code(4);
+    assert!(rb.stdout.contains("expunge -u 'alice' mailbox 'tend-holding/20200101-000000/Trash'"), "{}", rb.stdout);
+    assert_eq!(dv.store(USERS), after);
+}
