@@ -498,3 +498,167 @@ fn purge_of_old_holdings_is_announced_and_irreversible() {
     assert!(rb.stdout.contains("expunge -u 'alice' mailbox 'tend-holding/20200101-000000/Trash'"), "{}", rb.stdout);
     assert_eq!(dv.store(USERS), after);
 }
+
+// ---------------------------------------------------------------- plain Maildir
+
+/// The recipe with its scope narrowed to this world's root (everything else as
+/// shipped), and optionally the injected failure.
+fn maildir_copy(w: &World, fail: bool) -> PathBuf {
+    let text = std::fs::read_to_string(recipe()).unwrap();
+    let shipped = "//! scope: /var/vmail/**, /home/*/Maildir/**";
+    assert!(text.contains(shipped));
+    let text = text.replace(shipped, &format!("//! scope: {}/vmail/**", w.root().display()));
+    let tail = if fail { "\nthrow \"injected failure after the move\";\n" } else { "" };
+    w.recipe(if fail { "maildir-fails.rhai" } else { "maildir.rhai" }, &format!("{text}{tail}"))
+}
+
+/// Two users' Maildir++ trees without Dovecot: old and new messages (the name's
+/// leading epoch), one without an epoch, folders not given, an old holding.
+fn maildir_tree(w: &World) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for user in ["alice", "bob"] {
+        for sub in ["cur", "new", "tmp"] {
+            w.mkdir(&format!("vmail/{user}/Maildir/{sub}"), 0o700);
+        }
+    }
+    let a = "vmail/alice/Maildir";
+    w.write_mode(&format!("{a}/cur/1600000000.M1P1.host:2,S"), "inbox old\n", 0o600);
+    for folder in [".Trash", ".Junk", ".Sent"] {
+        for sub in ["cur", "new", "tmp"] {
+            w.mkdir(&format!("{a}/{folder}/{sub}"), 0o700);
+        }
+        w.write(&format!("{a}/{folder}/maildirfolder"), "");
+    }
+    w.write_mode(&format!("{a}/.Trash/cur/1600000001.M2P2.host:2,ST"), "trash old 1\n", 0o600);
+    w.write_mode(&format!("{a}/.Trash/new/1600000002.M3P3.host"), "trash old 2\n", 0o600);
+    w.write_mode(&format!("{a}/.Trash/cur/{now}.M4P4.host:2,S"), "trash new\n", 0o600);
+    w.write_mode(&format!("{a}/.Trash/cur/no-epoch:2,S"), "trash, age unknown\n", 0o600);
+    w.write_mode(&format!("{a}/.Junk/cur/1600000003.M5P5.host:2,"), "junk old\n", 0o600);
+    w.write_mode(&format!("{a}/.Sent/cur/1600000004.M6P6.host:2,S"), "sent old\n", 0o600);
+    let b = "vmail/bob/Maildir";
+    w.mkdir(&format!("{b}/.Junk/cur"), 0o700);
+    w.write_mode(&format!("{b}/.Junk/cur/1600000005.M7P7.host:2,F"), "bob junk old\n", 0o600);
+}
+
+/// What the run must have moved: (user, folder dir, sub/file).
+const MAILDIR_OLD: &[(&str, &str, &str)] = &[
+    ("alice", ".Trash", "cur/1600000001.M2P2.host:2,ST"),
+    ("alice", ".Trash", "new/1600000002.M3P3.host"),
+    ("alice", ".Junk", "cur/1600000003.M5P5.host:2,"),
+    ("bob", ".Junk", "cur/1600000005.M7P7.host:2,F"),
+];
+
+fn maildir_run(w: &World, recipe: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "-p".to_string(),
+        "engine=maildir".to_string(),
+        "-p".to_string(),
+        format!("maildir_root={}", w.path("vmail")),
+    ];
+    for p in extra {
+        if !p.starts_with("--") {
+            args.push("-p".into());
+        }
+        args.push(p.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.run(recipe, &args)
+}
+
+/// (1)-(3) for the Maildir engine: plan = run (paths), the old messages renamed
+/// into the run's holding folder with their names (flags), a second run idle, an
+/// injected failure and `tend rollback` leave the tree byte for byte as it was;
+/// then an old holding is purged, announced and marked irreversible.
+fn maildir_scenario(w: &World) {
+    maildir_tree(w);
+    w.hand_over();
+    let before = w.snapshot();
+
+    let failed = maildir_run(w, &maildir_copy(w, true), &["purge_after=-1"]);
+    failed.assert_code(3);
+    let held = logs(&failed, "info").into_iter().filter(|l| l.starts_with("hold: ")).count();
+    assert_eq!(held, MAILDIR_OLD.len(), "{}", failed.stdout);
+    support::assert_same(&before, &w.snapshot());
+
+    let recipe = maildir_copy(w, false);
+    let plan = maildir_run(w, &recipe, &["purge_after=-1", "--dry-run"]);
+    plan.assert_code(0);
+    support::assert_same(&before, &w.snapshot());
+    let run = maildir_run(w, &recipe, &["purge_after=-1"]);
+    run.assert_code(0);
+    // The holding folder is named by the time its run started: the plan's and the
+    // run's names differ in that stamp, and in nothing else.
+    let unstamped = |r: &Run, items: Vec<String>| -> Vec<String> {
+        let stamp = holding_of(r).trim_start_matches("tend-holding/").to_string();
+        items.into_iter().map(|i| i.replace(&stamp, "STAMP")).collect()
+    };
+    assert_eq!(
+        unstamped(&plan, plan.changed_paths().into_iter().collect()),
+        unstamped(&run, run.changed_paths().into_iter().collect()),
+        "plan != run"
+    );
+    let hold_lines = |r: &Run| -> Vec<String> {
+        unstamped(r, logs(r, "info").into_iter().filter(|l| l.starts_with("hold: ")).collect())
+    };
+    assert_eq!(hold_lines(&plan), hold_lines(&run));
+    assert_eq!(hold_lines(&run).len(), MAILDIR_OLD.len(), "{}", run.stdout);
+    let after = w.snapshot();
+    let changed = support::diff(&before, &after);
+    assert!(changed.iter().all(|p| run.changed_paths().contains(p)), "{changed:#?}");
+    let stamp = holding_of(&run).trim_start_matches("tend-holding/").to_string();
+    for (user, folder, file) in MAILDIR_OLD {
+        let from = w.root().join(format!("vmail/{user}/Maildir/{folder}/{file}"));
+        let to = w.root().join(format!("vmail/{user}/Maildir/.tend-holding.{stamp}{folder}/{file}"));
+        assert!(!from.exists() && to.exists(), "{} not moved to {}", from.display(), to.display());
+    }
+    assert!(w.root().join("vmail/alice/Maildir/.Sent/cur/1600000004.M6P6.host:2,S").exists());
+    assert!(w.root().join("vmail/alice/Maildir/cur/1600000000.M1P1.host:2,S").exists());
+    assert!(w.root().join("vmail/alice/Maildir/.Trash/cur/no-epoch:2,S").exists());
+
+    let again = maildir_run(w, &recipe, &["purge_after=-1"]);
+    again.assert_code(0);
+    assert_eq!(again.changed_count(), 0, "{}", again.stdout);
+    support::assert_same(&after, &w.snapshot());
+
+    w.tend(&["rollback", &run.run_id(), "--json"]).assert_code(0);
+    support::assert_same(&before, &w.snapshot());
+
+    // Purge: an old holding goes, announced, marked irreversible in the plan.
+    let old = "vmail/bob/Maildir/.tend-holding.20200101-000000.Junk";
+    w.mkdir(&format!("{old}/cur"), 0o700);
+    w.write_mode(&format!("{old}/cur/1500000000.M9P9.host:2,S"), "held long ago\n", 0o600);
+    w.hand_over();
+    let plan = maildir_run(w, &recipe, &["users=bob", "days=100000", "--dry-run"]);
+    plan.assert_code(0);
+    let step = plan
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step" && e["op"] == "fs::remove")
+        .unwrap_or_else(|| panic!("no remove in {}", plan.stdout));
+    assert_eq!(step["reversible"], false, "{step}");
+    assert_eq!(logs(&plan, "warn").len(), 1, "{}", plan.stdout);
+    assert!(logs(&plan, "warn")[0].starts_with("not reversible: deleting "), "{}", plan.stdout);
+    let run = maildir_run(w, &recipe, &["users=bob", "days=100000"]);
+    run.assert_code(0);
+    assert_eq!(plan.changed_paths(), run.changed_paths());
+    let purged = [old.to_string(), format!("{old}/cur"), format!("{old}/cur/1500000000.M9P9.host:2,S")];
+    assert_eq!(plan.changed_paths(), purged.iter().map(|p| w.path(p)).collect::<BTreeSet<_>>());
+    assert!(!w.root().join(old).exists());
+    support::assert_same(&before, &w.snapshot());
+}
+
+#[test]
+fn maildir_engine_on_a_plain_maildir_tree() {
+    maildir_scenario(&World::new());
+}
+
+#[test]
+fn maildir_engine_over_ssh() {
+    let h = Sshd::start_tendtest();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    maildir_scenario(&w);
+}
