@@ -101,10 +101,18 @@ impl Dovecot {
         let socket = dv.dir.path().join("base/auth-userdb");
         let start = Instant::now();
         while !(pidfile.exists() && socket.exists()) {
-            assert!(start.elapsed() < Duration::from_secs(30), "dovecot did not start: {}", dv.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "dovecot did not start: {}",
+                dv.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        dv.pid = std::fs::read_to_string(&pidfile).unwrap().trim().parse().ok();
+        dv.pid = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .ok();
         dv
     }
 
@@ -132,7 +140,11 @@ impl Dovecot {
     /// Deliver a message to `folder` (created when missing) with `flags` (like
     /// `\Seen $Work`, "" for none); `old`: saved on 2024-01-01.
     fn save(&self, user: &str, folder: &str, subject: &str, flags: &str, old: bool) {
-        if !self.doveadm(&["mailbox", "list", "-u", user]).lines().any(|l| l == folder) {
+        if !self
+            .doveadm(&["mailbox", "list", "-u", user])
+            .lines()
+            .any(|l| l == folder)
+        {
             self.doveadm(&["mailbox", "create", "-u", user, folder]);
         }
         let mut cmd = if old {
@@ -156,7 +168,9 @@ impl Dovecot {
             .unwrap();
         assert!(child.wait().unwrap().success());
         if !flags.is_empty() {
-            self.doveadm(&["flags", "add", "-u", user, flags, "mailbox", folder, "header", "Subject", subject]);
+            self.doveadm(&[
+                "flags", "add", "-u", user, flags, "mailbox", folder, "header", "Subject", subject,
+            ]);
         }
     }
 
@@ -165,10 +179,21 @@ impl Dovecot {
     fn store(&self, users: &[&str]) -> BTreeSet<Msg> {
         let mut all = BTreeSet::new();
         for u in users {
-            let out = self.doveadm(&["-f", "tab", "fetch", "-u", u, "mailbox guid flags hdr.subject", "all"]);
+            let out = self.doveadm(&[
+                "-f",
+                "tab",
+                "fetch",
+                "-u",
+                u,
+                "mailbox guid flags hdr.subject",
+                "all",
+            ]);
             for l in out.lines().skip(1).filter(|l| !l.is_empty()) {
                 let c: Vec<&str> = l.split('\t').collect();
-                let flags: Vec<&str> = c[2].split(' ').filter(|f| *f != "\\Recent" && !f.is_empty()).collect();
+                let flags: Vec<&str> = c[2]
+                    .split(' ')
+                    .filter(|f| *f != "\\Recent" && !f.is_empty())
+                    .collect();
                 all.insert(Msg {
                     user: u.to_string(),
                     mailbox: c[0].to_string(),
@@ -182,7 +207,10 @@ impl Dovecot {
     }
 
     fn mailboxes(&self, user: &str) -> Vec<String> {
-        self.doveadm(&["mailbox", "list", "-u", user]).lines().map(String::from).collect()
+        self.doveadm(&["mailbox", "list", "-u", user])
+            .lines()
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -228,7 +256,9 @@ fn deliver(dv: &Dovecot) {
 }
 
 /// The subjects of old messages in Trash and Junk: what a cleanup must hold.
-const OLD_IN_GIVEN: &[&str] = &["t-old-1", "t-old-2", "t-old-3", "j-old-a", "j-old-b1", "j-old-b2"];
+const OLD_IN_GIVEN: &[&str] = &[
+    "t-old-1", "t-old-2", "t-old-3", "j-old-a", "j-old-b1", "j-old-b2",
+];
 
 /// `tend run mailbox-cleanup --json -p doveadm_config=CONF -p k=v… --flag…`
 fn cleanup(w: &World, recipe: &Path, dv: &Dovecot, params: &[&str]) -> Run {
@@ -270,7 +300,17 @@ fn holds(r: &Run) -> BTreeSet<(String, String, String)> {
 fn holding_of(r: &Run) -> String {
     logs(r, "info")
         .iter()
-        .find_map(|m| m.strip_prefix("moved ").map(|s| s.split(" to ").nth(1).unwrap().split(',').next().unwrap().to_string()))
+        .find_map(|m| {
+            m.strip_prefix("moved ").map(|s| {
+                s.split(" to ")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+        })
         .unwrap_or_else(|| panic!("no summary in {}", r.stdout))
 }
 
@@ -278,7 +318,10 @@ fn holding_of(r: &Run) -> String {
 /// every move (and the quota report) happened.
 fn failing_copy(w: &World) -> PathBuf {
     let text = std::fs::read_to_string(recipe()).unwrap();
-    w.recipe("mailbox-cleanup-fails.rhai", &format!("{text}\nthrow \"injected failure after the move\";\n"))
+    w.recipe(
+        "mailbox-cleanup-fails.rhai",
+        &format!("{text}\nthrow \"injected failure after the move\";\n"),
+    )
 }
 
 /// (3) a failure after the move (a `throw` appended to the recipe) puts every
@@ -290,11 +333,31 @@ fn failure_after_the_move_rolls_back(w: &World, dv: &Dovecot) {
     let before = dv.store(USERS);
     let failed = cleanup(w, &failing_copy(w), dv, &[]);
     failed.assert_code(3);
-    assert!(failed.stdout.contains("injected failure after the move"), "{}", failed.stdout);
-    assert_eq!(holds(&failed).len(), OLD_IN_GIVEN.len(), "{}", failed.stdout);
-    assert_eq!(dv.store(USERS), before, "rollback after the failure: {}", failed.stdout);
+    assert!(
+        failed.stdout.contains("injected failure after the move"),
+        "{}",
+        failed.stdout
+    );
+    assert_eq!(
+        holds(&failed).len(),
+        OLD_IN_GIVEN.len(),
+        "{}",
+        failed.stdout
+    );
+    assert_eq!(
+        dv.store(USERS),
+        before,
+        "rollback after the failure: {}",
+        failed.stdout
+    );
     for u in USERS {
-        assert!(!dv.mailboxes(u).iter().any(|m| m.starts_with("tend-holding")), "{:?}", dv.mailboxes(u));
+        assert!(
+            !dv.mailboxes(u)
+                .iter()
+                .any(|m| m.starts_with("tend-holding")),
+            "{:?}",
+            dv.mailboxes(u)
+        );
     }
 }
 
@@ -330,7 +393,11 @@ fn plan_run_again_and_roll_back(w: &World, dv: &Dovecot) {
 
     let run = cleanup(w, &recipe(), dv, &[]);
     run.assert_code(0);
-    assert_eq!(holds(&run), planned, "the run moved other messages than planned");
+    assert_eq!(
+        holds(&run),
+        planned,
+        "the run moved other messages than planned"
+    );
     let hold = holding_of(&run);
     let after = dv.store(USERS);
     // Exactly the planned messages moved, each to HOLD/<its folder>, flags kept;
@@ -364,7 +431,13 @@ fn plan_run_again_and_roll_back(w: &World, dv: &Dovecot) {
     rb.assert_code(0);
     assert_eq!(dv.store(USERS), before, "{}", rb.stdout);
     for u in USERS {
-        assert!(!dv.mailboxes(u).iter().any(|m| m.starts_with("tend-holding")), "{:?}", dv.mailboxes(u));
+        assert!(
+            !dv.mailboxes(u)
+                .iter()
+                .any(|m| m.starts_with("tend-holding")),
+            "{:?}",
+            dv.mailboxes(u)
+        );
     }
 }
 
@@ -398,24 +471,50 @@ fn show_documents_every_parameter() {
         .iter()
         .map(|p| {
             let doc = p["doc"].as_str().unwrap_or("");
-            assert!(doc.len() > 15, "parameter {} has no real doc: {doc:?}", p["name"]);
+            assert!(
+                doc.len() > 15,
+                "parameter {} has no real doc: {doc:?}",
+                p["name"]
+            );
             p["name"].as_str().unwrap()
         })
         .collect();
     assert_eq!(
         names,
         [
-            "engine", "users", "folders", "days", "purge_after", "holding", "allow_inbox",
-            "quota_warn", "doveadm_config", "maildir_root", "maildir_sub"
+            "engine",
+            "users",
+            "folders",
+            "days",
+            "purge_after",
+            "holding",
+            "allow_inbox",
+            "quota_warn",
+            "doveadm_config",
+            "maildir_root",
+            "maildir_sub"
         ]
     );
     let desc = v["description"].as_str().unwrap();
-    for what in ["not reversible", "INBOX", "savedbefore", "flags", "Maildir", "doveadm writes the mail"] {
+    for what in [
+        "not reversible",
+        "INBOX",
+        "savedbefore",
+        "flags",
+        "Maildir",
+        "doveadm writes the mail",
+    ] {
         assert!(desc.contains(what), "{what:?} not in the description");
     }
-    assert_eq!(v["scope"], serde_json::json!(["/var/vmail/**", "/home/*/Maildir/**"]));
+    assert_eq!(
+        v["scope"],
+        serde_json::json!(["/var/vmail/**", "/home/*/Maildir/**"])
+    );
     let irreversible = v["irreversible_steps"].to_string();
-    assert!(irreversible.contains("expunge") && irreversible.contains("backup: false"), "{irreversible}");
+    assert!(
+        irreversible.contains("expunge") && irreversible.contains("backup: false"),
+        "{irreversible}"
+    );
 }
 
 /// INBOX is refused before anything runs (also as a prefix of a subfolder), unless
@@ -430,7 +529,11 @@ fn inbox_refused_unless_allowed_other_folders_untouched_quota_warning() {
     for folders in ["folders=Trash,INBOX", "folders=inbox/sub"] {
         let r = cleanup(&w, &recipe(), &dv, &[folders]);
         r.assert_code(1);
-        assert!(r.stdout.contains("is the INBOX: refused") && r.stdout.contains("allow_inbox=true"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("is the INBOX: refused") && r.stdout.contains("allow_inbox=true"),
+            "{}",
+            r.stdout
+        );
         assert!(holds(&r).is_empty());
         assert_eq!(dv.store(USERS), before);
     }
@@ -439,12 +542,25 @@ fn inbox_refused_unless_allowed_other_folders_untouched_quota_warning() {
     r.assert_code(1);
     assert!(r.stdout.contains("is a holding folder"), "{}", r.stdout);
 
-    let r = cleanup(&w, &recipe(), &dv, &["folders=INBOX", "allow_inbox=true", "users=alice", "quota_warn=300B"]);
+    let r = cleanup(
+        &w,
+        &recipe(),
+        &dv,
+        &[
+            "folders=INBOX",
+            "allow_inbox=true",
+            "users=alice",
+            "quota_warn=300B",
+        ],
+    );
     r.assert_code(0);
     let hold = holding_of(&r);
     let moved: Vec<Msg> = dv.store(USERS).difference(&before).cloned().collect();
     assert_eq!(moved.len(), 1, "{moved:?}");
-    assert_eq!((moved[0].subject.as_str(), moved[0].mailbox.clone()), ("inbox-old", format!("{hold}/INBOX")));
+    assert_eq!(
+        (moved[0].subject.as_str(), moved[0].mailbox.clone()),
+        ("inbox-old", format!("{hold}/INBOX"))
+    );
     assert_eq!(
         logs(&r, "warn"),
         ["quota: alice holds 358 bytes, over quota_warn (300 bytes)"],
@@ -460,8 +576,20 @@ fn inbox_refused_unless_allowed_other_folders_untouched_quota_warning() {
 fn purge_of_old_holdings_is_announced_and_irreversible() {
     let dv = Dovecot::start(USERS);
     let w = World::new();
-    dv.save("alice", "tend-holding/20200101-000000/Trash", "held-long-ago", "\\Seen", true);
-    dv.save("alice", "tend-holding/29991231-000000/Junk", "held-recently", "", false);
+    dv.save(
+        "alice",
+        "tend-holding/20200101-000000/Trash",
+        "held-long-ago",
+        "\\Seen",
+        true,
+    );
+    dv.save(
+        "alice",
+        "tend-holding/29991231-000000/Junk",
+        "held-recently",
+        "",
+        false,
+    );
     dv.save("alice", "Trash", "t-new", "", false);
     let before = dv.store(USERS);
 
@@ -487,15 +615,25 @@ fn purge_of_old_holdings_is_announced_and_irreversible() {
     run.assert_code(0);
     assert_eq!(logs(&run, "warn"), [warning], "{}", run.stdout);
     let after = dv.store(USERS);
-    let gone: Vec<&str> = before.difference(&after).map(|m| m.subject.as_str()).collect();
+    let gone: Vec<&str> = before
+        .difference(&after)
+        .map(|m| m.subject.as_str())
+        .collect();
     assert_eq!(gone, ["held-long-ago"]);
     assert!(after.is_subset(&before));
-    assert!(!dv.mailboxes("alice").contains(&"tend-holding/20200101-000000/Trash".to_string()));
+    assert!(!dv
+        .mailboxes("alice")
+        .contains(&"tend-holding/20200101-000000/Trash".to_string()));
 
     let rb = w.tend(&["rollback", &run.run_id(), "--json"]);
     // Exit 4: a change rollback could not undo, named.
     rb.assert_code(4);
-    assert!(rb.stdout.contains("expunge -u 'alice' mailbox 'tend-holding/20200101-000000/Trash'"), "{}", rb.stdout);
+    assert!(
+        rb.stdout
+            .contains("expunge -u 'alice' mailbox 'tend-holding/20200101-000000/Trash'"),
+        "{}",
+        rb.stdout
+    );
     assert_eq!(dv.store(USERS), after);
 }
 
@@ -507,9 +645,23 @@ fn maildir_copy(w: &World, fail: bool) -> PathBuf {
     let text = std::fs::read_to_string(recipe()).unwrap();
     let shipped = "//! scope: /var/vmail/**, /home/*/Maildir/**";
     assert!(text.contains(shipped));
-    let text = text.replace(shipped, &format!("//! scope: {}/vmail/**", w.root().display()));
-    let tail = if fail { "\nthrow \"injected failure after the move\";\n" } else { "" };
-    w.recipe(if fail { "maildir-fails.rhai" } else { "maildir.rhai" }, &format!("{text}{tail}"))
+    let text = text.replace(
+        shipped,
+        &format!("//! scope: {}/vmail/**", w.root().display()),
+    );
+    let tail = if fail {
+        "\nthrow \"injected failure after the move\";\n"
+    } else {
+        ""
+    };
+    w.recipe(
+        if fail {
+            "maildir-fails.rhai"
+        } else {
+            "maildir.rhai"
+        },
+        &format!("{text}{tail}"),
+    )
 }
 
 /// Two users' Maildir++ trees without Dovecot: old and new messages (the name's
@@ -525,22 +677,54 @@ fn maildir_tree(w: &World) {
         }
     }
     let a = "vmail/alice/Maildir";
-    w.write_mode(&format!("{a}/cur/1600000000.M1P1.host:2,S"), "inbox old\n", 0o600);
+    w.write_mode(
+        &format!("{a}/cur/1600000000.M1P1.host:2,S"),
+        "inbox old\n",
+        0o600,
+    );
     for folder in [".Trash", ".Junk", ".Sent"] {
         for sub in ["cur", "new", "tmp"] {
             w.mkdir(&format!("{a}/{folder}/{sub}"), 0o700);
         }
         w.write(&format!("{a}/{folder}/maildirfolder"), "");
     }
-    w.write_mode(&format!("{a}/.Trash/cur/1600000001.M2P2.host:2,ST"), "trash old 1\n", 0o600);
-    w.write_mode(&format!("{a}/.Trash/new/1600000002.M3P3.host"), "trash old 2\n", 0o600);
-    w.write_mode(&format!("{a}/.Trash/cur/{now}.M4P4.host:2,S"), "trash new\n", 0o600);
-    w.write_mode(&format!("{a}/.Trash/cur/no-epoch:2,S"), "trash, age unknown\n", 0o600);
-    w.write_mode(&format!("{a}/.Junk/cur/1600000003.M5P5.host:2,"), "junk old\n", 0o600);
-    w.write_mode(&format!("{a}/.Sent/cur/1600000004.M6P6.host:2,S"), "sent old\n", 0o600);
+    w.write_mode(
+        &format!("{a}/.Trash/cur/1600000001.M2P2.host:2,ST"),
+        "trash old 1\n",
+        0o600,
+    );
+    w.write_mode(
+        &format!("{a}/.Trash/new/1600000002.M3P3.host"),
+        "trash old 2\n",
+        0o600,
+    );
+    w.write_mode(
+        &format!("{a}/.Trash/cur/{now}.M4P4.host:2,S"),
+        "trash new\n",
+        0o600,
+    );
+    w.write_mode(
+        &format!("{a}/.Trash/cur/no-epoch:2,S"),
+        "trash, age unknown\n",
+        0o600,
+    );
+    w.write_mode(
+        &format!("{a}/.Junk/cur/1600000003.M5P5.host:2,"),
+        "junk old\n",
+        0o600,
+    );
+    w.write_mode(
+        &format!("{a}/.Sent/cur/1600000004.M6P6.host:2,S"),
+        "sent old\n",
+        0o600,
+    );
     let b = "vmail/bob/Maildir";
     w.mkdir(&format!("{b}/.Junk/cur"), 0o700);
-    w.write_mode(&format!("{b}/.Junk/cur/1600000005.M7P7.host:2,F"), "bob junk old\n", 0o600);
+    w.write_mode(
+        &format!("{b}/.Junk/cur/1600000005.M7P7.host:2,F"),
+        "bob junk old\n",
+        0o600,
+    );
 }
 
 /// What the run must have moved: (user, folder dir, sub/file).
@@ -579,7 +763,10 @@ fn maildir_scenario(w: &World) {
 
     let failed = maildir_run(w, &maildir_copy(w, true), &["purge_after=-1"]);
     failed.assert_code(3);
-    let held = logs(&failed, "info").into_iter().filter(|l| l.starts_with("hold: ")).count();
+    let held = logs(&failed, "info")
+        .into_iter()
+        .filter(|l| l.starts_with("hold: "))
+        .count();
     assert_eq!(held, MAILDIR_OLD.len(), "{}", failed.stdout);
     support::assert_same(&before, &w.snapshot());
 
@@ -592,8 +779,13 @@ fn maildir_scenario(w: &World) {
     // The holding folder is named by the time its run started: the plan's and the
     // run's names differ in that stamp, and in nothing else.
     let unstamped = |r: &Run, items: Vec<String>| -> Vec<String> {
-        let stamp = holding_of(r).trim_start_matches("tend-holding/").to_string();
-        items.into_iter().map(|i| i.replace(&stamp, "STAMP")).collect()
+        let stamp = holding_of(r)
+            .trim_start_matches("tend-holding/")
+            .to_string();
+        items
+            .into_iter()
+            .map(|i| i.replace(&stamp, "STAMP"))
+            .collect()
     };
     assert_eq!(
         unstamped(&plan, plan.changed_paths().into_iter().collect()),
@@ -601,35 +793,69 @@ fn maildir_scenario(w: &World) {
         "plan != run"
     );
     let hold_lines = |r: &Run| -> Vec<String> {
-        unstamped(r, logs(r, "info").into_iter().filter(|l| l.starts_with("hold: ")).collect())
+        unstamped(
+            r,
+            logs(r, "info")
+                .into_iter()
+                .filter(|l| l.starts_with("hold: "))
+                .collect(),
+        )
     };
     assert_eq!(hold_lines(&plan), hold_lines(&run));
     assert_eq!(hold_lines(&run).len(), MAILDIR_OLD.len(), "{}", run.stdout);
     let after = w.snapshot();
     let changed = support::diff(&before, &after);
-    assert!(changed.iter().all(|p| run.changed_paths().contains(p)), "{changed:#?}");
-    let stamp = holding_of(&run).trim_start_matches("tend-holding/").to_string();
+    assert!(
+        changed.iter().all(|p| run.changed_paths().contains(p)),
+        "{changed:#?}"
+    );
+    let stamp = holding_of(&run)
+        .trim_start_matches("tend-holding/")
+        .to_string();
     for (user, folder, file) in MAILDIR_OLD {
-        let from = w.root().join(format!("vmail/{user}/Maildir/{folder}/{file}"));
-        let to = w.root().join(format!("vmail/{user}/Maildir/.tend-holding.{stamp}{folder}/{file}"));
-        assert!(!from.exists() && to.exists(), "{} not moved to {}", from.display(), to.display());
+        let from = w
+            .root()
+            .join(format!("vmail/{user}/Maildir/{folder}/{file}"));
+        let to = w.root().join(format!(
+            "vmail/{user}/Maildir/.tend-holding.{stamp}{folder}/{file}"
+        ));
+        assert!(
+            !from.exists() && to.exists(),
+            "{} not moved to {}",
+            from.display(),
+            to.display()
+        );
     }
-    assert!(w.root().join("vmail/alice/Maildir/.Sent/cur/1600000004.M6P6.host:2,S").exists());
-    assert!(w.root().join("vmail/alice/Maildir/cur/1600000000.M1P1.host:2,S").exists());
-    assert!(w.root().join("vmail/alice/Maildir/.Trash/cur/no-epoch:2,S").exists());
+    assert!(w
+        .root()
+        .join("vmail/alice/Maildir/.Sent/cur/1600000004.M6P6.host:2,S")
+        .exists());
+    assert!(w
+        .root()
+        .join("vmail/alice/Maildir/cur/1600000000.M1P1.host:2,S")
+        .exists());
+    assert!(w
+        .root()
+        .join("vmail/alice/Maildir/.Trash/cur/no-epoch:2,S")
+        .exists());
 
     let again = maildir_run(w, &recipe, &["purge_after=-1"]);
     again.assert_code(0);
     assert_eq!(again.changed_count(), 0, "{}", again.stdout);
     support::assert_same(&after, &w.snapshot());
 
-    w.tend(&["rollback", &run.run_id(), "--json"]).assert_code(0);
+    w.tend(&["rollback", &run.run_id(), "--json"])
+        .assert_code(0);
     support::assert_same(&before, &w.snapshot());
 
     // Purge: an old holding goes, announced, marked irreversible in the plan.
     let old = "vmail/bob/Maildir/.tend-holding.20200101-000000.Junk";
     w.mkdir(&format!("{old}/cur"), 0o700);
-    w.write_mode(&format!("{old}/cur/1500000000.M9P9.host:2,S"), "held long ago\n", 0o600);
+    w.write_mode(
+        &format!("{old}/cur/1500000000.M9P9.host:2,S"),
+        "held long ago\n",
+        0o600,
+    );
     w.hand_over();
     let plan = maildir_run(w, &recipe, &["users=bob", "days=100000", "--dry-run"]);
     plan.assert_code(0);
@@ -640,12 +866,23 @@ fn maildir_scenario(w: &World) {
         .unwrap_or_else(|| panic!("no remove in {}", plan.stdout));
     assert_eq!(step["reversible"], false, "{step}");
     assert_eq!(logs(&plan, "warn").len(), 1, "{}", plan.stdout);
-    assert!(logs(&plan, "warn")[0].starts_with("not reversible: deleting "), "{}", plan.stdout);
+    assert!(
+        logs(&plan, "warn")[0].starts_with("not reversible: deleting "),
+        "{}",
+        plan.stdout
+    );
     let run = maildir_run(w, &recipe, &["users=bob", "days=100000"]);
     run.assert_code(0);
     assert_eq!(plan.changed_paths(), run.changed_paths());
-    let purged = [old.to_string(), format!("{old}/cur"), format!("{old}/cur/1500000000.M9P9.host:2,S")];
-    assert_eq!(plan.changed_paths(), purged.iter().map(|p| w.path(p)).collect::<BTreeSet<_>>());
+    let purged = [
+        old.to_string(),
+        format!("{old}/cur"),
+        format!("{old}/cur/1500000000.M9P9.host:2,S"),
+    ];
+    assert_eq!(
+        plan.changed_paths(),
+        purged.iter().map(|p| w.path(p)).collect::<BTreeSet<_>>()
+    );
     assert!(!w.root().join(old).exists());
     support::assert_same(&before, &w.snapshot());
 }
