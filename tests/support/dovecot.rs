@@ -88,11 +88,21 @@ impl Dovecot {
             conf,
             pid: None,
         };
-        // Ready when the master wrote its pid and auth listens.
+        // Ready when the master wrote its pid (whole: the file may exist empty a
+        // moment) and auth listens. The pid is kept first, so that a failed start
+        // is still stopped by Drop.
         let pidfile = dv.dir.path().join("base/master.pid");
         let socket = dv.dir.path().join("base/auth-userdb");
         let start = Instant::now();
-        while !(pidfile.exists() && socket.exists()) {
+        loop {
+            if dv.pid.is_none() {
+                dv.pid = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+            }
+            if dv.pid.is_some() && socket.exists() {
+                break;
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "dovecot did not start: {}",
@@ -100,11 +110,6 @@ impl Dovecot {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        dv.pid = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .ok();
         dv
     }
 
