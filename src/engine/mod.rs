@@ -12,6 +12,8 @@ mod edit;
 mod fs;
 mod names;
 mod sh;
+mod structured;
+mod transfer;
 mod vars;
 
 use std::collections::BTreeMap;

@@ -7,9 +7,12 @@
 
 pub mod archive;
 pub mod check;
+pub mod download;
 pub mod edit;
+pub mod extract;
 pub mod fs;
 pub mod sh;
+pub mod structured;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
