@@ -86,6 +86,24 @@ fn utf8(bytes: &[u8], what: &str) -> Result<String, String> {
         .map_err(|_| format!("{what} {:?} is not UTF-8", String::from_utf8_lossy(bytes)))
 }
 
+/// A tar archive begins with a header block whose checksum (the sum of its bytes,
+/// the checksum field counted as spaces) is right: ustar, GNU and old v7 ones alike.
+fn is_tar(bytes: &[u8]) -> bool {
+    let Some(block) = bytes.get(..512) else {
+        return false;
+    };
+    let field = String::from_utf8_lossy(&block[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches([' ', '\0']), 8) else {
+        return false;
+    };
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) })
+        .sum();
+    sum == want
+}
+
 /// Every entry of the archive, by cleaned path; a path given twice keeps its last
 /// entry (as tar does), but never changes kind.
 fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String> {
@@ -159,7 +177,7 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
             ruzstd::decoding::StreamingDecoder::new(bytes)
                 .map_err(|e| format!("not a readable zstd stream: {e}"))?,
         )
-    } else if bytes.len() >= 263 && &bytes[257..262] == b"ustar" {
+    } else if is_tar(bytes) {
         Box::new(bytes)
     } else {
         return Err("not a tar, tar.gz, tar.zst or zip archive".into());
@@ -428,5 +446,19 @@ mod tests {
         assert!(clean("/etc/passwd", 0).is_err());
         assert!(clean("a/../../b", 0).is_err());
         assert!(clean("pkg/../x", 1).is_err());
+    }
+
+    #[test]
+    fn tar_is_known_by_its_header_checksum() {
+        for mut h in [tar::Header::new_old(), tar::Header::new_gnu(), tar::Header::new_ustar()] {
+            h.set_path("a").unwrap();
+            h.set_size(0);
+            h.set_cksum();
+            assert!(is_tar(h.as_bytes()));
+            let mut bad = h.as_bytes().to_vec();
+            bad[0] = b'b';
+            assert!(!is_tar(&bad));
+        }
+        assert!(!is_tar(&[0u8; 100]));
     }
 }

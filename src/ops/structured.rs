@@ -181,6 +181,9 @@ fn edited(doc: &Value, spec: &StructSpec) -> Result<Value, String> {
         (Value::Array(a), edit) => {
             let n = index(last, a.len()).ok_or("not an index")?;
             match edit {
+                // `-` (after the end) converges: the value is added once, not on
+                // every run.
+                Edit::Set(v) if last == "-" && a.contains(v) => {}
                 Edit::Set(v) if n < a.len() => a[n] = v.clone(),
                 Edit::Set(v) => a.push(v.clone()),
                 Edit::Remove if n < a.len() => {
