@@ -177,7 +177,10 @@ fn json_refusals_leave_the_file_alone() {
             r#"fs::json("ROOT/app.json", "/server/hosts/5", "z")"#,
             "/server/hosts has 2 items: /server/hosts/5 is past its end",
         ),
-        (r#"fs::json("ROOT/app.json", "server", 1)"#, "is not a JSON Pointer"),
+        (
+            r#"fs::json("ROOT/app.json", "server", 1)"#,
+            "is not a JSON Pointer",
+        ),
         (r#"fs::json("ROOT/broken.json", "/a", 1)"#, "not JSON"),
         (
             r#"fs::json("ROOT/missing.json", "/a", 1, #{create: false})"#,
@@ -186,7 +189,11 @@ fn json_refusals_leave_the_file_alone() {
     ] {
         let run = w.run(&w.recipe_in_root("r.rhai", &format!("{call};\n")), &[]);
         assert_ne!(run.code, 0);
-        assert!(said(&run).contains(message), "{message:?} not in {}", said(&run));
+        assert!(
+            said(&run).contains(message),
+            "{message:?} not in {}",
+            said(&run)
+        );
         assert_same(&before, &w.snapshot());
     }
 }
@@ -244,7 +251,10 @@ fn release_tree(w: &World) -> std::path::PathBuf {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, content).unwrap();
     }
-    sh(&format!("chmod 755 {0}/bin/tool && ln -s app.conf {0}/etc/link.conf", pkg.display()));
+    sh(&format!(
+        "chmod 755 {0}/bin/tool && ln -s app.conf {0}/etc/link.conf",
+        pkg.display()
+    ));
     src
 }
 
@@ -293,7 +303,15 @@ fn extract_expect() -> Vec<String> {
         .iter()
         .flat_map(|d| extracted(d))
         .collect();
-    expect.extend(["new", "new/release", "new/release/pkg-1.0", "new/release/pkg-1.0/etc"].map(String::from));
+    expect.extend(
+        [
+            "new",
+            "new/release",
+            "new/release/pkg-1.0",
+            "new/release/pkg-1.0/etc",
+        ]
+        .map(String::from),
+    );
     expect.extend(
         extracted("new/release/pkg-1.0")
             .into_iter()
@@ -349,9 +367,11 @@ fn extract_with_creates_is_skipped() {
     assert_same(&before, &w.snapshot());
 }
 
+/// One entry of a hand-made tar: name, kind, data or link target.
+type Raw<'a> = (&'a str, tar::EntryType, &'a str);
+
 /// A tar archive written header by header: what the real tools refuse to make.
-/// `(name, kind, data or link target)`.
-fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
+fn raw_tar(entries: &[Raw]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, x) in entries {
         let mut h = tar::Header::new_gnu();
@@ -376,12 +396,32 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
 #[test]
 fn hostile_archives_are_refused_before_anything_is_written() {
     use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as L};
-    let cases: Vec<(&str, Vec<(&str, tar::EntryType, &str)>, &str)> = vec![
-        ("dotdot", vec![("ok", F, "x"), ("../evil", F, "x")], "climbs out with `..`"),
-        ("deep-dotdot", vec![("a/../../evil", F, "x")], "climbs out with `..`"),
-        ("absolute", vec![("/tmp/tend-evil", F, "x")], "absolute path"),
-        ("link-abs", vec![("l", L, "/etc")], "points out of the destination"),
-        ("link-up", vec![("l", L, "../outside")], "points out of the destination"),
+    let cases: Vec<(&str, Vec<Raw>, &str)> = vec![
+        (
+            "dotdot",
+            vec![("ok", F, "x"), ("../evil", F, "x")],
+            "climbs out with `..`",
+        ),
+        (
+            "deep-dotdot",
+            vec![("a/../../evil", F, "x")],
+            "climbs out with `..`",
+        ),
+        (
+            "absolute",
+            vec![("/tmp/tend-evil", F, "x")],
+            "absolute path",
+        ),
+        (
+            "link-abs",
+            vec![("l", L, "/etc")],
+            "points out of the destination",
+        ),
+        (
+            "link-up",
+            vec![("l", L, "../outside")],
+            "points out of the destination",
+        ),
         (
             "link-then-file",
             vec![("l", L, "."), ("l/evil", F, "x")],
@@ -389,7 +429,11 @@ fn hostile_archives_are_refused_before_anything_is_written() {
         ),
         (
             "link-chain",
-            vec![("sub", D, ""), ("sub/up", L, ".."), ("evil", L, "sub/up/..")],
+            vec![
+                ("sub", D, ""),
+                ("sub/up", L, ".."),
+                ("evil", L, "sub/up/.."),
+            ],
             "leads through the symlink sub/up",
         ),
         (
@@ -397,7 +441,11 @@ fn hostile_archives_are_refused_before_anything_is_written() {
             vec![("a", L, "."), ("a", D, ""), ("a/x", F, "x")],
             "twice, as a symlink and as a directory",
         ),
-        ("hardlink", vec![("f", F, "x"), ("g", H, "../outside/secret")], "hard link"),
+        (
+            "hardlink",
+            vec![("f", F, "x"), ("g", H, "../outside/secret")],
+            "hard link",
+        ),
     ];
     for (name, entries, message) in cases {
         let w = World::new();
@@ -411,7 +459,11 @@ fn hostile_archives_are_refused_before_anything_is_written() {
                 extra,
             );
             assert_ne!(r.code, 0, "{name}: {}", r.stdout);
-            assert!(said(&r).contains(message), "{name}: {message:?} not in {}", said(&r));
+            assert!(
+                said(&r).contains(message),
+                "{name}: {message:?} not in {}",
+                said(&r)
+            );
             assert!(!said(&r).contains("panicked"), "{}", said(&r));
             assert_same(&before, &w.snapshot());
         }
@@ -437,7 +489,11 @@ fn extract_does_not_write_through_a_symlink_in_the_destination() {
         &[],
     );
     assert_ne!(r.code, 0);
-    assert!(said(&r).contains("a symlink in the destination"), "{}", said(&r));
+    assert!(
+        said(&r).contains("a symlink in the destination"),
+        "{}",
+        said(&r)
+    );
     assert_same(&before, &w.snapshot());
 }
 

@@ -11,7 +11,12 @@ use super::{err, HostContext, RResult};
 use crate::ops::check::{self as op, Found, HttpSpec, Origin};
 use crate::recipe::params::parse_duration;
 
-pub(super) fn timeout(call: &NativeCallContext, f: &str, opts: &Map, default: u64) -> RResult<Duration> {
+pub(super) fn timeout(
+    call: &NativeCallContext,
+    f: &str,
+    opts: &Map,
+    default: u64,
+) -> RResult<Duration> {
     let Some(v) = opts.get("timeout").filter(|v| !v.is_unit()) else {
         return Ok(Duration::from_secs(default));
     };

@@ -66,26 +66,23 @@ pub fn register(m: &mut Module, host: Arc<HostContext>) {
     for yaml in [false, true] {
         let f: &'static str = if yaml { "fs::yaml" } else { "fs::json" };
         let h = host.clone();
-        let edit = move |call: NativeCallContext,
-                         path: &str,
-                         at: &str,
-                         value: Dynamic,
-                         opts: Map| {
-            let tokens = if yaml {
-                op::path_or_pointer(at)
-            } else {
-                op::pointer(at)
-            };
-            let (spec, become_) = spec(&call, f, tokens, &value, &opts, yaml)?;
-            h.check_scope(&call, f, path, None, false)?;
-            h.step_as(&call, become_, |c| {
-                if yaml {
-                    op::yaml(c, path, &spec)
+        let edit =
+            move |call: NativeCallContext, path: &str, at: &str, value: Dynamic, opts: Map| {
+                let tokens = if yaml {
+                    op::path_or_pointer(at)
                 } else {
-                    op::json(c, path, &spec)
-                }
-            })
-        };
+                    op::pointer(at)
+                };
+                let (spec, become_) = spec(&call, f, tokens, &value, &opts, yaml)?;
+                h.check_scope(&call, f, path, None, false)?;
+                h.step_as(&call, become_, |c| {
+                    if yaml {
+                        op::yaml(c, path, &spec)
+                    } else {
+                        op::json(c, path, &spec)
+                    }
+                })
+            };
         let e2 = edit.clone();
         let name = if yaml { "yaml" } else { "json" };
         m.set_native_fn(

@@ -79,7 +79,9 @@ pub fn register(m: &mut Module, host: Arc<HostContext>) {
         let spec = extract_spec(&call, &opts)?;
         let become_ = become_of(&call, &opts)?;
         h.check_scope(&call, "fs::extract", dest, Some(dest), false)?;
-        h.step_as(&call, become_, |c| extract::extract(c, archive, dest, &spec))
+        h.step_as(&call, become_, |c| {
+            extract::extract(c, archive, dest, &spec)
+        })
     };
     let e2 = ex.clone();
     m.set_native_fn(

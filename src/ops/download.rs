@@ -56,7 +56,10 @@ fn on_target(ctx: &Ctx, spec: &DownloadSpec) -> OpResult<(Vec<u8>, String)> {
         command: FETCH_SCRIPT.into(),
         env: vec![
             ("TEND_URL".into(), spec.url.clone()),
-            ("TEND_TIMEOUT".into(), spec.timeout.as_secs().max(1).to_string()),
+            (
+                "TEND_TIMEOUT".into(),
+                spec.timeout.as_secs().max(1).to_string(),
+            ),
         ],
         stdin: None,
         timeout: cancel.bound(Some(spec.timeout + Duration::from_secs(5))),

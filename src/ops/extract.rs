@@ -99,7 +99,13 @@ fn is_tar(bytes: &[u8]) -> bool {
     let sum: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, b)| if (148..156).contains(&i) { 32 } else { u32::from(*b) })
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
         .sum();
     sum == want
 }
@@ -146,7 +152,10 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
             .map_err(|e| format!("not a readable zip archive: {e}"))?;
         for i in 0..zip.len() {
             let mut f = zip.by_index(i).map_err(|e| format!("zip entry {i}: {e}"))?;
-            let raw = f.name().map_err(|e| format!("zip entry {i}: {e}"))?.to_string();
+            let raw = f
+                .name()
+                .map_err(|e| format!("zip entry {i}: {e}"))?
+                .to_string();
             let Some(name) = clean(&raw, strip)? else {
                 continue;
             };
@@ -167,7 +176,6 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
             drop(f);
             add(name, Entry { what, mode })?;
         }
-        drop(add);
         return Ok(out);
     }
     let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
@@ -183,7 +191,9 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
         return Err("not a tar, tar.gz, tar.zst or zip archive".into());
     };
     let mut tar = tar::Archive::new(reader);
-    let list = tar.entries().map_err(|e| format!("not a readable tar archive: {e}"))?;
+    let list = tar
+        .entries()
+        .map_err(|e| format!("not a readable tar archive: {e}"))?;
     for e in list {
         let mut e = e.map_err(|e| format!("not a readable tar archive: {e}"))?;
         let raw = utf8(&e.path_bytes(), "entry name")?;
@@ -220,7 +230,6 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
         };
         add(name, Entry { what, mode })?;
     }
-    drop(add);
     Ok(out)
 }
 
@@ -244,10 +253,7 @@ impl Disk<'_> {
 
 /// The entries and the directories they need, checked against the archive itself
 /// and the destination as it is. Nothing has been written when this fails.
-fn check(
-    entries: &mut BTreeMap<String, Entry>,
-    disk: &mut Disk,
-) -> OpResult<()> {
+fn check(entries: &mut BTreeMap<String, Entry>, disk: &mut Disk) -> OpResult<()> {
     let refuse = |why: String| invalid(format!("{OP}: refused: {why}"));
     let names: Vec<String> = entries.keys().cloned().collect();
     for name in &names {
@@ -259,16 +265,26 @@ fn check(
             match entries.get(&up).map(|e| &e.what) {
                 Some(What::Dir) => continue,
                 Some(What::Link(_)) => {
-                    return Err(refuse(format!("{name} would be written through the symlink {up} of the archive")))
+                    return Err(refuse(format!(
+                        "{name} would be written through the symlink {up} of the archive"
+                    )))
                 }
                 Some(What::File(_)) => {
-                    return Err(refuse(format!("{name} is below {up}, which the archive has as a file")))
+                    return Err(refuse(format!(
+                        "{name} is below {up}, which the archive has as a file"
+                    )))
                 }
                 None => {}
             }
             match disk.kind(&up)? {
                 None => {
-                    entries.insert(up, Entry { what: What::Dir, mode: 0o755 });
+                    entries.insert(
+                        up,
+                        Entry {
+                            what: What::Dir,
+                            mode: 0o755,
+                        },
+                    );
                 }
                 Some(Kind::Dir) => {}
                 Some(Kind::Symlink) => {
@@ -277,7 +293,10 @@ fn check(
                     )))
                 }
                 Some(k) => {
-                    return Err(refuse(format!("{name} is below {up}, which is a {} in the destination", k.as_str())))
+                    return Err(refuse(format!(
+                        "{name} is below {up}, which is a {} in the destination",
+                        k.as_str()
+                    )))
                 }
             }
         }
@@ -315,7 +334,10 @@ fn check_link(
     }
     let mut at: Vec<&str> = name.split('/').collect();
     at.pop();
-    let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let comps: Vec<&str> = target
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
     for (i, c) in comps.iter().enumerate() {
         if *c == ".." {
             if at.pop().is_none() {
@@ -409,7 +431,11 @@ pub fn extract(ctx: &Ctx, archive: &str, dest: &str, spec: &ExtractSpec) -> OpRe
             What::File(data) => {
                 let r = file(ctx, OP, &path, data, Some(entry.mode), false)?;
                 if r.changed {
-                    let how = if before.is_none() { "created" } else { "changed" };
+                    let how = if before.is_none() {
+                        "created"
+                    } else {
+                        "changed"
+                    };
                     said.push_str(&format!("{how} {name} ({} bytes)\n", data.len()));
                 }
                 r.changed
@@ -450,7 +476,11 @@ mod tests {
 
     #[test]
     fn tar_is_known_by_its_header_checksum() {
-        for mut h in [tar::Header::new_old(), tar::Header::new_gnu(), tar::Header::new_ustar()] {
+        for mut h in [
+            tar::Header::new_old(),
+            tar::Header::new_gnu(),
+            tar::Header::new_ustar(),
+        ] {
             h.set_path("a").unwrap();
             h.set_size(0);
             h.set_cksum();

@@ -119,7 +119,11 @@ fn existing(doc: &Value, tokens: &[String]) -> Result<usize, String> {
             _ => {
                 return Err(format!(
                     "{} is a {}, not an object or a list: nothing is inside it",
-                    if i == 0 { "/".into() } else { shown(&tokens[..i]) },
+                    if i == 0 {
+                        "/".into()
+                    } else {
+                        shown(&tokens[..i])
+                    },
                     kind_of(cur)
                 ))
             }
@@ -163,7 +167,9 @@ fn edited(doc: &Value, spec: &StructSpec) -> Result<Value, String> {
     let mut cur = &mut out;
     for t in parents {
         cur = match cur {
-            Value::Object(m) => m.entry(t.clone()).or_insert_with(|| Value::Object(Default::default())),
+            Value::Object(m) => m
+                .entry(t.clone())
+                .or_insert_with(|| Value::Object(Default::default())),
             Value::Array(a) => {
                 let n = index(t, a.len()).ok_or("not an index")?;
                 a.get_mut(n).ok_or("past the end")?
@@ -234,7 +240,9 @@ fn structured(
         let Edit::Set(v) = &spec.edit else {
             unreachable!()
         };
-        let text = format.fresh(&nested(&spec.tokens, v.clone())).map_err(fail)?;
+        let text = format
+            .fresh(&nested(&spec.tokens, v.clone()))
+            .map_err(fail)?;
         let mut r = file(ctx, op, path, text.as_bytes(), None, true)?;
         r.subject = subject;
         return Ok(r);
@@ -268,8 +276,13 @@ trait Format {
     fn parse(&self, text: &str) -> Result<Value, String>;
     /// `old` with the edit made, keeping everything else. `found`: how many of the
     /// tokens exist (see [`existing`]).
-    fn edit(&self, old: &str, doc: &Value, found: usize, spec: &StructSpec)
-        -> Result<String, String>;
+    fn edit(
+        &self,
+        old: &str,
+        doc: &Value,
+        found: usize,
+        spec: &StructSpec,
+    ) -> Result<String, String>;
     /// A whole new document holding `v`.
     fn fresh(&self, v: &Value) -> Result<String, String>;
     fn rewrite_hint(&self) -> &'static str;
@@ -309,7 +322,8 @@ fn replace_node(node: jsonc_parser::cst::CstNode, v: &Value) -> Result<(), Strin
         N::Leaf(L::WordLit(w)) => w.replace_with(input),
         _ => None,
     };
-    done.map(|_| ()).ok_or_else(|| "the value could not be replaced".into())
+    done.map(|_| ())
+        .ok_or_else(|| "the value could not be replaced".into())
 }
 
 impl Format for Json {
@@ -327,7 +341,8 @@ impl Format for Json {
         spec: &StructSpec,
     ) -> Result<String, String> {
         use jsonc_parser::cst::CstRootNode;
-        let root = CstRootNode::parse(old, &json_options()).map_err(|e| format!("not JSON: {e}"))?;
+        let root =
+            CstRootNode::parse(old, &json_options()).map_err(|e| format!("not JSON: {e}"))?;
         let tokens = &spec.tokens;
         let Some(mut node) = root.value() else {
             // An empty file (or only comments): the document is the new value.
@@ -533,7 +548,10 @@ mod tests {
             text.replace("[1, 2]", "[1, \"two\"]")
         );
         let added = apply(&Json, text, &spec("/new/deep", Edit::Set(json!("v"))));
-        assert!(added.starts_with("{\n    // the port\n    \"port\": 80,"), "{added}");
+        assert!(
+            added.starts_with("{\n    // the port\n    \"port\": 80,"),
+            "{added}"
+        );
         let removed = apply(&Json, text, &spec("/z", Edit::Remove));
         assert_eq!(removed, text.replace("    \"z\": [1, 2],\n", ""));
         apply(&Json, text, &spec("/z/-", Edit::Set(json!(3))));
@@ -547,9 +565,15 @@ mod tests {
             text.replace("port: 80", "port: 8080")
         );
         let added = apply(&Yaml, text, &spec("/server/tls", Edit::Set(json!(true))));
-        assert!(added.starts_with("# settings\nserver:\n  port: 80 # http\n"), "{added}");
+        assert!(
+            added.starts_with("# settings\nserver:\n  port: 80 # http\n"),
+            "{added}"
+        );
         let removed = apply(&Yaml, text, &spec("/name", Edit::Remove));
-        assert!(removed.starts_with("# settings\n") && !removed.contains("name"), "{removed}");
+        assert!(
+            removed.starts_with("# settings\n") && !removed.contains("name"),
+            "{removed}"
+        );
         apply(&Yaml, text, &spec("/server/hosts/-", Edit::Set(json!("c"))));
     }
 }
