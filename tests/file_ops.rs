@@ -233,6 +233,33 @@ fn yaml_plan_run_again_and_rollback() {
     assert_eq!(read(&w, "new.yaml"), "a:\n  b: 1\n");
 }
 
+/// A layout yamlpatch cannot edit in place (a multi-line flow mapping) is refused,
+/// the file untouched; `rewrite: true` writes the document anew (comments lost).
+#[test]
+fn yaml_that_cannot_keep_its_layout_needs_rewrite() {
+    let w = World::new();
+    w.write(
+        "flow.yaml",
+        "# keep me\nserver: {\n  port: 80,\n  host: a\n}\n",
+    );
+    let before = w.snapshot();
+    let call = r#"fs::yaml("ROOT/flow.yaml", "server.tls", true"#;
+    let r = w.run(&w.recipe_in_root("r.rhai", &format!("{call});\n")), &[]);
+    assert_ne!(r.code, 0);
+    assert!(said(&r).contains("pass rewrite: true"), "{}", said(&r));
+    assert_same(&before, &w.snapshot());
+    let r = w.run(
+        &w.recipe_in_root("r.rhai", &format!("{call}, #{{rewrite: true}});\n")),
+        &[],
+    );
+    r.assert_code(0);
+    let v: serde_json::Value = yaml_serde::from_str(&read(&w, "flow.yaml")).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"server": {"port": 80, "host": "a", "tls": true}})
+    );
+}
+
 // ---------------------------------------------------------------- fs::extract
 
 /// The release tree the archives hold, under `pkg-1.0/` (stripped by the recipe).
@@ -639,4 +666,30 @@ fn json_and_extract_over_ssh() {
     let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
     exact(&w, &extract_setup, EXTRACT, &expect);
     extract_after(&w);
+}
+
+/// The same steps as root through `sudo -n` on the host (`become: true`): planned,
+/// run and rolled back as root.
+#[test]
+fn json_and_extract_over_ssh_with_become() {
+    let h = Sshd::start_tendtest();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    let body = format!(
+        "become(|| {{\n{JSON}\n{}\n}});\n",
+        EXTRACT.replace("if r.changed", "if false")
+    );
+    let mut expect = extract_expect();
+    expect.extend(["app.json".to_string(), "new.json".to_string()]);
+    let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+    let setup = |w: &World| {
+        json_setup(w);
+        extract_setup(w);
+    };
+    exact(&w, &setup, &body, &expect);
+    extract_after(&w);
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(w.root().join("tar/bin/tool")).unwrap(),
+    );
+    assert_eq!(owner, 0, "written by root");
 }

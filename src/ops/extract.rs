@@ -23,6 +23,9 @@ const OP: &str = "fs::extract";
 /// The most an archive may unpack to (and be): everything is held in memory once.
 pub const MAX_UNPACKED: u64 = 1 << 30;
 
+/// The most entries an archive may have: each is a step's path, checked and written.
+pub const MAX_ENTRIES: usize = 200_000;
+
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::Invalid(msg.into())
 }
@@ -132,6 +135,9 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
             }
         }
         out.insert(name, entry);
+        if out.len() > MAX_ENTRIES {
+            return Err(format!("it has more than {MAX_ENTRIES} entries"));
+        }
         Ok(())
     };
     let read_data = |r: &mut dyn Read, size: u64, name: &str| -> Result<Vec<u8>, String> {
