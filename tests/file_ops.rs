@@ -528,17 +528,19 @@ fn extract_does_not_write_through_a_symlink_in_the_destination() {
 
 const PAYLOAD: &str = "release 1.2.3\n";
 
-/// An HTTP/1.0 server on 127.0.0.1: `/file` serves [`PAYLOAD`], anything else 404.
-/// Counts the requests for `/file`.
+/// An HTTP/1.0 server on 127.0.0.1: `/file` serves [`PAYLOAD`], `/app.tar.gz` a
+/// small release archive, anything else 404. Counts the requests for `/file`.
 fn http_server() -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let archive = Arc::new(release_tar_gz());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let counter = counter.clone();
+            let archive = archive.clone();
             std::thread::spawn(move || {
                 let mut req = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -550,21 +552,60 @@ fn http_server() -> (u16, Arc<AtomicUsize>) {
                 }
                 let text = String::from_utf8_lossy(&req).into_owned();
                 let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let (status, body) = if path == "/file" {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    ("200 OK", PAYLOAD)
-                } else {
-                    ("404 Not Found", "not here\n")
+                let (status, body): (&str, &[u8]) = match path.as_str() {
+                    "/file" => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        ("200 OK", PAYLOAD.as_bytes())
+                    }
+                    "/app.tar.gz" => ("200 OK", &archive[..]),
+                    _ => ("404 Not Found", b"not here\n"),
                 };
                 let _ = write!(
                     conn,
-                    "HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    "HTTP/1.0 {status}\r\nContent-Length: {}\r\n\r\n",
                     body.len()
                 );
+                let _ = conn.write_all(body);
             });
         }
     });
     (port, hits)
+}
+
+/// `app/bin/run` and `app/VERSION`, as tar.gz.
+fn release_tar_gz() -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    for (name, data, mode) in [
+        ("app/bin/run", "#!/bin/sh\n", 0o755),
+        ("app/VERSION", "1.2.3\n", 0o644),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A download then the extraction of what it downloaded: the dry-run plans the
+/// extraction from the archive it only would have downloaded (kept in its overlay).
+#[test]
+fn download_then_extract_plans_exactly() {
+    let (port, _) = http_server();
+    let w = World::new();
+    let body = format!(
+        "fs::download(\"http://127.0.0.1:{port}/app.tar.gz\", \"ROOT/app.tar.gz\");\n\
+         fs::extract(\"ROOT/app.tar.gz\", \"ROOT/opt\", #{{strip_components: 1}});\n"
+    );
+    exact(
+        &w,
+        &|_: &World| {},
+        &body,
+        &["app.tar.gz", "opt", "opt/bin", "opt/bin/run", "opt/VERSION"],
+    );
+    assert_eq!(read(&w, "opt/VERSION"), "1.2.3\n");
 }
 
 fn sha256_hex(data: &[u8]) -> String {
