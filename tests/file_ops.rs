@@ -469,9 +469,14 @@ fn hostile_archives_are_refused_before_anything_is_written() {
             "twice, as a symlink and as a directory",
         ),
         (
-            "hardlink",
+            "hardlink-out",
             vec![("f", F, "x"), ("g", H, "../outside/secret")],
-            "hard link",
+            "climbs out with `..`",
+        ),
+        (
+            "hardlink-to-nothing",
+            vec![("g", H, "f"), ("f", F, "x")],
+            "not a file earlier in the archive",
         ),
     ];
     for (name, entries, message) in cases {
@@ -496,6 +501,34 @@ fn hostile_archives_are_refused_before_anything_is_written() {
         }
         assert!(!std::path::Path::new("/tmp/tend-evil").exists());
     }
+}
+
+/// A hard link is written as a copy of the file it names, from the archive.
+#[test]
+fn extract_writes_a_hard_link_as_a_copy() {
+    use tar::EntryType::{Link as H, Regular as F};
+    let w = World::new();
+    std::fs::write(
+        w.root().join("a.tar"),
+        raw_tar(&[("pkg/f", F, "same\n"), ("pkg/g", H, "pkg/f")]),
+    )
+    .unwrap();
+    let r = w.run(
+        &w.recipe_in_root(
+            "r.rhai",
+            "fs::extract(\"ROOT/a.tar\", \"ROOT/dest\", #{strip_components: 1});\n",
+        ),
+        &[],
+    );
+    r.assert_code(0);
+    assert_eq!(read(&w, "dest/g"), "same\n");
+    let meta = |p: &str| std::fs::symlink_metadata(w.root().join(p)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        meta("dest/f").ino(),
+        meta("dest/g").ino(),
+        "a copy, not a link"
+    );
 }
 
 /// A symlink already in the destination is not written through.

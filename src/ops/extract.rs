@@ -113,19 +113,22 @@ fn is_tar(bytes: &[u8]) -> bool {
     sum == want
 }
 
-/// Every entry of the archive, by cleaned path; a path given twice keeps its last
-/// entry (as tar does), but never changes kind.
-fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String> {
-    let mut out: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut total = 0u64;
-    let mut add = |name: String, entry: Entry| -> Result<(), String> {
+/// The entries read so far, and how much they unpack to.
+#[derive(Default)]
+struct Collected {
+    entries: BTreeMap<String, Entry>,
+    total: u64,
+}
+
+impl Collected {
+    fn add(&mut self, name: String, entry: Entry) -> Result<(), String> {
         if let What::File(data) = &entry.what {
-            total += data.len() as u64;
-            if total > MAX_UNPACKED {
+            self.total += data.len() as u64;
+            if self.total > MAX_UNPACKED {
                 return Err(format!("it unpacks to more than {MAX_UNPACKED} bytes"));
             }
         }
-        if let Some(old) = out.get(&name) {
+        if let Some(old) = self.entries.get(&name) {
             if old.what.name() != entry.what.name() {
                 return Err(format!(
                     "{name} is in the archive twice, as a {} and as a {}",
@@ -134,12 +137,18 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
                 ));
             }
         }
-        out.insert(name, entry);
-        if out.len() > MAX_ENTRIES {
+        self.entries.insert(name, entry);
+        if self.entries.len() > MAX_ENTRIES {
             return Err(format!("it has more than {MAX_ENTRIES} entries"));
         }
         Ok(())
-    };
+    }
+}
+
+/// Every entry of the archive, by cleaned path; a path given twice keeps its last
+/// entry (as tar does), but never changes kind.
+fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String> {
+    let mut out = Collected::default();
     let read_data = |r: &mut dyn Read, size: u64, name: &str| -> Result<Vec<u8>, String> {
         if size > MAX_UNPACKED {
             return Err(format!("{name} is larger than {MAX_UNPACKED} bytes"));
@@ -180,9 +189,9 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
                 What::File(read_data(&mut f, size, &raw)?)
             };
             drop(f);
-            add(name, Entry { what, mode })?;
+            out.add(name, Entry { what, mode })?;
         }
-        return Ok(out);
+        return Ok(out.entries);
     }
     let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(bytes))
@@ -219,10 +228,24 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
                 What::Link(utf8(&target, "symlink target")?)
             }
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => continue,
+            // A hard link is written as a copy of the file it names, which must be
+            // a file the archive has already given: no link is made, so it can
+            // alias nothing outside.
             T::Link => {
-                return Err(format!(
-                    "entry {raw:?} is a hard link; fs::extract does not make hard links"
-                ))
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| format!("hard link {raw:?} has no target"))?;
+                let target = utf8(&target, "hard link target")?;
+                let file = clean(&target, strip)?
+                    .and_then(|t| out.entries.get(&t))
+                    .filter(|t| matches!(t.what, What::File(_)))
+                    .ok_or_else(|| {
+                        format!(
+                            "hard link {raw:?} names {target:?}, which is not a file earlier \
+                             in the archive"
+                        )
+                    })?;
+                file.what.clone()
             }
             other => {
                 return Err(format!(
@@ -234,9 +257,9 @@ fn entries(bytes: &[u8], strip: usize) -> Result<BTreeMap<String, Entry>, String
         let Some(name) = clean(&raw, strip)? else {
             continue;
         };
-        add(name, Entry { what, mode })?;
+        out.add(name, Entry { what, mode })?;
     }
-    Ok(out)
+    Ok(out.entries)
 }
 
 /// What is at `rel` below `dest` on the target now, asked once per path.
