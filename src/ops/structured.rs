@@ -326,6 +326,21 @@ fn replace_node(node: jsonc_parser::cst::CstNode, v: &Value) -> Result<(), Strin
         .ok_or_else(|| "the value could not be replaced".into())
 }
 
+/// Remove an element of a list. The parser's removal of the first element of a
+/// one-line list leaves the blank that followed its comma (`[ "b"]`): that blank goes
+/// too when the list had none after its `[`.
+fn remove_element(arr: &jsonc_parser::cst::CstArray, el: jsonc_parser::cst::CstNode) {
+    let blank_after_bracket =
+        |a: &jsonc_parser::cst::CstArray| a.children().get(1).and_then(|n| n.as_whitespace());
+    let had_blank = blank_after_bracket(arr).is_some();
+    el.remove();
+    if !had_blank {
+        if let Some(ws) = blank_after_bracket(arr) {
+            ws.remove();
+        }
+    }
+}
+
 impl Format for Json {
     fn parse(&self, text: &str) -> Result<Value, String> {
         let root = jsonc_parser::cst::CstRootNode::parse(text, &json_options())
@@ -386,7 +401,7 @@ impl Format for Json {
                 if last {
                     match &spec.edit {
                         Edit::Set(v) => replace_node(el, v)?,
-                        Edit::Remove => el.remove(),
+                        Edit::Remove => remove_element(&arr, el),
                     }
                     return Ok(root.to_string());
                 }
@@ -552,9 +567,15 @@ mod tests {
             added.starts_with("{\n    // the port\n    \"port\": 80,"),
             "{added}"
         );
+        assert_eq!(
+            apply(&Json, text, &spec("/z/0", Edit::Remove)),
+            text.replace("[1, 2]", "[2]")
+        );
         let removed = apply(&Json, text, &spec("/z", Edit::Remove));
         assert_eq!(removed, text.replace("    \"z\": [1, 2],\n", ""));
         apply(&Json, text, &spec("/z/-", Edit::Set(json!(3))));
+        let lines = "[\n  1,\n  2\n]\n";
+        assert_eq!(apply(&Json, lines, &spec("/0", Edit::Remove)), "[\n  2\n]\n");
     }
 
     #[test]
