@@ -124,6 +124,7 @@ const APP_JSON: &str = r#"{
 
 fn json_setup(w: &World) {
     w.write("app.json", APP_JSON);
+    w.write("empty.json", "// nothing yet\n");
 }
 
 const JSON: &str = r#"
@@ -134,12 +135,18 @@ fs::json("ROOT/app.json", "/debug", (), #{state: "absent"});
 let r = fs::json("ROOT/app.json", "/name", "app");
 if r.changed { throw "an equal value changed the file"; }
 fs::json("ROOT/new.json", "/a/b~1c", [1, 2]);
+fs::json("ROOT/empty.json", "/on", true);
 "#;
 
 #[test]
 fn json_plan_run_again_and_rollback() {
     let w = World::new();
-    exact(&w, &json_setup, JSON, &["app.json", "new.json"]);
+    exact(
+        &w,
+        &json_setup,
+        JSON,
+        &["app.json", "new.json", "empty.json"],
+    );
     // The comment, the key order and the indentation of the rest are kept.
     assert_eq!(
         read(&w, "app.json"),
@@ -156,6 +163,7 @@ fn json_plan_run_again_and_rollback() {
 }
 "#
     );
+    assert!(read(&w, "empty.json").starts_with("// nothing yet\n"));
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&read(&w, "new.json")).unwrap(),
         serde_json::json!({"a": {"b/c": [1, 2]}})
@@ -733,7 +741,12 @@ fn json_and_extract_over_ssh() {
     let h = Sshd::start_tendtest();
     let w = World::new();
     w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
-    exact(&w, &json_setup, JSON, &["app.json", "new.json"]);
+    exact(
+        &w,
+        &json_setup,
+        JSON,
+        &["app.json", "new.json", "empty.json"],
+    );
     let w = World::new();
     w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
     let expect = extract_expect();
@@ -754,7 +767,7 @@ fn json_and_extract_over_ssh_with_become() {
         EXTRACT.replace("if r.changed", "if false")
     );
     let mut expect = extract_expect();
-    expect.extend(["app.json".to_string(), "new.json".to_string()]);
+    expect.extend(["app.json", "new.json", "empty.json"].map(String::from));
     let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
     let setup = |w: &World| {
         json_setup(w);

@@ -247,7 +247,11 @@ fn structured(
         r.subject = subject;
         return Ok(r);
     };
-    let doc = format.parse(&old).map_err(fail)?;
+    // A file with no document yet (empty, or only comments) is edited as `{}`.
+    let doc = match format.parse(&old).map_err(fail)? {
+        Value::Null if format.is_empty(&old) => Value::Object(Default::default()),
+        doc => doc,
+    };
     let found = existing(&doc, &spec.tokens).map_err(fail)?;
     let want = edited(&doc, spec).map_err(fail)?;
     if want == doc {
@@ -286,6 +290,8 @@ trait Format {
     /// A whole new document holding `v`.
     fn fresh(&self, v: &Value) -> Result<String, String>;
     fn rewrite_hint(&self) -> &'static str;
+    /// The text holds no value at all (only blanks and comments).
+    fn is_empty(&self, text: &str) -> bool;
 }
 
 // ------------------------------------------------------------------ fs::json
@@ -423,6 +429,12 @@ impl Format for Json {
     fn rewrite_hint(&self) -> &'static str {
         ""
     }
+
+    fn is_empty(&self, text: &str) -> bool {
+        jsonc_parser::cst::CstRootNode::parse(text, &json_options())
+            .map(|r| r.value().is_none())
+            .unwrap_or(false)
+    }
 }
 
 /// Set (or remove) the value at a JSON Pointer in a JSON file.
@@ -455,7 +467,7 @@ impl Format for Yaml {
     ) -> Result<String, String> {
         use yamlpatch::{Op, Patch};
         use yamlpath::{Component, Route};
-        if old.trim().is_empty() || doc.is_null() {
+        if self.is_empty(old) {
             let Edit::Set(v) = &spec.edit else {
                 return Ok(old.to_string());
             };
@@ -508,6 +520,13 @@ impl Format for Yaml {
 
     fn fresh(&self, v: &Value) -> Result<String, String> {
         yaml_serde::to_string(v).map_err(|e| e.to_string())
+    }
+
+    fn is_empty(&self, text: &str) -> bool {
+        text.lines().all(|l| {
+            let l = l.trim();
+            l.is_empty() || l.starts_with('#') || l == "---"
+        })
     }
 
     fn rewrite_hint(&self) -> &'static str {
@@ -574,8 +593,13 @@ mod tests {
         let removed = apply(&Json, text, &spec("/z", Edit::Remove));
         assert_eq!(removed, text.replace("    \"z\": [1, 2],\n", ""));
         apply(&Json, text, &spec("/z/-", Edit::Set(json!(3))));
+        let doc = Json.parse("// only a comment\n").unwrap();
+        assert!(doc.is_null() && Json.is_empty("// only a comment\n"));
         let lines = "[\n  1,\n  2\n]\n";
-        assert_eq!(apply(&Json, lines, &spec("/0", Edit::Remove)), "[\n  2\n]\n");
+        assert_eq!(
+            apply(&Json, lines, &spec("/0", Edit::Remove)),
+            "[\n  2\n]\n"
+        );
     }
 
     #[test]
