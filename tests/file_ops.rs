@@ -1,7 +1,7 @@
 //! `fs::json`, `fs::yaml`, `fs::extract` and `fs::download` end to end through the
 //! real binary: the dry-run reports exactly the paths and diffs the real run then
 //! changes, a second run changes nothing, and a failure after them (`throw`) rolls
-//! the tree back byte for byte; locally, and `fs::json`/`fs::extract` over a real sshd.
+//! the tree back byte for byte; locally and over a real sshd (with `become` too).
 //!
 //! Archives are made by the real `tar`, `zstd` and `zip`; hostile ones (`..`,
 //! absolute names, symlinks out or through) are written header by header. Downloads
@@ -753,6 +753,41 @@ fn json_and_extract_over_ssh() {
     let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
     exact(&w, &extract_setup, EXTRACT, &expect);
     extract_after(&w);
+}
+
+/// `fs::yaml` and `fs::download` (fetched by the host's curl, and a wrong checksum
+/// refused there) over a real sshd as well.
+#[test]
+fn yaml_and_download_over_ssh() {
+    let h = Sshd::start_tendtest();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    exact(&w, &yaml_setup, YAML, &["app.yaml", "new.yaml"]);
+    let (port, _) = http_server();
+    let w = World::new();
+    w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+    let body = format!(
+        "let r = fs::download(\"http://127.0.0.1:{port}/file\", \"ROOT/dl/old.bin\");\n\
+         if r.changed && !r.diff.contains(\"+release 1.2.3\") {{ throw r.diff; }}\n"
+    );
+    exact(&w, &download_setup, &body, &["dl/old.bin"]);
+    assert_eq!(read(&w, "dl/old.bin"), PAYLOAD);
+    let before = w.snapshot();
+    let wrong = sha256_hex(b"other");
+    let r = w.run(
+        &w.recipe_in_root(
+            "r.rhai",
+            &format!("fs::download(\"http://127.0.0.1:{port}/file\", \"ROOT/dl/old.bin\", #{{sha256: \"{wrong}\"}});\n"),
+        ),
+        &[],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        said(&r).contains("fetched by h1 (curl)") && said(&r).contains("was not touched"),
+        "{}",
+        said(&r)
+    );
+    assert_same(&before, &w.snapshot());
 }
 
 /// The same steps as root through `sudo -n` on the host (`become: true`): planned,
