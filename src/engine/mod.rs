@@ -15,6 +15,8 @@ mod fs;
 mod names;
 mod pkg;
 mod sh;
+mod structured;
+mod transfer;
 mod user;
 mod vars;
 

@@ -8,12 +8,15 @@
 pub mod archive;
 pub mod catalog;
 pub mod check;
+pub mod download;
 pub mod edit;
+pub mod extract;
 pub mod fs;
 pub mod pkg;
 pub mod sandbox;
 pub mod sh;
 pub mod ssh_key;
+pub mod structured;
 pub mod user;
 pub mod watch;
 
