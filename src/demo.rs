@@ -37,6 +37,23 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::write(logs.join("worker.log"), "small log, below min_size\n")
         .map_err(|e| io("write worker.log", e))?;
     let recipe = dir.join("log-rotate.rhai");
-    std::fs::write(&recipe, LOG_ROTATE).map_err(|e| io("write the recipe", e))?;
+    std::fs::write(&recipe, scoped_to(LOG_ROTATE, &real_dir(&logs)))
+        .map_err(|e| io("write the recipe", e))?;
     Ok(recipe)
+}
+
+/// The recipe with its write scope (/var/log…) moved to the sample's logs, so the
+/// demo needs no root and touches nothing else.
+fn scoped_to(recipe: &str, logs: &Path) -> String {
+    let logs = logs.display();
+    recipe
+        .lines()
+        .map(|l| {
+            if l.starts_with("//! scope:") {
+                format!("//! scope: {logs}, {logs}/**\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
 }

@@ -24,6 +24,7 @@ mod tests {
         "log::error",
         "time::now",
         "time::format",
+        "time::parse",
         "pkg::list",
         "pkg::version",
         "service::status",
