@@ -478,7 +478,11 @@ fn dateext() {
         &w,
         &[
             ("app.log", 0o644, C::Text("")),
-            ("app.log-20200102.gz", 0o644, C::Text("older (compressed)\n")),
+            (
+                "app.log-20200102.gz",
+                0o644,
+                C::Text("older (compressed)\n"),
+            ),
             ("app.log-20200103", 0o644, C::Text("old\n")),
             (&dated, 0o644, C::Text("today\n")),
         ],

@@ -46,7 +46,11 @@ fn walk(dir: &Path, prefix: &str, t: &mut Tree) {
         let raw = std::fs::read(e.path()).unwrap();
         let content = match tool {
             Some(tool) => {
-                let out = Command::new(tool).arg("-dc").arg(e.path()).output().unwrap();
+                let out = Command::new(tool)
+                    .arg("-dc")
+                    .arg(e.path())
+                    .output()
+                    .unwrap();
                 if out.status.success() {
                     String::from_utf8_lossy(&out.stdout).into_owned()
                 } else {
@@ -55,7 +59,10 @@ fn walk(dir: &Path, prefix: &str, t: &mut Tree) {
             }
             None => String::from_utf8_lossy(&raw).into_owned(),
         };
-        t.insert(name, (m.permissions().mode() & 0o7777, m.uid(), m.gid(), content));
+        t.insert(
+            name,
+            (m.permissions().mode() & 0o7777, m.uid(), m.gid(), content),
+        );
     }
 }
 
@@ -203,7 +210,10 @@ impl<'a> Case<'a> {
             args.push("force=true".into());
         }
         for (k, v) in &self.params {
-            args.push(format!("{k}={}", v.replace("ROOT", &r).replace("SCRIPTS", &s)));
+            args.push(format!(
+                "{k}={}",
+                v.replace("ROOT", &r).replace("SCRIPTS", &s)
+            ));
         }
         let mut flags: Vec<&str> = Vec::new();
         for a in &args {
@@ -219,7 +229,11 @@ impl<'a> Case<'a> {
         let lr = self.logrotate();
         let w = World::new();
         let (t, run) = self.tend(&w);
-        assert_eq!(lr.ok, t.ok, "exit status\nlogrotate: {lr:?}\ntend: {}", run.stdout);
+        assert_eq!(
+            lr.ok, t.ok,
+            "exit status\nlogrotate: {lr:?}\ntend: {}",
+            run.stdout
+        );
         assert_eq!(lr.tree, t.tree, "files\ntend: {}", run.stdout);
         assert_eq!(lr.scripts, t.scripts, "scripts");
         // Entries in any order (logrotate writes its hash table's). A failed tend run
@@ -406,7 +420,12 @@ fn dated_copy_already_there_is_an_error() {
             (&taken, "earlier today\n", 0o644, 0),
         ],
         "size 1\nrotate 3\ndateext\ncreate",
-        vec![("min_size", "1B"), ("keep", "3"), ("suffix", "date"), ("compress", "false")],
+        vec![
+            ("min_size", "1B"),
+            ("keep", "3"),
+            ("suffix", "date"),
+            ("compress", "false"),
+        ],
     );
     let (t, run, _w) = c.compare();
     assert!(!t.ok);
@@ -570,7 +589,12 @@ fn maxage_numbered() {
             ("app.log.2", "old\n", 0o644, 10),
         ],
         "size 1\nrotate 5\nmaxage 5\ncreate",
-        vec![("min_size", "1B"), ("keep", "5"), ("maxage", "5"), ("compress", "false")],
+        vec![
+            ("min_size", "1B"),
+            ("keep", "5"),
+            ("maxage", "5"),
+            ("compress", "false"),
+        ],
     );
     let (t, ..) = c.compare();
     assert_eq!(names(&t), ["app.log", "app.log.1", "app.log.2"]);
@@ -632,7 +656,12 @@ fn olddir() {
             ("old/app.log.1", "one\n", 0o644, 0),
         ],
         "size 1\nrotate 3\nolddir old\ncreate",
-        vec![("min_size", "1B"), ("keep", "3"), ("olddir", "old"), ("compress", "false")],
+        vec![
+            ("min_size", "1B"),
+            ("keep", "3"),
+            ("olddir", "old"),
+            ("compress", "false"),
+        ],
     );
     let (t, ..) = c.compare();
     assert_eq!(names(&t), ["app.log", "old/app.log.1", "old/app.log.2"]);
@@ -642,9 +671,17 @@ fn olddir() {
 #[test]
 fn extension() {
     let c = Case::new(
-        vec![("app.log", "now\n", 0o644, 0), ("app.1.log", "one\n", 0o644, 0)],
+        vec![
+            ("app.log", "now\n", 0o644, 0),
+            ("app.1.log", "one\n", 0o644, 0),
+        ],
         "size 1\nrotate 3\nextension .log\ncreate",
-        vec![("min_size", "1B"), ("keep", "3"), ("extension", ".log"), ("compress", "false")],
+        vec![
+            ("min_size", "1B"),
+            ("keep", "3"),
+            ("extension", ".log"),
+            ("compress", "false"),
+        ],
     );
     let mut c = c;
     c.patterns = "app.log";
@@ -793,13 +830,214 @@ fn dry_run_second_run_rollback() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n");
-    assert_eq!(std::fs::metadata(root.join("app.log")).unwrap().uid(), 65534);
+    assert_eq!(
+        std::fs::metadata(root.join("app.log")).unwrap().uid(),
+        65534
+    );
     let status = std::fs::read_to_string(root.join("status")).unwrap();
-    assert!(status.starts_with("logrotate state -- version 2\n\""), "{status}");
+    assert!(
+        status.starts_with("logrotate state -- version 2\n\""),
+        "{status}"
+    );
     let again = w.run(&recipe, &flags);
     again.assert_code(0);
     assert_eq!(again.changed_count(), 0, "{}", again.stdout);
     support::assert_same(&after, &w.snapshot());
     w.tend(&["rollback", &run.run_id()]).assert_code(0);
     support::assert_same(&before, &w.snapshot());
+}
+
+// ------------------------------------------------------------------ -p config=…
+
+/// Run logrotate with `main` (and files of an include directory), and tend with
+/// `-p config=` on the same text: `ROOT` is the log directory, `CONF` the
+/// configuration's directory, `SCRIPTS` a file scripts may append to.
+fn compare_config(files: &[F], main: &str, conf_d: &[(&str, &str)]) -> (Side, Run, World) {
+    let write_conf = |dir: &Path, root: &Path, scripts: &Path| {
+        let fill = |t: &str| {
+            t.replace("ROOT", &root.display().to_string())
+                .replace("CONF", &dir.display().to_string())
+                .replace("SCRIPTS", &scripts.display().to_string())
+        };
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("main.conf"), fill(main)).unwrap();
+        for (name, text) in conf_d {
+            std::fs::write(dir.join("d").join(name), fill(text)).unwrap();
+        }
+        dir.join("main.conf")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    lay_out(&root, files);
+    let scripts = tmp.path().join("scripts");
+    let status = tmp.path().join("status");
+    let conf = write_conf(&tmp.path().join("conf"), &root, &scripts);
+    let ok = Command::new("logrotate")
+        .arg("-s")
+        .arg(&status)
+        .arg(&conf)
+        .status()
+        .unwrap()
+        .success();
+    let lr = side(ok, &root, &scripts, &status);
+
+    let w = World::new();
+    lay_out(&w.root(), files);
+    let scripts = w.dir.path().join("scripts");
+    let status = w.root().join("status");
+    let conf = write_conf(&w.dir.path().join("conf"), &w.root(), &scripts);
+    let config = format!("config={}", conf.display());
+    let state = format!("state={}", status.display());
+    let run = w.run(&w.log_rotate_recipe(), &["-p", &config, "-p", &state]);
+    let t = side(run.code == 0, &w.root(), &scripts, &status);
+    assert_eq!(lr.ok, t.ok, "exit status\n{}", run.stdout);
+    assert_eq!(lr.tree, t.tree, "files\n{}", run.stdout);
+    assert_eq!(lr.scripts, t.scripts, "scripts");
+    if t.ok {
+        let entries = |s: &Side| {
+            let mut v: Vec<String> = s.status.iter().map(|(p, _)| p.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(entries(&lr), entries(&t), "status file entries");
+    }
+    (t, run, w)
+}
+
+/// Global defaults, an included directory (its taboo files skipped), several
+/// stanzas with their own directives, quoted patterns, a shared postrotate.
+#[test]
+fn config_with_include() {
+    let (t, ..) = compare_config(
+        &[
+            ("app.log", "app\n", 0o644, 0),
+            ("app.log.1", "app one\n", 0o644, 0),
+            ("web access.log", "web\n", 0o640, 0),
+            ("web error.log", "", 0o640, 0),
+            ("db.log", "db\n", 0o600, 0),
+        ],
+        "# global\nrotate 2\ncreate\ninclude CONF/d\n\nROOT/app.log {\n  size 1\n  compress\n  delaycompress\n}\n",
+        &[
+            (
+                "web",
+                "\"ROOT/web access.log\" \"ROOT/web error.log\" {\n  size 1\n  rotate 1\n  notifempty\n  create 0600\n  sharedscripts\n  postrotate\n    echo reload $1 >> SCRIPTS\n  endscript\n}\n",
+            ),
+            ("db", "ROOT/db.log {\n  size 1k\n  missingok\n}\n"),
+            ("db.dpkg-old", "ROOT/db.log {\n  su nobody nogroup\n}\n"),
+        ],
+    );
+    assert_eq!(
+        names(&t),
+        [
+            "app.log",
+            "app.log.1",
+            "app.log.2.gz",
+            "db.log",
+            "web access.log",
+            "web access.log.1",
+            "web error.log"
+        ]
+    );
+    assert_eq!(t.tree["web access.log"].0, 0o600);
+    assert_eq!(t.scripts.lines().count(), 1, "{}", t.scripts);
+}
+
+/// A directive tend does not carry out stops the run before anything changes, with
+/// its file and line.
+#[test]
+fn config_unsupported_directive_is_an_error() {
+    let w = World::new();
+    lay_out(&w.root(), &[("app.log", "app\n", 0o644, 0)]);
+    let conf = w.dir.path().join("lr.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}/app.log {{\n  size 1\n  su nobody nogroup\n}}\n",
+            w.root().display()
+        ),
+    )
+    .unwrap();
+    let before = w.snapshot();
+    let config = format!("config={}", conf.display());
+    let state = format!("state={}/status", w.root().display());
+    let r = w.run(&w.log_rotate_recipe(), &["-p", &config, "-p", &state]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains(&format!(
+            "{}:3: logrotate directive `su` is not supported",
+            conf.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    support::assert_same(&before, &w.snapshot());
+}
+
+/// Switching from logrotate: its own status file (written by the real logrotate on
+/// this tree) is read, so a daily log it just recorded is not due, and written back
+/// unchanged: the run changes nothing. Then a day older, tend rotates it and records
+/// the time in logrotate's format, which logrotate then reads (not due again).
+#[test]
+fn config_keeps_logrotates_status_file() {
+    let w = World::new();
+    lay_out(&w.root(), &[("app.log", "app\n", 0o644, 0)]);
+    let conf = w.dir.path().join("lr.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}/app.log {{\n  daily\n  rotate 3\n  create\n}}\n",
+            w.root().display()
+        ),
+    )
+    .unwrap();
+    let status = w.root().join("status");
+    let lr = |w: &World| {
+        let out = Command::new("logrotate")
+            .arg("-s")
+            .arg(&status)
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = w;
+    };
+    lr(&w);
+    let written = std::fs::read_to_string(&status).unwrap();
+    assert!(
+        written.starts_with("logrotate state -- version 2\n"),
+        "{written}"
+    );
+    let config = format!("config={}", conf.display());
+    let state = format!("state={}", status.display());
+    let args = ["-p", config.as_str(), "-p", state.as_str()];
+    let r = w.run(&w.log_rotate_recipe(), &args);
+    r.assert_code(0);
+    assert_eq!(r.changed_count(), 0, "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&status).unwrap(), written);
+
+    // Two days earlier, as logrotate writes it.
+    let t = chrono::Local::now() - chrono::Duration::hours(48);
+    let line = format!(
+        "\"{}\" {}\n",
+        w.root().join("app.log").display(),
+        t.format("%Y-%-m-%-d-%-H:%-M:%-S")
+    );
+    std::fs::write(&status, format!("logrotate state -- version 2\n{line}")).unwrap();
+    let r = w.run(&w.log_rotate_recipe(), &args);
+    r.assert_code(0);
+    assert!(w.root().join("app.log.1").exists(), "{}", r.stdout);
+    let after = std::fs::read_to_string(&status).unwrap();
+    assert_ne!(after, format!("logrotate state -- version 2\n{line}"));
+    let snap = w.snapshot();
+    lr(&w);
+    assert!(
+        !w.root().join("app.log.2").exists(),
+        "logrotate saw tend's rotation time"
+    );
+    support::assert_same(&snap, &w.snapshot());
 }

@@ -25,6 +25,7 @@ mod tests {
         "time::now",
         "time::format",
         "time::parse",
+        "logrotate::parse_config",
         "pkg::list",
         "pkg::version",
         "service::status",

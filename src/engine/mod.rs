@@ -11,6 +11,7 @@ mod check;
 mod core;
 mod edit;
 mod fs;
+mod logrotate_conf;
 mod names;
 mod sh;
 mod vars;
@@ -473,6 +474,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     check::register(&mut engine, host.clone());
     vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
+    logrotate_conf::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine
