@@ -5,6 +5,8 @@
 //! exit status (zero or not), the same script calls and the same status file. Each
 //! test also asserts what the result is, so two equally wrong runs do not pass.
 
+#[path = "support/sshd.rs"]
+mod sshd;
 mod support;
 
 use std::collections::BTreeMap;
@@ -1040,4 +1042,91 @@ fn config_keeps_logrotates_status_file() {
         "logrotate saw tend's rotation time"
     );
     support::assert_same(&snap, &w.snapshot());
+}
+
+/// `-p config=` over a real sshd host: the configuration (and its include) is read
+/// on the host, through the run's target; the result is the local run's, the
+/// dry-run plans exactly the changes, and rollback restores byte for byte.
+#[test]
+fn config_over_ssh_as_locally() {
+    let h = sshd::Sshd::start_tendtest();
+    let run = |ssh: bool| {
+        let w = World::new();
+        if ssh {
+            w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+        }
+        let r = w.root().display().to_string();
+        lay_out(
+            &w.root(),
+            &[
+                ("logs/app.log", "app\n", 0o644, 0),
+                ("logs/app.log.1", "one\n", 0o644, 0),
+                ("logs/db.log", "db\n", 0o644, 0),
+                (
+                    "conf/main",
+                    &format!("rotate 2\ncreate\ninclude {r}/conf/d\n"),
+                    0o644,
+                    0,
+                ),
+                (
+                    "conf/d/app",
+                    &format!("{r}/logs/*.log {{\n  size 1\n  compress\n  delaycompress\n}}\n"),
+                    0o644,
+                    0,
+                ),
+            ],
+        );
+        let config = format!("config={r}/conf/main");
+        let state = format!("state={r}/logs/status");
+        let args = ["-p", config.as_str(), "-p", state.as_str()];
+        let before = w.snapshot();
+        let mut dry = args.to_vec();
+        dry.push("--dry-run");
+        let plan = w.run(&w.log_rotate_recipe(), &dry);
+        plan.assert_code(0);
+        support::assert_same(&before, &w.snapshot());
+        let real = w.run(&w.log_rotate_recipe(), &args);
+        real.assert_code(0);
+        assert_eq!(
+            plan.changed_paths(),
+            real.changed_paths(),
+            "{}",
+            real.stdout
+        );
+        let logs: Vec<(String, u32, String)> = tree(&w.root().join("logs"))
+            .into_iter()
+            .map(|(n, (mode, _, _, c))| (n, mode, c))
+            .collect();
+        w.tend(&["rollback", &real.run_id()]).assert_code(0);
+        support::assert_same(&before, &w.snapshot());
+        logs
+    };
+    let local = run(false);
+    let names: Vec<&str> = local.iter().map(|(n, ..)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["app.log", "app.log.1", "app.log.2.gz", "db.log", "db.log.1"]
+    );
+    assert_eq!(local, run(true));
+}
+
+/// The old `max_age` (an elapsed-time interval, not logrotate's `maxage`) still works,
+/// with a warning saying what to use instead.
+#[test]
+fn max_age_is_deprecated() {
+    let w = World::new();
+    lay_out(&w.root(), &[("app.log", "x\n", 0o644, 0)]);
+    let files = format!("files={}/*.log", w.root().display());
+    let r = w.run(&w.log_rotate_recipe(), &["-p", &files, "-p", "max_age=1d"]);
+    r.assert_code(0);
+    assert!(
+        r.events().iter().any(|e| e["event"] == "log"
+            && e["level"] == "warn"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("max_age is deprecated")),
+        "{}",
+        r.stdout
+    );
 }

@@ -310,7 +310,6 @@ impl World {
 
     /// The shipped recipes/log-rotate.rhai, its write scope (/var/log…) moved to this
     /// world's root as `tend test` rebases it, written beside the root.
-    #[allow(dead_code)]
     pub fn log_rotate_recipe(&self) -> PathBuf {
         let text = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/log-rotate.rhai"),
