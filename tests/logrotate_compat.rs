@@ -1130,3 +1130,25 @@ fn max_age_is_deprecated() {
         r.stdout
     );
 }
+
+/// Through `-p config=`: zstd (`compresscmd`/`compressext`), dated copies with a
+/// `dateformat`, `maxsize` with `weekly`, `olddir`, `extension`, `nocreate`.
+#[test]
+fn config_compression_dates_olddir() {
+    let (t, ..) = compare_config(
+        &[
+            ("app.log", "app\n", 0o644, 0),
+            ("app.log-2020-01-01.zst", "GZ:not really\n", 0o644, 0),
+            ("big.log", "a big log\n", 0o644, 0),
+            ("old/.keep", "", 0o644, 0),
+            ("web.log", "web\n", 0o644, 0),
+        ],
+        "compresscmd /usr/bin/zstd\ncompressext .zst\nuncompresscmd /usr/bin/unzstd\n\nROOT/app.log {\n  size 1\n  rotate 3\n  compress\n  dateext\n  dateformat -%Y-%m-%d\n}\nROOT/big.log {\n  weekly\n  maxsize 5\n  rotate 2\n  olddir old\n  nocreate\n}\nROOT/web.log {\n  size 1\n  rotate 2\n  extension .log\n  create 0600\n}\n",
+        &[],
+    );
+    let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    assert_eq!(content(&t, &format!("app.log-{today}.zst")), "app\n");
+    assert_eq!(content(&t, "old/big.log.1"), "a big log\n");
+    assert!(!t.tree.contains_key("big.log"));
+    assert_eq!(content(&t, "web.1.log"), "web\n");
+}
