@@ -926,7 +926,7 @@ fn config_with_include() {
                 "\"ROOT/web access.log\" \"ROOT/web error.log\" {\n  size 1\n  rotate 1\n  notifempty\n  create 0600\n  sharedscripts\n  postrotate\n    echo reload $1 >> SCRIPTS\n  endscript\n}\n",
             ),
             ("db", "ROOT/db.log {\n  size 1k\n  missingok\n}\n"),
-            ("db.dpkg-old", "ROOT/db.log {\n  su nobody nogroup\n}\n"),
+            ("db.dpkg-old", "ROOT/db.log {\n  mail ops@example.org\n}\n"),
         ],
     );
     assert_eq!(
@@ -955,7 +955,7 @@ fn config_unsupported_directive_is_an_error() {
     std::fs::write(
         &conf,
         format!(
-            "{}/app.log {{\n  size 1\n  su nobody nogroup\n}}\n",
+            "{}/app.log {{\n  size 1\n  mail ops@example.org\n}}\n",
             w.root().display()
         ),
     )
@@ -967,7 +967,7 @@ fn config_unsupported_directive_is_an_error() {
     assert_ne!(r.code, 0);
     assert!(
         r.stdout.contains(&format!(
-            "{}:3: logrotate directive `su` is not supported",
+            "{}:3: logrotate directive `mail` is not supported",
             conf.display()
         )),
         "{}",
@@ -1151,4 +1151,43 @@ fn config_compression_dates_olddir() {
     assert_eq!(content(&t, "old/big.log.1"), "a big log\n");
     assert!(!t.tree.contains_key("big.log"));
     assert_eq!(content(&t, "web.1.log"), "web\n");
+}
+
+/// `su root root` (as Debian's postgresql-common has it), run as root: the same
+/// result as logrotate's; `su` to a user tend does not run as stops the run, before
+/// any change, naming the stanza's file and what to do.
+#[test]
+fn config_su() {
+    let (t, ..) = compare_config(
+        &[("app.log", "app\n", 0o644, 0)],
+        "ROOT/app.log {\n  size 1\n  rotate 1\n  create\n  su root root\n}\n",
+        &[],
+    );
+    assert_eq!(names(&t), ["app.log", "app.log.1"]);
+
+    let w = World::new();
+    lay_out(&w.root(), &[("app.log", "app\n", 0o644, 0)]);
+    let conf = w.dir.path().join("lr.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}/app.log {{\n  size 1\n  su nobody nogroup\n}}\n",
+            w.root().display()
+        ),
+    )
+    .unwrap();
+    let before = w.snapshot();
+    let config = format!("config={}", conf.display());
+    let state = format!("state={}/status", w.root().display());
+    let r = w.run(&w.log_rotate_recipe(), &["-p", &config, "-p", &state]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains(&format!(
+            "{}:1: su nobody nogroup: tend runs as root:root and does not switch users",
+            conf.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    support::assert_same(&before, &w.snapshot());
 }

@@ -66,6 +66,7 @@ impl Opts {
         set("dateyesterday", false.into());
         set("olddir", "".into());
         set("extension", "".into());
+        set("su", "".into());
         set("sharedscripts", false.into());
         for s in ["prerotate", "postrotate", "firstaction", "lastaction"] {
             set(s, "".into());
@@ -81,7 +82,6 @@ impl Opts {
 /// Directives that are valid logrotate but that tend does not carry out: a config
 /// using one is refused (with why), since ignoring it would rotate differently.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("su", "rotation as another user"),
     ("copy", "copying without truncating"),
     ("mail", "mailing logs"),
     ("mailfirst", "mailing logs"),
@@ -375,6 +375,11 @@ fn directive(o: &mut Opts, key: &str, args: &[String]) -> Result<(), String> {
             o.set("date_format", f);
         }
         "olddir" => o.set("olddir", one()?),
+        "su" => match args {
+            [user] => o.set("su", user.clone()),
+            [user, group] => o.set("su", format!("{user} {group}")),
+            _ => return Err("su takes a user and a group".into()),
+        },
         "noolddir" => {
             none()?;
             o.set("olddir", "");
@@ -535,9 +540,9 @@ mod tests {
 
     #[test]
     fn unsupported_and_unknown_directives_name_file_and_line() {
-        let e = parse(&[("c", "/var/log/a.log {\n  su www-data adm\n}\n")], "c").unwrap_err();
+        let e = parse(&[("c", "/var/log/a.log {\n  mail a@b.c\n}\n")], "c").unwrap_err();
         assert!(
-            e.starts_with("DIR/c:2: logrotate directive `su` is not supported"),
+            e.starts_with("DIR/c:2: logrotate directive `mail` is not supported"),
             "{e}"
         );
         let e = parse(&[("c", "/var/log/a.log {\n  rotat 3\n}\n")], "c").unwrap_err();
