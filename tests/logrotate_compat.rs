@@ -1191,3 +1191,66 @@ fn config_su() {
     );
     support::assert_same(&before, &w.snapshot());
 }
+
+/// copytruncate onto a stray `.1`: logrotate moves it aside to
+/// `.1-YYYYMMDDHH.backup` (and goes on); so does tend.
+#[test]
+fn copytruncate_moves_a_stray_copy_aside() {
+    let c = Case::new(
+        vec![
+            ("app.log", "current\n", 0o644, 0),
+            ("app.log.1", "previous\n", 0o644, 0),
+        ],
+        "size 1\nrotate 7\ncompress\ncopytruncate",
+        vec![
+            ("min_size", "1B"),
+            ("copytruncate", "true"),
+            ("delaycompress", "false"),
+        ],
+    );
+    let (t, ..) = c.compare();
+    let aside = format!(
+        "app.log.1-{}.backup",
+        chrono::Local::now().format("%Y%m%d%H")
+    );
+    assert_eq!(content(&t, &aside), "previous\n");
+    assert_eq!(content(&t, "app.log.1.gz"), "current\n");
+}
+
+/// `nomissingok`: a pattern matching nothing is an error in both (logrotate still
+/// rotates the logs that are there; tend, whose failed runs change nothing, does
+/// not); `missingok`: no error, the same files.
+#[test]
+fn missingok_and_nomissingok() {
+    let case = |directive: &'static str, value: &'static str| {
+        let mut c = Case::new(
+            vec![("app.log", "x\n", 0o644, 0)],
+            Box::leak(format!("size 1\nrotate 1\n{directive}").into_boxed_str()),
+            vec![
+                ("min_size", "1B"),
+                ("missing_ok", value),
+                ("compress", "false"),
+                ("create", "false"),
+            ],
+        );
+        c.patterns = "app.log gone*.log";
+        c
+    };
+    let c = case("nomissingok", "false");
+    assert!(!c.logrotate().ok);
+    let w = World::new();
+    let (t, run) = c.tend(&w);
+    assert!(!t.ok);
+    assert!(run.stdout.contains("no log file matches"), "{}", run.stdout);
+    assert_eq!(names(&t), ["app.log"]);
+
+    // (logrotate also writes the unmatched pattern into its status file as if it
+    // were a log; tend does not.)
+    let c = case("missingok", "true");
+    let lr = c.logrotate();
+    let w = World::new();
+    let (t, _) = c.tend(&w);
+    assert!(lr.ok && t.ok);
+    assert_eq!(lr.tree, t.tree);
+    assert_eq!(names(&t), ["app.log.1"]);
+}
