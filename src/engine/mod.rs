@@ -12,6 +12,7 @@ mod core;
 mod edit;
 mod facts;
 mod fs;
+mod logrotate_conf;
 mod names;
 mod pkg;
 mod sh;
@@ -483,6 +484,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     fs::register(&mut engine, host.clone());
     pkg::register(&mut engine, host.clone());
     user::register(&mut engine, host.clone());
+    logrotate_conf::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine
