@@ -156,7 +156,11 @@ impl Recipe {
                         continue;
                     }
                     let call = call_text(src, i);
-                    if !call.contains("undo:") && !call.contains("read_only: true") {
+                    // A command judged unchanged (`changed_when: |r| false`: a check
+                    // that leaves nothing behind) leaves no record, so no barrier.
+                    let judged_unchanged = call.contains("changed_when: |r| false")
+                        || call.contains("changed_when: |_| false");
+                    if !call.contains("undo:") && !call.contains("read_only: true") && !judged_unchanged {
                         out.push(format!("{name}:{}: {}", i + 1, line.trim()));
                     }
                 }

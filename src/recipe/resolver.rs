@@ -10,7 +10,10 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 use crate::error::{Error, Result};
 
 /// The stdlib, compiled into the binary so an installed `tend` works anywhere.
-pub const STDLIB: &[(&str, &str)] = &[("logrotate", include_str!("../../stdlib/logrotate.rhai"))];
+pub const STDLIB: &[(&str, &str)] = &[
+    ("logrotate", include_str!("../../stdlib/logrotate.rhai")),
+    ("restic", include_str!("../../stdlib/restic.rhai")),
+];
 
 pub fn stdlib_source(name: &str) -> Option<&'static str> {
     STDLIB.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
