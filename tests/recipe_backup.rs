@@ -1,0 +1,730 @@
+//! The backup and restore recipes (recipes/backup.rhai, recipes/restore.rhai, steps in
+//! stdlib/restic.rhai) with the real restic: the plan is what the run does, a second
+//! backup adds a snapshot and nothing else, a failed restore test and a full
+//! repository disk fail the run and leave the sources and the earlier snapshots as
+//! they were, the retention plan is `restic forget --dry-run`'s list, a restore is
+//! planned exactly and rolled back; locally, over a real sshd host and with an
+//! `sftp:` repository.
+
+#[path = "support/sshd.rs"]
+mod sshd;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::{assert_same, snapshot, Run, World};
+
+const PW: &str = "correct horse battery staple";
+const PW_VAR: &str = "TEND_T_RESTIC_PW";
+
+fn recipe(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("recipes/{name}.rhai"))
+}
+
+/// The real restic on this machine, with the test password.
+fn restic(repo: &str, args: &[&str]) -> Output {
+    Command::new("restic")
+        .arg("-r")
+        .arg(repo)
+        .args(args)
+        .env("RESTIC_PASSWORD", PW)
+        .output()
+        .expect("restic is installed (Debian package restic)")
+}
+
+#[track_caller]
+fn restic_ok(repo: &str, args: &[&str]) -> String {
+    let out = restic(repo, args);
+    assert!(
+        out.status.success(),
+        "restic {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The repository's snapshots, read without a lock (the repository may be the SSH
+/// user's).
+fn snapshots(repo: &str) -> Vec<Value> {
+    let out = restic_ok(repo, &["snapshots", "--json", "--no-lock"]);
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+fn ids(snaps: &[Value]) -> BTreeSet<String> {
+    snaps
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Where a test's sources, repository and scratch directory live, and how tend
+/// reaches them (locally, or over a real sshd as an ordinary user).
+struct Bk {
+    w: World,
+    /// The repository, under a directory the SSH user owns.
+    repo: String,
+    scratch: String,
+    ssh: Option<sshd::Sshd>,
+}
+
+impl Bk {
+    fn local() -> Bk {
+        let w = World::new();
+        let base = w.dir.path().join("backups");
+        std::fs::create_dir_all(base.join("scratch")).unwrap();
+        let bk = Bk {
+            repo: base.join("repo").display().to_string(),
+            scratch: base.join("scratch").display().to_string(),
+            w,
+            ssh: None,
+        };
+        bk.sources();
+        bk
+    }
+
+    fn over_ssh() -> Bk {
+        let mut bk = Bk::local();
+        let h = sshd::Sshd::start_tendtest();
+        bk.w
+            .over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+        bk.ssh = Some(h);
+        bk
+    }
+
+    /// Sources of several kinds: modes, a nested directory, an excluded file.
+    fn sources(&self) {
+        let w = &self.w;
+        w.write_mode("src/etc/app.conf", "listen = 8080\n", 0o644);
+        w.write_mode("src/etc/secret.key", "k3y\n", 0o600);
+        w.write_mode("src/data/deep/blob.bin", &"0123456789".repeat(5000), 0o640);
+        w.write_mode("src/data/run.sh", "#!/bin/sh\necho hi\n", 0o755);
+        w.write("src/cache/junk.tmp", "not backed up\n");
+    }
+
+    fn src(&self) -> String {
+        self.w.path("src")
+    }
+
+    /// `tend run NAME --json` with the repository, password and scratch directory,
+    /// then `params` (later ones win) and `flags`.
+    fn run(&self, name: &str, params: &[(&str, &str)], flags: &[&str]) -> Run {
+        self.hand_over();
+        let mut c = self.w.command();
+        c.arg("run").arg(recipe(name)).arg("--json");
+        c.args(self.w.run_args.borrow().iter());
+        let password = format!("env:{PW_VAR}");
+        for (k, v) in [
+            ("repo", self.repo.as_str()),
+            ("password", password.as_str()),
+            ("scratch_dir", self.scratch.as_str()),
+        ]
+        .into_iter()
+        .chain(params.iter().copied())
+        {
+            c.arg("-p").arg(format!("{k}={v}"));
+        }
+        c.args(flags).env(PW_VAR, PW);
+        Run::from(c.output().unwrap())
+    }
+
+    /// Over SSH, give the files the test made (as root) to the SSH user, but only
+    /// when some are root's: a chown changes every file's ctime, which restic takes
+    /// as a change, and the plan and the run must see the same files.
+    fn hand_over(&self) {
+        let Some(h) = &self.ssh else { return };
+        let dir = self.w.dir.path();
+        let (uid, _) = sshd::uid_of(&h.user);
+        let ours = |p: &Path| walkdir(p).iter().chain([p.to_path_buf()].iter()).all(|f| {
+            std::fs::symlink_metadata(f).map(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid).unwrap_or(true)
+        });
+        if !ours(&self.w.root()) || !ours(&dir.join("backups")) || !dir.join("remote-state").exists() {
+            self.w.hand_over();
+            h.hand_over(&[&dir.join("backups")]);
+        }
+    }
+
+    fn backup(&self, params: &[(&str, &str)], flags: &[&str]) -> Run {
+        let src = self.src();
+        let mut all = vec![("paths", src.as_str()), ("exclude", "*.tmp")];
+        all.extend_from_slice(params);
+        self.run("backup", &all, flags)
+    }
+}
+
+/// Messages of `log` events starting with `prefix`.
+fn logs(r: &Run, prefix: &str) -> Vec<String> {
+    r.events()
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with(prefix))
+        .map(String::from)
+        .collect()
+}
+
+/// Steps as (subject, changed, unknown, reversible).
+fn steps(r: &Run) -> Vec<(String, bool, bool, bool)> {
+    r.events()
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| {
+            (
+                e["subject"].as_str().unwrap().to_string(),
+                e["changed"] == true,
+                e["unknown"] == true,
+                e["reversible"] == true,
+            )
+        })
+        .collect()
+}
+
+/// The retention lines as short id -> "keep (rules)" / "forget".
+fn retention(r: &Run) -> BTreeMap<String, String> {
+    logs(r, "retention: ")
+        .iter()
+        .map(|l| {
+            let mut w = l.splitn(5, ' ');
+            let _ = w.next();
+            let what = w.next().unwrap().to_string();
+            let id = w.next().unwrap().to_string();
+            let _time = w.next();
+            let rest = w.next().unwrap_or("");
+            let v = if what == "keep" {
+                format!("keep {rest}")
+            } else {
+                "forget".into()
+            };
+            (id, v)
+        })
+        .collect()
+}
+
+/// The snapshot a real backup run made (from its `snapshot ID: …` line).
+fn new_snapshot(r: &Run) -> String {
+    let l = logs(r, "snapshot ");
+    assert_eq!(l.len(), 1, "{}", r.stdout);
+    l[0].split([' ', ':']).nth(1).unwrap().to_string()
+}
+
+/// The counts a backup line gives: "N new, M changed, K unmodified files".
+fn counts(line: &str) -> String {
+    let head = line.split(" files").next().unwrap();
+    head[head.rfind(": ").unwrap() + 2..].to_string()
+}
+
+// ---- backup -----------------------------------------------------------------
+
+/// (1) The plan is the run: the dry-run creates nothing (no repository), plans init
+/// and backup as unknown and irreversible; on an existing repository `restic backup
+/// --dry-run`'s counts are the real backup's, and the plan's retention list and
+/// forget command are the run's. (2) A second backup adds one snapshot and changes
+/// nothing else.
+fn backup_cycle(bk: &Bk) {
+    let before = bk.w.snapshot();
+    let keep = [("keep_last", "1"), ("keep_daily", "0"), ("keep_weekly", "0"), ("keep_monthly", "0")];
+
+    let dry = bk.backup(&keep, &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(!Path::new(&bk.repo).exists(), "a dry-run created the repository");
+    // Read-only questions (hostname, cat config…) are steps that change nothing.
+    let planned: Vec<_> = steps(&dry).into_iter().filter(|s| s.1 || s.2).collect();
+    assert!(planned.iter().all(|s| s.2 && !s.1), "{planned:?}");
+    assert_eq!(planned.len(), 2, "init and backup: {planned:?}");
+    assert!(planned[0].0.ends_with(" init") && !planned[0].3, "{planned:?}");
+    assert!(planned[1].0.contains(" backup --json ") && !planned[1].3, "{planned:?}");
+    assert_eq!(retention(&dry), BTreeMap::from([("new".into(), "keep (last snapshot)".into())]));
+
+    let first = bk.backup(&keep, &[]);
+    first.assert_code(0);
+    let id1 = new_snapshot(&first);
+    assert_eq!(first.changed_count(), 2, "init and backup: {}", first.stdout);
+    assert_eq!(logs(&first, "restore test of snapshot").len(), 1, "{}", first.stdout);
+    assert!(logs(&first, "restore test")[0].ends_with("4 files identical to their sources"));
+    assert_same(&before, &bk.w.snapshot());
+    let snaps = snapshots(&bk.repo);
+    assert_eq!(snaps.len(), 1);
+    assert!(snaps[0]["id"].as_str().unwrap().starts_with(&id1));
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["tend"]));
+    // What the snapshot holds: every source file but the excluded one.
+    let ls = restic_ok(&bk.repo, &["ls", "--no-lock", "latest", "--json"]);
+    let files: BTreeSet<String> = ls
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|n| n["type"] == "file")
+        .map(|n| n["path"].as_str().unwrap().to_string())
+        .collect();
+    let src = bk.src();
+    let want: BTreeSet<String> = ["data/deep/blob.bin", "data/run.sh", "etc/app.conf", "etc/secret.key"]
+        .iter()
+        .map(|f| format!("{src}/{f}"))
+        .collect();
+    assert_eq!(files, want);
+
+    // A change, then the plan of the second backup against what it does.
+    bk.w.write_mode("src/etc/app.conf", "listen = 9090\n", 0o644);
+    bk.w.write_mode("src/etc/new.conf", "x\n", 0o644);
+    let before = bk.w.snapshot();
+    let dry = bk.backup(&keep, &["--dry-run"]);
+    dry.assert_code(0);
+    assert_eq!(snapshots(&bk.repo).len(), 1, "a dry-run changed the repository");
+    let preview = logs(&dry, "backup of ");
+    assert!(preview[0].ends_with("(restic backup --dry-run)"), "{preview:?}");
+    let second = bk.backup(&keep, &[]);
+    second.assert_code(0);
+    let id2 = new_snapshot(&second);
+    assert_eq!(counts(&preview[0]), counts(&logs(&second, "snapshot ")[0]));
+    if bk.ssh.is_none() {
+        // (Over SSH the chown that hands the files over changes every ctime, which
+        // restic counts as changed: in the plan and the run alike.)
+        assert_eq!(counts(&preview[0]), "1 new, 1 changed, 3 unmodified");
+    }
+    // The same retention list, the new snapshot standing for "new".
+    let plan: BTreeMap<String, String> = retention(&dry)
+        .into_iter()
+        .map(|(k, v)| (if k == "new" { id2.clone() } else { k }, v))
+        .collect();
+    assert_eq!(plan, retention(&second));
+    assert_eq!(plan.get(&id1).map(String::as_str), Some("forget"));
+    // The forget command: one and the same, irreversible, planned before it runs.
+    let forget = |r: &Run| -> Vec<(String, bool, bool, bool)> {
+        steps(r)
+            .into_iter()
+            .filter(|s| s.0.contains(" forget ") && (s.1 || s.2))
+            .collect()
+    };
+    let (pf, rf) = (forget(&dry), forget(&second));
+    assert_eq!(pf.len(), 1, "{}", dry.stdout);
+    assert_eq!(rf.len(), 1, "{}", second.stdout);
+    assert_eq!(pf[0].0, rf[0].0);
+    assert!(!pf[0].3 && !rf[0].3, "forget must be marked irreversible");
+    // (2) Sources untouched, one snapshot more, the first one forgotten by keep_last=1;
+    // the backup and the forget are the run's only changes.
+    assert_same(&before, &bk.w.snapshot());
+    let snaps = snapshots(&bk.repo);
+    assert_eq!(snaps.len(), 1);
+    assert!(snaps[0]["id"].as_str().unwrap().starts_with(&id2));
+    assert_eq!(second.changed_count(), 2, "{}", second.stdout);
+
+    // With retention keeping everything: a run only adds its snapshot.
+    let third = bk.backup(&[("keep_last", "10")], &[]);
+    third.assert_code(0);
+    assert_eq!(third.changed_count(), 1, "{}", third.stdout);
+    assert_eq!(snapshots(&bk.repo).len(), 2);
+    assert_same(&before, &bk.w.snapshot());
+    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+    // The password never shows: not in output, run records or the audit log.
+    assert_secret_nowhere(bk, &[&first, &second, &third]);
+}
+
+#[track_caller]
+fn assert_secret_nowhere(bk: &Bk, runs: &[&Run]) {
+    for r in runs {
+        assert!(!r.stdout.contains(PW) && !r.stderr.contains(PW));
+    }
+    for e in walkdir(&bk.w.state()) {
+        let text = std::fs::read(&e).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&text).contains(PW),
+            "the password is in {}",
+            e.display()
+        );
+    }
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walkdir(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn backup_plans_what_it_does_and_a_second_run_only_adds_a_snapshot() {
+    backup_cycle(&Bk::local());
+}
+
+#[test]
+fn backup_plans_what_it_does_and_a_second_run_only_adds_a_snapshot_over_ssh() {
+    backup_cycle(&Bk::over_ssh());
+}
+
+/// An `sftp:` repository, reached by restic through the real sshd harness (as the
+/// test user, with its own key and known_hosts).
+#[test]
+fn backup_to_an_sftp_repository_through_a_real_sshd() {
+    let h = sshd::Sshd::start_tendtest();
+    let mut bk = Bk::local();
+    bk.repo = format!("sftp:{}@127.0.0.1:{}/repo", h.user, h.root.display());
+    let cmd = format!(
+        "ssh -p {} -i {} -o IdentitiesOnly=yes -o BatchMode=yes -o UserKnownHostsFile={} {}@127.0.0.1 -s sftp",
+        h.port,
+        h.client_key.display(),
+        h.known_hosts.display(),
+        h.user
+    );
+    let p = [("sftp_command", cmd.as_str()), ("keep_last", "1")];
+    let dry = bk.backup(&p, &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(!h.root.join("repo").exists());
+    bk.backup(&p, &[]).assert_code(0);
+    assert!(h.root.join("repo/config").exists(), "no repository over sftp");
+    let r = bk.backup(&p, &[]);
+    r.assert_code(0);
+    assert_eq!(logs(&r, "restore test").len(), 1, "{}", r.stdout);
+    let snaps = snapshots(&h.root.join("repo").display().to_string());
+    assert_eq!(snaps.len(), 1, "keep_last=1 forgot the first");
+    assert!(snaps[0]["id"].as_str().unwrap().starts_with(&new_snapshot(&r)));
+}
+
+/// (3) The riskiest step is the verification of what the backup wrote: with the data
+/// the new snapshot shares with the first one damaged in the repository, the backup
+/// succeeds (it does not reread unchanged data) and `restic check` without
+/// read-data passes, but the restore test fails: the run fails, the new snapshot is
+/// forgotten again, nothing else is forgotten (retention would have forgotten the
+/// first one) and the sources are as they were.
+#[test]
+fn a_failed_restore_test_fails_the_run_and_forgets_only_the_new_snapshot() {
+    let bk = Bk::local();
+    let keep = [("keep_last", "1")];
+    bk.backup(&keep, &[]).assert_code(0);
+    let first = ids(&snapshots(&bk.repo));
+    corrupt_data_packs(&bk.repo);
+    let before = bk.w.snapshot();
+
+    let r = bk.backup(&keep, &[]);
+    assert_eq!(r.code, 4, "barriers (backup, forget of the new snapshot) are named: {}\n{}", r.stdout, r.stderr);
+    let failed: Vec<Value> = r.events().into_iter().filter(|e| e["event"] == "step_failed").collect();
+    assert_eq!(failed.len(), 1, "{}", r.stdout);
+    assert!(failed[0]["error"].as_str().unwrap().contains("restore test"), "{failed:?}");
+    assert_eq!(logs(&r, "snapshot ").len(), 2, "{}", r.stdout); // made, then forgotten
+    assert!(logs(&r, "retention: ").is_empty(), "retention ran after a failed verification");
+    assert_eq!(ids(&snapshots(&bk.repo)), first);
+    assert_same(&before, &bk.w.snapshot());
+    assert_eq!(r.event("run_end")["outcome"], "rollback_incomplete");
+    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+}
+
+/// Flip bytes in the middle of every pack file that holds only file data (the index
+/// says which): sizes stay, so only reading the data finds it.
+fn corrupt_data_packs(repo: &str) {
+    let mut n = 0;
+    for idx in restic_ok(repo, &["list", "index", "--no-lock"]).lines() {
+        let text = restic_ok(repo, &["cat", "index", idx, "--no-lock"]);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        for pack in v["packs"].as_array().unwrap() {
+            let blobs = pack["blobs"].as_array().unwrap();
+            if blobs.iter().all(|b| b["type"] == "data") {
+                let id = pack["id"].as_str().unwrap();
+                let path = Path::new(repo).join("data").join(&id[..2]).join(id);
+                let mut bytes = std::fs::read(&path).unwrap();
+                for b in bytes.iter_mut().take(40).skip(8) {
+                    *b ^= 0xff;
+                }
+                std::fs::write(&path, bytes).unwrap();
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 0, "no data pack found to corrupt");
+}
+
+/// A tmpfs, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs (the tests run as root)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The repository on a full file system: the run fails with restic's "no space left
+/// on device", the sources are unchanged and the earlier snapshot still checks clean.
+#[test]
+fn a_full_repository_disk_fails_the_run_and_keeps_earlier_snapshots() {
+    let mut bk = Bk::local();
+    let disk = bk.w.dir.path().join("backups/small");
+    let _fs = Tmpfs::mount(&disk, "3m");
+    bk.repo = disk.join("repo").display().to_string();
+    let keep = [("keep_last", "1")];
+    bk.backup(&keep, &[]).assert_code(0);
+    let first = ids(&snapshots(&bk.repo));
+    // 6 MiB of random bytes: neither compression nor dedup makes it fit in 3 MiB.
+    let mut big = vec![0u8; 6 << 20];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, &mut big).unwrap();
+    std::fs::write(bk.w.root().join("src/data/big.bin"), &big).unwrap();
+    let before = bk.w.snapshot();
+
+    let r = bk.backup(&keep, &[]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    let failed: Vec<Value> = r.events().into_iter().filter(|e| e["event"] == "step_failed").collect();
+    assert_eq!(failed.len(), 1, "{}", r.stdout);
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(err.contains(" backup --json ") && err.contains("no space left on device"), "{err}");
+    assert!(logs(&r, "retention: ").is_empty());
+    assert_same(&before, &bk.w.snapshot());
+    assert_eq!(ids(&snapshots(&bk.repo)), first);
+    drop(std::fs::remove_file(bk.w.root().join("src/data/big.bin")));
+    // restic unlocks on its way out; check the earlier snapshot's data in full.
+    restic_ok(&bk.repo, &["unlock"]);
+    restic_ok(&bk.repo, &["check", "--read-data"]);
+}
+
+/// The retention plan is `restic forget --dry-run --json`'s own list: snapshots
+/// spread over hours, days, weeks, months and years (and time zones), the dry-run's
+/// forecast compared with what restic says once the new snapshot exists.
+#[test]
+fn the_retention_plan_is_restic_forget_dry_run_list() {
+    let bk = Bk::local();
+    let src = bk.src();
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let host = host.trim();
+    restic_ok(&bk.repo, &["init"]);
+    let times = [
+        ("UTC", "2019-06-30 12:00:00"),
+        ("UTC", "2020-12-31 23:30:00"),
+        ("America/New_York", "2020-12-31 20:30:00"),
+        ("UTC", "2021-01-01 00:30:00"),
+        ("UTC", "2024-02-29 10:00:00"),
+        ("UTC", "2025-12-29 08:00:00"),
+        ("UTC", "2026-01-04 09:00:00"),
+        ("Asia/Tokyo", "2026-01-05 01:00:00"),
+        ("UTC", "2026-11-30 10:00:00"),
+        ("UTC", "2026-12-01 10:00:00"),
+        ("UTC", "2026-12-01 10:20:00"),
+        ("UTC", "2026-12-01 11:05:00"),
+    ];
+    for (tz, t) in times {
+        let out = Command::new("restic")
+            .args(["-r", &bk.repo, "backup", "--json", "--tag", "tend", "--exclude", "*.tmp"])
+            .args(["--host", host, "--time", t, &src])
+            .env("RESTIC_PASSWORD", PW)
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Another host's and another tag's snapshots are not this backup's to forget.
+    restic_ok(&bk.repo, &["backup", "--host", "elsewhere", "--tag", "tend", "--time", "2020-01-01 00:00:00", &src]);
+    restic_ok(&bk.repo, &["backup", "--host", host, "--tag", "other", "--time", "2020-01-01 00:00:00", &src]);
+    let policy = [
+        ("keep_last", "2"),
+        ("keep_hourly", "2"),
+        ("keep_daily", "3"),
+        ("keep_weekly", "3"),
+        ("keep_monthly", "3"),
+        ("keep_yearly", "3"),
+    ];
+    let dry = bk.backup(&policy, &["--dry-run"]);
+    dry.assert_code(0);
+    let plan = retention(&dry);
+    assert_eq!(plan.len(), times.len() + 1, "{}", dry.stdout);
+
+    // Now the new snapshot, as the recipe makes it, and restic's own dry-run list.
+    let out = restic_ok(&bk.repo, &["backup", "--json", "--tag", "tend", "--exclude", "*.tmp", "--host", host, &src]);
+    let new: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let new_id = new["snapshot_id"].as_str().unwrap().to_string();
+    let mut args = vec!["forget", "--dry-run", "--json", "--no-lock", "--host", host, "--tag", "tend", "--path", &src];
+    let flags: Vec<String> = policy
+        .iter()
+        .map(|(k, v)| format!("--{}={v}", k.replace('_', "-")))
+        .collect();
+    args.extend(flags.iter().map(String::as_str));
+    let theirs: Value = serde_json::from_str(&restic_ok(&bk.repo, &args)).unwrap();
+    let mut restic_list = BTreeMap::new();
+    for g in theirs.as_array().unwrap() {
+        let mut why = BTreeMap::new();
+        for r in g["reasons"].as_array().unwrap() {
+            let rules: Vec<&str> = r["matches"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+            why.insert(r["snapshot"]["time"].as_str().unwrap().to_string(), rules.join(", "));
+        }
+        for s in g["keep"].as_array().unwrap() {
+            let rules = &why[s["time"].as_str().unwrap()];
+            restic_list.insert(s["short_id"].as_str().unwrap().to_string(), format!("keep ({rules})"));
+        }
+        for s in g["remove"].as_array().into_iter().flatten() {
+            restic_list.insert(s["short_id"].as_str().unwrap().to_string(), "forget".to_string());
+        }
+    }
+    let plan: BTreeMap<String, String> = plan
+        .into_iter()
+        .map(|(k, v)| (if k == "new" { new_id.clone() } else { k }, v))
+        .collect();
+    assert_eq!(plan, restic_list);
+    assert!(plan.values().any(|v| v == "forget") && plan.values().any(|v| v.contains("yearly")));
+}
+
+// ---- restore ----------------------------------------------------------------
+
+/// (1) The restore plan lists exactly the files the run changes; (2) a second run
+/// changes nothing; rollback puts back what it overwrote.
+fn restore_cycle(bk: &Bk) {
+    bk.backup(&[("keep_last", "5")], &[]).assert_code(0);
+    let pristine = bk.w.snapshot();
+    // Damage: one file edited, one removed, one with another mode, one directory gone.
+    bk.w.write_mode("src/etc/app.conf", "listen = 1\n", 0o644);
+    std::fs::remove_file(bk.w.root().join("src/etc/secret.key")).unwrap();
+    std::fs::set_permissions(bk.w.root().join("src/data/run.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::remove_dir_all(bk.w.root().join("src/data/deep")).unwrap();
+    bk.w.write("src/etc/extra.conf", "kept: the snapshot lacks it\n");
+    bk.w.hand_over();
+    let damaged = bk.w.snapshot();
+
+    let dry = bk.run("restore", &[], &["--dry-run"]);
+    dry.assert_code(0);
+    assert_same(&damaged, &bk.w.snapshot());
+    let src = bk.src();
+    let plan: BTreeSet<String> = logs(&dry, "restore: ").into_iter().collect();
+    let want: BTreeSet<String> = [
+        "etc/app.conf (content)",
+        "etc/secret.key (new)",
+        "data/run.sh (mode)",
+        "data/deep/blob.bin (new)",
+    ]
+    .iter()
+    .map(|f| format!("restore: {src}/{f}"))
+    .collect();
+    assert_eq!(plan, want);
+
+    let run = bk.run("restore", &[], &[]);
+    run.assert_code(0);
+    let after = bk.w.snapshot();
+    // Everything as backed up, plus the file the snapshot lacks.
+    let mut expect = pristine.clone();
+    let extra = bk.w.path("src/etc/extra.conf");
+    expect.insert(extra.clone(), damaged[&extra].clone());
+    assert_same(&expect, &after);
+    // The run changed exactly the planned files (and the planned directory).
+    let changed: BTreeSet<String> = support::diff(&damaged, &after);
+    let planned_files: BTreeSet<String> = plan
+        .iter()
+        .map(|l| l["restore: ".len()..].split(" (").next().unwrap().to_string())
+        .chain([format!("{src}/data/deep")])
+        .collect();
+    assert_eq!(changed, planned_files);
+    assert_eq!(dry.changed_paths(), BTreeSet::from([format!("{src}/data/deep")]));
+
+    let again = bk.run("restore", &[], &[]);
+    again.assert_code(0);
+    assert_eq!(again.changed_count(), 0, "{}", again.stdout);
+    assert_same(&after, &bk.w.snapshot());
+
+    let rb = bk.w.tend(&["rollback", &run.run_id()]);
+    rb.assert_code(0);
+    assert_same(&damaged, &bk.w.snapshot());
+    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+}
+
+#[test]
+fn restore_plans_exactly_the_files_it_changes_and_rolls_back() {
+    restore_cycle(&Bk::local());
+}
+
+#[test]
+fn restore_plans_exactly_the_files_it_changes_and_rolls_back_over_ssh() {
+    restore_cycle(&Bk::over_ssh());
+}
+
+/// Some paths, into another directory: only those files, under target_dir; the
+/// sources are not touched.
+#[test]
+fn restore_some_paths_into_another_directory() {
+    let bk = Bk::local();
+    bk.backup(&[], &[]).assert_code(0);
+    let before = bk.w.snapshot();
+    let src = bk.src();
+    let out = bk.w.dir.path().join("out").display().to_string();
+    let p = [("paths", format!("{src}/etc")), ("target_dir", out.clone())];
+    let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    bk.run("restore", &p, &[]).assert_code(0);
+    assert_same(&before, &bk.w.snapshot());
+    let got = snapshot(Path::new(&out));
+    let files: BTreeSet<String> = got
+        .iter()
+        .filter(|(_, e)| matches!(e, support::Entry::File { .. }))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        files,
+        BTreeSet::from([format!("{out}{src}/etc/app.conf"), format!("{out}{src}/etc/secret.key")])
+    );
+    assert_eq!(got[&format!("{out}{src}/etc/secret.key")], before[&format!("{src}/etc/secret.key")]);
+    // target_dir itself is made with the default mode, not a snapshot directory's.
+    let m = std::fs::metadata(&out).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777, 0o755);
+}
+
+/// (3) The riskiest step of a restore is writing files: one that cannot be written
+/// (a file stands where the snapshot has the directory `src/etc`) fails the run
+/// after another file was restored, and the rollback puts it back as it was.
+#[test]
+fn a_restore_that_fails_midway_is_rolled_back() {
+    let bk = Bk::local();
+    bk.backup(&[], &[]).assert_code(0);
+    bk.w.write_mode("src/data/run.sh", "edited\n", 0o755);
+    std::fs::remove_dir_all(bk.w.root().join("src/etc")).unwrap();
+    bk.w.write("src/etc", "a file where a directory was\n");
+    let before = bk.w.snapshot();
+    let r = bk.run("restore", &[], &[]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    // run.sh (restored first) was put back; nothing else changed.
+    assert!(steps(&r).iter().any(|s| s.0.ends_with("src/data/run.sh") && s.1), "{}", r.stdout);
+    let failed = r.event("step_failed");
+    assert!(failed["error"].as_str().unwrap().contains("not a directory"), "{failed}");
+    assert_same(&before, &bk.w.snapshot());
+    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+}
+
+/// (5) `tend show` is the manual: every parameter of both recipes has its doc, the
+/// header names the tools and the irreversible steps are listed.
+#[test]
+fn tend_show_documents_every_parameter() {
+    let w = World::new();
+    for name in ["backup", "restore"] {
+        let r = w.tend(&["show", recipe(name).to_str().unwrap(), "--json"]);
+        r.assert_code(0);
+        let v: Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+        let params = v["params"].as_array().unwrap();
+        assert!(params.len() >= 8, "{name}: {params:?}");
+        for p in params {
+            let doc = p["doc"].as_str().unwrap_or("");
+            assert!(doc.len() > 15, "{name}: parameter {} has no doc", p["name"]);
+        }
+        assert!(v["description"].as_str().unwrap().contains("restic"));
+        assert!(v["scope"].is_array(), "{name}: no scope: {v}");
+        let irreversible = v["irreversible_steps"].as_array().unwrap();
+        assert!(
+            irreversible.iter().any(|s| s.as_str().unwrap().contains("backup_command")),
+            "{irreversible:?}"
+        );
+        assert!(
+            !irreversible.iter().any(|s| s.as_str().unwrap().contains("changed_when: |r| false")),
+            "checks are no barrier: {irreversible:?}"
+        );
+    }
+}
