@@ -89,8 +89,7 @@ impl Bk {
     fn over_ssh() -> Bk {
         let mut bk = Bk::local();
         let h = sshd::Sshd::start_tendtest();
-        bk.w
-            .over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
+        bk.w.over_ssh(&h.user, h.port, &h.client_key, &h.known_hosts_line());
         bk.ssh = Some(h);
         bk
     }
@@ -138,10 +137,17 @@ impl Bk {
         let Some(h) = &self.ssh else { return };
         let dir = self.w.dir.path();
         let (uid, _) = sshd::uid_of(&h.user);
-        let ours = |p: &Path| walkdir(p).iter().chain([p.to_path_buf()].iter()).all(|f| {
-            std::fs::symlink_metadata(f).map(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid).unwrap_or(true)
-        });
-        if !ours(&self.w.root()) || !ours(&dir.join("backups")) || !dir.join("remote-state").exists() {
+        let ours = |p: &Path| {
+            walkdir(p).iter().chain([p.to_path_buf()].iter()).all(|f| {
+                std::fs::symlink_metadata(f)
+                    .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+                    .unwrap_or(true)
+            })
+        };
+        if !ours(&self.w.root())
+            || !ours(&dir.join("backups"))
+            || !dir.join("remote-state").exists()
+        {
             self.w.hand_over();
             h.hand_over(&[&dir.join("backups")]);
         }
@@ -225,24 +231,51 @@ fn counts(line: &str) -> String {
 /// nothing else.
 fn backup_cycle(bk: &Bk) {
     let before = bk.w.snapshot();
-    let keep = [("keep_last", "1"), ("keep_daily", "0"), ("keep_weekly", "0"), ("keep_monthly", "0")];
+    let keep = [
+        ("keep_last", "1"),
+        ("keep_daily", "0"),
+        ("keep_weekly", "0"),
+        ("keep_monthly", "0"),
+    ];
 
     let dry = bk.backup(&keep, &["--dry-run"]);
     dry.assert_code(0);
-    assert!(!Path::new(&bk.repo).exists(), "a dry-run created the repository");
+    assert!(
+        !Path::new(&bk.repo).exists(),
+        "a dry-run created the repository"
+    );
     // Read-only questions (hostname, cat config…) are steps that change nothing.
     let planned: Vec<_> = steps(&dry).into_iter().filter(|s| s.1 || s.2).collect();
     assert!(planned.iter().all(|s| s.2 && !s.1), "{planned:?}");
     assert_eq!(planned.len(), 2, "init and backup: {planned:?}");
-    assert!(planned[0].0.ends_with(" init") && !planned[0].3, "{planned:?}");
-    assert!(planned[1].0.contains(" backup --json ") && !planned[1].3, "{planned:?}");
-    assert_eq!(retention(&dry), BTreeMap::from([("new".into(), "keep (last snapshot)".into())]));
+    assert!(
+        planned[0].0.ends_with(" init") && !planned[0].3,
+        "{planned:?}"
+    );
+    assert!(
+        planned[1].0.contains(" backup --json ") && !planned[1].3,
+        "{planned:?}"
+    );
+    assert_eq!(
+        retention(&dry),
+        BTreeMap::from([("new".into(), "keep (last snapshot)".into())])
+    );
 
     let first = bk.backup(&keep, &[]);
     first.assert_code(0);
     let id1 = new_snapshot(&first);
-    assert_eq!(first.changed_count(), 2, "init and backup: {}", first.stdout);
-    assert_eq!(logs(&first, "restore test of snapshot").len(), 1, "{}", first.stdout);
+    assert_eq!(
+        first.changed_count(),
+        2,
+        "init and backup: {}",
+        first.stdout
+    );
+    assert_eq!(
+        logs(&first, "restore test of snapshot").len(),
+        1,
+        "{}",
+        first.stdout
+    );
     assert!(logs(&first, "restore test")[0].ends_with("4 files identical to their sources"));
     assert_same(&before, &bk.w.snapshot());
     let snaps = snapshots(&bk.repo);
@@ -258,10 +291,15 @@ fn backup_cycle(bk: &Bk) {
         .map(|n| n["path"].as_str().unwrap().to_string())
         .collect();
     let src = bk.src();
-    let want: BTreeSet<String> = ["data/deep/blob.bin", "data/run.sh", "etc/app.conf", "etc/secret.key"]
-        .iter()
-        .map(|f| format!("{src}/{f}"))
-        .collect();
+    let want: BTreeSet<String> = [
+        "data/deep/blob.bin",
+        "data/run.sh",
+        "etc/app.conf",
+        "etc/secret.key",
+    ]
+    .iter()
+    .map(|f| format!("{src}/{f}"))
+    .collect();
     assert_eq!(files, want);
 
     // A change, then the plan of the second backup against what it does.
@@ -270,9 +308,16 @@ fn backup_cycle(bk: &Bk) {
     let before = bk.w.snapshot();
     let dry = bk.backup(&keep, &["--dry-run"]);
     dry.assert_code(0);
-    assert_eq!(snapshots(&bk.repo).len(), 1, "a dry-run changed the repository");
+    assert_eq!(
+        snapshots(&bk.repo).len(),
+        1,
+        "a dry-run changed the repository"
+    );
     let preview = logs(&dry, "backup of ");
-    assert!(preview[0].ends_with("(restic backup --dry-run)"), "{preview:?}");
+    assert!(
+        preview[0].ends_with("(restic backup --dry-run)"),
+        "{preview:?}"
+    );
     let second = bk.backup(&keep, &[]);
     second.assert_code(0);
     let id2 = new_snapshot(&second);
@@ -315,7 +360,10 @@ fn backup_cycle(bk: &Bk) {
     assert_eq!(third.changed_count(), 1, "{}", third.stdout);
     assert_eq!(snapshots(&bk.repo).len(), 2);
     assert_same(&before, &bk.w.snapshot());
-    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+    assert!(
+        !Path::new(&bk.scratch).read_dir().unwrap().any(|_| true),
+        "scratch left behind"
+    );
     // The password never shows: not in output, run records or the audit log.
     assert_secret_nowhere(bk, &[&first, &second, &third]);
 }
@@ -379,13 +427,19 @@ fn backup_to_an_sftp_repository_through_a_real_sshd() {
     dry.assert_code(0);
     assert!(!h.root.join("repo").exists());
     bk.backup(&p, &[]).assert_code(0);
-    assert!(h.root.join("repo/config").exists(), "no repository over sftp");
+    assert!(
+        h.root.join("repo/config").exists(),
+        "no repository over sftp"
+    );
     let r = bk.backup(&p, &[]);
     r.assert_code(0);
     assert_eq!(logs(&r, "restore test").len(), 1, "{}", r.stdout);
     let snaps = snapshots(&h.root.join("repo").display().to_string());
     assert_eq!(snaps.len(), 1, "keep_last=1 forgot the first");
-    assert!(snaps[0]["id"].as_str().unwrap().starts_with(&new_snapshot(&r)));
+    assert!(snaps[0]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with(&new_snapshot(&r)));
 }
 
 /// (3) The riskiest step is the verification of what the backup wrote: with the data
@@ -404,16 +458,36 @@ fn a_failed_restore_test_fails_the_run_and_forgets_only_the_new_snapshot() {
     let before = bk.w.snapshot();
 
     let r = bk.backup(&keep, &[]);
-    assert_eq!(r.code, 4, "barriers (backup, forget of the new snapshot) are named: {}\n{}", r.stdout, r.stderr);
-    let failed: Vec<Value> = r.events().into_iter().filter(|e| e["event"] == "step_failed").collect();
+    assert_eq!(
+        r.code, 4,
+        "barriers (backup, forget of the new snapshot) are named: {}\n{}",
+        r.stdout, r.stderr
+    );
+    let failed: Vec<Value> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "step_failed")
+        .collect();
     assert_eq!(failed.len(), 1, "{}", r.stdout);
-    assert!(failed[0]["error"].as_str().unwrap().contains("restore test"), "{failed:?}");
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("restore test"),
+        "{failed:?}"
+    );
     assert_eq!(logs(&r, "snapshot ").len(), 2, "{}", r.stdout); // made, then forgotten
-    assert!(logs(&r, "retention: ").is_empty(), "retention ran after a failed verification");
+    assert!(
+        logs(&r, "retention: ").is_empty(),
+        "retention ran after a failed verification"
+    );
     assert_eq!(ids(&snapshots(&bk.repo)), first);
     assert_same(&before, &bk.w.snapshot());
     assert_eq!(r.event("run_end")["outcome"], "rollback_incomplete");
-    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+    assert!(
+        !Path::new(&bk.scratch).read_dir().unwrap().any(|_| true),
+        "scratch left behind"
+    );
 }
 
 /// Flip bytes in the middle of every pack file that holds only file data (the index
@@ -482,10 +556,17 @@ fn a_full_repository_disk_fails_the_run_and_keeps_earlier_snapshots() {
 
     let r = bk.backup(&keep, &[]);
     assert_ne!(r.code, 0, "{}", r.stdout);
-    let failed: Vec<Value> = r.events().into_iter().filter(|e| e["event"] == "step_failed").collect();
+    let failed: Vec<Value> = r
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "step_failed")
+        .collect();
     assert_eq!(failed.len(), 1, "{}", r.stdout);
     let err = failed[0]["error"].as_str().unwrap();
-    assert!(err.contains(" backup --json ") && err.contains("no space left on device"), "{err}");
+    assert!(
+        err.contains(" backup --json ") && err.contains("no space left on device"),
+        "{err}"
+    );
     assert!(logs(&r, "retention: ").is_empty());
     assert_same(&before, &bk.w.snapshot());
     assert_eq!(ids(&snapshots(&bk.repo)), first);
@@ -521,17 +602,54 @@ fn the_retention_plan_is_restic_forget_dry_run_list() {
     ];
     for (tz, t) in times {
         let out = Command::new("restic")
-            .args(["-r", &bk.repo, "backup", "--json", "--tag", "tend", "--exclude", "*.tmp"])
+            .args([
+                "-r",
+                &bk.repo,
+                "backup",
+                "--json",
+                "--tag",
+                "tend",
+                "--exclude",
+                "*.tmp",
+            ])
             .args(["--host", host, "--time", t, &src])
             .env("RESTIC_PASSWORD", PW)
             .env("TZ", tz)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Another host's and another tag's snapshots are not this backup's to forget.
-    restic_ok(&bk.repo, &["backup", "--host", "elsewhere", "--tag", "tend", "--time", "2020-01-01 00:00:00", &src]);
-    restic_ok(&bk.repo, &["backup", "--host", host, "--tag", "other", "--time", "2020-01-01 00:00:00", &src]);
+    restic_ok(
+        &bk.repo,
+        &[
+            "backup",
+            "--host",
+            "elsewhere",
+            "--tag",
+            "tend",
+            "--time",
+            "2020-01-01 00:00:00",
+            &src,
+        ],
+    );
+    restic_ok(
+        &bk.repo,
+        &[
+            "backup",
+            "--host",
+            host,
+            "--tag",
+            "other",
+            "--time",
+            "2020-01-01 00:00:00",
+            &src,
+        ],
+    );
     let policy = [
         ("keep_last", "2"),
         ("keep_hourly", "2"),
@@ -546,10 +664,34 @@ fn the_retention_plan_is_restic_forget_dry_run_list() {
     assert_eq!(plan.len(), times.len() + 1, "{}", dry.stdout);
 
     // Now the new snapshot, as the recipe makes it, and restic's own dry-run list.
-    let out = restic_ok(&bk.repo, &["backup", "--json", "--tag", "tend", "--exclude", "*.tmp", "--host", host, &src]);
+    let out = restic_ok(
+        &bk.repo,
+        &[
+            "backup",
+            "--json",
+            "--tag",
+            "tend",
+            "--exclude",
+            "*.tmp",
+            "--host",
+            host,
+            &src,
+        ],
+    );
     let new: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let new_id = new["snapshot_id"].as_str().unwrap().to_string();
-    let mut args = vec!["forget", "--dry-run", "--json", "--no-lock", "--host", host, "--tag", "tend", "--path", &src];
+    let mut args = vec![
+        "forget",
+        "--dry-run",
+        "--json",
+        "--no-lock",
+        "--host",
+        host,
+        "--tag",
+        "tend",
+        "--path",
+        &src,
+    ];
     let flags: Vec<String> = policy
         .iter()
         .map(|(k, v)| format!("--{}={v}", k.replace('_', "-")))
@@ -560,15 +702,29 @@ fn the_retention_plan_is_restic_forget_dry_run_list() {
     for g in theirs.as_array().unwrap() {
         let mut why = BTreeMap::new();
         for r in g["reasons"].as_array().unwrap() {
-            let rules: Vec<&str> = r["matches"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
-            why.insert(r["snapshot"]["time"].as_str().unwrap().to_string(), rules.join(", "));
+            let rules: Vec<&str> = r["matches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap())
+                .collect();
+            why.insert(
+                r["snapshot"]["time"].as_str().unwrap().to_string(),
+                rules.join(", "),
+            );
         }
         for s in g["keep"].as_array().unwrap() {
             let rules = &why[s["time"].as_str().unwrap()];
-            restic_list.insert(s["short_id"].as_str().unwrap().to_string(), format!("keep ({rules})"));
+            restic_list.insert(
+                s["short_id"].as_str().unwrap().to_string(),
+                format!("keep ({rules})"),
+            );
         }
         for s in g["remove"].as_array().into_iter().flatten() {
-            restic_list.insert(s["short_id"].as_str().unwrap().to_string(), "forget".to_string());
+            restic_list.insert(
+                s["short_id"].as_str().unwrap().to_string(),
+                "forget".to_string(),
+            );
         }
     }
     let plan: BTreeMap<String, String> = plan
@@ -589,7 +745,11 @@ fn restore_cycle(bk: &Bk) {
     // Damage: one file edited, one removed, one with another mode, one directory gone.
     bk.w.write_mode("src/etc/app.conf", "listen = 1\n", 0o644);
     std::fs::remove_file(bk.w.root().join("src/etc/secret.key")).unwrap();
-    std::fs::set_permissions(bk.w.root().join("src/data/run.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        bk.w.root().join("src/data/run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     std::fs::remove_dir_all(bk.w.root().join("src/data/deep")).unwrap();
     bk.w.write("src/etc/extra.conf", "kept: the snapshot lacks it\n");
     bk.w.hand_over();
@@ -623,11 +783,20 @@ fn restore_cycle(bk: &Bk) {
     let changed: BTreeSet<String> = support::diff(&damaged, &after);
     let planned_files: BTreeSet<String> = plan
         .iter()
-        .map(|l| l["restore: ".len()..].split(" (").next().unwrap().to_string())
+        .map(|l| {
+            l["restore: ".len()..]
+                .split(" (")
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .chain([format!("{src}/data/deep")])
         .collect();
     assert_eq!(changed, planned_files);
-    assert_eq!(dry.changed_paths(), BTreeSet::from([format!("{src}/data/deep")]));
+    assert_eq!(
+        dry.changed_paths(),
+        BTreeSet::from([format!("{src}/data/deep")])
+    );
 
     let again = bk.run("restore", &[], &[]);
     again.assert_code(0);
@@ -637,7 +806,10 @@ fn restore_cycle(bk: &Bk) {
     let rb = bk.w.tend(&["rollback", &run.run_id()]);
     rb.assert_code(0);
     assert_same(&damaged, &bk.w.snapshot());
-    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+    assert!(
+        !Path::new(&bk.scratch).read_dir().unwrap().any(|_| true),
+        "scratch left behind"
+    );
 }
 
 #[test]
@@ -671,12 +843,21 @@ fn restore_some_paths_into_another_directory() {
         .collect();
     assert_eq!(
         files,
-        BTreeSet::from([format!("{out}{src}/etc/app.conf"), format!("{out}{src}/etc/secret.key")])
+        BTreeSet::from([
+            format!("{out}{src}/etc/app.conf"),
+            format!("{out}{src}/etc/secret.key")
+        ])
     );
-    assert_eq!(got[&format!("{out}{src}/etc/secret.key")], before[&format!("{src}/etc/secret.key")]);
+    assert_eq!(
+        got[&format!("{out}{src}/etc/secret.key")],
+        before[&format!("{src}/etc/secret.key")]
+    );
     // target_dir itself is made with the default mode, not a snapshot directory's.
     let m = std::fs::metadata(&out).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777, 0o755);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777,
+        0o755
+    );
 }
 
 /// (3) The riskiest step of a restore is writing files: one that cannot be written
@@ -693,11 +874,26 @@ fn a_restore_that_fails_midway_is_rolled_back() {
     let r = bk.run("restore", &[], &[]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     // run.sh (restored first) was put back; nothing else changed.
-    assert!(steps(&r).iter().any(|s| s.0.ends_with("src/data/run.sh") && s.1), "{}", r.stdout);
+    assert!(
+        steps(&r)
+            .iter()
+            .any(|s| s.0.ends_with("src/data/run.sh") && s.1),
+        "{}",
+        r.stdout
+    );
     let failed = r.event("step_failed");
-    assert!(failed["error"].as_str().unwrap().contains("not a directory"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a directory"),
+        "{failed}"
+    );
     assert_same(&before, &bk.w.snapshot());
-    assert!(!Path::new(&bk.scratch).read_dir().unwrap().any(|_| true), "scratch left behind");
+    assert!(
+        !Path::new(&bk.scratch).read_dir().unwrap().any(|_| true),
+        "scratch left behind"
+    );
 }
 
 /// (5) `tend show` is the manual: every parameter of both recipes has its doc, the
@@ -719,11 +915,15 @@ fn tend_show_documents_every_parameter() {
         assert!(v["scope"].is_array(), "{name}: no scope: {v}");
         let irreversible = v["irreversible_steps"].as_array().unwrap();
         assert!(
-            irreversible.iter().any(|s| s.as_str().unwrap().contains("backup_command")),
+            irreversible
+                .iter()
+                .any(|s| s.as_str().unwrap().contains("backup_command")),
             "{irreversible:?}"
         );
         assert!(
-            !irreversible.iter().any(|s| s.as_str().unwrap().contains("changed_when: |r| false")),
+            !irreversible
+                .iter()
+                .any(|s| s.as_str().unwrap().contains("changed_when: |r| false")),
             "checks are no barrier: {irreversible:?}"
         );
     }

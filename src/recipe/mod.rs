@@ -160,7 +160,10 @@ impl Recipe {
                     // that leaves nothing behind) leaves no record, so no barrier.
                     let judged_unchanged = call.contains("changed_when: |r| false")
                         || call.contains("changed_when: |_| false");
-                    if !call.contains("undo:") && !call.contains("read_only: true") && !judged_unchanged {
+                    if !call.contains("undo:")
+                        && !call.contains("read_only: true")
+                        && !judged_unchanged
+                    {
                         out.push(format!("{name}:{}: {}", i + 1, line.trim()));
                     }
                 }
