@@ -901,7 +901,7 @@ fn a_restore_that_fails_midway_is_rolled_back() {
 #[test]
 fn tend_show_documents_every_parameter() {
     let w = World::new();
-    for name in ["backup", "restore"] {
+    for name in ["backup", "restore", "backup-postgres"] {
         let r = w.tend(&["show", recipe(name).to_str().unwrap(), "--json"]);
         r.assert_code(0);
         let v: Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
@@ -925,6 +925,256 @@ fn tend_show_documents_every_parameter() {
                 .iter()
                 .any(|s| s.as_str().unwrap().contains("changed_when: |r| false")),
             "checks are no barrier: {irreversible:?}"
+        );
+    }
+}
+
+// ---- PostgreSQL -------------------------------------------------------------
+
+/// A real PostgreSQL for one test: initdb as `postgres` in a temp dir, started on a
+/// free port of 127.0.0.1 (password login), stopped when dropped.
+struct Pg {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+/// The server's programs (initdb, pg_ctl): Debian's newest installed version.
+fn pg_bin() -> String {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package postgresql)")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    versions.sort();
+    format!(
+        "/usr/lib/postgresql/{}/bin",
+        versions.last().expect("a PostgreSQL version")
+    )
+}
+const PG_PW: &str = "pg-secret-for-tend";
+
+impl Pg {
+    fn start() -> Pg {
+        let dir = tempfile::Builder::new()
+            .prefix("tend-pg-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let chown = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PG_PW).unwrap();
+        let as_pg = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data = dir.path().join("data").display().to_string();
+        as_pg(&[
+            &format!("{}/initdb", pg_bin()),
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            &format!("--pwfile={}", pwfile.display()),
+        ]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            dir.path().display()
+        );
+        let log = dir.path().join("log").display().to_string();
+        as_pg(&[
+            &format!("{}/pg_ctl", pg_bin()),
+            "-D",
+            &data,
+            "-o",
+            &opts,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+        Pg { dir, port }
+    }
+
+    /// psql as postgres on `db`.
+    fn sql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .env("PGPASSWORD", PG_PW)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                &format!("{}/pg_ctl", pg_bin()),
+                "-D",
+                &data,
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .output();
+    }
+}
+
+/// pg_dump streamed into the repository: the dump restores into a scratch database
+/// and the query's answer is the live database's; the scratch database is gone
+/// again; a second run adds one snapshot; a dump that fails (a database that is not
+/// there) fails the run and leaves no snapshot. Neither password leaks.
+#[test]
+fn postgres_dump_streamed_into_the_repository_and_restore_tested() {
+    let pg = Pg::start();
+    pg.sql("postgres", "create database shop");
+    pg.sql("shop", "create table orders (id int primary key, item text); insert into orders select g, 'item ' || g from generate_series(1, 500) g; create table customers (id int)");
+    let bk = Bk::local();
+    let port = pg.port.to_string();
+    let pgpw = format!("env:{PW_VAR}_PG");
+    let run = |extra: &[(&str, &str)], flags: &[&str]| -> Run {
+        let mut c = bk.w.command();
+        c.arg("run").arg(recipe("backup-postgres")).arg("--json");
+        let mut params = vec![
+            ("repo", bk.repo.as_str()),
+            ("password", "env:TEND_T_RESTIC_PW"),
+            ("pg_password", pgpw.as_str()),
+            ("database", "shop"),
+            ("pg_host", "127.0.0.1"),
+            ("pg_port", port.as_str()),
+            ("keep_last", "1"),
+            (
+                "verify_query",
+                "select count(*) || ' ' || sum(id) from orders",
+            ),
+        ];
+        params.extend_from_slice(extra);
+        for (k, v) in params {
+            c.arg("-p").arg(format!("{k}={v}"));
+        }
+        c.args(flags)
+            .env(PW_VAR, PW)
+            .env(format!("{PW_VAR}_PG"), PG_PW);
+        Run::from(c.output().unwrap())
+    };
+
+    let dry = run(&[], &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(!Path::new(&bk.repo).exists());
+    assert_eq!(logs(&dry, "database shop: ").len(), 1, "{}", dry.stdout);
+    assert!(logs(&dry, "database shop: ")[0].ends_with(" = 500 125250"));
+
+    let first = run(&[], &[]);
+    first.assert_code(0);
+    let test = logs(&first, "restore test of snapshot");
+    assert_eq!(test.len(), 1, "{}", first.stdout);
+    assert!(test[0].contains("= 500 125250, as on shop"), "{test:?}");
+    let snaps = snapshots(&bk.repo);
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["paths"], serde_json::json!(["/shop.dump"]));
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "select count(*) from pg_database where datname = 'tend_restore_test'"
+        ),
+        "0"
+    );
+    // The dump in the repository is a real pg_dump -Fc archive.
+    let dump = restic(&bk.repo, &["dump", "--no-lock", "latest", "/shop.dump"]);
+    assert!(
+        dump.stdout.starts_with(b"PGDMP"),
+        "not a custom-format dump"
+    );
+
+    pg.sql("shop", "insert into orders values (501, 'late')");
+    let second = run(&[("keep_last", "5")], &[]);
+    second.assert_code(0);
+    assert!(logs(&second, "restore test")[0].contains("= 501 125751"));
+    assert_eq!(snapshots(&bk.repo).len(), 2);
+    assert_eq!(second.changed_count(), 1, "{}", second.stdout);
+
+    // pg_dump fails midway (a user who may not read one table): the snapshot restic
+    // made of the partial dump is forgotten again, the run fails.
+    pg.sql(
+        "postgres",
+        &format!("create role tendbk login password '{PG_PW}'"),
+    );
+    pg.sql("shop", "grant select on orders to tendbk");
+    let before = ids(&snapshots(&bk.repo));
+    let bad = run(
+        &[
+            ("pg_user", "tendbk"),
+            ("verify_query", "select count(*) from orders"),
+        ],
+        &[],
+    );
+    assert_ne!(bad.code, 0, "{}", bad.stdout);
+    let failed = bad.event("step_failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("pg_dump failed"),
+        "{failed}"
+    );
+    assert_eq!(ids(&snapshots(&bk.repo)), before);
+
+    for r in [&dry, &first, &second, &bad] {
+        assert!(!r.stdout.contains(PG_PW) && !r.stderr.contains(PG_PW));
+    }
+    for f in walkdir(&bk.w.state()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        assert!(
+            !text.contains(PG_PW) && !text.contains(PW),
+            "a password is in {}",
+            f.display()
         );
     }
 }
