@@ -305,7 +305,7 @@ fn the_shipped_recipes_pass() {
         "{}",
         r.stdout
     );
-    assert_eq!(last_line(&r), "6 passed, 0 failed");
+    assert_eq!(last_line(&r), "15 passed, 0 failed");
 }
 
 #[test]
