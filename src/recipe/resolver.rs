@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 pub const STDLIB: &[(&str, &str)] = &[
     ("logrotate", include_str!("../../stdlib/logrotate.rhai")),
     ("restic", include_str!("../../stdlib/restic.rhai")),
+    (
+        "restic_policy",
+        include_str!("../../stdlib/restic_policy.rhai"),
+    ),
 ];
 
 pub fn stdlib_source(name: &str) -> Option<&'static str> {
