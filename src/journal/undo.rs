@@ -71,6 +71,12 @@ pub enum Undo {
     Barrier {
         what: String,
     },
+    /// A service was started, stopped, enabled or disabled: put it back as it was
+    /// (see [`crate::system::service::Change`]).
+    Service(crate::system::service::Change),
+    /// A crontab was written: restore the old text exactly, or remove it if there
+    /// was none (see [`crate::system::crontab::Change`]).
+    Crontab(crate::system::crontab::Change),
 }
 
 /// What a step left at a path, recorded right after the change: before reverting,
@@ -175,7 +181,10 @@ impl Undo {
             | Undo::Chmod { path, .. }
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
-            Undo::Command { .. } | Undo::Barrier { .. } => Vec::new(),
+            Undo::Command { .. }
+            | Undo::Barrier { .. }
+            | Undo::Service(_)
+            | Undo::Crontab(_) => Vec::new(),
         }
     }
 
@@ -217,7 +226,10 @@ impl Undo {
                 fix(from);
                 fix(to);
             }
-            Undo::Command { .. } | Undo::Barrier { .. } => {}
+            Undo::Command { .. }
+            | Undo::Barrier { .. }
+            | Undo::Service(_)
+            | Undo::Crontab(_) => {}
         }
     }
 
@@ -234,6 +246,8 @@ impl Undo {
             Undo::Rename { from, to } => format!("rename {to} back to {from}"),
             Undo::Command { command } => format!("run `{command}`"),
             Undo::Barrier { what } => format!("cannot undo: {what}"),
+            Undo::Service(c) => c.describe(),
+            Undo::Crontab(c) => c.describe(),
         }
     }
 
@@ -356,6 +370,26 @@ impl Undo {
                 Ok(Reverted::Done)
             }
             Undo::Barrier { what } => Ok(Reverted::Impossible(what.clone())),
+            Undo::Service(c) => system_reverted(c.revert(t, &runner(become_))),
+            Undo::Crontab(c) => system_reverted(c.revert(t, &runner(become_))),
         }
+    }
+}
+
+fn runner(become_: bool) -> crate::system::Runner {
+    crate::system::Runner {
+        become_,
+        cancel: None,
+    }
+}
+
+/// A revert of state outside files (a service, a crontab), as a [`Reverted`].
+fn system_reverted(r: crate::system::StateResult<bool>) -> UndoResult<Reverted> {
+    use crate::system::StateError;
+    match r {
+        Ok(true) => Ok(Reverted::Done),
+        Ok(false) => Ok(Reverted::NotNeeded),
+        Err(StateError::Target(e)) => Err(UndoError::Target(e)),
+        Err(e) => Err(UndoError::Refused(e.to_string())),
     }
 }

@@ -7,9 +7,12 @@
 
 pub mod archive;
 pub mod check;
+pub mod cron;
 pub mod edit;
 pub mod fs;
+pub mod service;
 pub mod sh;
+pub mod unit;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -425,6 +428,14 @@ impl Ctx {
                 Ok(false)
             }
         }
+    }
+
+    /// Save `data` (old state that is not a file: a crontab's text) in the run's
+    /// backup directory on the target, for a rollback; where it went. Root-only.
+    pub fn save_backup(&self, name: &str, data: &[u8]) -> OpResult<String> {
+        let dest = self.backup_slot(name)?;
+        self.target.write(&dest, data, 0o600)?;
+        Ok(dest)
     }
 
     /// A new, unused path in the run's backup directory for a copy of `path`.
