@@ -191,9 +191,6 @@ pub fn register(engine: &mut Engine, host: std::sync::Arc<HostContext>) {
     engine.register_fn(
         "handler",
         move |call: NativeCallContext, name: &str, f: FnPtr| -> RResult<()> {
-            if h.mode != Mode::Run {
-                return Ok(());
-            }
             if name.trim().is_empty() {
                 return Err(err(&call, "handler: the name must not be empty"));
             }

@@ -21,6 +21,7 @@ fn step(
     opts: &Map,
     f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
 ) -> RResult<Map> {
+    h.guard(call)?;
     let become_ = opt_bool(call, opts, "become", false)?;
     let notify = match opts.get("notify").filter(|v| !v.is_unit()) {
         Some(v) => handlers::names(call, v)?,
