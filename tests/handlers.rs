@@ -61,7 +61,10 @@ fn two_of_three_changed_files_run_the_handler_once_at_the_end() {
     let dry = w.run(&recipe, &["--dry-run"]);
     dry.assert_code(0);
     assert_same(&before, &w.snapshot());
-    assert_eq!(handler_runs(&dry), vec!["running handler \"restart app\" (notified)"]);
+    assert_eq!(
+        handler_runs(&dry),
+        vec!["running handler \"restart app\" (notified)"]
+    );
     // The handler's step is in the plan, after every step of the recipe.
     assert_eq!(ops(&dry), ["fs::file", "fs::file", "fs::file", "sh"]);
 
@@ -115,7 +118,8 @@ fn a_failing_handler_fails_the_run_at_its_line_and_rolls_back() {
     let failed = r.event("step_failed");
     let error = failed["error"].as_str().unwrap();
     assert!(
-        error.contains("r.rhai:2:") && error.contains("handler \"check\": assertion failed: app did not come up"),
+        error.contains("r.rhai:2:")
+            && error.contains("handler \"check\": assertion failed: app did not come up"),
         "{error}"
     );
     assert_same(&before, &w.snapshot());
@@ -165,7 +169,10 @@ fn notifying_an_undeclared_handler_is_an_error_at_its_line() {
     let before = w.snapshot();
     let r = w.run(&recipe, &[]);
     r.assert_code(3);
-    let error = r.event("step_failed")["error"].as_str().unwrap().to_string();
+    let error = r.event("step_failed")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         error.contains("r.rhai:3:")
             && error.contains("notify(\"restart ap\"): no handler of that name is declared")
@@ -183,9 +190,18 @@ fn notifying_an_undeclared_handler_is_an_error_at_its_line() {
         &[],
     );
     r.assert_code(1);
-    let error = r.event("step_failed")["error"].as_str().unwrap().to_string();
-    assert!(error.contains("o.rhai:1:") && error.contains("notify(\"nobody\")"), "{error}");
-    assert!(!w.root().join("etc/systemd/system/tend-t-h.service").exists());
+    let error = r.event("step_failed")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("o.rhai:1:") && error.contains("notify(\"nobody\")"),
+        "{error}"
+    );
+    assert!(!w
+        .root()
+        .join("etc/systemd/system/tend-t-h.service")
+        .exists());
 }
 
 #[test]

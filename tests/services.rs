@@ -103,7 +103,10 @@ esac
 
     /// Its runlevel links, `rc2.d/S01name`…
     fn links(&self) -> Vec<String> {
-        let (_, out) = sh(&format!("cd /etc && ls -d rc?.d/[SK][0-9][0-9]{} 2>/dev/null", self.name));
+        let (_, out) = sh(&format!(
+            "cd /etc && ls -d rc?.d/[SK][0-9][0-9]{} 2>/dev/null",
+            self.name
+        ));
         out.lines().map(String::from).collect()
     }
 
@@ -161,11 +164,19 @@ fn up_and_down(w: &World, d: &Daemon, up: &str, down: &str) {
         dry.stdout
     );
     assert!(!d.running(), "a dry-run started it");
-    assert!(d.links().is_empty(), "a dry-run enabled it: {:?}", d.links());
+    assert!(
+        d.links().is_empty(),
+        "a dry-run enabled it: {:?}",
+        d.links()
+    );
 
     let failed = w.run(&recipe, &["-p", &p, "-p", "fail=true"]);
     failed.assert_code(3);
-    assert!(!d.running(), "not stopped by the rollback:\n{}", failed.stdout);
+    assert!(
+        !d.running(),
+        "not stopped by the rollback:\n{}",
+        failed.stdout
+    );
     assert!(d.links().is_empty(), "links left: {:?}", d.links());
 
     let real = w.run(&recipe, &["-p", &p]);
@@ -188,11 +199,19 @@ fn up_and_down(w: &World, d: &Daemon, up: &str, down: &str) {
     stop.assert_code(0);
     assert_eq!(stop.changed_count(), 2, "{}", stop.stdout);
     assert!(!d.running());
-    assert!(d.links().iter().all(|l| l.contains("/K")), "{:?}", d.links());
+    assert!(
+        d.links().iter().all(|l| l.contains("/K")),
+        "{:?}",
+        d.links()
+    );
 
     let back = w.tend(&["rollback", &stop.run_id(), "--json"]);
     back.assert_code(0);
-    assert!(d.running(), "rollback did not start it again:\n{}", back.stdout);
+    assert!(
+        d.running(),
+        "rollback did not start it again:\n{}",
+        back.stdout
+    );
     assert_eq!(d.links(), links, "rollback restores the links");
 }
 
@@ -228,6 +247,32 @@ fn a_real_daemon_is_started_enabled_stopped_and_rolled_back_locally() {
     let back = w.tend(&["rollback", &r.run_id(), "--json"]);
     back.assert_code(0);
     assert!(d.running(), "a rollback of a restart leaves it running");
+
+    // Stopped by a run, started by somebody since: that is the state before the run,
+    // and its rollback has nothing to do (the daemon is not restarted).
+    let stop = w.recipe(
+        "stop.rhai",
+        "let p = params(#{name: \"\"});\nservice::stopped(p.name);\nservice::disabled(p.name);\n",
+    );
+    let r = w.run(&stop, &["-p", &d.param()]);
+    r.assert_code(0);
+    sh(&format!("/etc/init.d/{} start", d.name));
+    // Disabled by the run, its links removed by somebody since: neither the state
+    // before nor the one the run left, so the rollback refuses to touch it.
+    sh(&format!("update-rc.d -f {} remove", d.name));
+    let pid = d.pid();
+    let back = w.tend(&["rollback", &r.run_id()]);
+    back.assert_code(4);
+    assert!(
+        back.stdout.contains(&format!(
+            "service {} is without runlevel links now, not disabled at boot as the run left it; not changed",
+            d.name
+        )) && back.stdout.contains("active again: not needed"),
+        "{}",
+        back.stdout
+    );
+    assert_eq!(d.pid(), pid, "left as it was");
+    assert!(d.links().is_empty());
 }
 
 #[test]
@@ -287,9 +332,14 @@ fn unit_files_and_their_enabling_offline_with_systemctl_root() {
     assert_same(&before, &w.snapshot());
     let plan = changes(&dry);
     assert_eq!(plan.len(), 4, "{}", dry.stdout);
-    assert_eq!(plan[2].1, "tend-t-app.service (systemd): disabled -> enabled");
+    assert_eq!(
+        plan[2].1,
+        "tend-t-app.service (systemd): disabled -> enabled"
+    );
     assert_eq!(plan[3].1, "tend-t-app.timer (systemd): disabled -> enabled");
-    assert!(plan[1].2.contains("+OnCalendar=*-*-* 03:00:00\n+Persistent=true\n"));
+    assert!(plan[1]
+        .2
+        .contains("+OnCalendar=*-*-* 03:00:00\n+Persistent=true\n"));
 
     let failed = w.run(&recipe, &["-p", &root, "-p", "fail=true"]);
     failed.assert_code(3);
@@ -298,7 +348,9 @@ fn unit_files_and_their_enabling_offline_with_systemctl_root() {
     let real = w.run(&recipe, &["-p", &root]);
     real.assert_code(0);
     assert_eq!(changes(&real), plan, "the plan is the run");
-    let wants = w.root().join("etc/systemd/system/timers.target.wants/tend-t-app.timer");
+    let wants = w
+        .root()
+        .join("etc/systemd/system/timers.target.wants/tend-t-app.timer");
     assert_eq!(
         std::fs::read_link(&wants).unwrap(),
         PathBuf::from("/etc/systemd/system/tend-t-app.timer")
@@ -333,10 +385,18 @@ fn a_unit_name_without_its_kind_and_a_timer_without_a_time_are_refused() {
     let w = World::new();
     w.mkdir("etc/systemd/system", 0o755);
     let r = w.run(
-        &w.recipe_in_root("r.rhai", "systemd::unit(\"app\", \"x\", #{root: \"ROOT\"});\n"),
+        &w.recipe_in_root(
+            "r.rhai",
+            "systemd::unit(\"app\", \"x\", #{root: \"ROOT\"});\n",
+        ),
         &[],
     );
-    assert!(r.stdout.contains("give its kind too"), "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("give its kind too"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
     let r = w.run(
         &w.recipe_in_root("t.rhai", "systemd::timer(\"app\", #{root: \"ROOT\"});\n"),
         &[],
@@ -414,11 +474,18 @@ fn cron_exact(w: &World, extra: &[&str], initial: Option<&str>) {
     assert_eq!(crontab().as_deref(), initial, "a dry-run changed it");
     let plan = changes(&dry);
     assert_eq!(plan.len(), 2, "{}", dry.stdout);
-    assert!(plan[0].2.contains("+# tend: tend-t-backup\n+30 2 * * mon-fri /usr/local/bin/backup"));
+    assert!(plan[0]
+        .2
+        .contains("+# tend: tend-t-backup\n+30 2 * * mon-fri /usr/local/bin/backup"));
 
     let failed = w.run(&recipe, &[&["-p", "fail=true"], extra].concat());
     failed.assert_code(3);
-    assert_eq!(crontab().as_deref(), initial, "rollback:\n{}", failed.stdout);
+    assert_eq!(
+        crontab().as_deref(),
+        initial,
+        "rollback:\n{}",
+        failed.stdout
+    );
 
     let real = w.run(&recipe, extra);
     real.assert_code(0);
@@ -443,7 +510,25 @@ fn cron_exact(w: &World, extra: &[&str], initial: Option<&str>) {
     let m = w.run(&moved, extra);
     m.assert_code(0);
     assert_eq!(m.changed_count(), 1);
-    assert_eq!(crontab().unwrap(), expect.replace("30 2 * * mon-fri", "45 3 * * *"));
+    assert_eq!(
+        crontab().unwrap(),
+        expect.replace("30 2 * * mon-fri", "45 3 * * *")
+    );
+
+    // Edited by hand since: a rollback leaves it alone (and says so).
+    let edited = format!("{}0 0 * * * edited by hand\n", crontab().unwrap());
+    set_crontab(Some(&edited));
+    let refused = w.tend(&["rollback", &m.run_id()]);
+    refused.assert_code(4);
+    assert!(
+        refused
+            .stdout
+            .contains("crontab was changed since the run wrote it; not restored"),
+        "{}",
+        refused.stdout
+    );
+    assert_eq!(crontab().unwrap(), edited);
+    set_crontab(Some(&expect.replace("30 2 * * mon-fri", "45 3 * * *")));
 
     w.tend(&["rollback", &m.run_id()]).assert_code(0);
     assert_eq!(crontab().unwrap(), expect);
@@ -473,7 +558,9 @@ fn cron_entries_locally_in_another_users_crontab() {
         &[],
     );
     gone.assert_code(0);
-    assert!(changes(&gone)[0].2.contains("-# tend: tend-t-gone\n-* * * * * true\n"));
+    assert!(changes(&gone)[0]
+        .2
+        .contains("-# tend: tend-t-gone\n-* * * * * true\n"));
     assert_eq!(crontab().unwrap(), initial);
 }
 
@@ -493,7 +580,10 @@ fn cron_entries_over_ssh_in_the_login_users_own_crontab() {
 fn a_bad_cron_schedule_is_refused_at_its_line() {
     let w = World::new();
     for (schedule, says) in [
-        ("0 25 * * *", "hour 25 in \"0 25 * * *\" is out of range 0-23"),
+        (
+            "0 25 * * *",
+            "hour 25 in \"0 25 * * *\" is out of range 0-23",
+        ),
         ("*/5 * * *", "has 4 fields"),
         ("@dayly", "\"@dayly\" is not a cron macro"),
     ] {

@@ -121,7 +121,7 @@ fn flush(h: &HostContext, caller: &Caller) -> RResult<()> {
             level: "info".into(),
             message: format!("running handler {:?} (notified)", handler.name),
         });
-        let named = |e| in_handler(&handler.name, e);
+        let named = |e: Box<EvalAltResult>| in_handler(&handler.name, *e);
         match (&handler.action, caller) {
             (Action::Script(f), Caller::Call(call)) => {
                 let _: Dynamic = f.call_within_context(call, ()).map_err(named)?;
@@ -141,10 +141,10 @@ fn flush(h: &HostContext, caller: &Caller) -> RResult<()> {
 
 /// An error inside a handler's closure, said as the handler's: `handler "x": …` at
 /// the failing line, rather than a call of an anonymous function.
-fn in_handler(name: &str, e: Box<EvalAltResult>) -> Box<EvalAltResult> {
-    match *e {
+fn in_handler(name: &str, e: EvalAltResult) -> Box<EvalAltResult> {
+    match e {
         EvalAltResult::ErrorInFunctionCall(f, _, inner, _) if f.starts_with("anon$") => {
-            in_handler(name, inner)
+            in_handler(name, *inner)
         }
         EvalAltResult::ErrorRuntime(v, pos) if v.is_string() => {
             EvalAltResult::ErrorRuntime(format!("handler {name:?}: {v}").into(), pos).into()

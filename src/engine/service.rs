@@ -51,7 +51,9 @@ where
     m.set_native_fn(name, move |call: NativeCallContext, a: &str| {
         g(call, a, Map::new())
     });
-    m.set_native_fn(name, move |call: NativeCallContext, a: &str, o: Map| f(call, a, o));
+    m.set_native_fn(name, move |call: NativeCallContext, a: &str, o: Map| {
+        f(call, a, o)
+    });
 }
 
 fn register_service(engine: &mut Engine, host: &Arc<HostContext>) {

@@ -181,10 +181,9 @@ impl Undo {
             | Undo::Chmod { path, .. }
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
-            Undo::Command { .. }
-            | Undo::Barrier { .. }
-            | Undo::Service(_)
-            | Undo::Crontab(_) => Vec::new(),
+            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Service(_) | Undo::Crontab(_) => {
+                Vec::new()
+            }
         }
     }
 
@@ -226,10 +225,7 @@ impl Undo {
                 fix(from);
                 fix(to);
             }
-            Undo::Command { .. }
-            | Undo::Barrier { .. }
-            | Undo::Service(_)
-            | Undo::Crontab(_) => {}
+            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Service(_) | Undo::Crontab(_) => {}
         }
     }
 

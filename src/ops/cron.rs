@@ -70,10 +70,7 @@ pub fn entry(ctx: &Ctx, spec: &CronSpec) -> OpResult<StepReport> {
         .clone()
         .filter(|u| ctx.is_root_view() || u != login);
     let tab = Crontab { user };
-    let key = format!(
-        "crontab:{}",
-        spec.user.as_deref().unwrap_or(login.as_str())
-    );
+    let key = format!("crontab:{}", spec.user.as_deref().unwrap_or(login.as_str()));
     let old = match ctx.planned(&key) {
         Some(v) => v.strip_prefix('+').map(str::to_string),
         None => tab.read(t, &run)?,
@@ -91,10 +88,7 @@ pub fn entry(ctx: &Ctx, spec: &CronSpec) -> OpResult<StepReport> {
     }
     // A crontab left empty is removed, as if tend had never written one.
     let new = Some(text).filter(|t| !t.is_empty());
-    let label = format!(
-        "crontab:{}",
-        spec.user.as_deref().unwrap_or(login.as_str())
-    );
+    let label = format!("crontab:{}", spec.user.as_deref().unwrap_or(login.as_str()));
     let mut report = StepReport::changed(OP, subject, Vec::new());
     report.diff = Some(unified_diff(
         &label,

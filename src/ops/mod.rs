@@ -225,7 +225,12 @@ impl Ctx {
         if !self.dry_run() {
             return None;
         }
-        self.shared.planned.lock().expect("planned lock").get(key).cloned()
+        self.shared
+            .planned
+            .lock()
+            .expect("planned lock")
+            .get(key)
+            .cloned()
     }
 
     /// Dry-run: record what a planned step would leave `key` as (see [`Ctx::planned`]).

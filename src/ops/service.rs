@@ -70,7 +70,12 @@ fn enablement(ctx: &Ctx, svc: &Service, run: &Runner) -> OpResult<String> {
                 // A unit file written by this plan: disabled until enabled, or
                 // static when it has nothing to be enabled by.
                 Some(text) if svc.manager == Manager::Systemd => {
-                    Ok(if text.contains("[Install]") { "disabled" } else { "static" }.into())
+                    Ok(if text.contains("[Install]") {
+                        "disabled"
+                    } else {
+                        "static"
+                    }
+                    .into())
                 }
                 Some(_) => Ok("none".into()),
                 None => Err(StateError::Missing(m).into()),
@@ -107,7 +112,10 @@ pub fn active(ctx: &Ctx, name: &str, want: Want) -> OpResult<StepReport> {
     let label = format!("{} ({})", svc.name, svc.manager.as_str());
     let (verb, after) = match (want, now) {
         (Want::Running, true) | (Want::Stopped, false) => {
-            return Ok(StepReport::unchanged(op, format!("{label}: {}", active_word(now))))
+            return Ok(StepReport::unchanged(
+                op,
+                format!("{label}: {}", active_word(now)),
+            ))
         }
         (Want::Stopped, true) => ("stop", false),
         (_, false) => ("start", true),

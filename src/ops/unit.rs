@@ -9,8 +9,17 @@ use crate::system::service::{check_name, systemd_running};
 
 /// The kinds of unit a file name may end with.
 const KINDS: [&str; 11] = [
-    "service", "socket", "timer", "target", "path", "mount", "automount", "swap", "slice",
-    "scope", "device",
+    "service",
+    "socket",
+    "timer",
+    "target",
+    "path",
+    "mount",
+    "automount",
+    "swap",
+    "slice",
+    "scope",
+    "device",
 ];
 
 /// `name` must be a unit name with its kind (`backup.service`, `backup.timer`).

@@ -192,7 +192,9 @@ pub fn check_schedule(schedule: &str) -> Result<(), String> {
             };
             if let Some(st) = step {
                 if !st.parse::<u32>().is_ok_and(|n| n > 0) {
-                    return Err(format!("{what} step {st:?} in {s:?} is not a number above 0"));
+                    return Err(format!(
+                        "{what} step {st:?} in {s:?} is not a number above 0"
+                    ));
                 }
             }
             if range == "*" {
@@ -293,13 +295,21 @@ mod tests {
         assert_eq!(replaced, "A=1\n0 1 * * * other\n# tend: x\n6 * * * * job\n");
         assert_eq!(with_entry(&replaced, "x", None).unwrap(), text);
         assert_eq!(with_entry(text, "y", None).unwrap(), text);
-        assert_eq!(with_entry("", "x", Some("@daily j")).unwrap(), "# tend: x\n@daily j\n");
+        assert_eq!(
+            with_entry("", "x", Some("@daily j")).unwrap(),
+            "# tend: x\n@daily j\n"
+        );
         assert!(with_entry("# tend: x\na\n# tend: x\nb\n", "x", None).is_err());
     }
 
     #[test]
     fn schedules_are_checked_field_by_field() {
-        for ok in ["* * * * *", "*/5 1-3 1,15 jan-mar mon-fri", "@daily", "0 0 * * 7"] {
+        for ok in [
+            "* * * * *",
+            "*/5 1-3 1,15 jan-mar mon-fri",
+            "@daily",
+            "0 0 * * 7",
+        ] {
             check_schedule(ok).unwrap();
         }
         for (bad, says) in [

@@ -83,7 +83,12 @@ impl Runner {
     }
 
     /// Run `command`; a non-zero exit is an error naming it and its last lines.
-    pub fn check(&self, t: &dyn Target, command: String, stdin: Option<Vec<u8>>) -> StateResult<ExecOutput> {
+    pub fn check(
+        &self,
+        t: &dyn Target,
+        command: String,
+        stdin: Option<Vec<u8>>,
+    ) -> StateResult<ExecOutput> {
         let out = self.exec(t, command.clone(), stdin)?;
         if out.code != 0 {
             return Err(StateError::Failed(format!(

@@ -87,7 +87,11 @@ impl Service {
 
     /// What a dry-run's planned state is keyed by (see `Ctx::planned`).
     pub fn key(&self, aspect: Aspect) -> String {
-        let root = self.root.as_deref().map(|r| format!("@{r}")).unwrap_or_default();
+        let root = self
+            .root
+            .as_deref()
+            .map(|r| format!("@{r}"))
+            .unwrap_or_default();
         format!("service:{}{root}:{}", self.name, aspect.as_str())
     }
 
@@ -157,7 +161,11 @@ impl Service {
     fn unit_state(&self, t: &dyn Target, run: &Runner) -> StateResult<Option<String>> {
         let out = run.exec(
             t,
-            format!("{} is-enabled {}", self.systemctl(), shell_quote(&self.name)),
+            format!(
+                "{} is-enabled {}",
+                self.systemctl(),
+                shell_quote(&self.name)
+            ),
             None,
         )?;
         let word = String::from_utf8_lossy(&out.stdout)
@@ -168,7 +176,10 @@ impl Service {
             .to_string();
         if word.is_empty() {
             let err = String::from_utf8_lossy(&out.stderr);
-            if err.contains("No such file") || err.contains("not found") || err.contains("does not exist") {
+            if err.contains("No such file")
+                || err.contains("not found")
+                || err.contains("does not exist")
+            {
                 return Ok(None);
             }
             return Err(StateError::Failed(format!(
@@ -273,7 +284,10 @@ impl Service {
                     ),
                     None,
                 )?;
-                Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(0))
             }
             Manager::Sysv => {
                 for p in [
@@ -420,7 +434,11 @@ impl Change {
             Aspect::Active => self.service.control(
                 t,
                 run,
-                if self.before == "active" { "start" } else { "stop" },
+                if self.before == "active" {
+                    "start"
+                } else {
+                    "stop"
+                },
             )?,
             Aspect::Enabled => self.service.set_enablement(t, run, &self.before)?,
         }
@@ -437,8 +455,9 @@ pub fn active_word(active: bool) -> &'static str {
 }
 
 fn describe_state(aspect: Aspect, word: &str) -> String {
-    match aspect {
-        Aspect::Active => word.to_string(),
-        Aspect::Enabled => format!("{word} at boot"),
+    match (aspect, word) {
+        (Aspect::Active, _) => word.to_string(),
+        (Aspect::Enabled, "none") => "without runlevel links".to_string(),
+        (Aspect::Enabled, _) => format!("{word} at boot"),
     }
 }
