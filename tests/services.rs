@@ -248,6 +248,22 @@ fn a_real_daemon_is_started_enabled_stopped_and_rolled_back_locally() {
     back.assert_code(0);
     assert!(d.running(), "a rollback of a restart leaves it running");
 
+    // The commonest handler: reload the daemon once when its config changed.
+    let conf = w.path("app.conf");
+    let handled = w.recipe(
+        "handled.rhai",
+        &format!(
+            "let p = params(#{{name: \"\", v: \"\"}});\n\
+             handler(\"reload it\", || service::reloaded(p.name));\n\
+             if fs::file(\"{conf}\", p.v).changed {{ notify(\"reload it\"); }}\n"
+        ),
+    );
+    for (v, reloads) in [("1", 2), ("1", 2), ("2", 3)] {
+        let r = w.run(&handled, &["-p", &d.param(), "-p", &format!("v={v}")]);
+        r.assert_code(0);
+        assert_eq!(d.reloads(), reloads, "{}", r.stdout);
+    }
+
     // Stopped by a run, started by somebody since: that is the state before the run,
     // and its rollback has nothing to do (the daemon is not restarted).
     let stop = w.recipe(
