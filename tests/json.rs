@@ -30,8 +30,11 @@ fn commands(schema: &Value) -> BTreeMap<String, Vec<String>> {
     let defs = schema["$defs"].as_object().unwrap();
     defs.iter()
         .filter_map(|(k, v)| {
-            // `audit-show` is `tend audit show`.
-            let name = k.strip_prefix("command:")?.replace('-', " ");
+            // `audit-show` is `tend audit show`, `import_script` is `tend import-script`.
+            let name = k
+                .strip_prefix("command:")?
+                .replace('-', " ")
+                .replace('_', "-");
             let refs = v["oneOf"].as_array().unwrap();
             let refs = refs
                 .iter()
@@ -69,7 +72,8 @@ impl Checker {
                 // The whole schema, narrowed to this command's lines.
                 let mut s = schema.clone();
                 s.as_object_mut().unwrap().remove("anyOf");
-                s["$ref"] = format!("#/$defs/command:{}", c.replace(' ', "-")).into();
+                s["$ref"] =
+                    format!("#/$defs/command:{}", c.replace('-', "_").replace(' ', "-")).into();
                 (c.clone(), jsonschema::validator_for(&s).unwrap())
             })
             .collect();
@@ -229,6 +233,38 @@ fn every_command_prints_only_what_the_schema_lists() {
     assert_eq!(
         (tested[2]["passed"].clone(), tested[2]["failed"].clone()),
         (1.into(), 1.into())
+    );
+
+    let out = w.dir.path().join("pages");
+    let doc = c.tend(
+        &w,
+        "doc",
+        &["doc", dir.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(doc[0]["recipes"], serde_json::json!(["greet"]));
+    c.tend(&w, "doc", &["doc", "missing-dir"], 66);
+    let script = w.dir.path().join("clean.sh");
+    std::fs::write(&script, "#!/bin/sh\nrm -f \"${1:-/tmp/x}\"/*.tmp\n").unwrap();
+    let imported = c.tend(
+        &w,
+        "import-script",
+        &[
+            "import-script",
+            script.to_str().unwrap(),
+            "--name",
+            "clean",
+            "--changes",
+            "/tmp/x/**",
+        ],
+        0,
+    );
+    assert_eq!(imported[0]["params"], serde_json::json!(["arg1"]));
+    c.tend(
+        &w,
+        "import-script",
+        &["import-script", "nope.sh", "--name", "n"],
+        66,
     );
 
     let check = c.tend(&w, "check", &["check", r, "-p", "count=5"], 0);
@@ -453,7 +489,7 @@ fn docs_match_the_schema() {
     let defs = schema["$defs"].as_object().unwrap();
     for (name, def) in defs {
         if let Some(cmd) = name.strip_prefix("command:") {
-            let cmd = cmd.replace('-', " ");
+            let cmd = cmd.replace('-', " ").replace('_', "-");
             assert!(
                 md.contains(&format!("| `tend {cmd}` |")),
                 "docs/json.md: no row for tend {cmd}"

@@ -208,6 +208,13 @@ pub(crate) enum Command {
     /// the dry-run, a second run, rollback after each step, the scope, then the
     /// test's own expectations
     Test(crate::cli::test::TestArgs),
+    /// Pages to share for a folder of recipes: one per recipe and module (parameters,
+    /// scope, what rollback undoes, vetting, tests) and an index, in HTML or Markdown
+    Doc(crate::cli::doc::DocArgs),
+    /// Write a recipe around an existing shell script: its text inside (vetting the
+    /// recipe vets it), its arguments and environment as parameters, the paths it
+    /// changes (--changes) as scope and undo
+    ImportScript(crate::cli::import_script::ImportScriptArgs),
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli::daemon::DaemonArgs),

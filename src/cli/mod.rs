@@ -4,10 +4,12 @@
 
 mod args;
 mod daemon;
+mod doc;
 mod ecosystem;
 mod exec;
 mod history;
 mod hosts;
+mod import_script;
 mod prune;
 mod recipe;
 mod run;
@@ -123,6 +125,8 @@ impl Cli {
             Command::Prune(a) => a.json,
             Command::Status(a) => a.json,
             Command::Test(a) => a.json,
+            Command::Doc(a) => a.json,
+            Command::ImportScript(a) => a.json,
             Command::Show { json, .. }
             | Command::Check { json, .. }
             | Command::Rollback { json, .. }
@@ -283,6 +287,8 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Man(args) => ecosystem::man(args, Cli::command()),
         Command::Prune(args) => prune::run(args, &config(cli)?, &state_dir(cli)?, actor),
         Command::Test(args) => test::run(args),
+        Command::Doc(args) => doc::run(cli, human, args),
+        Command::ImportScript(args) => import_script::run(human, args),
         Command::Rollback {
             run_id,
             host,

@@ -6,6 +6,7 @@
 //! each host has its own target, journal and counters. The engine never sees a
 //! concrete target: only [`crate::ops::Ctx`].
 
+mod catalog_check;
 mod check;
 mod core;
 mod edit;

@@ -14,6 +14,8 @@ use crate::secret::{Secret, REDACTED};
 
 const SH_OPTIONS: &[&str] = &[
     "become",
+    "changes",
+    "dry_run",
     "undo",
     "read_only",
     "creates",
@@ -166,6 +168,41 @@ fn timeout(call: &NativeCallContext, v: &Dynamic) -> RResult<Duration> {
     })
 }
 
+/// `changes: ["/etc/app/**", "/var/lib/app/db.conf"]` (or one string): absolute paths
+/// or globs.
+fn changes(call: &NativeCallContext, v: &Dynamic) -> RResult<Vec<String>> {
+    let items: Vec<Dynamic> = if v.is_string() {
+        vec![v.clone()]
+    } else {
+        v.clone().try_cast::<rhai::Array>().ok_or_else(|| {
+            err(
+                call,
+                "sh: `changes` must be a list of paths, like [\"/etc/app/**\"]",
+            )
+        })?
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let p = item
+            .try_cast::<String>()
+            .ok_or_else(|| err(call, "sh: each path in `changes` must be a string"))?;
+        if !p.starts_with('/') {
+            return Err(err(
+                call,
+                format!("sh: `changes` path {p:?} must be absolute"),
+            ));
+        }
+        out.push(p);
+    }
+    if out.is_empty() {
+        return Err(err(
+            call,
+            "sh: `changes` is empty; name the paths the command may change",
+        ));
+    }
+    Ok(out)
+}
+
 /// The command's spec, and whether the recipe marked it `in_scope: true`.
 /// `guard`: the run has secrets; refuse command text with `***` in it.
 fn spec(
@@ -210,6 +247,17 @@ fn spec(
             "allow_fail" => spec.allow_fail = b()?,
             "become" => spec.become_ = b()?,
             "in_scope" => in_scope = b()?,
+            "changes" => spec.changes = changes(call, v)?,
+            "dry_run" => match s()?.as_str() {
+                "sandbox" => spec.sandbox = true,
+                "skip" => spec.sandbox = false,
+                other => {
+                    return Err(err(
+                        call,
+                        format!("sh: `dry_run` must be \"sandbox\" or \"skip\", not {other:?}"),
+                    ))
+                }
+            },
             // `changed_when: false` vouches that the command changes nothing: it is
             // `read_only` (so it runs in a dry-run too, and leaves no record).
             "changed_when" => match when(call, k, v)? {
@@ -263,6 +311,26 @@ fn spec(
     if judge.failed_when.is_some() {
         spec.allow_fail = true;
     }
+    if !spec.changes.is_empty() && spec.undo.is_some() {
+        return Err(err(
+            call,
+            "sh: give `changes` or `undo`, not both: with `changes` tend records the paths \
+             and a rollback restores them; an undo command on top would undo twice",
+        ));
+    }
+    if spec.sandbox && spec.changes.is_empty() {
+        return Err(err(
+            call,
+            "sh: `dry_run: \"sandbox\"` needs `changes`: the sandbox overlays the paths the \
+             command declares, and its plan is what it would change there",
+        ));
+    }
+    if !spec.changes.is_empty() && spec.read_only {
+        return Err(err(
+            call,
+            "sh: `changes` and `read_only: true` contradict each other",
+        ));
+    }
     Ok((spec, in_scope, judge))
 }
 
@@ -299,6 +367,23 @@ fn run_sh(
             sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))
         });
     };
+    if !spec.changes.is_empty() {
+        // The command says what it changes: each path must be in the scope, and
+        // what it really changed is checked against it afterwards.
+        if let Some(p) = spec.changes.iter().find(|p| !scope.matches(p)) {
+            return Err(err(
+                call,
+                h.redact(&format!(
+                    "sh `{}`: `changes` path {p} is outside the recipe's write scope ({})",
+                    spec.command,
+                    scope.describe()
+                )),
+            ));
+        }
+        return h.step_login(call, |c| {
+            sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))
+        });
+    }
     if in_scope || spec.read_only {
         return h.step_login(call, |c| {
             sh(c, spec).and_then(|r| judge.apply(call, c, spec, r))

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub mod sweep;
 pub mod undo;
 
 use undo::{Fingerprint, Undo};

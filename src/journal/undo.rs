@@ -67,6 +67,17 @@ pub enum Undo {
     Command {
         command: String,
     },
+    /// A command declared that it may change what `patterns` cover (`sh(…,
+    /// #{changes})`); these paths under `dir` existed before it ran. Reverting moves
+    /// anything new there into `quarantine` (never deletes it). Retired once the
+    /// command's exact creations are journaled; it acts only for a run that died
+    /// while the command ran.
+    SweepNew {
+        dir: String,
+        patterns: Vec<String>,
+        existed: Vec<String>,
+        quarantine: String,
+    },
     /// Cannot be undone; rollback reports it and goes on with earlier steps.
     Barrier {
         what: String,
@@ -181,6 +192,7 @@ impl Undo {
             | Undo::Chmod { path, .. }
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
+            Undo::SweepNew { dir, .. } => vec![dir],
             Undo::Command { .. } | Undo::Barrier { .. } | Undo::Service(_) | Undo::Crontab(_) => {
                 Vec::new()
             }
@@ -225,6 +237,7 @@ impl Undo {
                 fix(from);
                 fix(to);
             }
+            Undo::SweepNew { dir, .. } => fix(dir),
             Undo::Command { .. } | Undo::Barrier { .. } | Undo::Service(_) | Undo::Crontab(_) => {}
         }
     }
@@ -241,6 +254,11 @@ impl Undo {
             Undo::Chown { path, uid, gid } => format!("chown {uid}:{gid} {path}"),
             Undo::Rename { from, to } => format!("rename {to} back to {from}"),
             Undo::Command { command } => format!("run `{command}`"),
+            Undo::SweepNew {
+                dir, quarantine, ..
+            } => {
+                format!("move what a command created under {dir} into {quarantine}")
+            }
             Undo::Barrier { what } => format!("cannot undo: {what}"),
             Undo::Service(c) => c.describe(),
             Undo::Crontab(c) => c.describe(),
@@ -364,6 +382,24 @@ impl Undo {
                     )));
                 }
                 Ok(Reverted::Done)
+            }
+            Undo::SweepNew {
+                dir,
+                patterns,
+                existed,
+                quarantine,
+            } => {
+                let moved = super::sweep::sweep(t, dir, patterns, existed, quarantine)?;
+                if moved.is_empty() {
+                    Ok(Reverted::NotNeeded)
+                } else {
+                    tracing::warn!(
+                        "moved {} new path(s) into {quarantine}: {}",
+                        moved.len(),
+                        moved.join(", ")
+                    );
+                    Ok(Reverted::Done)
+                }
             }
             Undo::Barrier { what } => Ok(Reverted::Impossible(what.clone())),
             Undo::Service(c) => system_reverted(c.revert(t, &runner(become_))),

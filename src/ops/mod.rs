@@ -6,13 +6,16 @@
 //! what changes, so the plan cannot drift from the run.
 
 pub mod archive;
+pub mod catalog;
 pub mod check;
 pub mod cron;
 pub mod edit;
 pub mod fs;
+pub mod sandbox;
 pub mod service;
 pub mod sh;
 pub mod unit;
+pub mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -441,6 +444,61 @@ impl Ctx {
         let dest = self.backup_slot(name)?;
         self.target.write(&dest, data, 0o600)?;
         Ok(dest)
+    }
+
+    /// Write-ahead, for an operation that records many paths before one change (see
+    /// [`watch`]): the record is not the pending one, so what the change left is
+    /// recorded by the operation itself with [`Ctx::left`]. Its sequence number;
+    /// `None` in a dry-run.
+    pub fn will_unpinned(&self, op: &str, mut undo: Undo, become_: bool) -> OpResult<Option<u64>> {
+        let Some(j) = &self.shared.journal else {
+            return Ok(None);
+        };
+        self.record_left();
+        self.absolute(&mut undo)?;
+        let target = if become_ && !self.become_ && !undo.paths().is_empty() {
+            self.target.elevated()?
+        } else {
+            self.target.clone()
+        };
+        let dirs = undo
+            .paths()
+            .iter()
+            .map(|p| self.resolve_parent(target.as_ref(), p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let seq = j
+            .append(self.current_step(), op, &undo, become_, &dirs)
+            .map_err(|e| OpError::Journal(e.to_string()))?;
+        *self.shared.last_record.lock().expect("last record") = Some((self.current_step(), seq));
+        Ok(Some(seq))
+    }
+
+    /// Journal what the change of record `seq` left at its path.
+    pub fn left(&self, seq: u64, state: Option<&Fingerprint>) -> OpResult<()> {
+        if let Some(j) = &self.shared.journal {
+            j.record_left(seq, state)
+                .map_err(|e| OpError::Journal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Record `seq` turned out to need no revert (its path did not change): a
+    /// rollback passes over it.
+    pub fn drop_record(&self, seq: u64) -> OpResult<()> {
+        if let Some(j) = &self.shared.journal {
+            j.mark_undone(seq)
+                .map_err(|e| OpError::Journal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A path in the run's backup directory that freeing the backups after a
+    /// complete rollback keeps (`drift-…`, as `--force` saves are kept): for things
+    /// a rollback moved aside rather than delete.
+    pub fn kept_path(&self, name: &str) -> OpResult<String> {
+        let slot = self.backup_slot(name)?;
+        let (dir, file) = slot.rsplit_once('/').unwrap_or(("", &slot));
+        Ok(format!("{dir}/drift-{file}"))
     }
 
     /// A new, unused path in the run's backup directory for a copy of `path`.

@@ -32,6 +32,12 @@ pub struct ShSpec {
     pub allow_fail: bool,
     /// This command only, through `sudo -n`.
     pub become_: bool,
+    /// The paths the command may change (absolute globs): recorded before it runs,
+    /// compared after, restored by rollback (see [`super::watch`]).
+    pub changes: Vec<String>,
+    /// `dry_run: "sandbox"`: a dry-run runs the command in a throwaway overlay of the
+    /// declared paths (see [`super::sandbox`]).
+    pub sandbox: bool,
 }
 
 const OP: &str = "sh";
@@ -74,10 +80,21 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
             return Ok(StepReport::unchanged(OP, subject));
         }
     }
+    if ctx.dry_run() && !spec.read_only && spec.sandbox && !spec.changes.is_empty() {
+        let r = super::sandbox::plan(ctx, spec)?;
+        if r.unknown || r.changed {
+            // The plan cannot hold what the command wrote in its sandbox.
+            t.note_unknown_effect();
+        }
+        return Ok(r);
+    }
     if ctx.dry_run() && !spec.read_only {
         // From here on the plan cannot know what the real run will have done.
         t.note_unknown_effect();
         return Ok(unknown());
+    }
+    if !spec.read_only && !spec.changes.is_empty() {
+        return watched(ctx, spec);
     }
     if !spec.read_only {
         let undo = match &spec.undo {
@@ -110,13 +127,86 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
         return Ok(r);
     }
     let out = run_with_retries(ctx, spec)?;
-    let mut r = if spec.read_only {
+    let r = if spec.read_only {
         StepReport::unchanged(OP, subject)
     } else {
         let mut r = StepReport::changed(OP, subject, spec.creates.iter().cloned().collect());
         r.reversible = spec.undo.is_some();
         r
     };
+    finish(spec, r, out)
+}
+
+/// A command with declared `changes`: what they cover is recorded, the command runs,
+/// and the step reports (and journals) exactly what it changed there.
+fn watched(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
+    use super::watch::{record_after, record_before, Changes, Declared};
+    // Under `become: true` the paths are read and recorded as root too: root may be
+    // the only one who can read them, and the rollback must write them as root.
+    let root;
+    let ctx = if spec.become_ && !ctx.is_root_view() {
+        root = ctx.as_root()?;
+        &root
+    } else {
+        ctx
+    };
+    let t = ctx.target.as_ref();
+    let declared = Declared::new(&spec.changes)?;
+    let before = declared.scan(t)?;
+    let rec = record_before(ctx, OP, &declared, &before.0, ctx.is_root_view())?;
+    let ran = run_with_retries(ctx, spec);
+    // Whatever became of the command, what it did is journaled exactly.
+    let after = declared.scan(t)?;
+    let changes = Changes::between(&before, &after);
+    record_after(ctx, OP, &rec, &changes, ctx.is_root_view())?;
+    let out = ran?;
+    if !changes.outside.is_empty() {
+        return Err(OpError::Invalid(format!(
+            "`{}` changed {} outside the paths it declares in `changes` ({}); \
+             tend recorded no backup of them, so a rollback cannot restore them",
+            spec.command,
+            changes.outside.join(", "),
+            spec.changes.join(", ")
+        )));
+    }
+    let r = watched_report(spec, &changes.created, &changes.modified, &changes.removed);
+    finish(spec, r, out)
+}
+
+/// The step of a command with declared `changes`: the paths it created, changed and
+/// removed, and a diff of one `+`, `~` or `-` line each.
+pub fn watched_report(
+    spec: &ShSpec,
+    created: &[String],
+    modified: &[String],
+    removed: &[String],
+) -> StepReport {
+    let mut paths: Vec<String> = created
+        .iter()
+        .chain(modified)
+        .chain(removed)
+        .cloned()
+        .collect();
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return StepReport::unchanged(OP, spec.command.clone());
+    }
+    let mut r = StepReport::changed(OP, spec.command.clone(), paths);
+    let mut diff = String::new();
+    for (mark, list) in [('+', created), ('~', modified), ('-', removed)] {
+        let mut list = list.to_vec();
+        list.sort();
+        for p in list {
+            diff.push_str(&format!("{mark} {p}\n"));
+        }
+    }
+    r.diff = Some(diff);
+    r
+}
+
+/// The command's output into the report, and its exit judged.
+fn finish(spec: &ShSpec, mut r: StepReport, out: ExecOutput) -> OpResult<StepReport> {
     r.stdout = Some(text(&out.stdout));
     r.stderr = Some(text(&out.stderr));
     r.code = Some(out.code);

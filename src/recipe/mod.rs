@@ -156,7 +156,10 @@ impl Recipe {
                         continue;
                     }
                     let call = call_text(src, i);
-                    if !call.contains("undo:") && !call.contains("read_only: true") {
+                    if !call.contains("undo:")
+                        && !call.contains("read_only: true")
+                        && !call.contains("changes:")
+                    {
                         out.push(format!("{name}:{}: {}", i + 1, line.trim()));
                     }
                 }

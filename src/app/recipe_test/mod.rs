@@ -153,6 +153,11 @@ pub fn run_file(target: &TestTarget, each: &mut dyn FnMut(&CaseResult)) -> Resul
     Ok(out)
 }
 
+/// How many cases a test file declares, without running them (`tend doc`).
+pub fn count_cases(test: &Path) -> Result<usize> {
+    Ok(spec::load(test)?.cases.len())
+}
+
 /// `[trust] require_tests`: run the tests of the recipe at `recipe` before it is
 /// vetted; their summary (`3 passed, 0 failed`) for the approval, or the refusal
 /// (exit 77) when it has none or one fails.
