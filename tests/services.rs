@@ -590,6 +590,39 @@ fn cron_entries_over_ssh_in_the_login_users_own_crontab() {
     let initial = INITIAL.replace("# tend: tend-t-gone\n* * * * * true\n", "");
     cron_exact(&w, &[], Some(&initial));
     cron_exact(&w, &[], None);
+
+    // Another user's crontab needs root: `become`, and its rollback runs as root too.
+    let other = sshd::NOSUDO_USER;
+    let listed = || {
+        let out = Command::new("crontab")
+            .args(["-u", other, "-l"])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap())
+    };
+    // A test account: nothing of its own in its crontab (a failed test's leftover).
+    let _ = Command::new("crontab")
+        .args(["-u", other, "-r"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let body = format!(
+        "let p = params(#{{fail: false}});\n\
+         cron::entry(\"tend-t-other\", \"@hourly\", \"true\", #{{user: \"{other}\", become: true}});\n\
+         if p.fail {{ throw \"injected\"; }}\n"
+    );
+    let recipe = w.recipe("other.rhai", &body);
+    w.run(&recipe, &["-p", "fail=true"]).assert_code(3);
+    assert_eq!(listed(), None);
+    let r = w.run(&recipe, &[]);
+    r.assert_code(0);
+    assert_eq!(
+        listed().as_deref(),
+        Some("# tend: tend-t-other\n@hourly true\n")
+    );
+    w.tend(&["rollback", &r.run_id()]).assert_code(0);
+    assert_eq!(listed(), None, "removed: there was none");
 }
 
 #[test]
