@@ -14,6 +14,7 @@
 //! the journal is replayed in reverse. Every step is an [`event`]: the CLI renders it
 //! ([`report`]) and the [`audit`] log chains it.
 
+pub mod account;
 pub mod app;
 pub mod audit;
 pub mod cancel;
@@ -35,6 +36,7 @@ pub mod ops;
 mod out;
 pub mod outcome;
 pub mod ping;
+pub mod pkgmgr;
 pub mod reach;
 pub mod recipe;
 pub mod report;

@@ -51,11 +51,14 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         },
     );
 
-    // `host()`: name, address, user, vars and os. A type with getters rather than a
-    // map so that `os` is asked of the host only by a recipe that reads it.
+    // `host()`: name, address, user, vars and the facts of [`super::facts`]. A type
+    // with getters rather than a map so that a fact is asked of the host only by a
+    // recipe that reads it.
     let h = host.clone();
-    engine.register_fn("host", move || {
-        HostFacts(h.ctx.target.clone(), h.mode == Mode::Declare)
+    engine.register_fn("host", move || HostFacts {
+        target: h.ctx.target.clone(),
+        facts: h.facts.clone(),
+        declaring: h.mode == Mode::Declare,
     });
     engine
         .register_type_with_name::<HostFacts>("host")
@@ -66,7 +69,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                         &call,
                         format!(
                             "host() has no `{key}` (it has {})",
-                            HostFacts::FIELDS.join(", ")
+                            HostFacts::fields().join(", ")
                         ),
                     )
                 })
@@ -74,11 +77,11 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         )
         .register_fn("to_string", |f: &mut HostFacts| f.describe())
         .register_fn("to_debug", |f: &mut HostFacts| f.describe());
-    for name in HostFacts::FIELDS {
+    for name in HostFacts::fields() {
         engine.register_get(
             name,
             move |call: NativeCallContext, f: &mut HostFacts| -> RResult<Dynamic> {
-                Ok(f.get(&call, name)?.expect("one of FIELDS"))
+                Ok(f.get(&call, name)?.expect("one of the fields"))
             },
         );
     }
@@ -118,30 +121,50 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     engine.register_static_module("time", time.into());
 }
 
-/// What `host()` returns; `.1`: in the declaring pass, which has no host.
+/// What `host()` returns.
 #[derive(Clone)]
-pub struct HostFacts(Arc<dyn crate::transport::Target>, bool);
+pub struct HostFacts {
+    target: Arc<dyn crate::transport::Target>,
+    facts: Arc<super::facts::Facts>,
+    /// In the declaring pass, which has no host.
+    declaring: bool,
+}
 
 impl HostFacts {
-    const FIELDS: [&'static str; 5] = ["name", "address", "user", "os", "vars"];
+    const OWN: [&'static str; 4] = ["name", "address", "user", "vars"];
+
+    fn fields() -> Vec<&'static str> {
+        Self::OWN
+            .iter()
+            .chain(super::facts::NAMES.iter())
+            .copied()
+            .collect()
+    }
 
     /// A field, or `None` for no such field. The declaring pass has no host and so
-    /// no variables: reading them ends it as an operation does, or
+    /// no variables or facts: reading them ends it as an operation does, or
     /// `host().vars.port + 1` would fail there on a variable no host was asked for.
     fn get(&self, call: &NativeCallContext, key: &str) -> RResult<Option<Dynamic>> {
-        if self.1 && key == "vars" {
+        let gathered = key != "os" && super::facts::NAMES.contains(&key);
+        if self.declaring && (key == "vars" || gathered) {
             return Err(stop_with(call, DeclarePass::NoParams));
         }
-        Ok(self.field(key))
+        if let Some(v) = self.field(key) {
+            return Ok(Some(v));
+        }
+        match self.facts.get(key) {
+            Ok(Some(v)) => Ok(Some(rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(err(call, format!("host().{key}: {e}"))),
+        }
     }
 
     fn field(&self, key: &str) -> Option<Dynamic> {
-        let i = self.0.info();
+        let i = self.target.info();
         Some(match key {
             "name" => i.name.clone().into(),
             "address" => i.address.clone().into(),
             "user" => i.user.clone().into(),
-            "os" => self.0.os().into(),
             "vars" => Dynamic::from(super::vars::HostVars::new(
                 &i.name,
                 i.vars
@@ -157,14 +180,15 @@ impl HostFacts {
         })
     }
 
+    /// For people; the facts are left out (printing `host()` gathers nothing).
     fn describe(&self) -> String {
-        let i = self.0.info();
+        let i = self.target.info();
         format!(
             "#{{name: {:?}, address: {:?}, user: {:?}, os: {:?}, vars: {:?}}}",
             i.name,
             i.address,
             i.user,
-            self.0.os(),
+            self.target.os(),
             i.vars
         )
     }

@@ -7,6 +7,7 @@ use rhai::{Array, Dynamic, Engine, Map, Module, NativeCallContext};
 
 use super::{err, HostContext, RResult};
 use crate::ops::fs::{self as op, LineSpec, LineState};
+use crate::ops::{Ctx, OpResult, StepReport};
 use crate::secret::Secret;
 use crate::transport::{parent, Kind};
 
@@ -149,23 +150,80 @@ fn expose_vars(v: &Dynamic) -> (Dynamic, bool) {
 
 /// Render a template; the bool is false when a variable is a secret (the diff of the
 /// result must not be shown).
-fn render(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResult<(String, bool)> {
+/// The template sees the host's variables and `host` (see
+/// [`super::facts::template_context`]); the variables the step passes win.
+fn render(
+    call: &NativeCallContext,
+    h: &HostContext,
+    name: &str,
+    text: &str,
+    vars: &Map,
+) -> RResult<(String, bool)> {
     let (vars, secret) = expose_vars(&Dynamic::from_map(vars.clone()));
     let vars = vars.cast::<Map>();
-    render_plain(call, name, text, &vars).map(|r| (r, !secret))
+    render_plain(call, h, name, text, &vars).map(|r| (r, !secret))
 }
 
-fn render_plain(call: &NativeCallContext, name: &str, text: &str, vars: &Map) -> RResult<String> {
+fn render_plain(
+    call: &NativeCallContext,
+    h: &HostContext,
+    name: &str,
+    text: &str,
+    vars: &Map,
+) -> RResult<String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.add_template(name, text)
         .map_err(|e| err(call, format!("template {name}: {e}")))?;
-    let ctx: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars.clone()))
-        .map_err(|e| err(call, format!("template {name}: variables: {e}")))?;
+    // The declaring pass has no host to show the template: it ends here, as at any
+    // operation.
+    h.guard(call)?;
+    let own: serde_json::Map<String, serde_json::Value> =
+        rhai::serde::from_dynamic(&Dynamic::from_map(vars.clone()))
+            .map_err(|e| err(call, format!("template {name}: variables: {e}")))?;
+    let mut ctx = super::facts::template_context(h.ctx.target.info(), &h.facts);
+    ctx.extend(
+        own.into_iter()
+            .map(|(k, v)| (k, minijinja::Value::from_serialize(v))),
+    );
     env.get_template(name)
         .and_then(|t| t.render(ctx))
         .map_err(|e| err(call, format!("template {name}: {e}")))
+}
+
+/// The `owner:`/`group:` options (names or numbers).
+type Owner = (Option<String>, Option<String>);
+
+fn opt_owner(call: &NativeCallContext, opts: &Map) -> RResult<Owner> {
+    Ok((
+        super::user::opt_name(call, opts, "owner")?,
+        super::user::opt_name(call, opts, "group")?,
+    ))
+}
+
+/// Run `f` (a step that leaves `path`), then give `path` the owner asked for,
+/// resolved on the target (its /etc/passwd and /etc/group, or a planned account)
+/// before anything changes.
+fn owned(
+    c: &Ctx,
+    path: &str,
+    owner: &Owner,
+    f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
+) -> OpResult<StepReport> {
+    let uid = owner
+        .0
+        .as_deref()
+        .map(|n| crate::ops::user::uid_of(c, n))
+        .transpose()?;
+    let gid = owner
+        .1
+        .as_deref()
+        .map(|n| crate::ops::user::gid_of(c, n))
+        .transpose()?;
+    let mut r = f(c)?;
+    op::own(c, &mut r, path, uid, gid)?;
+    Ok(r)
 }
 
 /// `fs::dir` creates missing parents as well: each of them must be in scope too.
@@ -201,11 +259,19 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "dir",
         move |call: NativeCallContext, path: &str, opts: Map| {
-            check_keys(&call, "fs::dir", &opts, &["mode", "become"])?;
+            check_keys(
+                &call,
+                "fs::dir",
+                &opts,
+                &["mode", "owner", "group", "become"],
+            )?;
             let mode = opt_mode(&call, &opts)?;
+            let owner = opt_owner(&call, &opts)?;
             let become_ = opt_bool(&call, &opts, "become", false)?;
             check_dir_scope(&h, &call, path)?;
-            h.step_as(&call, become_, |c| op::dir(c, path, mode))
+            h.step_as(&call, become_, |c| {
+                owned(c, path, &owner, |c| op::dir(c, path, mode))
+            })
         },
     );
 
@@ -213,14 +279,18 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "file",
         move |call: NativeCallContext, path: &str, arg: Dynamic| {
+            let mut owner: Owner = (None, None);
             let (content, show, mode, become_) = if let Some(opts) = arg.clone().try_cast::<Map>() {
                 check_keys(
                     &call,
                     "fs::file",
                     &opts,
-                    &["content", "src", "template", "vars", "mode", "become"],
+                    &[
+                        "content", "src", "template", "vars", "mode", "owner", "group", "become",
+                    ],
                 )?;
                 let mode = opt_mode(&call, &opts)?;
+                owner = opt_owner(&call, &opts)?;
                 let become_ = opt_bool(&call, &opts, "become", false)?;
                 let (content, show) = if let Some(v) = opts.get("content") {
                     content_of(&call, v)?
@@ -232,7 +302,7 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                         .and_then(|v| v.clone().try_cast::<Map>())
                         .unwrap_or_default();
                     let text = recipe_file(&call, &h, &tpl)?;
-                    let (out, show) = render(&call, &tpl, &text, &vars)?;
+                    let (out, show) = render(&call, &h, &tpl, &text, &vars)?;
                     (out.into_bytes(), show)
                 } else {
                     return Err(err(&call, "fs::file: give `content`, `src` or `template`"));
@@ -247,7 +317,9 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                 h.warn_stringified(&format!("fs::file {path}: the content"), &content);
             }
             h.step_as(&call, become_, |c| {
-                op::file(c, "fs::file", path, &content, mode, show)
+                owned(c, path, &owner, |c| {
+                    op::file(c, "fs::file", path, &content, mode, show)
+                })
             })
         },
     );
@@ -258,28 +330,37 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                          tpl: &str,
                          vars: Map,
                          mode: Option<u32>,
+                         owner: Owner,
                          become_: bool| {
         let text = recipe_file(&call, &h, tpl)?;
-        let (content, show) = render(&call, tpl, &text, &vars)?;
+        let (content, show) = render(&call, &h, tpl, &text, &vars)?;
         h.check_scope(&call, "fs::template", path, None, false)?;
         h.step_as(&call, become_, |c| {
-            op::file(c, "fs::template", path, content.as_bytes(), mode, show)
+            owned(c, path, &owner, |c| {
+                op::file(c, "fs::template", path, content.as_bytes(), mode, show)
+            })
         })
     };
     let t2 = template.clone();
     m.set_native_fn(
         "template",
         move |call: NativeCallContext, path: &str, tpl: &str, vars: Map| {
-            t2(call, path, tpl, vars, None, false)
+            t2(call, path, tpl, vars, None, (None, None), false)
         },
     );
     m.set_native_fn(
         "template",
         move |call: NativeCallContext, path: &str, tpl: &str, vars: Map, opts: Map| {
-            check_keys(&call, "fs::template", &opts, &["mode", "become"])?;
+            check_keys(
+                &call,
+                "fs::template",
+                &opts,
+                &["mode", "owner", "group", "become"],
+            )?;
             let mode = opt_mode(&call, &opts)?;
+            let owner = opt_owner(&call, &opts)?;
             let become_ = opt_bool(&call, &opts, "become", false)?;
-            template(call, path, tpl, vars, mode, become_)
+            template(call, path, tpl, vars, mode, owner, become_)
         },
     );
 
@@ -362,11 +443,19 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     m.set_native_fn(
         "copy",
         move |call: NativeCallContext, src: &str, dest: &str, opts: Map| {
-            check_keys(&call, "fs::copy", &opts, &["mode", "become"])?;
+            check_keys(
+                &call,
+                "fs::copy",
+                &opts,
+                &["mode", "owner", "group", "become"],
+            )?;
             let mode = opt_mode(&call, &opts)?;
+            let owner = opt_owner(&call, &opts)?;
             let become_ = opt_bool(&call, &opts, "become", false)?;
             h.check_scope(&call, "fs::copy", dest, None, false)?;
-            h.step_as(&call, become_, |c| op::copy(c, src, dest, mode))
+            h.step_as(&call, become_, |c| {
+                owned(c, dest, &owner, |c| op::copy(c, src, dest, mode))
+            })
         },
     );
     let h = host.clone();
@@ -408,15 +497,12 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
         "chown",
         move |call: NativeCallContext, path: &str, owner: &str, group: &str| {
             h.check_scope(&call, "fs::chown", path, None, true)?;
-            let t = h.ctx.target.clone();
             let uid = (!owner.is_empty())
-                .then(|| op::resolve_id(t.as_ref(), "/etc/passwd", owner))
-                .transpose()
-                .map_err(|e| err(&call, e.to_string()))?;
+                .then(|| h.fact(&call, |c| crate::ops::user::uid_of(c, owner)))
+                .transpose()?;
             let gid = (!group.is_empty())
-                .then(|| op::resolve_id(t.as_ref(), "/etc/group", group))
-                .transpose()
-                .map_err(|e| err(&call, e.to_string()))?;
+                .then(|| h.fact(&call, |c| crate::ops::user::gid_of(c, group)))
+                .transpose()?;
             h.step(&call, |c| op::chown(c, path, uid, gid))
         },
     );
@@ -472,6 +558,12 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
                 .into_iter()
                 .map(Dynamic::from)
                 .collect::<Array>())
+        })
+    });
+    let h = host.clone();
+    m.set_native_fn("free", move |call: NativeCallContext, path: &str| {
+        h.fact(&call, |c| {
+            Ok(super::facts::free(c.target.as_ref(), path)?.min(i64::MAX as u64) as i64)
         })
     });
     let h = host;

@@ -10,11 +10,14 @@ mod catalog_check;
 mod check;
 mod core;
 mod edit;
+mod facts;
 mod fs;
 pub mod handlers;
 mod names;
+mod pkg;
 mod service;
 mod sh;
+mod user;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -133,6 +136,8 @@ pub struct HostContext {
     halt: Option<Halt>,
     /// `handler(…)` declarations and which of them were notified.
     handlers: handlers::Handlers,
+    /// `host()`'s facts, gathered when first read (also by templates).
+    facts: std::sync::Arc<facts::Facts>,
 }
 
 /// See [`HostContext::with_halt`].
@@ -148,6 +153,7 @@ impl HostContext {
         sink: Sink,
     ) -> Self {
         HostContext {
+            facts: std::sync::Arc::new(facts::Facts::new(ctx.target.clone())),
             ctx,
             recipe_dir,
             mode,
@@ -493,6 +499,8 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     fs::register(&mut engine, host.clone());
     service::register(&mut engine, host.clone());
     handlers::register(&mut engine, host.clone());
+    pkg::register(&mut engine, host.clone());
+    user::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine

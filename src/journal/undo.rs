@@ -88,6 +88,20 @@ pub enum Undo {
     /// A crontab was written: restore the old text exactly, or remove it if there
     /// was none (see [`crate::system::crontab::Change`]).
     Crontab(crate::system::crontab::Change),
+    /// Packages a `pkg::` step installed, moved or removed, as its simulation said:
+    /// put back as they were ([`crate::pkgmgr::revert`]), each only if still as the
+    /// step left it.
+    Packages {
+        manager: crate::pkgmgr::Manager,
+        changes: Vec<crate::pkgmgr::Change>,
+        /// The package manager options of the step (its sources, for a downgrade).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        options: Vec<String>,
+    },
+    /// A user or group a step created, changed or removed (see [`crate::account`]).
+    Account {
+        account: Box<crate::account::revert::AccountUndo>,
+    },
 }
 
 /// What a step left at a path, recorded right after the change: before reverting,
@@ -193,9 +207,12 @@ impl Undo {
             | Undo::Chown { path, .. } => vec![path],
             Undo::Rename { from, to } => vec![from, to],
             Undo::SweepNew { dir, .. } => vec![dir],
-            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Service(_) | Undo::Crontab(_) => {
-                Vec::new()
-            }
+            Undo::Command { .. }
+            | Undo::Barrier { .. }
+            | Undo::Packages { .. }
+            | Undo::Account { .. }
+            | Undo::Service(_)
+            | Undo::Crontab(_) => Vec::new(),
         }
     }
 
@@ -238,7 +255,12 @@ impl Undo {
                 fix(to);
             }
             Undo::SweepNew { dir, .. } => fix(dir),
-            Undo::Command { .. } | Undo::Barrier { .. } | Undo::Service(_) | Undo::Crontab(_) => {}
+            Undo::Command { .. }
+            | Undo::Barrier { .. }
+            | Undo::Packages { .. }
+            | Undo::Account { .. }
+            | Undo::Service(_)
+            | Undo::Crontab(_) => {}
         }
     }
 
@@ -262,6 +284,17 @@ impl Undo {
             Undo::Barrier { what } => format!("cannot undo: {what}"),
             Undo::Service(c) => c.describe(),
             Undo::Crontab(c) => c.describe(),
+            Undo::Packages { changes, .. } => {
+                let back: Vec<String> = changes
+                    .iter()
+                    .map(|c| {
+                        let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "absent".into());
+                        format!("{} {} -> {}", c.name, v(&c.after), v(&c.before))
+                    })
+                    .collect();
+                format!("put packages back: {}", back.join(", "))
+            }
+            Undo::Account { account } => account.describe(),
         }
     }
 
@@ -404,6 +437,22 @@ impl Undo {
             Undo::Barrier { what } => Ok(Reverted::Impossible(what.clone())),
             Undo::Service(c) => system_reverted(c.revert(t, &runner(become_))),
             Undo::Crontab(c) => system_reverted(c.revert(t, &runner(become_))),
+            Undo::Packages {
+                manager,
+                changes,
+                options,
+            } => match crate::pkgmgr::revert(t, *manager, options, changes) {
+                Ok(crate::pkgmgr::Reverted::Done) => Ok(Reverted::Done),
+                Ok(crate::pkgmgr::Reverted::NotNeeded) => Ok(Reverted::NotNeeded),
+                Ok(crate::pkgmgr::Reverted::Partly(what)) => Ok(Reverted::Impossible(what)),
+                Err(crate::pkgmgr::RevertError::Target(e)) => Err(e.into()),
+                Err(e) => Err(UndoError::Refused(e.to_string())),
+            },
+            Undo::Account { account } => match account.revert(t) {
+                Ok(crate::account::revert::Outcome::Done) => Ok(Reverted::Done),
+                Ok(crate::account::revert::Outcome::NotNeeded) => Ok(Reverted::NotNeeded),
+                Err(e) => Err(UndoError::Refused(e.to_string())),
+            },
         }
     }
 }

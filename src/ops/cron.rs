@@ -100,7 +100,7 @@ pub fn entry(ctx: &Ctx, spec: &CronSpec) -> OpResult<StepReport> {
         return Ok(report);
     }
     let backup = match &old {
-        Some(o) => Some(ctx.save_backup(&label.replace(':', "-"), o.as_bytes())?),
+        Some(o) => Some(ctx.save_backup(&label.replace(':', "-"), o.as_bytes())?.0),
         None => None,
     };
     ctx.will(

@@ -482,22 +482,29 @@ pub fn chown(ctx: &Ctx, path: &str, uid: Option<u32>, gid: Option<u32>) -> OpRes
     Ok(r)
 }
 
-/// Look a user or group name up in the target's own /etc/passwd or /etc/group, so
-/// names mean what they mean on that host. Numbers pass through.
-pub fn resolve_id(t: &dyn Target, db: &str, name: &str) -> OpResult<u32> {
-    if let Ok(n) = name.parse() {
-        return Ok(n);
+/// Ensure the owner of what a step just made or kept at `path` (`owner:`/`group:`
+/// of `fs::file`, `fs::dir`…), as part of that step: its report says so.
+pub fn own(
+    ctx: &Ctx,
+    report: &mut StepReport,
+    path: &str,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> OpResult<()> {
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
     }
-    let text = String::from_utf8_lossy(&t.read(db)?).into_owned();
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(':');
-            let n = f.next()?;
-            let id = f.nth(1)?;
-            (n == name).then(|| id.parse().ok()).flatten()
-        })
-        .next()
-        .ok_or_else(|| invalid(format!("no {name} in {db} on {}", t.info().name)))
+    let r = chown(ctx, path, uid, gid)?;
+    if r.changed {
+        report.changed = true;
+        if !report.paths.iter().any(|p| p == path) {
+            report.paths.push(path.into());
+        }
+        if let Some(d) = r.diff {
+            report.diff.get_or_insert_with(String::new).push_str(&d);
+        }
+    }
+    Ok(())
 }
 
 /// Paths matching a shell glob (`*`, `?`, `[..]`, `{a,b}`, `**`), sorted. Matching is

@@ -11,10 +11,13 @@ pub mod check;
 pub mod cron;
 pub mod edit;
 pub mod fs;
+pub mod pkg;
 pub mod sandbox;
 pub mod service;
 pub mod sh;
+pub mod ssh_key;
 pub mod unit;
+pub mod user;
 pub mod watch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -248,6 +251,32 @@ impl Ctx {
         }
     }
 
+    /// Dry-run: every key under `prefix` an earlier step planned (see
+    /// [`Ctx::planned`]), for a fact that lists them all (`pkg::list()`).
+    pub fn planned_under(&self, prefix: &str) -> Vec<(String, String)> {
+        if !self.dry_run() {
+            return Vec::new();
+        }
+        let planned = self.shared.planned.lock().expect("planned lock");
+        planned
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Save `data` (what only root may read, like a shadow line) to a new file of the
+    /// run's backup directory, mode 0600, for a rollback to read back; its path and
+    /// SHA-256. Nothing is written in a dry-run.
+    pub fn save_backup(&self, name: &str, data: &[u8]) -> OpResult<(String, String)> {
+        if self.dry_run() {
+            return Ok((String::new(), undo::sha256(data)));
+        }
+        let dest = self.backup_slot(name)?;
+        self.target.write(&dest, data, 0o600)?;
+        Ok((dest, undo::sha256(data)))
+    }
+
     pub fn host(&self) -> &str {
         &self.target.info().name
     }
@@ -436,14 +465,6 @@ impl Ctx {
                 Ok(false)
             }
         }
-    }
-
-    /// Save `data` (old state that is not a file: a crontab's text) in the run's
-    /// backup directory on the target, for a rollback; where it went. Root-only.
-    pub fn save_backup(&self, name: &str, data: &[u8]) -> OpResult<String> {
-        let dest = self.backup_slot(name)?;
-        self.target.write(&dest, data, 0o600)?;
-        Ok(dest)
     }
 
     /// Write-ahead, for an operation that records many paths before one change (see

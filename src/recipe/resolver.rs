@@ -10,7 +10,11 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 use crate::error::{Error, Result};
 
 /// The stdlib, compiled into the binary so an installed `tend` works anywhere.
-pub const STDLIB: &[(&str, &str)] = &[("logrotate", include_str!("../../stdlib/logrotate.rhai"))];
+pub const STDLIB: &[(&str, &str)] = &[
+    ("logrotate", include_str!("../../stdlib/logrotate.rhai")),
+    ("releases", include_str!("../../stdlib/releases.rhai")),
+    ("notify", include_str!("../../stdlib/notify.rhai")),
+];
 
 pub fn stdlib_source(name: &str) -> Option<&'static str> {
     STDLIB.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
