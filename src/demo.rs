@@ -5,9 +5,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// The shipped log-rotate recipe, embedded so `tend demo` works from any install.
-pub const LOG_ROTATE: &str = include_str!("../recipes/log-rotate.rhai");
-
 /// Where `dir` really is (absolute, symlinks resolved), for the user to look at.
 pub fn real_dir(dir: &Path) -> PathBuf {
     dir.canonicalize()
@@ -37,6 +34,8 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::write(logs.join("worker.log"), "small log, below min_size\n")
         .map_err(|e| io("write worker.log", e))?;
     let recipe = dir.join("log-rotate.rhai");
-    std::fs::write(&recipe, LOG_ROTATE).map_err(|e| io("write the recipe", e))?;
+    // The built-in recipe, so `tend demo` works from any install.
+    let text = crate::recipe::builtin::recipe_source("log-rotate").unwrap_or_default();
+    std::fs::write(&recipe, text).map_err(|e| io("write the recipe", e))?;
     Ok(recipe)
 }

@@ -103,7 +103,9 @@ fn bash_completion_is_valid_bash_and_completes_commands_and_flags() {
         .collect();
     assert_eq!(
         r_words,
-        ["rollback", "run", "runs"].map(String::from).into()
+        ["recipes", "rollback", "run", "runs"]
+            .map(String::from)
+            .into()
     );
     assert_eq!(bash_completes(&script, &["tend", "ne"]), ["new"]);
     assert_eq!(

@@ -202,6 +202,10 @@ fn every_command_prints_only_what_the_schema_lists() {
     // show: typed defaults, no Rust names.
     let show = c.tend(&w, "show", &["show", r], 0);
     assert_eq!(kinds(&show, "kind"), ["recipe"]);
+    let builtins = c.tend(&w, "recipes", &["recipes"], 0);
+    assert!(kinds(&builtins, "kind")
+        .iter()
+        .all(|k| k == "builtin_recipe"));
     let params = show[0]["params"].as_array().unwrap();
     let default = |n: &str| params.iter().find(|p| p["name"] == n).unwrap()["default"].clone();
     assert_eq!(default("count"), serde_json::json!(4));

@@ -305,7 +305,8 @@ fn the_shipped_recipes_pass() {
         "{}",
         r.stdout
     );
-    assert_eq!(last_line(&r), "6 passed, 0 failed");
+    // Not a fixed count: recipes and their cases are added to the folder.
+    assert!(last_line(&r).ends_with(" passed, 0 failed"), "{}", r.stdout);
 }
 
 #[test]

@@ -48,7 +48,7 @@ pub fn vetting(
     req: &RunRequest,
 ) -> Result<Vetting> {
     let trust = config.trust(&stores.state)?;
-    let status = trust.status(recipe)?;
+    let status = super::library::trust_status(&trust, recipe)?;
     let shown = recipe.path.display();
     let adhoc = recipe.hash == exec_recipe()?.hash;
     let vetted = match actor.trigger {

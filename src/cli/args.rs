@@ -12,7 +12,7 @@ Exit codes:
   4   the run failed and rollback could not undo everything (see the report)
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
-  70  internal error                     73  tend new: the file exists, or cannot be made
+  70  internal error                     73  tend new / recipes copy: the file exists, or cannot be made
   75  the host is locked by another run
   77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused
   130 cancelled by SIGINT (Ctrl-C): the step was stopped and the run rolled back
@@ -83,7 +83,7 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Parse a recipe, resolve its imports and check parameters; changes nothing
     Check {
-        /// The recipe file (.rhai)
+        /// The recipe file (.rhai), or the name of a built-in recipe (`tend recipes`)
         recipe: PathBuf,
         /// Parameter to check, as NAME=VALUE (repeatable)
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
@@ -98,7 +98,7 @@ pub(crate) enum Command {
     Vet(VetArgs),
     /// Describe a recipe: documentation, parameters, reversibility, content hash, vetting
     Show {
-        /// The recipe file (.rhai)
+        /// The recipe file (.rhai), or the name of a built-in recipe (`tend recipes`)
         recipe: PathBuf,
         /// The description as one JSON object
         #[arg(long)]
@@ -218,6 +218,8 @@ pub(crate) enum Command {
     /// The scheduler: runs the [[schedule]] entries until SIGTERM (SIGHUP reloads
     /// tend.toml); `tend schedule run|pause|resume` talk to it
     Daemon(crate::cli::daemon::DaemonArgs),
+    /// List the recipes built into tend; `tend recipes copy NAME DIR` writes one out
+    Recipes(crate::cli::recipes::RecipesArgs),
     /// Write a skeleton recipe NAME.rhai to start from (never over an existing file)
     New(crate::cli::ecosystem::NewArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
@@ -324,7 +326,7 @@ pub struct PolicyArgs {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The recipe file (.rhai)
+    /// The recipe file (.rhai), or the name of a built-in recipe (`tend recipes`)
     pub recipe: PathBuf,
     /// Recipe parameter as NAME=VALUE (repeatable); secrets as NAME=env:VAR or NAME=file:PATH
     #[arg(short = 'p', long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]

@@ -12,6 +12,7 @@ mod hosts;
 mod import_script;
 mod prune;
 mod recipe;
+mod recipes;
 mod run;
 mod schedule;
 mod status;
@@ -127,6 +128,7 @@ impl Cli {
             Command::Test(a) => a.json,
             Command::Doc(a) => a.json,
             Command::ImportScript(a) => a.json,
+            Command::Recipes(a) => a.json,
             Command::Show { json, .. }
             | Command::Check { json, .. }
             | Command::Rollback { json, .. }
@@ -282,6 +284,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         Command::Daemon(args) => daemon::run(config(cli)?, state_dir(cli)?, args),
         Command::Schedule(cmd) => schedule::run(cmd, &config(cli)?, &|| state_dir(cli), human),
         Command::Status(args) => status::run(args, &config(cli)?, state_dir(cli)?),
+        Command::Recipes(args) => recipes::run(human, args),
         Command::New(args) => ecosystem::new(args),
         Command::Completions(args) => ecosystem::completions(args, Cli::command()),
         Command::Man(args) => ecosystem::man(args, Cli::command()),

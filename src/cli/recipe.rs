@@ -8,11 +8,11 @@ pub(crate) fn check(
     params: &[(String, String)],
     json: bool,
 ) -> Result<i32> {
-    let r = Recipe::load(recipe)?;
+    let r = super::recipes::load(human, recipe)?;
     let decls = app::declared_params(&r, params)?;
     if json {
         let v = serde_json::json!({
-            "kind": "check", "ok": true, "recipe": r.name,
+            "kind": "check", "ok": true, "recipe": r.name, "builtin": r.builtin,
             "path": r.path.display().to_string(), "hash": r.hash, "params": decls,
             "modules": r.modules.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         });
@@ -31,18 +31,19 @@ pub(crate) fn check(
 }
 
 pub(crate) fn show(cli: &Cli, human: &Human, recipe: &std::path::Path, json: bool) -> Result<i32> {
-    let r = Recipe::load(recipe)?;
+    let r = super::recipes::load(human, recipe)?;
     let decls = app::declared_params(&r, &[]).or_else(|_| Ok::<_, Error>(Vec::new()))?;
     let irreversible = r.irreversible_steps();
     // A broken trust setup is reported as the status, not as a failure to show.
     let vetting = state_dir(cli)
         .and_then(|state| config(cli)?.trust(&state))
-        .and_then(|t| t.status(&r))
+        .and_then(|t| app::trust_status(&t, &r))
         .map_err(|e| e.to_string());
     if json {
         let mut v = serde_json::json!({
             "kind": "recipe",
             "recipe": r.name,
+            "builtin": r.builtin,
             "path": r.path.display().to_string(),
             "description": r.doc(),
             "params": decls,

@@ -34,7 +34,7 @@ pub(crate) fn ask_secrets(
 pub(crate) fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Result<i32> {
     let state = state_dir(cli)?;
     let config = config(cli)?;
-    let recipe = Recipe::load(&args.recipe)?;
+    let recipe = super::recipes::load(human, &args.recipe)?;
     let hosts = select_hosts(&config, &args.fleet, false)?;
     let (policy, serial) = policy(&args.policy)?;
     let human = human.with_live(hosts.len());

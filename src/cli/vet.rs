@@ -35,7 +35,13 @@ pub(crate) fn vet(cli: &Cli, human: &Human, actor: &Actor, args: &VetArgs) -> Re
         return Ok(exit::OK);
     }
     // `tend check` first: only a recipe that compiles and declares sound parameters.
-    let recipe = Recipe::load(path)?;
+    let recipe = app::load_recipe(path)?;
+    if recipe.builtin {
+        return Err(Error::Usage(format!(
+            "{} is a built-in recipe, which is not vetted in place: `tend recipes copy {} DIR`, review the copy, then `tend vet DIR/{}.rhai`",
+            recipe.name, recipe.name, recipe.name
+        )));
+    }
     let decls = app::declared_params(&recipe, &[])?;
     if args.print_message {
         let by = args.by.as_deref().unwrap_or_default();

@@ -6,7 +6,8 @@
 //! target, which does not hold the plan's writes; tend cannot tell which files a
 //! command reads, so once the plan has changed anything the command's answer is not
 //! vouched for: the step is *unknown*. `creates:` is a path check, answered from the
-//! plan itself.
+//! plan itself; a command the dry-run passes over leaves the path it `creates:` in the
+//! plan (empty), so that later steps using it plan.
 
 use std::time::Duration;
 
@@ -91,6 +92,13 @@ pub fn sh(ctx: &Ctx, spec: &ShSpec) -> OpResult<StepReport> {
     if ctx.dry_run() && !spec.read_only {
         // From here on the plan cannot know what the real run will have done.
         t.note_unknown_effect();
+        // But what it `creates:` is there after it (or the step fails): the path
+        // goes into the plan, empty since its content is the command's, so that the
+        // steps that then move, link or remove it plan as the real run takes them.
+        // A parent the command would make itself is not guessed at.
+        if let Some(path) = &spec.creates {
+            let _ = t.write(path, b"", 0o644);
+        }
         return Ok(unknown());
     }
     if !spec.read_only && !spec.changes.is_empty() {

@@ -2,6 +2,7 @@
 //! recipe's own folder, nothing else), its documentation, parameter docs and the
 //! content hash that vetting signs.
 
+pub mod builtin;
 pub mod dialect;
 mod modes;
 pub mod params;
@@ -28,6 +29,9 @@ pub struct Recipe {
     /// Imported modules `(name, source)`, transitively, sorted by name.
     pub modules: Vec<(String, String)>,
     pub hash: String,
+    /// Built into tend (`tend recipes`), loaded by name: it has no folder, so it
+    /// imports only stdlib modules and uses no file beside it.
+    pub builtin: bool,
 }
 
 impl Recipe {
@@ -57,7 +61,7 @@ impl Recipe {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "recipe".into());
         let display = path.display().to_string();
-        let (ast, modules) = resolver::compile(&source, &display, &dir, Some(path))?;
+        let (ast, modules) = resolver::compile(&source, &display, Some(&dir), Some(path))?;
         check_header(&source, &display)?;
         modes::check_all(&source, &display, &modules)?;
         let hash = content_hash(&source, &hash_names(&modules, &dir));
@@ -69,14 +73,42 @@ impl Recipe {
             ast: Arc::new(ast),
             modules,
             hash,
+            builtin: false,
         })
+    }
+
+    /// The built-in recipe `name` (`tend recipes`), `None` when there is none.
+    /// Shown as `built-in:NAME`, in error locations too.
+    pub fn builtin(name: &str) -> Option<Result<Recipe>> {
+        let source = builtin::recipe_source(name)?;
+        let display = format!("built-in:{name}");
+        let compiled =
+            resolver::compile(source, &display, None, None).and_then(|(ast, modules)| {
+                check_header(source, &display)?;
+                modes::check_all(source, &display, &modules)?;
+                let hash = content_hash(source, &hash_names(&modules, Path::new("")));
+                Ok(Recipe {
+                    path: PathBuf::from(&display),
+                    name: name.to_string(),
+                    source: source.to_string(),
+                    // No folder: a file "beside" it (`src:`, a template) would be
+                    // looked up below /dev/null, which cannot hold one, so nothing of
+                    // the working directory is ever taken for part of it.
+                    dir: PathBuf::from("/dev/null"),
+                    ast: Arc::new(ast),
+                    modules,
+                    hash,
+                    builtin: true,
+                })
+            });
+        Some(compiled)
     }
 
     /// A recipe built into tend (like the one behind `tend exec`).
     pub fn from_text(name: &str, source: &str) -> Result<Recipe> {
         let display = format!("<{name}>");
         let dir = PathBuf::from(".");
-        let (ast, modules) = resolver::compile(source, &display, &dir, None)?;
+        let (ast, modules) = resolver::compile(source, &display, Some(&dir), None)?;
         check_header(source, &display)?;
         modes::check_all(source, &display, &modules)?;
         let hash = content_hash(source, &hash_names(&modules, &dir));
@@ -88,6 +120,7 @@ impl Recipe {
             ast: Arc::new(ast),
             modules,
             hash,
+            builtin: false,
         })
     }
 

@@ -9,19 +9,12 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Share
 
 use crate::error::{Error, Result};
 
-/// The stdlib, compiled into the binary so an installed `tend` works anywhere.
-pub const STDLIB: &[(&str, &str)] = &[
-    ("logrotate", include_str!("../../stdlib/logrotate.rhai")),
-    ("releases", include_str!("../../stdlib/releases.rhai")),
-    ("notify", include_str!("../../stdlib/notify.rhai")),
-];
-
-pub fn stdlib_source(name: &str) -> Option<&'static str> {
-    STDLIB.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
-}
+pub use super::builtin::{stdlib_source, STDLIB};
 
 struct Resolver {
-    dir: PathBuf,
+    /// The recipe's folder; `None` for a built-in recipe, which has none and may
+    /// import only stdlib modules (never a file of the working directory).
+    dir: Option<PathBuf>,
     seen: Mutex<Vec<(String, String)>>,
     /// The files being loaded, outermost first (the recipe itself when it is a
     /// file): an import of one of them is a cycle, which would recurse until the
@@ -52,8 +45,18 @@ impl Resolver {
         }
         let name = path.strip_suffix(".rhai").unwrap_or(path);
         let file = format!("{name}.rhai");
-        let local = self.dir.join(&file);
-        let real = super::in_folder(&self.dir, &file)
+        let Some(dir) = &self.dir else {
+            return stdlib_source(name)
+                .map(|text| (format!("stdlib/{name}.rhai"), text.to_string(), None))
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "no module \"{path}\": a built-in recipe imports only stdlib modules ({})",
+                        stdlib_names()
+                    ))
+                });
+        };
+        let local = dir.join(&file);
+        let real = super::in_folder(dir, &file)
             .map_err(|why| refuse(format!("import \"{path}\" is not allowed: {why}")))?;
         if let Some(real) = real {
             // What is read (and hashed for vetting) is the resolved file, so a symlink
@@ -153,10 +156,11 @@ pub fn fmt_pos(p: Position) -> String {
 
 /// Compile `source` with every import resolved into the AST. `file`: where the
 /// recipe was read from, if it was, so that importing itself is seen as a cycle.
+/// `dir`: the recipe's folder, `None` for a built-in recipe.
 pub fn compile(
     source: &str,
     display: &str,
-    dir: &Path,
+    dir: Option<&Path>,
     file: Option<&Path>,
 ) -> Result<(AST, Vec<(String, String)>)> {
     let mut engine = super::dialect::compiler();
@@ -166,7 +170,7 @@ pub fn compile(
         .into_iter()
         .collect();
     let resolver = std::sync::Arc::new(Resolver {
-        dir: dir.to_path_buf(),
+        dir: dir.map(Path::to_path_buf),
         seen: Mutex::new(Vec::new()),
         loading: Mutex::new(loading),
     });
