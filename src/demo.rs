@@ -34,8 +34,26 @@ pub fn prepare(dir: &Path) -> Result<PathBuf> {
     std::fs::write(logs.join("worker.log"), "small log, below min_size\n")
         .map_err(|e| io("write worker.log", e))?;
     let recipe = dir.join("log-rotate.rhai");
-    // The built-in recipe, so `tend demo` works from any install.
+    // The built-in recipe, so `tend demo` works from any install, with its scope
+    // pointed at the demo's directory.
     let text = crate::recipe::builtin::recipe_source("log-rotate").unwrap_or_default();
-    std::fs::write(&recipe, text).map_err(|e| io("write the recipe", e))?;
+    std::fs::write(&recipe, scoped_to(text, &real_dir(&logs)))
+        .map_err(|e| io("write the recipe", e))?;
     Ok(recipe)
+}
+
+/// The recipe with its write scope (/var/log…) moved to the sample's logs, so the
+/// demo needs no root and touches nothing else.
+fn scoped_to(recipe: &str, logs: &Path) -> String {
+    let logs = logs.display();
+    recipe
+        .lines()
+        .map(|l| {
+            if l.starts_with("//! scope:") {
+                format!("//! scope: {logs}, {logs}/**\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
 }

@@ -272,7 +272,13 @@ impl Human {
                 if self.quiet || (!report.changed && !report.unknown && self.verbose == 0) {
                     return;
                 }
-                let (mark, note) = if report.unknown {
+                let (mark, note) = if report.unknown && !report.reversible {
+                    // Said before it runs: a rollback will not undo it (restic forget).
+                    (
+                        self.paint(YELLOW, "?"),
+                        "  (not run in a dry-run: effect unknown; irreversible: rollback cannot undo it)",
+                    )
+                } else if report.unknown {
                     (
                         self.paint(YELLOW, "?"),
                         "  (not run in a dry-run: effect unknown)",

@@ -15,14 +15,9 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
 use std::process::Command;
 
 use support::{diff, Run, World};
-
-fn recipe() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("recipes/log-rotate.rhai")
-}
 
 /// `tend run log-rotate.rhai --json -p files=ROOT/*.log -p k=v…` (later `-p` win, so
 /// a test may override `files`).
@@ -38,7 +33,7 @@ fn rotate_env(w: &World, params: &[(&str, &str)], flags: &[&str], env: &[(&str, 
     }
     args.extend(flags.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    w.run_env(&recipe(), &args, env)
+    w.run_env(&w.log_rotate_recipe(), &args, env)
 }
 
 /// What a file under root must hold: text as is, or text once decompressed.
@@ -138,14 +133,6 @@ fn backdate_state(w: &World, secs: i64) {
         .map(|(p, t)| format!("{p} {}\n", t - secs))
         .collect();
     std::fs::write(w.root().join(STATE), text).unwrap();
-}
-
-fn log_messages(r: &Run, level: &str) -> Vec<String> {
-    r.events()
-        .iter()
-        .filter(|e| e["event"] == "log" && e["level"] == level)
-        .map(|e| e["message"].as_str().unwrap().to_string())
-        .collect()
 }
 
 // ---------------------------------------------------------------- size / minsize
@@ -344,7 +331,16 @@ fn rotate_0() {
     write(&w, "app.log.1", "one\n", 0o644);
     write(&w, "app.log.2.gz", "not really gzip\n", 0o644);
     rotate(&w, &[("min_size", "1B"), ("keep", "0")]).assert_code(0);
-    assert_files(&w, &[("app.log", 0o640, C::Text(""))]);
+    // As logrotate 3.21 (checked side by side in tests/logrotate_compat.rs): with
+    // delaycompress the stray .1 is compressed, then moved up to the one slot past
+    // `rotate 0` (.2.gz, replacing what was there); only the new copy is removed.
+    assert_files(
+        &w,
+        &[
+            ("app.log", 0o640, C::Text("")),
+            ("app.log.2.gz", 0o644, C::Gzip("one\n")),
+        ],
+    );
 }
 
 /// `rotate 0` with `nocreate`: the log is rotated away and nothing takes its place.
@@ -467,27 +463,31 @@ fn dateext() {
             rotate(&w, &p).assert_code(0);
         },
     );
+    // Without compress only plain dated copies count (logrotate globs with the
+    // current compression extension): the .gz one is not this rotation's to expire.
     assert_files(
         &w,
         &[
             ("app.log", 0o644, C::Text("")),
+            (
+                "app.log-20200102.gz",
+                0o644,
+                C::Text("older (compressed)\n"),
+            ),
             ("app.log-20200103", 0o644, C::Text("old\n")),
             (&dated, 0o644, C::Text("today\n")),
         ],
     );
 
-    // Same day, the log grew again: its dated name is taken, so it is left alone.
+    // Same day, the log grew again: its dated name is taken. logrotate exits 1
+    // ("destination … already exists, skipping rotation"); so does tend, before
+    // changing anything.
     write(&w, "app.log", "more today\n", 0o644);
+    let before = w.snapshot();
     let r = rotate(&w, &p);
-    r.assert_code(0);
-    assert_eq!(r.changed_count(), 0, "{}", r.stdout);
-    assert!(
-        log_messages(&r, "warn")
-            .iter()
-            .any(|m| m.contains("already exists")),
-        "{}",
-        r.stdout
-    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("already exists"), "{}", r.stdout);
+    support::assert_same(&before, &w.snapshot());
     assert_eq!(
         std::fs::read_to_string(w.root().join("app.log")).unwrap(),
         "more today\n"
@@ -517,12 +517,14 @@ fn dateformat() {
             rotate(&w, &p).assert_code(0);
         },
     );
-    // The oldest by its date went; the other old copy and today's are compressed.
+    // As logrotate: only copies with the compression extension count towards
+    // `rotate 2` (one, kept); the plain one is left as it is; today's is compressed.
     assert_files(
         &w,
         &[
             ("app.log", 0o644, C::Text("")),
-            ("app.log-2020-01-02.gz", 0o644, C::Gzip("old\n")),
+            ("app.log-2020-01-01.gz", 0o644, C::Text("x")),
+            ("app.log-2020-01-02", 0o644, C::Text("old\n")),
             (&dated, 0o644, C::Gzip("today\n")),
         ],
     );
@@ -575,8 +577,9 @@ fn compresscmd_zstd() {
         &w,
         &[
             ("app.log", 0o600, C::Text("")),
+            // The stray plain .1 is where the log's copy goes: logrotate's rename
+            // replaces it, tend expires it.
             ("app.log.1.zst", 0o600, C::Zstd(&text)),
-            ("app.log.2.zst", 0o600, C::Zstd("previous\n")),
         ],
     );
 }
@@ -1075,7 +1078,8 @@ fn dry_run_is_exact() {
     // uid/gid 0 and so also plans a no-op `fs::chown` of each new log; see report.)
 
     let changed = diff(&before, &after);
-    let transient: BTreeSet<String> = [w.path("a.log.2")].into();
+    // As logrotate: the plain .1 is compressed before the shift (delaycompress).
+    let transient: BTreeSet<String> = [w.path("a.log.1.gz")].into();
     let expected: BTreeSet<String> = changed.union(&transient).cloned().collect();
     assert_eq!(planned, expected);
     for t in &transient {
@@ -1142,7 +1146,8 @@ fn wildcard_skips_rotated_copies() {
             ("app.log-20200101", 0o644, C::Text("dated\n")),
             ("app.log.1", 0o644, C::Text("now\n")),
             ("app.log.2", 0o644, C::Text("one\n")),
-            ("app.log.3.gz", 0o644, C::Text("two")),
+            // compress off: as logrotate, only plain copies are shifted.
+            ("app.log.2.gz", 0o644, C::Text("two")),
         ],
     );
 }

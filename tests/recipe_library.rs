@@ -125,8 +125,18 @@ fn show_and_check_take_a_builtin_recipe_by_name() {
 #[test]
 fn run_takes_a_builtin_recipe_by_name() {
     let w = World::new();
-    w.write("logs/app.log", &"x".repeat(2000));
-    let files = format!("{}/logs/*.log", w.root().display());
+    // The built-in log-rotate declares its scope (/var/log/**): its logs live there.
+    let logs = std::path::PathBuf::from(format!("/var/log/tend-t-lib-{}", std::process::id()));
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _gone = Gone(logs.clone());
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("app.log"), "x".repeat(2000)).unwrap();
+    let files = format!("{}/*.log", logs.display());
     let r = w.tend(&[
         "run",
         "log-rotate",
@@ -137,6 +147,8 @@ fn run_takes_a_builtin_recipe_by_name() {
         "min_size=1K",
         "-p",
         "compress=false",
+        "-p",
+        &format!("state={}/.state", logs.display()),
     ]);
     r.assert_code(0);
     assert!(
@@ -144,9 +156,8 @@ fn run_takes_a_builtin_recipe_by_name() {
         "{}",
         r.stderr
     );
-    assert!(w.root().join("logs/app.log.1").exists());
     assert_eq!(
-        std::fs::read_to_string(w.root().join("logs/app.log.1")).unwrap(),
+        std::fs::read_to_string(logs.join("app.log.1")).unwrap(),
         "x".repeat(2000)
     );
     // Recorded under its name, as unvetted.

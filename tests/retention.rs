@@ -459,7 +459,7 @@ fn log_rotation_frees_the_expired_copies() {
     w.write("app.log", "current\n");
     write_big(&w, "app.log.1", MB as usize);
     write_big(&w, "app.log.2", 3 * MB as usize);
-    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/log-rotate.rhai");
+    let recipe = w.log_rotate_recipe();
     let files = format!("files={}", w.path("*.log"));
     let args = [files.as_str(), "min_size=1B", "keep=2", "compress=false"];
     let mut flags: Vec<&str> = Vec::new();

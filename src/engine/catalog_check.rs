@@ -24,6 +24,8 @@ mod tests {
         "log::error",
         "time::now",
         "time::format",
+        "time::parse",
+        "logrotate::parse_config",
         "pkg::list",
         "pkg::version",
         "service::status",

@@ -11,7 +11,12 @@ use super::{err, HostContext, RResult};
 use crate::ops::check::{self as op, Found, HttpSpec, Origin};
 use crate::recipe::params::parse_duration;
 
-fn timeout(call: &NativeCallContext, f: &str, opts: &Map, default: u64) -> RResult<Duration> {
+pub(super) fn timeout(
+    call: &NativeCallContext,
+    f: &str,
+    opts: &Map,
+    default: u64,
+) -> RResult<Duration> {
     let Some(v) = opts.get("timeout").filter(|v| !v.is_unit()) else {
         return Ok(Duration::from_secs(default));
     };
@@ -29,7 +34,7 @@ fn timeout(call: &NativeCallContext, f: &str, opts: &Map, default: u64) -> RResu
     super::check_timeout(d).map_err(|why| err(call, format!("{f}: `timeout`: {why}")))
 }
 
-fn origin(call: &NativeCallContext, f: &str, opts: &Map) -> RResult<Origin> {
+pub(super) fn origin(call: &NativeCallContext, f: &str, opts: &Map) -> RResult<Origin> {
     match opt_str(call, opts, "from")?.as_deref() {
         None | Some("target") => Ok(Origin::Target),
         Some("controller") => Ok(Origin::Controller),

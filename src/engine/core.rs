@@ -118,6 +118,15 @@ pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
             .map(|t| t.format(fmt).to_string())
             .unwrap_or_default())
     });
+    // The inverse of `format`, in local time (logrotate's status file holds local
+    // times); `()` when `text` does not fit `fmt`, so a recipe can say which line.
+    time.set_native_fn("parse", |text: &str, fmt: &str| {
+        use chrono::TimeZone;
+        Ok(chrono::NaiveDateTime::parse_from_str(text.trim(), fmt)
+            .ok()
+            .and_then(|t| chrono::Local.from_local_datetime(&t).earliest())
+            .map_or(Dynamic::UNIT, |t| t.timestamp().into()))
+    });
     engine.register_static_module("time", time.into());
 }
 

@@ -249,6 +249,8 @@ fn check_dir_scope(h: &HostContext, call: &NativeCallContext, path: &str) -> RRe
 pub fn register(engine: &mut Engine, host: Arc<HostContext>) {
     let mut m = Module::new();
     super::edit::register(&mut m, host.clone());
+    super::structured::register(&mut m, host.clone());
+    super::transfer::register(&mut m, host.clone());
 
     let h = host.clone();
     m.set_native_fn("dir", move |call: NativeCallContext, path: &str| {

@@ -13,10 +13,13 @@ mod edit;
 mod facts;
 mod fs;
 pub mod handlers;
+mod logrotate_conf;
 mod names;
 mod pkg;
 mod service;
 mod sh;
+mod structured;
+mod transfer;
 mod user;
 mod vars;
 
@@ -501,6 +504,7 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     handlers::register(&mut engine, host.clone());
     pkg::register(&mut engine, host.clone());
     user::register(&mut engine, host.clone());
+    logrotate_conf::register(&mut engine, host.clone());
     sh::register(&mut engine, host);
     names::remember(&engine);
     engine

@@ -189,9 +189,14 @@ impl Recipe {
                         continue;
                     }
                     let call = call_text(src, i);
+                    // A command judged unchanged (`changed_when: |r| false`: a check
+                    // that leaves nothing behind) leaves no record, so no barrier.
+                    let judged_unchanged = call.contains("changed_when: |r| false")
+                        || call.contains("changed_when: |_| false");
                     if !call.contains("undo:")
                         && !call.contains("read_only: true")
                         && !call.contains("changes:")
+                        && !judged_unchanged
                     {
                         out.push(format!("{name}:{}: {}", i + 1, line.trim()));
                     }

@@ -308,6 +308,24 @@ impl World {
         )
     }
 
+    /// The shipped recipes/log-rotate.rhai, its write scope (/var/log…) moved to this
+    /// world's root as `tend test` rebases it, written beside the root.
+    pub fn log_rotate_recipe(&self) -> PathBuf {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/log-rotate.rhai"),
+        )
+        .unwrap();
+        let root = self.root().display().to_string();
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("//! scope:") {
+                Some(_) => format!("//! scope: {root}, {root}/**\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        self.recipe("log-rotate.rhai", &text)
+    }
+
     /// `root/rel` with `content` and exactly `mode`.
     pub fn write_mode(&self, rel: &str, content: &str, mode: u32) {
         self.write(rel, content);
