@@ -45,6 +45,7 @@ pub mod secret;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod system;
 pub mod transport;
 pub mod trust;
 

@@ -584,7 +584,10 @@ impl HostRunner<'_> {
         }
         let hctx = Arc::new(hctx);
         let engine = engine::for_host(hctx.clone(), &req.limits);
-        let result = engine.run_ast(&self.recipe.ast);
+        // Notified handlers run once the recipe succeeded, before the host's end.
+        let result = engine
+            .run_ast(&self.recipe.ast)
+            .and_then(|()| engine::handlers::run_at_end(&hctx, &engine, &self.recipe.ast));
         drop(engine);
         let mut r = HostResult::new(name, Outcome::Ok, None);
         r.changed = hctx.changed.load(Ordering::SeqCst);

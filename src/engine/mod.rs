@@ -12,9 +12,11 @@ mod core;
 mod edit;
 mod facts;
 mod fs;
+pub mod handlers;
 mod logrotate_conf;
 mod names;
 mod pkg;
+mod service;
 mod sh;
 mod structured;
 mod transfer;
@@ -135,6 +137,8 @@ pub struct HostContext {
     /// Set (with why) when the run must make no further change, e.g. because the
     /// audit log can no longer record it: the next step fails instead of running.
     halt: Option<Halt>,
+    /// `handler(…)` declarations and which of them were notified.
+    handlers: handlers::Handlers,
     /// `host()`'s facts, gathered when first read (also by templates).
     facts: std::sync::Arc<facts::Facts>,
 }
@@ -169,6 +173,7 @@ impl HostContext {
             no_become: false,
             root_blocks: AtomicUsize::new(0),
             halt: None,
+            handlers: Default::default(),
         }
     }
 
@@ -179,14 +184,15 @@ impl HostContext {
     }
 
     /// Whether a further step may start: not after a halt, a cancel or the deadline.
-    fn halted(&self, call: &NativeCallContext) -> RResult<()> {
+    fn halted(&self, pos: Position) -> RResult<()> {
+        let at = |m: String| EvalAltResult::ErrorRuntime(m.into(), pos).into();
         match self.halt.as_ref().and_then(|h| h.get()) {
-            Some(why) => Err(err(call, why.clone())),
+            Some(why) => Err(at(why.clone())),
             None => self
                 .ctx
                 .cancel()
                 .check()
-                .map_err(|stop| err(call, stop.to_string())),
+                .map_err(|stop| at(stop.to_string())),
         }
     }
 
@@ -371,13 +377,25 @@ impl HostContext {
         ctx: &Ctx,
         f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
     ) -> RResult<Map> {
-        self.halted(call)?;
+        self.run_step_at(call.fn_name(), call.call_position(), ctx, f)
+    }
+
+    /// [`HostContext::run_step`] for a step no script call makes (a handler tend
+    /// declares itself): `function` and `pos` stand for the call.
+    fn run_step_at(
+        &self,
+        function: &str,
+        pos: Position,
+        ctx: &Ctx,
+        f: impl FnOnce(&Ctx) -> OpResult<StepReport>,
+    ) -> RResult<Map> {
+        self.halted(pos)?;
         let step = ctx.begin_step();
         self.emit(Event::StepStart {
             host: self.host(),
             step,
-            function: call.fn_name().to_string(),
-            line: call.call_position().line(),
+            function: function.to_string(),
+            line: pos.line(),
         });
         match f(ctx) {
             Ok(mut report) => {
@@ -415,12 +433,12 @@ impl HostContext {
                     report,
                 });
                 // A change that could not be recorded fails, and so is rolled back.
-                self.halted(call)?;
+                self.halted(pos)?;
                 Ok(map)
             }
             Err(e) => {
                 let message = self.redact(&e.to_string());
-                Err(err(call, message))
+                Err(EvalAltResult::ErrorRuntime(message.into(), pos).into())
             }
         }
     }
@@ -482,6 +500,8 @@ pub fn for_host(host: std::sync::Arc<HostContext>, limits: &Limits) -> Engine {
     check::register(&mut engine, host.clone());
     vars::register(&mut engine);
     fs::register(&mut engine, host.clone());
+    service::register(&mut engine, host.clone());
+    handlers::register(&mut engine, host.clone());
     pkg::register(&mut engine, host.clone());
     user::register(&mut engine, host.clone());
     logrotate_conf::register(&mut engine, host.clone());

@@ -82,6 +82,12 @@ pub enum Undo {
     Barrier {
         what: String,
     },
+    /// A service was started, stopped, enabled or disabled: put it back as it was
+    /// (see [`crate::system::service::Change`]).
+    Service(crate::system::service::Change),
+    /// A crontab was written: restore the old text exactly, or remove it if there
+    /// was none (see [`crate::system::crontab::Change`]).
+    Crontab(crate::system::crontab::Change),
     /// Packages a `pkg::` step installed, moved or removed, as its simulation said:
     /// put back as they were ([`crate::pkgmgr::revert`]), each only if still as the
     /// step left it.
@@ -204,7 +210,9 @@ impl Undo {
             Undo::Command { .. }
             | Undo::Barrier { .. }
             | Undo::Packages { .. }
-            | Undo::Account { .. } => Vec::new(),
+            | Undo::Account { .. }
+            | Undo::Service(_)
+            | Undo::Crontab(_) => Vec::new(),
         }
     }
 
@@ -250,7 +258,9 @@ impl Undo {
             Undo::Command { .. }
             | Undo::Barrier { .. }
             | Undo::Packages { .. }
-            | Undo::Account { .. } => {}
+            | Undo::Account { .. }
+            | Undo::Service(_)
+            | Undo::Crontab(_) => {}
         }
     }
 
@@ -272,6 +282,8 @@ impl Undo {
                 format!("move what a command created under {dir} into {quarantine}")
             }
             Undo::Barrier { what } => format!("cannot undo: {what}"),
+            Undo::Service(c) => c.describe(),
+            Undo::Crontab(c) => c.describe(),
             Undo::Packages { changes, .. } => {
                 let back: Vec<String> = changes
                     .iter()
@@ -423,6 +435,8 @@ impl Undo {
                 }
             }
             Undo::Barrier { what } => Ok(Reverted::Impossible(what.clone())),
+            Undo::Service(c) => system_reverted(c.revert(t, &runner(become_))),
+            Undo::Crontab(c) => system_reverted(c.revert(t, &runner(become_))),
             Undo::Packages {
                 manager,
                 changes,
@@ -440,5 +454,23 @@ impl Undo {
                 Err(e) => Err(UndoError::Refused(e.to_string())),
             },
         }
+    }
+}
+
+fn runner(become_: bool) -> crate::system::Runner {
+    crate::system::Runner {
+        become_,
+        cancel: None,
+    }
+}
+
+/// A revert of state outside files (a service, a crontab), as a [`Reverted`].
+fn system_reverted(r: crate::system::StateResult<bool>) -> UndoResult<Reverted> {
+    use crate::system::StateError;
+    match r {
+        Ok(true) => Ok(Reverted::Done),
+        Ok(false) => Ok(Reverted::NotNeeded),
+        Err(StateError::Target(e)) => Err(UndoError::Target(e)),
+        Err(e) => Err(UndoError::Refused(e.to_string())),
     }
 }

@@ -86,6 +86,48 @@ pub const OPERATIONS: &[OpInfo] = &[
         "the paths it declares in `changes:` restored, else its `undo:` command; without either (and not `read_only`) a barrier",
     ),
     op(
+        "service::running",
+        Restored,
+        "stopped again if it started it, unless changed since",
+    ),
+    op(
+        "service::stopped",
+        Restored,
+        "started again if it stopped it, unless changed since",
+    ),
+    op(
+        "service::restarted",
+        Restored,
+        "nothing to undo for a running service (it still runs); a start is stopped again",
+    ),
+    op(
+        "service::reloaded",
+        Restored,
+        "nothing to undo for a running service (it still runs); a start is stopped again",
+    ),
+    op(
+        "service::enabled",
+        Restored,
+        "the old boot state back (disabled, or no runlevel links), unless changed since",
+    ),
+    op(
+        "service::disabled",
+        Restored,
+        "the old boot state back, unless changed since",
+    ),
+    op(
+        "cron::entry",
+        Restored,
+        "the old crontab back byte for byte, or removed if there was none; not if edited since",
+    ),
+    op("systemd::unit", Restored, "as fs::file"),
+    op("systemd::timer", Restored, "as fs::file"),
+    op(
+        "systemd::daemon_reload",
+        Nothing,
+        "nothing to undo: systemd rereads the unit files as they are",
+    ),
+    op(
         "pkg::installed",
         Restored,
         "what it installed removed, upgrades downgraded to the recorded version; irreversible in the plan when that version can no longer be downloaded",

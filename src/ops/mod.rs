@@ -8,15 +8,18 @@
 pub mod archive;
 pub mod catalog;
 pub mod check;
+pub mod cron;
 pub mod download;
 pub mod edit;
 pub mod extract;
 pub mod fs;
 pub mod pkg;
 pub mod sandbox;
+pub mod service;
 pub mod sh;
 pub mod ssh_key;
 pub mod structured;
+pub mod unit;
 pub mod user;
 pub mod watch;
 
