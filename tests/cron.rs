@@ -12,28 +12,13 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use sshd::Sshd;
-use support::{Run, World};
+use support::{changes, World};
 
 /// The test user's crontab is this machine's own: one test at a time touches it.
 static CRONTAB: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     CRONTAB.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What the changed steps of a run say: op, subject and diff, in order.
-fn changes(r: &Run) -> Vec<(String, String, String)> {
-    r.events()
-        .iter()
-        .filter(|e| e["event"] == "step" && e["changed"] == true)
-        .map(|e| {
-            (
-                e["op"].as_str().unwrap_or_default().to_string(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["diff"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 const USER: &str = sshd::TEST_USER;

@@ -7,55 +7,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use support::World;
 
-fn repo_recipes() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes")
+fn dump_dom(page: &Path) -> String {
+    support::dump_dom(&format!("file://{}", page.display()))
 }
 
-/// `chromium --headless --dump-dom file://…`: the DOM after Chromium parsed the page.
-fn dump_dom(page: &Path) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--allow-file-access-from-files",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chromium is not installed: .ci/run installs it (apt-get install chromium)");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        dom.contains("</html>"),
-        "chromium printed no DOM for {}:\n{}",
-        page.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dom
+fn repo_recipes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes")
 }
 
 /// Every `href="…"` of a page.

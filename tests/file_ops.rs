@@ -11,7 +11,6 @@
 mod sshd;
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
@@ -19,76 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sshd::Sshd;
-use support::{assert_same, diff, Run, World};
+use support::{assert_same, exact, Run, World};
 
 // ------------------------------------------------------------------ protocol
-
-/// What the changed steps of a run say: op, subject and diff, in order.
-fn changes(r: &Run) -> Vec<(String, String, String)> {
-    r.events()
-        .iter()
-        .filter(|e| e["event"] == "step" && e["changed"] == true)
-        .map(|e| {
-            (
-                e["op"].as_str().unwrap_or_default().to_string(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["diff"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Empty `root/` and prepare it again.
-fn reset(w: &World, setup: &dyn Fn(&World)) {
-    std::fs::remove_dir_all(w.root()).unwrap();
-    std::fs::create_dir(w.root()).unwrap();
-    setup(w);
-}
-
-/// Dry-run, real run, second run, then a run that fails after the steps: the plan
-/// is what happened (paths and diffs), the second run is a no-op, and the failed run
-/// leaves every file as it was. Ends with the real run's result in `root/`.
-/// (The protocol of tests/edit_ops.rs.)
-fn exact(w: &World, setup: &dyn Fn(&World), body: &str, expect: &[&str]) -> Run {
-    reset(w, setup);
-    let recipe = w.recipe_in_root("r.rhai", body);
-    let before = w.snapshot();
-
-    let dry = w.run(&recipe, &["--dry-run"]);
-    dry.assert_code(0);
-    assert_same(&before, &w.snapshot());
-
-    let real = w.run(&recipe, &[]);
-    real.assert_code(0);
-    let after = w.snapshot();
-    let expect: BTreeSet<String> = expect.iter().map(|r| w.path(r)).collect();
-    assert_eq!(diff(&before, &after), expect, "what the run changed");
-    assert_eq!(dry.changed_paths(), expect, "the plan:\n{}", dry.stdout);
-    assert_eq!(real.changed_paths(), expect);
-    assert_eq!(
-        changes(&dry),
-        changes(&real),
-        "the plan's diffs are the run's"
-    );
-    assert!(!changes(&real).is_empty());
-
-    let again = w.run(&recipe, &[]);
-    again.assert_code(0);
-    assert_eq!(again.changed_count(), 0, "second run:\n{}", again.stdout);
-    assert_same(&after, &w.snapshot());
-
-    // The same steps, then a failure: everything comes back byte for byte.
-    reset(w, setup);
-    let failing = w.recipe_in_root("fail.rhai", &format!("{body}\nthrow \"injected\";\n"));
-    let failed = w.run(&failing, &[]);
-    failed.assert_code(3);
-    assert!(failed.changed_count() > 0, "{}", failed.stdout);
-    assert_same(&before, &w.snapshot());
-
-    reset(w, setup);
-    w.run(&recipe, &[]).assert_code(0);
-    real
-}
 
 fn read(w: &World, rel: &str) -> String {
     std::fs::read_to_string(w.root().join(rel)).unwrap()

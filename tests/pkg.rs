@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use sshd::Sshd;
-use support::{Run, World};
+use support::{changes, Run, World};
 
 static DPKG: Mutex<()> = Mutex::new(());
 
@@ -42,17 +42,29 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The machine's dpkg lock for this test, and the test packages purged before and
-/// after it (also when it fails).
+/// The machine's test packages for this test, and them purged before and after it
+/// (also when it fails). A file lock, not only a mutex: two test processes (two
+/// checkouts testing at once) share the one dpkg database.
 struct Turn {
     _lock: std::sync::MutexGuard<'static, ()>,
+    _file: std::fs::File,
 }
 
 impl Turn {
     fn take() -> Turn {
         let lock = DPKG.lock().unwrap_or_else(|p| p.into_inner());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/tend-test-dpkg.lock")
+            .unwrap();
+        file.lock().unwrap();
         purge();
-        Turn { _lock: lock }
+        Turn {
+            _lock: lock,
+            _file: file,
+        }
     }
 }
 
@@ -186,21 +198,6 @@ impl Repo {
         let items: Vec<String> = self.items().iter().map(|i| format!("{i:?}")).collect();
         format!("#{{options: [{}]{extra}}}", items.join(", "))
     }
-}
-
-/// What the changed package steps of a run say: op, subject, diff.
-fn changes(r: &Run) -> Vec<(String, String, String)> {
-    r.events()
-        .iter()
-        .filter(|e| e["event"] == "step" && e["changed"] == true)
-        .map(|e| {
-            (
-                e["op"].as_str().unwrap_or_default().to_string(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["diff"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn step_events(r: &Run) -> Vec<serde_json::Value> {

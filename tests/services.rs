@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use sshd::Sshd;
-use support::{assert_same, Run, World};
+use support::{assert_same, changes, World};
 
 /// Runlevel links (`update-rc.d` renumbers them) are this machine's own: one test
 /// at a time touches them.
@@ -23,21 +23,6 @@ static MACHINE: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     MACHINE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// What the changed steps of a run say: op, subject and diff, in order.
-fn changes(r: &Run) -> Vec<(String, String, String)> {
-    r.events()
-        .iter()
-        .filter(|e| e["event"] == "step" && e["changed"] == true)
-        .map(|e| {
-            (
-                e["op"].as_str().unwrap_or_default().to_string(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["diff"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn sh(script: &str) -> (i32, String) {

@@ -8,9 +8,9 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::World;
+use support::{dump_dom, World};
 
 /// `tend status --listen 127.0.0.1:0` in `w`, with the URL it printed. Killed on drop.
 struct Served {
@@ -259,47 +259,6 @@ fn metrics_parse_as_prometheus_text_with_each_schedules_values() {
     assert_eq!(runs(&m, "nightly", "rolled_back"), Some(2.0));
     assert_eq!(runs(&m, "nightly", "ok"), Some(1.0));
     let _ = boom;
-}
-
-/// `chromium --headless --dump-dom URL`: the DOM after Chromium parsed and laid out
-/// the page.
-fn dump_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--dump-dom", url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chromium is not installed: .ci/run installs it (apt-get install chromium)");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chromium did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        dom.contains("</html>"),
-        "chromium printed no DOM ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dom
 }
 
 /// The `<section>` of entry `name` in the DOM.

@@ -19,7 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use sshd::Sshd;
-use support::{Run, World};
+use support::{changes, World};
 
 const DBS: [&str; 4] = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"];
 const USERS: [&str; 4] = ["tend-t-u1", "tend-t-u2", "tend-t-u3", "tend-t-u4"];
@@ -106,21 +106,6 @@ fn setup() {
     sh("useradd -M -s /bin/sh -c 'Old One' tend-t-u3 && chage -M 30 -W 5 tend-t-u3");
     sh(&format!("echo 'tend-t-u3:{HASH}' | chpasswd -e"));
     sh("groupadd tend-t-g3");
-}
-
-/// What the changed steps of a run say: op, subject, diff.
-fn changes(r: &Run) -> Vec<(String, String, String)> {
-    r.events()
-        .iter()
-        .filter(|e| e["event"] == "step" && e["changed"] == true)
-        .map(|e| {
-            (
-                e["op"].as_str().unwrap_or_default().to_string(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["diff"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// `own` holds the files given owners: outside the world's root, which a run over

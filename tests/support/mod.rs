@@ -2,7 +2,7 @@
 //! its own state dir, and snapshot file trees byte for byte.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -383,4 +383,120 @@ pub fn world_with_app_conf() -> World {
     let w = World::new();
     w.write("app.conf", "original\n");
     w
+}
+
+// ------------------------------------------------------------------ exact
+
+/// What the changed steps of a run say: op, subject and diff, in order.
+pub fn changes(r: &Run) -> Vec<(String, String, String)> {
+    r.events()
+        .iter()
+        .filter(|e| e["event"] == "step" && e["changed"] == true)
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap_or_default().to_string(),
+                e["subject"].as_str().unwrap_or_default().to_string(),
+                e["diff"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Empty `root/` and prepare it again.
+pub fn reset(w: &World, setup: &dyn Fn(&World)) {
+    std::fs::remove_dir_all(w.root()).unwrap();
+    std::fs::create_dir(w.root()).unwrap();
+    setup(w);
+}
+
+/// Dry-run, real run, second run, then a run that fails after the steps: the plan
+/// is what happened (paths and diffs), the second run is a no-op, and the failed run
+/// leaves every file as it was. Ends with the real run's result in `root/`.
+/// (Shared by tests/edit_ops.rs and tests/file_ops.rs.)
+pub fn exact(w: &World, setup: &dyn Fn(&World), body: &str, expect: &[&str]) -> Run {
+    reset(w, setup);
+    let recipe = w.recipe_in_root("r.rhai", body);
+    let before = w.snapshot();
+
+    let dry = w.run(&recipe, &["--dry-run"]);
+    dry.assert_code(0);
+    assert_same(&before, &w.snapshot());
+
+    let real = w.run(&recipe, &[]);
+    real.assert_code(0);
+    let after = w.snapshot();
+    let expect: BTreeSet<String> = expect.iter().map(|r| w.path(r)).collect();
+    assert_eq!(diff(&before, &after), expect, "what the run changed");
+    assert_eq!(dry.changed_paths(), expect, "the plan:\n{}", dry.stdout);
+    assert_eq!(real.changed_paths(), expect);
+    assert_eq!(
+        changes(&dry),
+        changes(&real),
+        "the plan's diffs are the run's"
+    );
+    assert!(!changes(&real).is_empty());
+
+    let again = w.run(&recipe, &[]);
+    again.assert_code(0);
+    assert_eq!(again.changed_count(), 0, "second run:\n{}", again.stdout);
+    assert_same(&after, &w.snapshot());
+
+    // The same steps, then a failure: everything comes back byte for byte.
+    reset(w, setup);
+    let failing = w.recipe_in_root("fail.rhai", &format!("{body}\nthrow \"injected\";\n"));
+    let failed = w.run(&failing, &[]);
+    failed.assert_code(3);
+    assert!(failed.changed_count() > 0, "{}", failed.stdout);
+    assert_same(&before, &w.snapshot());
+
+    reset(w, setup);
+    w.run(&recipe, &[]).assert_code(0);
+    real
+}
+
+// ------------------------------------------------------------------ browser
+
+/// `chromium --headless --dump-dom URL` (an `http://` or `file://` URL): the DOM after
+/// Chromium parsed and laid out the page. As root, with the flags that keep it off
+/// the network (it would otherwise try to reach Google's hosts at every start).
+pub fn dump_dom(url: &str) -> String {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--allow-file-access-from-files",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chromium is not installed: .ci/run installs it (apt-get install chromium)");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("</html>"),
+        "chromium printed no DOM for {url} ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
 }
