@@ -83,27 +83,36 @@ pub fn copy_builtin(name: &str, dir: &Path) -> Result<PathBuf> {
         )),
     })?;
     let path = dir.join(format!("{name}.rhai"));
+    write_new_file(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+/// Write a file the user asked for (`tend new`, `tend import-script`, `tend recipes
+/// copy`) only if nothing is there: an existing file, or a link planted under that
+/// name, is refused (exit 73) rather than followed or overwritten; the parent
+/// directory is not created.
+pub fn write_new_file(path: &Path, data: &[u8]) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| Error::CantCreate {
-            path: path.clone(),
+            path: path.to_path_buf(),
             why: match e.kind() {
                 std::io::ErrorKind::AlreadyExists => {
-                    "it exists already, and is left as it is (remove it or copy into another directory)".into()
+                    "it exists already, and is left as it is (remove it or choose another name)"
+                        .into()
                 }
                 std::io::ErrorKind::NotFound => format!(
                     "the directory {} does not exist (tend does not create it)",
-                    dir.display()
+                    path.parent().unwrap_or(Path::new(".")).display()
                 ),
                 _ => crate::error::describe_io(&e),
             },
         })?;
-    file.write_all(text.as_bytes())
+    file.write_all(data)
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    Ok(path)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 /// `recipe`'s vetting status: a built-in one is never vetted in place (see the

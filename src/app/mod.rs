@@ -26,7 +26,9 @@ use audit_sink::*;
 pub use config::Config;
 pub use daemon_settings::Settings as DaemonSettings;
 pub use hosts::{load_inventory, select_hosts, HostQuery};
-pub use library::{builtin_recipes, copy_builtin, load_recipe, trust_status, BuiltinRecipe};
+pub use library::{
+    builtin_recipes, copy_builtin, load_recipe, trust_status, write_new_file, BuiltinRecipe,
+};
 pub use params::*;
 pub use prune::*;
 pub use retention::Retention;

@@ -88,24 +88,7 @@ pub fn new(args: &NewArgs) -> Result<i32> {
     };
     let name = recipe_name(&path)?;
     let text = skeleton(&name, &path);
-    // create_new: an existing file, or a symlink planted under that name, is refused
-    // rather than followed or overwritten.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::CantCreate {
-            path: path.clone(),
-            why: match e.kind() {
-                std::io::ErrorKind::AlreadyExists => {
-                    "it exists already, and is left as it is (remove it or choose another name)"
-                        .into()
-                }
-                _ => crate::error::describe_io(&e),
-            },
-        })?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    crate::app::write_new_file(&path, text.as_bytes())?;
     outln!("{}", path.display());
     Ok(exit::OK)
 }

@@ -2,7 +2,6 @@
 //! skeleton around an existing shell script (see [`crate::app::import_script`]).
 
 use clap::Args;
-use std::io::Write;
 use std::path::PathBuf;
 
 use super::Human;
@@ -66,23 +65,7 @@ pub(crate) fn run(human: &Human, args: &ImportScriptArgs) -> Result<i32> {
         changes: &args.changes,
     });
     let path = args.dir.join(format!("{}.rhai", args.name));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::CantCreate {
-            path: path.clone(),
-            why: match e.kind() {
-                std::io::ErrorKind::AlreadyExists => {
-                    "it exists already, and is left as it is (remove it or choose another name)"
-                        .into()
-                }
-                _ => crate::error::describe_io(&e),
-            },
-        })?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    drop(file);
+    crate::app::write_new_file(&path, text.as_bytes())?;
     // What was written must load: a script the scan misread is caught here, not on
     // the first run.
     let recipe = Recipe::load(&path)?;

@@ -140,6 +140,10 @@ struct Shared {
     planned: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
+/// A record just journaled: its sequence number, the record as written (paths made
+/// absolute), and the view its change is made through.
+type Appended = (u64, Undo, Arc<dyn Target>);
+
 struct Pending {
     seq: u64,
     path: String,
@@ -385,9 +389,26 @@ impl Ctx {
     ///
     /// With the record go the directories its paths really lead to now (symlinks
     /// resolved): a rollback refuses to revert through a symlink swapped in since.
-    pub fn will_as(&self, op: &str, mut undo: Undo, become_: bool) -> OpResult<()> {
-        let Some(j) = &self.shared.journal else {
+    pub fn will_as(&self, op: &str, undo: Undo, become_: bool) -> OpResult<()> {
+        let Some((seq, undo, target)) = self.append(op, undo, become_)? else {
             return Ok(());
+        };
+        if let Some(path) = undo.subject() {
+            *self.shared.pending.lock().expect("pending lock") = Some(Pending {
+                seq,
+                path: path.to_string(),
+                target,
+                wrote: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Write `undo` to the journal (none in a dry-run): its sequence number, the
+    /// record as written (paths absolute), and the view its change is made through.
+    fn append(&self, op: &str, mut undo: Undo, become_: bool) -> OpResult<Option<Appended>> {
+        let Some(j) = &self.shared.journal else {
+            return Ok(None);
         };
         self.record_left();
         self.absolute(&mut undo)?;
@@ -405,15 +426,7 @@ impl Ctx {
             .append(self.current_step(), op, &undo, become_, &dirs)
             .map_err(|e| OpError::Journal(e.to_string()))?;
         *self.shared.last_record.lock().expect("last record") = Some((self.current_step(), seq));
-        if let Some(path) = undo.subject() {
-            *self.shared.pending.lock().expect("pending lock") = Some(Pending {
-                seq,
-                path: path.to_string(),
-                target,
-                wrote: None,
-            });
-        }
-        Ok(())
+        Ok(Some((seq, undo, target)))
     }
 
     /// Save the current contents of the regular file `path` (described by `meta`)
@@ -474,27 +487,8 @@ impl Ctx {
     /// [`watch`]): the record is not the pending one, so what the change left is
     /// recorded by the operation itself with [`Ctx::left`]. Its sequence number;
     /// `None` in a dry-run.
-    pub fn will_unpinned(&self, op: &str, mut undo: Undo, become_: bool) -> OpResult<Option<u64>> {
-        let Some(j) = &self.shared.journal else {
-            return Ok(None);
-        };
-        self.record_left();
-        self.absolute(&mut undo)?;
-        let target = if become_ && !self.become_ && !undo.paths().is_empty() {
-            self.target.elevated()?
-        } else {
-            self.target.clone()
-        };
-        let dirs = undo
-            .paths()
-            .iter()
-            .map(|p| self.resolve_parent(target.as_ref(), p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let seq = j
-            .append(self.current_step(), op, &undo, become_, &dirs)
-            .map_err(|e| OpError::Journal(e.to_string()))?;
-        *self.shared.last_record.lock().expect("last record") = Some((self.current_step(), seq));
-        Ok(Some(seq))
+    pub fn will_unpinned(&self, op: &str, undo: Undo, become_: bool) -> OpResult<Option<u64>> {
+        Ok(self.append(op, undo, become_)?.map(|(seq, _, _)| seq))
     }
 
     /// Journal what the change of record `seq` left at its path.
