@@ -48,15 +48,17 @@ pub(crate) fn run(human: &Human, args: &ImportScriptArgs) -> Result<i32> {
             "--changes {bad:?}: give an absolute path"
         )));
     }
-    let script = std::fs::read(&args.script).map_err(|e| Error::RecipeRead {
-        path: args.script.clone(),
-        source: e,
-    })?;
-    let script = String::from_utf8(script).map_err(|_| {
-        Error::Usage(format!(
-            "{}: not a text file (UTF-8); only shell scripts can be imported",
+    // Read as a recipe is: a FIFO cannot hang it, `/dev/zero` cannot exhaust memory
+    // (1 MiB at most), and binary content is refused.
+    let script = crate::recipe::read_text(&args.script).map_err(|e| match e {
+        crate::recipe::ReadError::Io(source) => Error::RecipeRead {
+            path: args.script.clone(),
+            source,
+        },
+        crate::recipe::ReadError::Invalid(why) => Error::Usage(format!(
+            "{}: {why}; only shell scripts can be imported",
             args.script.display()
-        ))
+        )),
     })?;
     let text = import_script::recipe(&ImportSpec {
         name: &args.name,

@@ -75,6 +75,15 @@ fn outcome(
 
 // ------------------------------------------------------------------- http::get
 
+/// TLS for requests tend makes from the controller: the system's roots, through the
+/// OpenSSL that ssh2 links already (no second TLS stack).
+pub(super) fn controller_tls() -> ureq::tls::TlsConfig {
+    ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::NativeTls)
+        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+        .build()
+}
+
 /// `http://host[:port]/path`: host, port, path (for the target's plain `bash` path).
 fn split_http(url: &str) -> Option<(String, u16, String)> {
     let rest = url.strip_prefix("http://")?;
@@ -234,12 +243,7 @@ fn http_from_controller(ctx: &Ctx, spec: &HttpSpec, found: &mut Found) -> OpResu
                 .http_status_as_error(false)
                 // As the target's clients: a redirect is an answer, reported as such.
                 .max_redirects(0)
-                .tls_config(
-                    ureq::tls::TlsConfig::builder()
-                        .provider(ureq::tls::TlsProvider::NativeTls)
-                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                        .build(),
-                )
+                .tls_config(super::check::controller_tls())
                 .build(),
         );
         let answer = agent

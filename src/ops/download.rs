@@ -114,12 +114,7 @@ fn from_controller(ctx: &Ctx, spec: &DownloadSpec) -> OpResult<(Vec<u8>, String)
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
                 .timeout_global(Some(timeout))
-                .tls_config(
-                    ureq::tls::TlsConfig::builder()
-                        .provider(ureq::tls::TlsProvider::NativeTls)
-                        .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                        .build(),
-                )
+                .tls_config(super::check::controller_tls())
                 .build(),
         );
         let answer = agent

@@ -16,7 +16,7 @@ fn invalid(msg: impl Into<String>) -> OpError {
 
 /// The file's text; `None` when it does not exist. A missing file is an error unless
 /// `create` (then it is edited as empty and made with mode 0644).
-fn read_text(ctx: &Ctx, op: &str, path: &str, create: bool) -> OpResult<Option<String>> {
+pub(super) fn read_text(ctx: &Ctx, op: &str, path: &str, create: bool) -> OpResult<Option<String>> {
     let t = ctx.target.as_ref();
     match t.stat(path)? {
         None if create => Ok(None),

@@ -129,10 +129,20 @@ fn judge(
     status: Option<&str>,
 ) -> OpResult<StepReport> {
     let t = ctx.target.as_ref();
+    // The command's output as the sandbox kept it, for the report: not read when it
+    // is larger than a report should carry (a command may print without end).
+    const MAX_OUTPUT: u64 = 1024 * 1024;
     let read = |name: &str| {
-        t.read(&crate::transport::join(tmp, name))
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-            .unwrap_or_default()
+        let path = crate::transport::join(tmp, name);
+        match t.stat(&path) {
+            Ok(Some(m)) if m.size > MAX_OUTPUT => {
+                format!("({} bytes of output, not shown)", m.size)
+            }
+            _ => t
+                .read(&path)
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .unwrap_or_default(),
+        }
     };
     match status.and_then(|s| s.trim().parse::<i32>().ok()) {
         Some(0) => {}

@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use super::fs::file;
 use super::{Ctx, OpError, OpResult, StepReport};
-use crate::transport::Kind;
 
 fn invalid(msg: impl Into<String>) -> OpError {
     OpError::Invalid(msg.into())
@@ -203,24 +202,6 @@ fn edited(doc: &Value, spec: &StructSpec) -> Result<Value, String> {
     Ok(out)
 }
 
-/// The file's text, or `None` when it is missing and may be created.
-fn read_text(ctx: &Ctx, op: &str, path: &str, create: bool) -> OpResult<Option<String>> {
-    let t = ctx.target.as_ref();
-    match t.stat(path)? {
-        None if create => Ok(None),
-        None => Err(invalid(format!(
-            "{op}: {path} does not exist (pass create: true to create it)"
-        ))),
-        Some(m) if m.kind != Kind::File => Err(invalid(format!(
-            "{op}: {path} is a {}, not a regular file",
-            m.kind.as_str()
-        ))),
-        Some(_) => String::from_utf8(t.read(path)?)
-            .map(Some)
-            .map_err(|_| invalid(format!("{op}: {path} is not UTF-8 text"))),
-    }
-}
-
 /// The common course of both formats: read, decide on values, edit the text, check
 /// the result, write through `fs::file`.
 fn structured(
@@ -233,7 +214,8 @@ fn structured(
     let subject = format!("{path} {}", shown(&spec.tokens));
     let fail = |why: String| invalid(format!("{op} {subject}: {why}"));
     let create = spec.create && spec.edit != Edit::Remove;
-    let Some(old) = read_text(ctx, op, path, create || spec.edit == Edit::Remove)? else {
+    let Some(old) = super::edit::read_text(ctx, op, path, create || spec.edit == Edit::Remove)?
+    else {
         if spec.edit == Edit::Remove {
             return Ok(StepReport::unchanged(op, subject));
         }
