@@ -218,6 +218,23 @@ impl AuditLog {
         Ok(events)
     }
 
+    /// Every line as it is in the file, oldest first (`tend audit export`); the
+    /// number of lines written.
+    pub fn export(&self, out: &mut dyn Write) -> Result<u64, Error> {
+        let _lock = self.lock(false)?;
+        let Some(mut lines) = self.lines()? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        while let Some((_, bytes)) = lines.next_line()? {
+            out.write_all(&bytes)
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| Error::io("cannot write the export", e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Ok(number of lines verified) or Err(Error::Tampered{..}) whose message names the
     /// first bad line number (1-based) and why.
     pub fn verify(&self) -> Result<u64, Error> {

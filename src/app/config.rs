@@ -32,10 +32,11 @@ const TABLES: &[&str] = &[
     "defaults",
     "daemon",
     "retention",
+    "cluster",
 ];
 
 const TABLES_HELP: &str =
-    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults], [daemon] and [retention]";
+    "tend.toml takes [hosts.NAME], [groups.NAME], [trust], [audit], [[schedule]], [defaults], [daemon], [retention] and [cluster]";
 
 const TRUST_HELP: &str = "[trust] takes file, require_vetted = \"scheduled\"|\"flag\"|\"always\"|\
                           \"never\", require_signature, allowed_signers, require_tests";
@@ -56,6 +57,8 @@ pub struct Config {
     pub daemon: super::DaemonSettings,
     /// `[retention]`: how long backups and run records are kept.
     pub retention: super::Retention,
+    /// `[cluster]`: the shared PostgreSQL store, when several daemons share one.
+    pub cluster: Option<crate::store::ClusterSettings>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +71,8 @@ struct Doc {
     daemon: Option<super::DaemonSettings>,
     #[serde(default)]
     retention: Option<super::Retention>,
+    #[serde(default)]
+    cluster: Option<crate::store::ClusterSettings>,
 }
 
 impl Config {
@@ -118,6 +123,10 @@ impl Config {
                 "audit" => sub(AuditConfig::KEYS, AUDIT_HELP)?,
                 "daemon" => sub(super::DaemonSettings::KEYS, super::DaemonSettings::HELP)?,
                 "retention" => sub(super::Retention::KEYS, super::Retention::HELP)?,
+                "cluster" => sub(
+                    crate::store::ClusterSettings::KEYS,
+                    crate::store::ClusterSettings::HELP,
+                )?,
                 _ if TABLES.contains(&name) => {}
                 _ => return Err(unknown(key, None, TABLES, TABLES_HELP, &at)),
             }
@@ -145,6 +154,7 @@ impl Config {
             schedules,
             daemon: typed.daemon.unwrap_or_default(),
             retention: typed.retention.unwrap_or_default(),
+            cluster: typed.cluster,
         };
         if let Some(inv) = config.inventory() {
             inventory::check_config(inv)?;

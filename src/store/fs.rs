@@ -87,6 +87,14 @@ impl AuditStore for AuditLog {
         AuditLog::read(self, run_id)
     }
 
+    fn verify(&self, anchor: Option<&crate::audit::Anchor>) -> Result<crate::audit::Anchor> {
+        self.verify_against(anchor)
+    }
+
+    fn export(&self, out: &mut dyn std::io::Write) -> Result<u64> {
+        AuditLog::export(self, out)
+    }
+
     fn describe(&self) -> String {
         self.path().display().to_string()
     }

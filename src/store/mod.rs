@@ -9,6 +9,7 @@
 
 pub mod fs;
 mod run_lease;
+mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::lock::{Holder, Take};
 use crate::state::{RunMeta, StateDir};
 
 pub use run_lease::RunLease;
+pub use settings::ClusterSettings;
 
 /// Run records: one per run, written when it starts, refreshed while it runs (its
 /// lease's heartbeat) and once more when it ends.
@@ -57,6 +59,12 @@ pub trait AuditStore: Send + Sync {
     }
     /// The records of `run_id` (all with `None`), checked against their chain.
     fn read(&self, run_id: Option<&str>) -> Result<Vec<serde_json::Value>>;
+    /// Check the whole chain (and that it still holds `anchor`): the anchor of the
+    /// log as it is now, or `Error::Tampered` naming the first bad line or row.
+    fn verify(&self, anchor: Option<&crate::audit::Anchor>) -> Result<crate::audit::Anchor>;
+    /// Write every record, oldest first, as the embedded log's JSON Lines; returns
+    /// how many.
+    fn export(&self, out: &mut dyn std::io::Write) -> Result<u64>;
     /// Where the log is, for messages.
     fn describe(&self) -> String;
 }
@@ -77,6 +85,8 @@ pub struct Stores {
     pub journals: Arc<dyn JournalStore>,
     pub audit: Arc<dyn AuditStore>,
     pub locks: Arc<dyn HostLocks>,
+    /// Cluster mode (`[cluster]`): what the daemons sharing the store agree on.
+    pub cluster: Option<Arc<dyn Cluster>>,
     /// This machine's state directory: the trust file and the backups of changes made
     /// on this machine live there, whatever the other stores are.
     pub state: StateDir,
@@ -91,6 +101,7 @@ impl Stores {
             journals: fs.clone(),
             audit: Arc::new(crate::audit::AuditLog::new(state.root())),
             locks: fs,
+            cluster: None,
             state: state.clone(),
         }
     }
@@ -99,4 +110,78 @@ impl Stores {
     pub fn local_backup_dir(&self, run_id: &str, host: &str) -> Result<PathBuf> {
         Ok(self.state.host_dir(run_id, host)?.join("backup"))
     }
+}
+
+/// A node of a cluster, as it publishes itself at each heartbeat.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// `[cluster] node` (default: this machine's host name): stable across restarts,
+    /// so a node that comes back finds the runs it left.
+    pub id: String,
+    /// Where the node runs (host name, or its `--metrics` address), for people.
+    pub address: String,
+    /// tend's version.
+    pub version: String,
+    /// SHA-256 of the node's `[[schedule]]` set (canonical JSON of the entries).
+    pub schedule_hash: String,
+}
+
+/// A node as `tend cluster status` shows it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub heartbeat: chrono::DateTime<chrono::Utc>,
+    /// Its heartbeat is younger than the lease.
+    pub alive: bool,
+    /// It claims no new fires (`tend cluster drain`).
+    pub draining: bool,
+    /// Runs it holds now (state running, its lease).
+    pub runs_held: u64,
+}
+
+/// A run whose lease ran out while it was still recorded as running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredRun {
+    pub run_id: String,
+    /// The node that held it.
+    pub node: String,
+}
+
+/// What several daemons sharing one store agree on (cluster mode); the embedded
+/// store has no such thing. Every method is one short transaction; an `Err` means
+/// the database could not be reached or refused (the caller treats it as "down").
+pub trait Cluster: Send + Sync {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// How long a heartbeat holds this node's runs and host locks.
+    fn lease(&self) -> std::time::Duration;
+    /// Register or refresh this node, and renew until now + lease the runs and host
+    /// locks it holds. Returns whether the node is draining.
+    fn heartbeat(&self, me: &NodeInfo) -> Result<bool>;
+    /// Claim the fire of `schedule` due at `at`: true for the one node whose claim
+    /// wins, false for every other (and for any later claim of the same fire).
+    fn claim_fire(
+        &self,
+        schedule: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        reason: &str,
+    ) -> Result<bool>;
+    /// The run a claimed fire started, once known.
+    fn fire_ran(&self, schedule: &str, at: chrono::DateTime<chrono::Utc>, run_id: &str)
+        -> Result<()>;
+    /// The latest claimed fire of `schedule`, by any node (for `catch_up`).
+    fn last_claimed(&self, schedule: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>>;
+    fn nodes(&self) -> Result<Vec<NodeStatus>>;
+    /// Start or stop draining `node`; false when there is no such node.
+    fn set_draining(&self, node: &str, on: bool) -> Result<bool>;
+    /// Runs still recorded as running whose lease has expired.
+    fn expired_runs(&self) -> Result<Vec<ExpiredRun>>;
+    /// Take the run over: it becomes this node's (lease renewed) only if its lease is
+    /// still expired; true when this node won it.
+    fn take_over(&self, run_id: &str) -> Result<bool>;
+    /// The scheduler's record of an entry (JSON of `daemon::record::Record`).
+    fn schedule_state(&self, name: &str) -> Result<Option<serde_json::Value>>;
+    fn put_schedule_state(&self, name: &str, state: &serde_json::Value) -> Result<()>;
 }
