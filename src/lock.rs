@@ -147,6 +147,10 @@ pub struct Take {
     pub wait: Option<Duration>,
     /// A dead holder with this run id may be replaced: the rollback of that run.
     pub take_over: Option<String>,
+    /// Cluster mode: the store's lock was won with a newer fencing token, so the old
+    /// holder of `take_over` can no longer journal a change, alive or not, and its
+    /// lock on the host is replaced.
+    pub fenced: bool,
     /// The waiting run's token: a cancel (a daemon replacing the fire, or stopping)
     /// or its deadline ends the wait at once.
     pub cancel: Option<crate::cancel::CancelToken>,
@@ -380,7 +384,8 @@ pub fn acquire(t: &Arc<dyn Target>, dir: &str, me: &Holder, how: &Take) -> Resul
             // Released in the meantime.
             None if t.stat(&path)?.is_none() => continue,
             Some(h)
-                if Some(&h.run_id) == how.take_over.as_ref() && h.liveness() != Liveness::Alive =>
+                if Some(&h.run_id) == how.take_over.as_ref()
+                    && (how.fenced || h.liveness() != Liveness::Alive) =>
             {
                 t.remove_file(&path)?;
                 continue;

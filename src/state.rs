@@ -359,6 +359,15 @@ impl StateDir {
 /// dry-runs are passed over: `tend rollback last` means the last run that could
 /// have changed something.
 pub fn resolve_run_id(state: &StateDir, id: &str, real_only: bool) -> Result<String> {
+    resolve_run_id_in(|| state.list_runs(), id, real_only)
+}
+
+/// [`resolve_run_id`] over the runs `list` gives (the cluster's, in cluster mode).
+pub fn resolve_run_id_in(
+    list: impl FnOnce() -> Result<Vec<RunMeta>>,
+    id: &str,
+    real_only: bool,
+) -> Result<String> {
     let Some(rest) = id.strip_prefix("last") else {
         return Ok(id.to_string());
     };
@@ -373,19 +382,17 @@ pub fn resolve_run_id(state: &StateDir, id: &str, real_only: bool) -> Result<Str
                 ))
             })?,
     };
-    let runs = state.list_runs()?;
-    let mut runs = runs.iter().rev().filter(|r| !(real_only && r.dry_run));
-    runs.nth(back).map(|r| r.run_id.clone()).ok_or_else(|| {
+    let runs: Vec<RunMeta> = list()?
+        .into_iter()
+        .filter(|r| !(real_only && r.dry_run))
+        .collect();
+    runs.iter().rev().nth(back).map(|r| r.run_id.clone()).ok_or_else(|| {
         let what = if real_only {
             "real runs (dry-runs are not counted)"
         } else {
             "runs"
         };
-        let count = state
-            .list_runs()
-            .map(|all| all.iter().filter(|r| !(real_only && r.dry_run)).count())
-            .unwrap_or(0);
-        Error::UnknownRun(format!("{id} (there are {count} {what})"))
+        Error::UnknownRun(format!("{id} (there are {} {what})", runs.len()))
     })
 }
 

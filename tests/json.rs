@@ -449,6 +449,11 @@ fn every_command_prints_only_what_the_schema_lists() {
     );
     assert_eq!(status[0]["event"], "listening");
 
+    // cluster status without [cluster]: a usage error line (tests/cluster.rs runs
+    // it against a real cluster).
+    let no_cluster = c.tend(&w, "cluster status", &["cluster", "status"], 64);
+    assert_eq!(no_cluster[0]["kind"], "usage");
+
     // A bad command line with --json: the error line, whichever the command.
     let usage = c.tend(&w, "runs", &["runs", "--limit", "many"], 64);
     assert_eq!(usage[0]["kind"], "usage");

@@ -18,6 +18,7 @@ pub mod recipe_test;
 mod retention;
 mod rollback;
 mod run;
+mod stores;
 mod unlock;
 mod vetting;
 
@@ -34,5 +35,6 @@ pub use prune::*;
 pub use retention::Retention;
 pub use rollback::*;
 pub use run::*;
+pub use stores::stores_for;
 pub use unlock::*;
 pub use vetting::*;

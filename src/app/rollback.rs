@@ -441,6 +441,7 @@ pub fn rollback(
         let take = Take {
             wait,
             take_over: Some(run_id.to_string()),
+            fenced: stores.cluster.is_some(),
             cancel: None,
         };
         let _locks = if dry_run {

@@ -526,6 +526,7 @@ impl HostRunner<'_> {
             let take = Take {
                 wait: req.wait,
                 take_over: None,
+                fenced: false,
                 cancel: Some(self.cancel.clone()),
             };
             Some(Arc::new(lock_host(

@@ -153,6 +153,9 @@ pub(crate) enum Command {
     /// Read or verify the audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Cluster mode (`[cluster]` in tend.toml): the nodes sharing one PostgreSQL
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Run one shell command on many hosts (audited like a run)
     #[command(after_help = "Example: tend exec -H @web -- systemctl restart nginx")]
     Exec {
@@ -261,6 +264,28 @@ pub(crate) enum AuditCommand {
         /// The anchor as one JSON object (`kind: audit_anchor`)
         #[arg(long)]
         json: bool,
+    },
+    /// Verify the chain, then write every record as JSON Lines, oldest first (the
+    /// embedded log's format, also from a cluster's database)
+    Export,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClusterCommand {
+    /// Create or upgrade the cluster's schema (a daemon also does it when it starts)
+    Migrate,
+    /// The nodes: id, address, version, last heartbeat, runs held; dead ones and
+    /// nodes whose [[schedule]] set differs are marked
+    Status {
+        /// One JSON object per node (`kind: cluster_node`)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop NODE claiming new fires (its running runs go on); `--undo` lets it claim again
+    Drain {
+        node: String,
+        #[arg(long)]
+        undo: bool,
     },
 }
 

@@ -65,7 +65,7 @@ pub(crate) fn exec(
         cancel,
     };
     let result = app::run(
-        &Stores::embedded(&state),
+        &stores(cli, &state)?,
         &config,
         actor,
         &recipe,

@@ -11,13 +11,14 @@ pub(crate) fn rollback(
     json: bool,
 ) -> Result<i32> {
     let state = state_dir(cli)?;
+    let config = config(cli)?;
+    let stores = app::stores_for(&state, &config)?;
     let req = &app::RollbackRequest {
-        run_id: crate::state::resolve_run_id(&state, &req.run_id, true)?,
+        run_id: crate::state::resolve_run_id_in(|| stores.runs.list(), &req.run_id, true)?,
         ..req.clone()
     };
-    let config = config(cli)?;
     let (sink, out) = sink_for(json, human, req.dry_run);
-    let report = app::rollback(&Stores::embedded(&state), actor, req, sink)?;
+    let report = app::rollback(&stores, actor, req, sink)?;
     if !req.dry_run {
         send_anchor(&config.audit, human, &state, &req.run_id);
     }
@@ -31,7 +32,7 @@ pub(crate) fn rollback(
 
 pub(crate) fn runs(cli: &Cli, human: &Human, limit: usize, json: bool) -> Result<i32> {
     let state = state_dir(cli)?;
-    let runs = state.list_runs()?;
+    let runs = stores(cli, &state)?.runs.list()?;
     let skip = runs.len().saturating_sub(limit);
     let runs = &runs[skip..];
     let held: Vec<u64> = runs.iter().map(|r| app::held_bytes(&state, r)).collect();
@@ -52,11 +53,16 @@ pub(crate) fn runs(cli: &Cli, human: &Human, limit: usize, json: bool) -> Result
 
 pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32> {
     let state = state_dir(cli)?;
-    let log = AuditLog::new(state.root());
+    let stores = stores(cli, &state)?;
+    let log = stores.audit.clone();
     match cmd {
         AuditCommand::Show { run_id, json } => {
             let run_id = &match run_id {
-                Some(id) => Some(crate::state::resolve_run_id(&state, id, false)?),
+                Some(id) => Some(crate::state::resolve_run_id_in(
+                    || stores.runs.list(),
+                    id,
+                    false,
+                )?),
                 None => None,
             };
             let events = log.read(run_id.as_deref())?;
@@ -72,10 +78,10 @@ pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32>
             }
         }
         AuditCommand::Verify { anchor, json } => {
-            let now = log.verify_against(anchor.as_ref())?;
+            let now = log.verify(anchor.as_ref())?;
             if *json {
                 let v = serde_json::json!({
-                    "kind": "audit_verify", "path": log.path().display().to_string(),
+                    "kind": "audit_verify", "path": log.describe(),
                     "lines": now.count, "intact": true, "head": now.to_string(),
                     "anchor": anchor.as_ref().map(|a| a.to_string()),
                 });
@@ -88,13 +94,13 @@ pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32>
             };
             human.line(&format!(
                 "{}: {} lines, chain intact{held}",
-                log.path().display(),
+                log.describe(),
                 now.count
             ));
         }
         AuditCommand::Anchor { json } => {
             // Anchoring a log that was already edited would vouch for the edit.
-            let anchor = log.verify_against(None)?;
+            let anchor = log.verify(None)?;
             if *json {
                 let v = serde_json::json!({
                     "kind": "audit_anchor", "anchor": anchor.to_string(),
@@ -104,6 +110,12 @@ pub(crate) fn audit(cli: &Cli, human: &Human, cmd: &AuditCommand) -> Result<i32>
             } else {
                 outln!("{anchor}");
             }
+        }
+        AuditCommand::Export => {
+            // Verified first: an export is what others will trust.
+            log.verify(None)?;
+            let mut out = std::io::stdout().lock();
+            log.export(&mut out)?;
         }
     }
     Ok(exit::OK)

@@ -3,6 +3,7 @@
 //! what it returns (`report`), one file per command.
 
 mod args;
+mod cluster;
 mod daemon;
 mod doc;
 mod ecosystem;
@@ -138,12 +139,16 @@ impl Cli {
                 | AuditCommand::Verify { json, .. }
                 | AuditCommand::Anchor { json },
             )
+            | Command::Cluster(ClusterCommand::Status { json })
             | Command::Exec { json, .. }
             | Command::Unlock { json, .. }
             | Command::Ping { json, .. }
             | Command::Hosts { json, .. } => *json,
             // Exempt (docs/json.md says why): they write scripts, man pages or a
             // recipe file, run until stopped, or are a walkthrough for people.
+            // Its output is the JSON Lines of the log itself.
+            Command::Audit(AuditCommand::Export)
+            | Command::Cluster(ClusterCommand::Migrate | ClusterCommand::Drain { .. }) => false,
             Command::Demo { .. }
             | Command::New(_)
             | Command::Completions(_)
@@ -269,6 +274,12 @@ pub(crate) fn config(cli: &Cli) -> Result<Config> {
     Config::load(cli.config.as_deref())
 }
 
+/// Where runs, journals and the audit log are: the cluster's database when tend.toml
+/// has `[cluster]`, else the state directory.
+pub(crate) fn stores(cli: &Cli, state: &StateDir) -> Result<Stores> {
+    app::stores_for(state, &config(cli)?)
+}
+
 pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
     // Who asks, read from this process once: nothing below reads $USER.
     let actor = &Actor::from_process(Trigger::Cli);
@@ -312,6 +323,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
         }
         Command::Runs { limit, json } => history::runs(cli, human, *limit, *json),
         Command::Audit(cmd) => history::audit(cli, human, cmd),
+        Command::Cluster(cmd) => cluster::cluster(cli, human, cmd),
         Command::Unlock {
             host,
             force,

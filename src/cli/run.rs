@@ -63,7 +63,7 @@ pub(crate) fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Re
         cancel,
     };
     let result = app::run(
-        &Stores::embedded(&state),
+        &stores(cli, &state)?,
         &config,
         actor,
         &recipe,
@@ -133,7 +133,8 @@ pub(crate) fn demo(
         ..args
     };
     let code = run(cli, human, actor, &real)?;
-    let run_id = crate::state::resolve_run_id(&state_dir(cli)?, "last", true)?;
+    let stores = stores(cli, &state_dir(cli)?)?;
+    let run_id = crate::state::resolve_run_id_in(|| stores.runs.list(), "last", true)?;
     human.line(&format!(
         "\nNow: `ls -l {}/logs`, `tend runs`, `tend audit show {run_id}`, and undo it all with `tend rollback {run_id}`.",
         dir.display()

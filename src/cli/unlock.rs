@@ -24,7 +24,7 @@ pub(crate) fn unlock(
             specs.len()
         )));
     };
-    let found = app::unlock(&Stores::embedded(&state), actor, spec, force)?;
+    let found = app::unlock(&stores(cli, &state)?, actor, spec, force)?;
     let mut code = exit::OK;
     for u in &found {
         if !u.released {

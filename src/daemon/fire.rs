@@ -61,6 +61,8 @@ pub struct Ctx {
     pub records: Arc<Records>,
     /// The last success each entry was reported stale for: one alert per silence.
     pub stale_sent: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// Cluster mode: this daemon as a node of the cluster (claims, drain, pause).
+    pub node: Option<Arc<super::cluster::Node>>,
 }
 
 impl Ctx {
@@ -74,7 +76,15 @@ impl Ctx {
             state,
             actor,
             stale_sent: Default::default(),
+            node: None,
         }
+    }
+
+    /// The same, working with `stores` (the cluster's) as a node of the cluster.
+    pub fn in_cluster(mut self, stores: crate::store::Stores, node: Arc<super::cluster::Node>) -> Ctx {
+        self.stores = stores;
+        self.node = Some(node);
+        self
     }
 }
 
@@ -111,7 +121,7 @@ pub fn fire(
         .update(name, |r| r.last_fire = Some(super::record::rfc3339(fired)));
     let late_ms = due.map(|d| (fired - d).num_milliseconds());
     tracing::info!(schedule = name, reason = reason.as_str(), late_ms, recipe = %entry.recipe.display(), "fire");
-    let (run_id, outcome, told) = match start(ctx, config, entry, cancel) {
+    let (run_id, outcome, told) = match start(ctx, config, entry, cancel, due) {
         Ok(r) => {
             let outcome = r.outcome.as_str();
             let error = r.error().unwrap_or_default();
@@ -125,7 +135,7 @@ pub fn fire(
             } else {
                 notify::Reason::Finished
             };
-            let event = ctx.state.read_meta(&r.run_id).ok().map(|meta| {
+            let event = ctx.stores.runs.read(&r.run_id).ok().map(|meta| {
                 let message = r
                     .error()
                     .map(str::to_string)
@@ -232,6 +242,7 @@ fn start(
     config: &Config,
     entry: &Entry,
     cancel: CancelToken,
+    due: Option<DateTime<Utc>>,
 ) -> crate::error::Result<app::RunResult> {
     // Loaded at each fire: an edit since the last one is seen (and un-vets it).
     let recipe = Recipe::load(&entry.recipe)?;
@@ -265,6 +276,7 @@ fn start(
     let actor = ctx.actor.clone().with_schedule(&entry.name);
     let name = entry.name.clone();
     let records = ctx.records.clone();
+    let claimed = ctx.node.clone().zip(due);
     // The run id is known once the run starts: recorded then, so a daemon that dies
     // mid-run leaves a record saying which run was going.
     let sink: Sink = Arc::new(move |e: &Event| {
@@ -272,7 +284,10 @@ fn start(
             records.update(&name, |r| {
                 r.last_run_id = Some(run_id.clone());
                 r.last_outcome = Some(RUNNING.into());
-            })
+            });
+            if let Some((node, due)) = &claimed {
+                node.ran(&name, *due, run_id);
+            }
         }
     });
     app::run(&ctx.stores, config, &actor, &recipe, &req, sink)

@@ -1,6 +1,7 @@
 //! `tend daemon`: runs the `[[schedule]]` entries of tend.toml until SIGTERM.
 //!
 //! - [`scheduler`]: the loop, overlap rules, the global cap;
+//! - [`cluster`]: cluster mode, this daemon as one node (heartbeat, takeover);
 //! - [`fire`]: one fire, an ordinary [`crate::app::run`] with trigger `schedule`;
 //! - [`record`]: each entry's state file, `STATE/schedules/NAME.json`;
 //! - [`recover`]: start-up rollback of runs a crash interrupted;
@@ -11,6 +12,7 @@
 //! then the socket (a second daemon on the same state dir stops here), then the
 //! rollback of interrupted runs, then `@reboot` and `catch_up`, then the loop.
 
+pub mod cluster;
 pub mod control;
 pub mod fire;
 pub mod record;
@@ -61,9 +63,48 @@ pub fn run(
     };
     let sock = control::socket_path(&state);
     let listener = control::bind(&sock)?;
-    let ctx = Arc::new(Ctx::new(state, actor, passphrase));
-    recover::interrupted_runs(&ctx);
+    // Cluster mode: connected (and the schema migrated) before anything runs.
+    let stores = crate::app::stores_for(&state, &config)?;
+    let mut ctx = Ctx::new(state, actor, passphrase);
+    let node = stores.cluster.clone().map(|c| {
+        let address = metrics.map_or_else(crate::lease::host_name, |(a, _)| a.to_string());
+        Arc::new(cluster::Node::new(c, address, &config.schedules))
+    });
+    if let Some(node) = &node {
+        ctx = ctx.in_cluster(stores, node.clone());
+    }
+    let ctx = Arc::new(ctx);
+    match &node {
+        // Registers the node, and rolls back the runs whose lease expired (this
+        // node's own from before a crash among them).
+        Some(node) => node.tick(&ctx, &|_| {}),
+        None => recover::interrupted_runs(&ctx),
+    }
     let sched = Scheduler::new(ctx.clone(), config);
+    let node_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let node_thread = match &node {
+        Some(node) => {
+            let (s, shown) = (sched.clone(), status.clone());
+            node.on_db_change(move |up| {
+                if let Some(st) = &shown {
+                    st.set_cluster_db_up(up);
+                }
+                if up {
+                    s.catch_up_later();
+                }
+            });
+            if let Some(st) = &status {
+                st.set_cluster_db_up(!node.fenced());
+            }
+            let s = sched.clone();
+            Some(node.spawn(
+                ctx.clone(),
+                node_stop.clone(),
+                Arc::new(move |why: &str| s.cancel_running(why)),
+            )?)
+        }
+        None => None,
+    };
     {
         let sched = sched.clone();
         let status = status.clone();
@@ -104,6 +145,11 @@ pub fn run(
     crate::status::ready();
     sched.run();
     sched.shut_down();
+    // The leases of the runs are renewed until the last one has ended.
+    node_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(t) = node_thread {
+        let _ = t.join();
+    }
     if let Some(s) = &status {
         s.set_daemon_up(false);
     }
@@ -122,7 +168,9 @@ pub fn run_here(
     name: &str,
 ) -> Result<String> {
     let entry = find(config, name)?;
-    let ctx = Ctx::new(state, actor, passphrase);
+    let stores = crate::app::stores_for(&state, config)?;
+    let mut ctx = Ctx::new(state, actor, passphrase);
+    ctx.stores = stores;
     Ok(fire::fire(
         &ctx,
         config,
@@ -143,7 +191,9 @@ pub fn set_paused_here(
 ) -> Result<()> {
     find(config, name)?;
     let user = actor.user.clone();
-    let ctx = Ctx::new(state, actor, None);
+    let stores = crate::app::stores_for(&state, config)?;
+    let mut ctx = Ctx::new(state, actor, None);
+    ctx.stores = stores;
     control::set_paused(&ctx, name, paused, &user, None);
     Ok(())
 }

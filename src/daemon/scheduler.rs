@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::cluster::Claim;
 use super::fire::{self, audit, Ctx, Reason};
 use crate::app::Config;
 use crate::cancel::CancelToken;
@@ -51,6 +52,8 @@ struct Inner {
     backlog: VecDeque<(String, Reason)>,
     stopping: bool,
     reload: bool,
+    /// Cluster mode: look for fires missed while the database was down.
+    catch_up: bool,
 }
 
 struct Slot {
@@ -62,6 +65,9 @@ struct Slot {
     queued: Option<Reason>,
     /// Gone from tend.toml since; kept until its run ends.
     retired: bool,
+    /// Cluster mode: fires no node could claim while the database was down (the
+    /// first, the latest, how many), run once by `catch_up` when it is back.
+    unclaimed: Option<(DateTime<Utc>, DateTime<Utc>, u64)>,
 }
 
 enum Active {
@@ -97,6 +103,7 @@ impl Scheduler {
                     backlog: VecDeque::new(),
                     stopping: false,
                     reload: false,
+                    catch_up: false,
                 }),
                 changed: Condvar::new(),
             }),
@@ -149,8 +156,38 @@ impl Scheduler {
     /// Before the loop: `@reboot` entries fire, and entries whose fires were missed
     /// while the daemon was down get their `catch_up` (at most one run each).
     pub fn start_up(&self) {
+        self.catch_up(true);
+    }
+
+    /// In a cluster, once the database is back: the fires no node could claim while
+    /// it was down get their `catch_up`, claimed like any fire (so once).
+    pub fn catch_up_later(&self) {
+        self.lock().catch_up = true;
+        self.shared.changed.notify_all();
+    }
+
+    /// Cancel every running run (they roll back): a cluster node that lost its
+    /// database stops before another node may take its runs over.
+    pub fn cancel_running(&self, why: &str) {
+        let inner = self.lock();
+        for s in inner.slots.values() {
+            if let Active::Running(t) = &s.active {
+                t.cancel(why.to_string());
+            }
+        }
+    }
+
+    fn catch_up(&self, starting: bool) {
         let now = Utc::now();
         let mut inner = self.lock();
+        self.catch_up_locked(&mut inner, starting, now);
+    }
+
+    fn catch_up_locked(&self, inner: &mut Inner, starting: bool, now: DateTime<Utc>) {
+        if !starting {
+            self.claim_unclaimed(inner, now);
+            return;
+        }
         let names: Vec<String> = inner.slots.keys().cloned().collect();
         for name in names {
             let entry = inner.slots[&name].entry.clone();
@@ -158,15 +195,22 @@ impl Scheduler {
                 continue;
             }
             if entry.cron.is_reboot() {
-                self.fire_locked(&mut inner, &name, Reason::Reboot, None);
+                if starting {
+                    self.fire_locked(inner, &name, Reason::Reboot, None);
+                }
                 continue;
             }
-            let Some(last) = self.ctx.records.get(&name).last_fire() else {
+            let last = match &self.ctx.node {
+                // Cluster-wide: the last fire any node claimed.
+                Some(node) => node.last_claimed(&name),
+                None => self.ctx.records.get(&name).last_fire(),
+            };
+            let Some(last) = last else {
                 continue;
             };
             if let Some(&first) = entry.next_fires(last, 1).first() {
                 if first <= now {
-                    self.passed(&mut inner, &name, first, now);
+                    self.passed(inner, &name, first, now);
                 }
             }
         }
@@ -184,6 +228,9 @@ impl Scheduler {
                 self.reload_locked(&mut inner);
             }
             let now = Utc::now();
+            if std::mem::take(&mut inner.catch_up) {
+                self.catch_up_locked(&mut inner, false, now);
+            }
             if now + chrono::TimeDelta::seconds(1) < last_now {
                 tracing::warn!(
                     "the clock went back by {}s: next fires computed again",
@@ -276,6 +323,45 @@ impl Scheduler {
         }
     }
 
+    /// The database is back: each entry with fires nobody could claim gets one run
+    /// for them if `catch_up` covers the latest (claimed like any fire, so once in
+    /// the cluster); the others are reported missed by the node that claims that.
+    fn claim_unclaimed(&self, inner: &mut Inner, now: DateTime<Utc>) {
+        let Some(node) = self.ctx.node.clone() else {
+            return;
+        };
+        let pending: Vec<(String, (DateTime<Utc>, DateTime<Utc>, u64))> = inner
+            .slots
+            .iter_mut()
+            .filter_map(|(n, s)| s.unclaimed.take().map(|u| (n.clone(), u)))
+            .collect();
+        for (name, (first, latest, count)) in pending {
+            let Some(entry) = inner.slots.get(&name).map(|s| s.entry.clone()) else {
+                continue;
+            };
+            let covered = entry
+                .catch_up
+                .and_then(|w| chrono::TimeDelta::from_std(w).ok())
+                .is_some_and(|w| now - latest <= w);
+            let ran = covered
+                && node.claim(&name, latest, Reason::CatchUp.as_str()) == Claim::Won;
+            let missed = count - u64::from(covered);
+            if missed > 0 && node.claim(&name, first, "missed") == Claim::Won {
+                tracing::warn!(schedule = %name, missed, "fires missed while the cluster database was down");
+                self.ctx.records.update(&name, |r| r.missed_fires += missed);
+                audit(
+                    &self.ctx,
+                    "schedule_skip",
+                    &name,
+                    json!({"reason": "missed", "missed": missed}),
+                );
+            }
+            if ran {
+                self.fire_locked(inner, &name, Reason::CatchUp, Some(latest));
+            }
+        }
+    }
+
     /// The entry `name` was due at `first`, and every fire of it up to `now` has
     /// passed: one fire runs if it is on time, or (late) if `catch_up` covers it;
     /// the others are counted as missed. Its next fire is set after `now`.
@@ -306,6 +392,28 @@ impl Scheduler {
                 .map(|_| Reason::CatchUp)
         };
         let missed = count - u64::from(run.is_some());
+        // In a cluster every node sees the same fires: one claim decides which node
+        // runs each, and which one reports its misses.
+        let run = match (&self.ctx.node, run) {
+            (Some(node), Some(reason)) => match node.claim(name, latest, reason.as_str()) {
+                Claim::Won => Some(reason),
+                Claim::Lost => None,
+                Claim::Down => {
+                    if let Some(slot) = inner.slots.get_mut(name) {
+                        slot.unclaimed = Some(match slot.unclaimed {
+                            Some((f, _, n)) => (f, latest, n + count),
+                            None => (first, latest, count),
+                        });
+                    }
+                    return;
+                }
+            },
+            (_, run) => run,
+        };
+        let missed = match &self.ctx.node {
+            Some(node) if missed > 0 && node.claim(name, first, "missed") != Claim::Won => 0,
+            _ => missed,
+        };
         if missed > 0 {
             tracing::warn!(schedule = name, missed, last_missed = %latest, "fires missed");
             self.ctx.records.update(name, |r| r.missed_fires += missed);
@@ -330,7 +438,9 @@ impl Scheduler {
         reason: Reason,
         due: Option<DateTime<Utc>>,
     ) -> String {
-        if reason != Reason::Manual && self.ctx.records.get(name).paused {
+        let paused_here = self.ctx.records.get(name).paused;
+        let paused = paused_here || self.ctx.node.as_ref().is_some_and(|n| n.paused(name));
+        if reason != Reason::Manual && paused {
             return self.skip(name, reason, "paused");
         }
         let Some(slot) = inner.slots.get_mut(name) else {
@@ -499,6 +609,9 @@ impl Scheduler {
             slot.next = next_of(e, now);
         }
         inner.cap = config.daemon.max_concurrent_runs();
+        if let Some(node) = &self.ctx.node {
+            node.set_entries(&config.schedules);
+        }
         tracing::info!(file = %path.display(), entries = config.schedules.len(), "reloaded");
         inner.config = Arc::new(config);
     }
@@ -512,6 +625,7 @@ impl Slot {
             active: Active::Idle,
             queued: None,
             retired: false,
+            unclaimed: None,
         }
     }
 }

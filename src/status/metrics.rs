@@ -69,6 +69,7 @@ pub fn render(
     entries: &[(Entry, Option<EntryState>)],
     now: DateTime<Utc>,
     daemon_up: bool,
+    cluster_db_up: Option<bool>,
     counts: &RunCounts,
 ) -> String {
     let mut reg = Registry::default();
@@ -116,6 +117,15 @@ pub fn render(
         up.clone(),
     );
     up.set(i64::from(daemon_up));
+    if let Some(db_up) = cluster_db_up {
+        let g = Gauge::<i64>::default();
+        reg.register(
+            "tend_cluster_db_up",
+            "Cluster mode: 1 while this node's heartbeat reaches the shared PostgreSQL",
+            g.clone(),
+        );
+        g.set(i64::from(db_up));
+    }
 
     for (entry, state) in entries {
         let label = ScheduleLabel {

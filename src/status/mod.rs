@@ -17,7 +17,7 @@ mod page;
 mod systemd;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
@@ -46,6 +46,8 @@ struct Shared {
     state: StateDir,
     entries: RwLock<Vec<Entry>>,
     daemon_up: AtomicBool,
+    /// Cluster mode: 1 the database answers, 0 it does not; -1 not a cluster.
+    cluster_db_up: AtomicI8,
     runs: metrics::RunCounts,
 }
 
@@ -85,6 +87,7 @@ pub fn serve(
         state,
         entries: RwLock::new(entries),
         daemon_up: AtomicBool::new(true),
+        cluster_db_up: AtomicI8::new(-1),
         runs: metrics::RunCounts::default(),
     });
     let thread = {
@@ -127,6 +130,11 @@ impl StatusServer {
         self.shared.daemon_up.store(up, Ordering::Relaxed);
     }
 
+    /// What `tend_cluster_db_up` says (cluster mode only: absent otherwise).
+    pub fn set_cluster_db_up(&self, up: bool) {
+        self.shared.cluster_db_up.store(i8::from(up), Ordering::Relaxed);
+    }
+
     /// Serve until the process ends (for `tend status`).
     pub fn wait(mut self) {
         if let Some(t) = self.thread.take() {
@@ -163,6 +171,10 @@ fn route(shared: &Shared, url: &str) -> Response {
                 &snapshot(shared),
                 Utc::now(),
                 shared.daemon_up.load(Ordering::Relaxed),
+                match shared.cluster_db_up.load(Ordering::Relaxed) {
+                    -1 => None,
+                    v => Some(v == 1),
+                },
                 &shared.runs,
             )),
             metrics::CONTENT_TYPE,
