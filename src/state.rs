@@ -386,14 +386,18 @@ pub fn resolve_run_id_in(
         .into_iter()
         .filter(|r| !(real_only && r.dry_run))
         .collect();
-    runs.iter().rev().nth(back).map(|r| r.run_id.clone()).ok_or_else(|| {
-        let what = if real_only {
-            "real runs (dry-runs are not counted)"
-        } else {
-            "runs"
-        };
-        Error::UnknownRun(format!("{id} (there are {} {what})", runs.len()))
-    })
+    runs.iter()
+        .rev()
+        .nth(back)
+        .map(|r| r.run_id.clone())
+        .ok_or_else(|| {
+            let what = if real_only {
+                "real runs (dry-runs are not counted)"
+            } else {
+                "runs"
+            };
+            Error::UnknownRun(format!("{id} (there are {} {what})", runs.len()))
+        })
 }
 
 /// Refuse anything that is not shaped like an id [`new_run_id`] makes (or an older

@@ -52,20 +52,20 @@ pub(crate) fn cluster(cli: &Cli, human: &Human, cmd: &ClusterCommand) -> Result<
                 "SCHEDULES",
             ]);
             for row in nodes.iter().map(|n| {
-                    let age = (now - n.heartbeat).num_seconds().max(0);
-                    let mut state = if n.alive { "alive" } else { "DEAD" }.to_string();
-                    if n.draining {
-                        state.push_str(", draining");
-                    }
-                    vec![
-                        n.info.id.clone(),
-                        n.info.address.clone(),
-                        n.info.version.clone(),
-                        format!("{age}s ago"),
-                        state,
-                        n.runs_held.to_string(),
-                        n.info.schedule_hash.chars().take(12).collect::<String>(),
-                    ]
+                let age = (now - n.heartbeat).num_seconds().max(0);
+                let mut state = if n.alive { "alive" } else { "DEAD" }.to_string();
+                if n.draining {
+                    state.push_str(", draining");
+                }
+                vec![
+                    n.info.id.clone(),
+                    n.info.address.clone(),
+                    n.info.version.clone(),
+                    format!("{age}s ago"),
+                    state,
+                    n.runs_held.to_string(),
+                    n.info.schedule_hash.chars().take(12).collect::<String>(),
+                ]
             }) {
                 t.add_row(row);
             }

@@ -64,14 +64,7 @@ pub(crate) fn exec(
         wait: how.wait,
         cancel,
     };
-    let result = app::run(
-        &stores(cli, &state)?,
-        &config,
-        actor,
-        &recipe,
-        &req,
-        inner,
-    )?;
+    let result = app::run(&stores(cli, &state)?, &config, actor, &recipe, &req, inner)?;
     send_anchor(&config.audit, human, &state, &result.run_id);
     let mut codes = Vec::new();
     for h in &result.hosts {

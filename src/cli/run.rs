@@ -62,14 +62,7 @@ pub(crate) fn run(cli: &Cli, human: &Human, actor: &Actor, args: &RunArgs) -> Re
         wait: args.wait,
         cancel,
     };
-    let result = app::run(
-        &stores(cli, &state)?,
-        &config,
-        actor,
-        &recipe,
-        &req,
-        sink,
-    )?;
+    let result = app::run(&stores(cli, &state)?, &config, actor, &recipe, &req, sink)?;
     if !args.dry_run {
         send_anchor(&config.audit, &human, &state, &result.run_id);
     }

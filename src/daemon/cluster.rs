@@ -29,6 +29,9 @@ use crate::app::{self, RollbackRequest};
 use crate::schedule::Entry;
 use crate::store::{Cluster, NodeInfo};
 
+/// Told whether the database answers, when that changes.
+type DbHook = Box<dyn Fn(bool) + Send>;
+
 /// What became of a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -53,7 +56,7 @@ pub struct Node {
     /// The other nodes whose schedule set differs, as last logged.
     mismatched: Mutex<Vec<String>>,
     /// Called with the database's state after each heartbeat (the metric).
-    on_db: Mutex<Option<Box<dyn Fn(bool) + Send>>>,
+    on_db: Mutex<Option<DbHook>>,
 }
 
 /// The hash a node publishes for its `[[schedule]]` set: entries as parsed (names,
@@ -113,7 +116,10 @@ impl Node {
     /// Claim the fire of `name` due at `at` for this node.
     pub fn claim(&self, name: &str, at: DateTime<Utc>, reason: &str) -> Claim {
         if self.draining.load(Ordering::SeqCst) {
-            tracing::info!(schedule = name, "draining: the fire is left to another node");
+            tracing::info!(
+                schedule = name,
+                "draining: the fire is left to another node"
+            );
             return Claim::Lost;
         }
         if self.fenced() {
@@ -250,7 +256,12 @@ impl Node {
                 .iter()
                 .any(|t| matches!(t.transport, crate::reach::Transport::Local));
             if local && run.node != me {
-                if self.reported.lock().expect("reported").insert(run.run_id.clone()) {
+                if self
+                    .reported
+                    .lock()
+                    .expect("reported")
+                    .insert(run.run_id.clone())
+                {
                     tracing::warn!(
                         run_id = %run.run_id,
                         node = %run.node,
@@ -275,7 +286,11 @@ impl Node {
     }
 
     fn roll_back(&self, ctx: &Ctx, run_id: &str, from: &str) {
-        tracing::warn!(run_id, node = from, "run's lease expired: taking it over to roll it back");
+        tracing::warn!(
+            run_id,
+            node = from,
+            "run's lease expired: taking it over to roll it back"
+        );
         // Marked interrupted first: the lease this node now holds would otherwise show
         // the run as still running, and the rollback refuses a running run.
         match ctx.stores.runs.read(run_id) {
@@ -306,7 +321,12 @@ impl Node {
         let sink: crate::event::Sink = Arc::new(|_| {});
         match app::rollback(&ctx.stores, &ctx.actor, &req, sink) {
             Ok(r) if r.incomplete.is_empty() => {
-                tracing::info!(run_id, reverted = r.reverted, from_node = from, "taken over and rolled back")
+                tracing::info!(
+                    run_id,
+                    reverted = r.reverted,
+                    from_node = from,
+                    "taken over and rolled back"
+                )
             }
             Ok(r) => {
                 tracing::error!(run_id, incomplete = ?r.incomplete, "taken over: rollback incomplete")

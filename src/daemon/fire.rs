@@ -81,7 +81,11 @@ impl Ctx {
     }
 
     /// The same, working with `stores` (the cluster's) as a node of the cluster.
-    pub fn in_cluster(mut self, stores: crate::store::Stores, node: Arc<super::cluster::Node>) -> Ctx {
+    pub fn in_cluster(
+        mut self,
+        stores: crate::store::Stores,
+        node: Arc<super::cluster::Node>,
+    ) -> Ctx {
         self.stores = stores;
         self.node = Some(node);
         self

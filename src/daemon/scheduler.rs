@@ -67,8 +67,11 @@ struct Slot {
     retired: bool,
     /// Cluster mode: fires no node could claim while the database was down (the
     /// first, the latest, how many), run once by `catch_up` when it is back.
-    unclaimed: Option<(DateTime<Utc>, DateTime<Utc>, u64)>,
+    unclaimed: Option<Unclaimed>,
 }
+
+/// Fires nobody could claim: the first, the latest, how many.
+type Unclaimed = (DateTime<Utc>, DateTime<Utc>, u64);
 
 enum Active {
     Idle,
@@ -330,7 +333,7 @@ impl Scheduler {
         let Some(node) = self.ctx.node.clone() else {
             return;
         };
-        let pending: Vec<(String, (DateTime<Utc>, DateTime<Utc>, u64))> = inner
+        let pending: Vec<(String, Unclaimed)> = inner
             .slots
             .iter_mut()
             .filter_map(|(n, s)| s.unclaimed.take().map(|u| (n.clone(), u)))
@@ -343,8 +346,7 @@ impl Scheduler {
                 .catch_up
                 .and_then(|w| chrono::TimeDelta::from_std(w).ok())
                 .is_some_and(|w| now - latest <= w);
-            let ran = covered
-                && node.claim(&name, latest, Reason::CatchUp.as_str()) == Claim::Won;
+            let ran = covered && node.claim(&name, latest, Reason::CatchUp.as_str()) == Claim::Won;
             let missed = count - u64::from(covered);
             if missed > 0 && node.claim(&name, first, "missed") == Claim::Won {
                 tracing::warn!(schedule = %name, missed, "fires missed while the cluster database was down");

@@ -132,7 +132,9 @@ impl StatusServer {
 
     /// What `tend_cluster_db_up` says (cluster mode only: absent otherwise).
     pub fn set_cluster_db_up(&self, up: bool) {
-        self.shared.cluster_db_up.store(i8::from(up), Ordering::Relaxed);
+        self.shared
+            .cluster_db_up
+            .store(i8::from(up), Ordering::Relaxed);
     }
 
     /// Serve until the process ends (for `tend status`).
