@@ -51,6 +51,8 @@ pub struct Node {
     last_ok: Mutex<Instant>,
     db_up: AtomicBool,
     draining: AtomicBool,
+    /// Self-fenced since the database was lost (logged once).
+    fencing: AtomicBool,
     /// Runs already reported as not to be taken over (local to a dead node).
     reported: Mutex<HashSet<String>>,
     /// The other nodes whose schedule set differs, as last logged.
@@ -83,6 +85,7 @@ impl Node {
             last_ok: Mutex::new(Instant::now()),
             db_up: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            fencing: AtomicBool::new(false),
             reported: Mutex::default(),
             mismatched: Mutex::default(),
             on_db: Mutex::new(None),
@@ -175,6 +178,7 @@ impl Node {
         match self.cluster.heartbeat(&info) {
             Ok(draining) => {
                 *self.last_ok.lock().expect("node clock") = Instant::now();
+                self.fencing.store(false, Ordering::SeqCst);
                 if !self.db_up.swap(true, Ordering::SeqCst) {
                     tracing::info!(node = %info.id, "cluster database reachable: heartbeat renewed");
                     self.tell_db(true);
@@ -190,6 +194,13 @@ impl Node {
                     self.tell_db(false);
                 }
                 if self.fenced() {
+                    if !self.fencing.swap(true, Ordering::SeqCst) {
+                        tracing::error!(
+                            node = %info.id,
+                            "this node lost the cluster database: it claims nothing and \
+                             cancels its runs before its lease expires"
+                        );
+                    }
                     cancel_all(
                         "this node lost the cluster database: it stops before its lease expires",
                     );
