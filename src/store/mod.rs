@@ -8,6 +8,7 @@
 //! reached through the `Target`, not through a store.
 
 pub mod fs;
+pub mod pg;
 mod run_lease;
 mod settings;
 
@@ -169,8 +170,12 @@ pub trait Cluster: Send + Sync {
         reason: &str,
     ) -> Result<bool>;
     /// The run a claimed fire started, once known.
-    fn fire_ran(&self, schedule: &str, at: chrono::DateTime<chrono::Utc>, run_id: &str)
-        -> Result<()>;
+    fn fire_ran(
+        &self,
+        schedule: &str,
+        at: chrono::DateTime<chrono::Utc>,
+        run_id: &str,
+    ) -> Result<()>;
     /// The latest claimed fire of `schedule`, by any node (for `catch_up`).
     fn last_claimed(&self, schedule: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>>;
     fn nodes(&self) -> Result<Vec<NodeStatus>>;
