@@ -240,7 +240,7 @@ fn a_run_whose_lease_ran_out_reads_interrupted_and_one_node_takes_it_over() {
         .into_iter()
         .map(|m| m.run_id)
         .collect();
-    assert_eq!(listed, [run_id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&run_id));
     a.runs.discard(&unused);
     assert!(matches!(b.runs.read(&unused), Err(Error::UnknownRun(_))));
 

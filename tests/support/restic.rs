@@ -299,4 +299,5 @@ impl Drop for Tmpfs {
 
 #[path = "postgres.rs"]
 mod postgres;
+#[allow(unused_imports)]
 pub use postgres::{pg_bin, Pg, PG_PW};

@@ -27,8 +27,7 @@ pub(super) fn pool(settings: &ClusterSettings) -> Result<Pool> {
         ));
     }
     if let Some(reference) = &settings.password {
-        let secret =
-            crate::secret::Secret::from_reference("password", reference).map_err(|e| usage(e))?;
+        let secret = crate::secret::Secret::from_reference("password", reference).map_err(usage)?;
         config.password(secret.expose());
     }
     config
@@ -72,9 +71,11 @@ fn tls(
         "require" => (SslMode::Require, root.is_some(), false),
         "verify-ca" => (SslMode::Require, true, false),
         "verify-full" => (SslMode::Require, true, true),
-        other => return Err(Error::Usage(format!(
+        other => {
+            return Err(Error::Usage(format!(
             "[cluster] sslmode {other:?}: write disable, prefer, require, verify-ca or verify-full"
-        ))),
+        )))
+        }
     };
     config.ssl_mode(ssl);
     let mut builder = native_tls::TlsConnector::builder();
