@@ -401,13 +401,13 @@ fn a_journal_reads_back_as_the_file_journal_does() {
     let write = |j: &dyn JournalWrite| {
         j.header("/var/tmp/b", Some(&["/etc/**".to_string()]))
             .unwrap();
-        j.append(1, "fs::file", &remove("/etc/a"), false, &["/etc".into()])
-            .unwrap();
+        let first = j.append(1, "fs::file", &remove("/etc/a"), false, &["/etc".into()]);
+        let barrier = Undo::Barrier { what: "sh".into() };
+        let second = j.append(2, "sh", &barrier, true, &[]);
+        assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
         j.record_left(1, None).unwrap();
         j.mark_done().unwrap();
-        j.append(2, "sh", &Undo::Barrier { what: "sh".into() }, true, &[])
-            .unwrap();
-        j.mark_undone(2).unwrap();
+        j.mark_undone(1).unwrap();
     };
     write(&Journal::open(&path).unwrap());
     write(store.journals.open(run, "db1").unwrap().as_ref());
@@ -510,4 +510,29 @@ fn a_server_restart_is_survived_by_reconnecting() {
         .collect();
     assert_eq!(events, ["before", "after"]);
     assert_eq!(store.audit.verify(None).unwrap().count, 2);
+}
+
+#[test]
+fn a_node_cut_off_by_the_proxy_gets_errors_and_the_others_go_on() {
+    let pg = Pg::start();
+    pg.create_db("tend");
+    let proxy = postgres::Proxy::start(pg.port);
+    let mut s = settings(&pg, "tend", "a");
+    s.postgres = pg.url_via(proxy.port, "tend");
+    let cut_off = PgStore::connect(&s).unwrap();
+    let other = PgStore::connect(&settings(&pg, "tend", "b")).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 6, 0, 0).unwrap();
+    assert!(Cluster::claim_fire(&cut_off, "e", at, "due").unwrap());
+    proxy.cut();
+    let e =
+        Cluster::claim_fire(&cut_off, "e", at + chrono::Duration::seconds(1), "due").unwrap_err();
+    assert!(!e.to_string().contains(PG_PW), "{e}");
+    // New connections are refused too, and say where they tried.
+    let e = PgStore::connect(&s).err().expect("cut off");
+    assert!(
+        e.to_string()
+            .contains(&format!("127.0.0.1:{}/tend", proxy.port)),
+        "{e}"
+    );
+    assert!(Cluster::claim_fire(&other, "e", at + chrono::Duration::seconds(1), "due").unwrap());
 }
