@@ -275,6 +275,10 @@ fn a_run_whose_lease_ran_out_reads_interrupted_and_one_node_takes_it_over() {
         late.to_string().contains("another node holds it now"),
         "{late}"
     );
+    for outcome in ["interrupted", "rolled_back"] {
+        let late = a.runs.write(&run_meta(&run_id, outcome));
+        assert!(late.is_err(), "{outcome} of the node that lost the run");
+    }
     let winner = if won[0] { b } else { c };
     winner
         .runs
@@ -535,4 +539,43 @@ fn a_node_cut_off_by_the_proxy_gets_errors_and_the_others_go_on() {
         "{e}"
     );
     assert!(Cluster::claim_fire(&other, "e", at + chrono::Duration::seconds(1), "due").unwrap());
+}
+
+/// sslmode as libpq means it, against a server that only speaks TLS, with a
+/// certificate for 127.0.0.1 (so `localhost` is the wrong name).
+#[test]
+fn tls_modes_check_the_ca_and_the_host_name_as_libpq_does() {
+    let pg = Pg::start();
+    pg.create_db("tend");
+    let ca = pg.enable_tls("IP:127.0.0.1");
+    let other = tempfile::tempdir().unwrap();
+    let wrong_ca = postgres::test_ca(other.path(), "other");
+    let try_mode = |host: &str, mode: &str, root: Option<&std::path::Path>| {
+        let mut s = settings(&pg, "tend", "a");
+        s.postgres = pg.url("tend").replace("127.0.0.1", host);
+        s.sslmode = Some(mode.into());
+        s.sslrootcert = root.map(|p| p.to_path_buf());
+        PgStore::connect(&s).map(|_| ())
+    };
+    let ip = "127.0.0.1";
+    assert!(
+        try_mode(ip, "disable", None).is_err(),
+        "the server takes TLS only"
+    );
+    try_mode(ip, "prefer", None).unwrap();
+    try_mode("localhost", "require", None).unwrap();
+    try_mode(ip, "verify-full", Some(&ca)).unwrap();
+    // verify-ca checks the CA, not the name.
+    try_mode("localhost", "verify-ca", Some(&ca)).unwrap();
+    for (host, mode, root) in [
+        ("localhost", "verify-full", &ca),
+        (ip, "verify-full", &wrong_ca),
+        (ip, "verify-ca", &wrong_ca),
+        (ip, "require", &wrong_ca),
+    ] {
+        let e = try_mode(host, mode, Some(root)).expect_err(mode);
+        assert!(!e.to_string().contains(PG_PW), "{e}");
+    }
+    let e = try_mode(ip, "verify-everything", None).unwrap_err();
+    assert!(matches!(e, Error::Usage(_)), "{e:?}");
 }

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,6 +112,75 @@ impl Pg {
         self.pg_ctl(&["-m", "fast", "-w", "stop"]);
     }
 
+    /// Serve only TLS (hostssl), with a certificate for `san` (`DNS:NAME` or
+    /// `IP:ADDR`) signed by a new test CA; restarts the server. Returns the CA's PEM.
+    pub fn enable_tls(&self, san: &str) -> PathBuf {
+        let tls = self.dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        test_ca(&tls, "ca");
+        let ssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "openssl {args:?}: {err}");
+        };
+        std::fs::write(tls.join("ext"), format!("subjectAltName={san}\n")).unwrap();
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=tend-test-pg",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+            "-out",
+            "server.crt",
+        ]);
+        let data = self.dir.path().join("data");
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(tls.join(f), data.join(f)).unwrap();
+            let own = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join(f))
+                .status()
+                .unwrap();
+            assert!(own.success());
+        }
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let hba = data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, text.replace("\nhost ", "\nhostssl ")).unwrap();
+        self.sql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.stop();
+        self.start_again();
+        tls.join("ca.crt")
+    }
+
     /// A new database `name` owned by postgres.
     pub fn create_db(&self, name: &str) {
         self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));
@@ -184,6 +253,27 @@ impl Drop for Pg {
             ])
             .output();
     }
+}
+
+/// A self-signed CA `NAME.crt` (and its key) in `dir`: the PEM's path.
+pub fn test_ca(dir: &Path, name: &str) -> PathBuf {
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN=tend-test-{name}")])
+        .args([
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "openssl req -x509: {err}");
+    dir.join(format!("{name}.crt"))
 }
 
 /// A TCP forwarder on 127.0.0.1 to `target_port`: a node connected through it is

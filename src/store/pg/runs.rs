@@ -57,8 +57,10 @@ impl RunStore for PgStore {
         }
     }
 
-    /// A run another node took over is that node's now: this node's late writes of
-    /// it (a heartbeat of a run it lost) are refused.
+    /// A run is written by the node holding it. Another node writes only the
+    /// outcome of its rollback (`tend rollback` of a run that is not running), so a
+    /// run taken over is the taker's: the loser's late heartbeat or `interrupted`
+    /// is refused.
     fn write(&self, meta: &RunMeta) -> Result<()> {
         let value = serde_json::to_value(meta).map_err(|e| Error::Other(e.to_string()))?;
         let state = meta.outcome.as_str();
@@ -69,8 +71,9 @@ impl RunStore for PgStore {
                          CASE WHEN $4 = 'running' THEN now() + make_interval(secs => $5) END)
                  ON CONFLICT (run_id) DO UPDATE SET meta = EXCLUDED.meta, node = EXCLUDED.node,
                      state = EXCLUDED.state, lease_until = EXCLUDED.lease_until
-                 WHERE tend_runs.node = EXCLUDED.node OR tend_runs.state <> 'running'
-                       OR tend_runs.lease_until < now()",
+                 WHERE tend_runs.node = EXCLUDED.node OR tend_runs.state = 'reserved'
+                    OR (EXCLUDED.state IN ('rolled_back', 'rollback_incomplete')
+                        AND NOT (tend_runs.state = 'running' AND tend_runs.lease_until > now()))",
                 &[&meta.run_id, &value, &self.node, &state, &self.lease_secs()],
             )
             .map_err(Fail::from)
