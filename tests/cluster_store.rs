@@ -231,6 +231,14 @@ fn a_run_whose_lease_ran_out_reads_interrupted_and_one_node_takes_it_over() {
     let run_id = a.runs.reserve_run_id().unwrap();
     assert_ne!(unused, run_id);
     a.runs.write(&run_meta(&run_id, "running")).unwrap();
+    let lock = a
+        .locks
+        .lock("web1", &holder(&run_id, "web1"), &Take::default());
+    let journal = a.journals.open(&run_id, "web1").unwrap();
+    journal
+        .append(1, "fs::file", &remove("/etc/x"), false, &[])
+        .unwrap();
+    drop((journal, lock));
     assert_eq!(b.runs.read(&run_id).unwrap().outcome, RunState::Running);
     // Reserved ids are not runs.
     let listed: Vec<String> = b
@@ -249,6 +257,9 @@ fn a_run_whose_lease_ran_out_reads_interrupted_and_one_node_takes_it_over() {
         !node(b).expired_runs().unwrap().is_empty()
     });
     assert_eq!(b.runs.read(&run_id).unwrap().outcome, RunState::Interrupted);
+    let listed = b.runs.list().unwrap();
+    assert_eq!(listed[0].outcome, RunState::Interrupted);
+    assert_eq!(listed[0].changed, 1, "the step its journal records");
     let expired = node(c).expired_runs().unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(

@@ -101,6 +101,20 @@ pub struct Contents {
     pub backups: Option<String>,
 }
 
+impl Contents {
+    /// How many steps made a change not undone since: the count of a run that
+    /// never wrote its end (killed, interrupted, still running).
+    pub fn steps_changed(&self) -> u64 {
+        let steps: std::collections::BTreeSet<u64> = self
+            .entries
+            .iter()
+            .filter(|e| !e.undone)
+            .map(|e| e.step)
+            .collect();
+        steps.len() as u64
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
 enum Line {

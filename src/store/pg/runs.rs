@@ -9,7 +9,7 @@ use super::{Fail, PgStore};
 use crate::error::{Error, Result};
 use crate::outcome::RunState;
 use crate::state::RunMeta;
-use crate::store::RunStore;
+use crate::store::{JournalStore, RunStore};
 
 /// The record of a row: `running` with an expired lease is `interrupted`.
 fn meta_of(row: &Row) -> std::result::Result<RunMeta, Fail> {
@@ -99,10 +99,22 @@ impl RunStore for PgStore {
         })
     }
 
+    /// As the state directory lists them: a run that never wrote its end counts the
+    /// steps its journals record.
     fn list(&self) -> Result<Vec<RunMeta>> {
-        self.pool.with(|c| {
+        let mut runs: Vec<RunMeta> = self.pool.with(|c| {
             let sql = format!("{SELECT} WHERE meta IS NOT NULL ORDER BY run_id");
             c.query(&sql, &[])?.iter().map(meta_of).collect()
-        })
+        })?;
+        for meta in &mut runs {
+            if !meta.dry_run && meta.ended.is_none() || meta.outcome == RunState::Interrupted {
+                let mut steps = 0;
+                for host in &meta.hosts {
+                    steps += JournalStore::read(self, &meta.run_id, host)?.steps_changed();
+                }
+                meta.changed = meta.changed.max(steps);
+            }
+        }
+        Ok(runs)
     }
 }
