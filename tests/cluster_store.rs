@@ -190,7 +190,7 @@ fn every_fire_is_claimed_by_exactly_one_of_three_racing_nodes() {
 
 #[test]
 fn nodes_heartbeat_drain_and_keep_schedule_state() {
-    let (_pg, stores, _state) = cluster(&["a", "b"]);
+    let (pg, stores, _state) = cluster(&["a", "b"]);
     let info = |id: &str| tend::store::NodeInfo {
         id: id.into(),
         address: format!("{id}.example"),
@@ -211,6 +211,32 @@ fn nodes_heartbeat_drain_and_keep_schedule_state() {
     assert!(nodes.iter().all(|n| n.alive));
     assert!(nodes[0].draining && !nodes[1].draining);
     assert_eq!(nodes[1].info.schedule_hash, "hash-b");
+
+    // A heartbeat, and a process of the node that is no daemon, renew the node's
+    // run leases and host locks.
+    let a = &stores[0];
+    let run_id = a.runs.reserve_run_id().unwrap();
+    a.runs.write(&run_meta(&run_id, "running")).unwrap();
+    let _lock = a
+        .locks
+        .lock("web1", &holder(&run_id, "web1"), &Take::default());
+    let leases = || {
+        pg.sql(
+            "tend",
+            "SELECT (SELECT lease_until FROM tend_runs WHERE state = 'running') || ' ' || \
+             (SELECT lease_until FROM tend_host_locks)",
+        )
+    };
+    let first = leases();
+    std::thread::sleep(Duration::from_millis(1100));
+    node(a).heartbeat(&info("a")).unwrap();
+    let second = leases();
+    assert!(second > first, "{second} > {first}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let cli = PgStore::connect(&settings(&pg, "tend", "a")).unwrap();
+    cli.renew_leases().unwrap();
+    let third = leases();
+    assert!(third > second, "{third} > {second}");
 
     assert_eq!(node(&stores[0]).schedule_state("backup").unwrap(), None);
     let state = json!({"last_fire": "2026-12-03T06:00:00Z", "failures": 2});

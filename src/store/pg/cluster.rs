@@ -3,10 +3,37 @@
 //! takeovers of runs whose lease ran out, and each schedule entry's record.
 
 use chrono::{DateTime, Utc};
+use postgres::GenericClient;
 
 use super::PgStore;
 use crate::error::Result;
 use crate::store::{Cluster, ExpiredRun, NodeInfo, NodeStatus};
+
+impl PgStore {
+    /// Renew the leases of this node's runs and host locks without registering a
+    /// node: for a process that holds them but is no daemon (a `tend run` or
+    /// `tend rollback` in cluster mode), every lease/3 while it works.
+    pub fn renew_leases(&self) -> Result<()> {
+        self.pool.with(|c| Ok(self.renew(c)?))
+    }
+
+    /// Only leases still valid are renewed: one that ran out is gone for good (its
+    /// run may be taken over at any moment), whatever this node thinks.
+    fn renew(&self, c: &mut impl GenericClient) -> std::result::Result<(), postgres::Error> {
+        let lease = self.lease_secs();
+        c.execute(
+            "UPDATE tend_runs SET lease_until = now() + make_interval(secs => $2)
+             WHERE node = $1 AND state = 'running' AND lease_until >= now()",
+            &[&self.node, &lease],
+        )?;
+        c.execute(
+            "UPDATE tend_host_locks SET lease_until = now() + make_interval(secs => $2)
+             WHERE node = $1 AND lease_until >= now()",
+            &[&self.node, &lease],
+        )?;
+        Ok(())
+    }
+}
 
 impl Cluster for PgStore {
     fn node_id(&self) -> &str {
@@ -17,8 +44,7 @@ impl Cluster for PgStore {
         self.lease
     }
 
-    /// Only leases still valid are renewed: one that ran out is gone for good (its
-    /// run may be taken over at any moment), whatever this node thinks.
+    /// In one transaction with [`PgStore::renew_leases`]'s renewal.
     fn heartbeat(&self, me: &NodeInfo) -> Result<bool> {
         self.pool.with(|c| {
             let mut tx = c.transaction()?;
@@ -40,16 +66,7 @@ impl Cluster for PgStore {
                     &lease,
                 ],
             )?;
-            tx.execute(
-                "UPDATE tend_runs SET lease_until = now() + make_interval(secs => $2)
-                 WHERE node = $1 AND state = 'running' AND lease_until >= now()",
-                &[&self.node, &lease],
-            )?;
-            tx.execute(
-                "UPDATE tend_host_locks SET lease_until = now() + make_interval(secs => $2)
-                 WHERE node = $1 AND lease_until >= now()",
-                &[&self.node, &lease],
-            )?;
+            self.renew(&mut tx)?;
             tx.commit()?;
             Ok(row.get(0))
         })
