@@ -35,7 +35,7 @@ use crate::error::Error;
 
 /// `prev` of the first line: there is no previous hash, and a fixed value keeps the
 /// first line as checkable as the others.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Fields `append` adds itself; an event carrying its own would be overwritten
 /// silently or, worse, could be used to fake chain fields.
@@ -53,9 +53,9 @@ struct Head {
 }
 
 /// The chain fields of the last line, which the next line links to.
-struct Tail {
-    seq: u64,
-    hash: String,
+pub(crate) struct Tail {
+    pub(crate) seq: u64,
+    pub(crate) hash: String,
 }
 
 /// A point of the chain to be kept elsewhere: line `count` has hash `hash`. Written
@@ -124,18 +124,7 @@ impl AuditLog {
     /// Append several events under one lock and one fsync (a fleet run's steps would
     /// otherwise queue on the lock one fsync at a time). Returns the last seq.
     pub fn append_many(&self, events: Vec<Value>) -> Result<u64, Error> {
-        let mut objects = Vec::with_capacity(events.len());
-        for event in events {
-            let Value::Object(fields) = event else {
-                return Err(self.audit_error("an audit event must be a JSON object"));
-            };
-            if let Some(key) = RESERVED.iter().find(|k| fields.contains_key(**k)) {
-                return Err(self.audit_error(format!(
-                    "event field `{key}` is reserved for the hash chain"
-                )));
-            }
-            objects.push(fields);
-        }
+        let objects = checked_events(events).map_err(|e| self.audit_error(e))?;
 
         fs::create_dir_all(&self.dir).map_err(|e| {
             Error::io(
@@ -152,27 +141,8 @@ impl AuditLog {
         // move the head onto the shortened log and hide the loss for good.
         self.check_head_before_append(tail.as_ref())?;
 
-        let (mut seq, mut prev) = match &tail {
-            Some(t) => (t.seq, t.hash.clone()),
-            None => (0, GENESIS.to_string()),
-        };
-        let mut text = String::new();
-        for mut fields in objects {
-            seq += 1;
-            fields.insert("seq".into(), Value::from(seq));
-            fields.insert(
-                "ts".into(),
-                Value::from(
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                ),
-            );
-            fields.insert("prev".into(), Value::from(prev));
-            let hash = hash_of(&fields);
-            fields.insert("hash".into(), Value::from(hash.clone()));
-            canonical(&Value::Object(fields), &mut text);
-            text.push('\n');
-            prev = hash;
-        }
+        let (lines, Tail { seq, hash: prev }) = chain(objects, tail);
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         // One write: under the lock nobody else appends, and a crash can at worst
         // leave an incomplete last line, which verify reports.
         log.write_all(text.as_bytes())
@@ -356,63 +326,8 @@ impl AuditLog {
         })
     }
 
-    /// Checks one line against itself and the line before it; returns its chain fields.
     fn check_line(&self, number: u64, bytes: &[u8], before: Option<&Tail>) -> Result<Tail, Error> {
-        if bytes.is_empty() {
-            return Err(self.tampered(format!("line {number} is empty")));
-        }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|_| self.tampered(format!("line {number} is not valid JSON")))?;
-        let Value::Object(mut fields) = value else {
-            return Err(self.tampered(format!("line {number} is not a JSON object")));
-        };
-
-        let Some(Value::String(stored)) = fields.remove("hash") else {
-            return Err(self.tampered(format!("line {number} has no hash")));
-        };
-        if hash_of(&fields) != stored {
-            return Err(self.tampered(format!(
-                "line {number}: content does not match its hash (edited)"
-            )));
-        }
-
-        let Some(seq) = fields.get("seq").and_then(Value::as_u64) else {
-            return Err(self.tampered(format!("line {number} has no valid seq")));
-        };
-        let expected = before.map_or(1, |b| b.seq + 1);
-        if seq != expected {
-            let why = match before {
-                None => {
-                    format!("the log starts at seq {seq}, not 1 (lines removed from the start)")
-                }
-                Some(b) if seq > b.seq => {
-                    format!("seq {seq} follows {} (a line was deleted)", b.seq)
-                }
-                Some(b) => format!(
-                    "seq {seq} follows {} (lines duplicated or reordered)",
-                    b.seq
-                ),
-            };
-            return Err(self.tampered(format!("line {number}: {why}")));
-        }
-
-        let prev = fields.get("prev").and_then(Value::as_str);
-        let expected_prev = before.map_or(GENESIS, |b| b.hash.as_str());
-        if prev != Some(expected_prev) {
-            let why = if number == 1 {
-                "line 1: prev is not the start-of-log value (lines removed from the start)"
-                    .to_string()
-            } else {
-                format!(
-                    "line {number}: prev does not match line {}'s hash \
-                     (a line was removed or replaced)",
-                    number - 1
-                )
-            };
-            return Err(self.tampered(why));
-        }
-
-        Ok(Tail { seq, hash: stored })
+        check_line(number, bytes, before, |n| format!("line {n}")).map_err(|e| self.tampered(e))
     }
 
     fn check_head_before_append(&self, tail: Option<&Tail>) -> Result<(), Error> {
@@ -671,6 +586,113 @@ fn read_last_line(file: &mut File) -> io::Result<Option<(Vec<u8>, bool)>> {
             return Ok(Some((tail[..content_end].to_vec(), complete)));
         }
     }
+}
+
+/// Checks one line (`name(number)` in messages: "line 5", "row seq 5") against itself
+/// and the line before it; returns its chain fields, or why it is not a link of the
+/// chain.
+pub(crate) fn check_line(
+    number: u64,
+    bytes: &[u8],
+    before: Option<&Tail>,
+    name: impl Fn(u64) -> String,
+) -> Result<Tail, String> {
+    let this = name(number);
+    if bytes.is_empty() {
+        return Err(format!("{this} is empty"));
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|_| format!("{this} is not valid JSON"))?;
+    let Value::Object(mut fields) = value else {
+        return Err(format!("{this} is not a JSON object"));
+    };
+
+    let Some(Value::String(stored)) = fields.remove("hash") else {
+        return Err(format!("{this} has no hash"));
+    };
+    if hash_of(&fields) != stored {
+        return Err(format!("{this}: content does not match its hash (edited)"));
+    }
+
+    let Some(seq) = fields.get("seq").and_then(Value::as_u64) else {
+        return Err(format!("{this} has no valid seq"));
+    };
+    let expected = before.map_or(1, |b| b.seq + 1);
+    if seq != expected {
+        let why = match before {
+            None => {
+                format!("the log starts at seq {seq}, not 1 (lines removed from the start)")
+            }
+            Some(b) if seq > b.seq => {
+                format!("seq {seq} follows {} (a line was deleted)", b.seq)
+            }
+            Some(b) => format!(
+                "seq {seq} follows {} (lines duplicated or reordered)",
+                b.seq
+            ),
+        };
+        return Err(format!("{this}: {why}"));
+    }
+
+    let prev = fields.get("prev").and_then(Value::as_str);
+    let expected_prev = before.map_or(GENESIS, |b| b.hash.as_str());
+    if prev != Some(expected_prev) {
+        let why = if before.is_none() {
+            format!("{this}: prev is not the start-of-log value (lines removed from the start)")
+        } else {
+            format!(
+                "{this}: prev does not match {}'s hash (a line was removed or replaced)",
+                name(number - 1)
+            )
+        };
+        return Err(why);
+    }
+
+    Ok(Tail { seq, hash: stored })
+}
+
+/// Events as they may enter the chain: JSON objects without the chain's own fields.
+pub(crate) fn checked_events(events: Vec<Value>) -> Result<Vec<Map<String, Value>>, String> {
+    let mut objects = Vec::with_capacity(events.len());
+    for event in events {
+        let Value::Object(fields) = event else {
+            return Err("an audit event must be a JSON object".into());
+        };
+        if let Some(key) = RESERVED.iter().find(|k| fields.contains_key(**k)) {
+            return Err(format!(
+                "event field `{key}` is reserved for the hash chain"
+            ));
+        }
+        objects.push(fields);
+    }
+    Ok(objects)
+}
+
+/// Chain `objects` after `tail` (none: the start of the log): each gets seq, ts, prev
+/// and hash, and is written in canonical form. Returns the lines (without newlines)
+/// and the new tail.
+pub(crate) fn chain(objects: Vec<Map<String, Value>>, tail: Option<Tail>) -> (Vec<String>, Tail) {
+    let (mut seq, mut prev) = match tail {
+        Some(t) => (t.seq, t.hash),
+        None => (0, GENESIS.to_string()),
+    };
+    let mut lines = Vec::with_capacity(objects.len());
+    for mut fields in objects {
+        seq += 1;
+        fields.insert("seq".into(), Value::from(seq));
+        fields.insert(
+            "ts".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        fields.insert("prev".into(), Value::from(prev));
+        let hash = hash_of(&fields);
+        fields.insert("hash".into(), Value::from(hash.clone()));
+        let mut text = String::new();
+        canonical(&Value::Object(fields), &mut text);
+        lines.push(text);
+        prev = hash;
+    }
+    (lines, Tail { seq, hash: prev })
 }
 
 /// Hex SHA-256 of the canonical form of a line's fields (without `hash`).

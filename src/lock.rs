@@ -157,12 +157,15 @@ pub struct Take {
 }
 
 impl Take {
-    fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.wait.map(|w| Instant::now() + w)
     }
 }
 
-fn waiting(deadline: Option<Instant>, cancel: Option<&crate::cancel::CancelToken>) -> bool {
+pub(crate) fn waiting(
+    deadline: Option<Instant>,
+    cancel: Option<&crate::cancel::CancelToken>,
+) -> bool {
     match (deadline, cancel) {
         (Some(d), Some(c)) if Instant::now() < d => c.sleep(POLL).is_ok(),
         (Some(d), None) if Instant::now() < d => {

@@ -321,15 +321,7 @@ impl StateDir {
         meta.hosts
             .iter()
             .filter_map(|h| crate::journal::Journal::read(&self.journal_path(&meta.run_id, h)).ok())
-            .map(|c| {
-                let steps: std::collections::BTreeSet<u64> = c
-                    .entries
-                    .iter()
-                    .filter(|e| !e.undone)
-                    .map(|e| e.step)
-                    .collect();
-                steps.len() as u64
-            })
+            .map(|c| c.steps_changed())
             .sum()
     }
 

@@ -82,18 +82,10 @@ impl AuditStore for MemoryAudit {
             .collect())
     }
     fn verify(&self, _: Option<&tend::audit::Anchor>) -> Result<tend::audit::Anchor> {
-        let n = self.records.lock().unwrap().len() as u64;
-        Ok(tend::audit::Anchor {
-            hash: "0".repeat(64),
-            count: n,
-        })
+        Err(Error::Other("a memory log has no chain".into()))
     }
-    fn export(&self, out: &mut dyn std::io::Write) -> Result<u64> {
-        let all = self.records.lock().unwrap();
-        for r in all.iter() {
-            writeln!(out, "{r}").map_err(|e| Error::io("export", e))?;
-        }
-        Ok(all.len() as u64)
+    fn export(&self, _: &mut dyn std::io::Write) -> Result<u64> {
+        Err(Error::Other("a memory log has no chain".into()))
     }
     fn describe(&self) -> String {
         "memory".into()

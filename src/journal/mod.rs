@@ -13,7 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -44,9 +44,28 @@ pub trait JournalWrite: Send + Sync {
     fn mark_undone(&self, seq: u64) -> std::io::Result<()>;
 }
 
+/// Where a journal's lines go: the journal file, or a store's table. Each line is
+/// one record's text (no newline), appended after the ones before it.
+pub trait LineSink: Send + Sync {
+    fn write_line(&self, line: &str, durable: bool) -> std::io::Result<()>;
+}
+
+/// The journal file, opened for appending.
+struct FileLines(Mutex<File>);
+
+impl LineSink for FileLines {
+    fn write_line(&self, line: &str, durable: bool) -> std::io::Result<()> {
+        let mut f = self.0.lock().expect("journal lock");
+        f.write_all(format!("{line}\n").as_bytes())?;
+        if durable {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Journal {
-    path: PathBuf,
-    file: Mutex<File>,
+    lines: Box<dyn LineSink>,
     seq: AtomicU64,
 }
 
@@ -80,6 +99,20 @@ pub struct Contents {
     pub scope: Option<Vec<String>>,
     /// The run's backup directory on the host (older journals do not say).
     pub backups: Option<String>,
+}
+
+impl Contents {
+    /// How many steps made a change not undone since: the count of a run that
+    /// never wrote its end (killed, interrupted, still running).
+    pub fn steps_changed(&self) -> u64 {
+        let steps: std::collections::BTreeSet<u64> = self
+            .entries
+            .iter()
+            .filter(|e| !e.undone)
+            .map(|e| e.step)
+            .collect();
+        steps.len() as u64
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -132,31 +165,32 @@ impl Journal {
             file.sync_data()?;
             text.truncate(keep);
         }
-        let existing = parse(&text);
-        Ok(Journal {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-            seq: AtomicU64::new(existing.entries.iter().map(|e| e.seq).max().unwrap_or(0)),
-        })
+        Ok(Journal::over(
+            Box::new(FileLines(Mutex::new(file))),
+            &parse(&text),
+        ))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// A journal whose lines go to `lines`, numbering records after `existing`'s.
+    pub fn over(lines: Box<dyn LineSink>, existing: &Contents) -> Journal {
+        Journal {
+            lines,
+            seq: AtomicU64::new(existing.entries.iter().map(|e| e.seq).max().unwrap_or(0)),
+        }
     }
 
     fn write_line(&self, line: &Line, durable: bool) -> std::io::Result<()> {
-        let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
-        text.push('\n');
-        let mut f = self.file.lock().expect("journal lock");
-        f.write_all(text.as_bytes())?;
-        if durable {
-            f.sync_data()?;
-        }
-        Ok(())
+        let text = serde_json::to_string(line).map_err(std::io::Error::other)?;
+        self.lines.write_line(&text, durable)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Contents> {
         Ok(parse(&std::fs::read(path)?))
+    }
+
+    /// A journal's text (its lines, each ending in a newline) as read back.
+    pub fn parse(text: &str) -> Contents {
+        parse(text.as_bytes())
     }
 }
 

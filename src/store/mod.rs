@@ -8,6 +8,7 @@
 //! reached through the `Target`, not through a store.
 
 pub mod fs;
+pub mod pg;
 mod run_lease;
 mod settings;
 

@@ -1,7 +1,7 @@
 //! Harness of tests/recipe_backup.rs: the real restic with a test password, a
 //! world with sources, repository and scratch directory reached locally or over a
 //! real sshd (`Bk`), readers of the recipes' `--json` lines, a tmpfs and a real
-//! PostgreSQL started for one test. Include with
+//! PostgreSQL started for one test (tests/support/postgres.rs). Include with
 //! `#[path = "support/restic.rs"] mod restic_support;` beside `mod support; mod sshd;`.
 #![allow(dead_code)]
 
@@ -297,141 +297,7 @@ impl Drop for Tmpfs {
 
 // ---- PostgreSQL -------------------------------------------------------------
 
-/// A real PostgreSQL for one test: initdb as `postgres` in a temp dir, started on a
-/// free port of 127.0.0.1 (password login), stopped when dropped.
-pub struct Pg {
-    dir: tempfile::TempDir,
-    pub port: u16,
-}
-
-/// The server's programs (initdb, pg_ctl): Debian's newest installed version.
-pub fn pg_bin() -> String {
-    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed (Debian package postgresql)")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    versions.sort();
-    format!(
-        "/usr/lib/postgresql/{}/bin",
-        versions.last().expect("a PostgreSQL version")
-    )
-}
-pub const PG_PW: &str = "pg-secret-for-tend";
-
-impl Pg {
-    pub fn start() -> Pg {
-        let dir = tempfile::Builder::new()
-            .prefix("tend-pg-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let chown = Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let pwfile = dir.path().join("pw");
-        std::fs::write(&pwfile, PG_PW).unwrap();
-        let as_pg = |args: &[&str]| {
-            let out = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let data = dir.path().join("data").display().to_string();
-        as_pg(&[
-            &format!("{}/initdb", pg_bin()),
-            "-D",
-            &data,
-            "-U",
-            "postgres",
-            "--auth=scram-sha-256",
-            &format!("--pwfile={}", pwfile.display()),
-        ]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1",
-            dir.path().display()
-        );
-        let log = dir.path().join("log").display().to_string();
-        as_pg(&[
-            &format!("{}/pg_ctl", pg_bin()),
-            "-D",
-            &data,
-            "-o",
-            &opts,
-            "-l",
-            &log,
-            "-w",
-            "start",
-        ]);
-        Pg { dir, port }
-    }
-
-    /// psql as postgres on `db`.
-    pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-c")
-            .arg(sql)
-            .env("PGPASSWORD", PG_PW)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data").display().to_string();
-        let _ = Command::new("runuser")
-            .args([
-                "-u",
-                "postgres",
-                "--",
-                &format!("{}/pg_ctl", pg_bin()),
-                "-D",
-                &data,
-                "-m",
-                "immediate",
-                "stop",
-            ])
-            .output();
-    }
-}
+#[path = "postgres.rs"]
+mod postgres;
+#[allow(unused_imports)]
+pub use postgres::{pg_bin, Pg, PG_PW};

@@ -1,0 +1,193 @@
+//! What the daemons sharing the database agree on: the node registry and its
+//! heartbeats (which renew the node's run leases and host locks), fire claims,
+//! takeovers of runs whose lease ran out, and each schedule entry's record.
+
+use chrono::{DateTime, Utc};
+use postgres::GenericClient;
+
+use super::PgStore;
+use crate::error::Result;
+use crate::store::{Cluster, ExpiredRun, NodeInfo, NodeStatus};
+
+impl PgStore {
+    /// Renew the leases of this node's runs and host locks without registering a
+    /// node: for a process that holds them but is no daemon (a `tend run` or
+    /// `tend rollback` in cluster mode), every lease/3 while it works.
+    pub fn renew_leases(&self) -> Result<()> {
+        self.pool.with(|c| Ok(self.renew(c)?))
+    }
+
+    /// Only leases still valid are renewed: one that ran out is gone for good (its
+    /// run may be taken over at any moment), whatever this node thinks.
+    fn renew(&self, c: &mut impl GenericClient) -> std::result::Result<(), postgres::Error> {
+        let lease = self.lease_secs();
+        c.execute(
+            "UPDATE tend_runs SET lease_until = now() + make_interval(secs => $2)
+             WHERE node = $1 AND state = 'running' AND lease_until >= now()",
+            &[&self.node, &lease],
+        )?;
+        c.execute(
+            "UPDATE tend_host_locks SET lease_until = now() + make_interval(secs => $2)
+             WHERE node = $1 AND lease_until >= now()",
+            &[&self.node, &lease],
+        )?;
+        Ok(())
+    }
+}
+
+impl Cluster for PgStore {
+    fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    fn lease(&self) -> std::time::Duration {
+        self.lease
+    }
+
+    /// In one transaction with [`PgStore::renew_leases`]'s renewal.
+    fn heartbeat(&self, me: &NodeInfo) -> Result<bool> {
+        self.pool.with(|c| {
+            let mut tx = c.transaction()?;
+            let lease = self.lease_secs();
+            let row = tx.query_one(
+                "INSERT INTO tend_nodes (id, address, version, schedule_hash)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address,
+                     version = EXCLUDED.version, schedule_hash = EXCLUDED.schedule_hash,
+                     started = CASE WHEN tend_nodes.heartbeat < now() - make_interval(secs => $5)
+                                    THEN now() ELSE tend_nodes.started END,
+                     heartbeat = now()
+                 RETURNING draining",
+                &[
+                    &self.node,
+                    &me.address,
+                    &me.version,
+                    &me.schedule_hash,
+                    &lease,
+                ],
+            )?;
+            self.renew(&mut tx)?;
+            tx.commit()?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn claim_fire(&self, schedule: &str, at: DateTime<Utc>, reason: &str) -> Result<bool> {
+        self.pool.with(|c| {
+            let n = c.execute(
+                "INSERT INTO tend_fires (schedule, scheduled_at, node, reason)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&schedule, &at, &self.node, &reason],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn fire_ran(&self, schedule: &str, at: DateTime<Utc>, run_id: &str) -> Result<()> {
+        self.pool.with(|c| {
+            c.execute(
+                "UPDATE tend_fires SET run_id = $3 WHERE schedule = $1 AND scheduled_at = $2",
+                &[&schedule, &at, &run_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn last_claimed(&self, schedule: &str) -> Result<Option<DateTime<Utc>>> {
+        self.pool.with(|c| {
+            let row = c.query_one(
+                "SELECT max(scheduled_at) FROM tend_fires WHERE schedule = $1",
+                &[&schedule],
+            )?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        self.pool.with(|c| {
+            let rows = c.query(
+                "SELECT id, address, version, schedule_hash, started, heartbeat, draining,
+                        heartbeat > now() - make_interval(secs => $1) AS alive,
+                        (SELECT count(*) FROM tend_runs r WHERE r.node = n.id
+                           AND r.state = 'running' AND r.lease_until > now()) AS runs_held
+                 FROM tend_nodes n ORDER BY id",
+                &[&self.lease_secs()],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| NodeStatus {
+                    info: NodeInfo {
+                        id: r.get("id"),
+                        address: r.get("address"),
+                        version: r.get("version"),
+                        schedule_hash: r.get("schedule_hash"),
+                    },
+                    started: r.get("started"),
+                    heartbeat: r.get("heartbeat"),
+                    alive: r.get("alive"),
+                    draining: r.get("draining"),
+                    runs_held: r.get::<_, i64>("runs_held") as u64,
+                })
+                .collect())
+        })
+    }
+
+    fn set_draining(&self, node: &str, on: bool) -> Result<bool> {
+        self.pool.with(|c| {
+            let n = c.execute(
+                "UPDATE tend_nodes SET draining = $2 WHERE id = $1",
+                &[&node, &on],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn expired_runs(&self) -> Result<Vec<ExpiredRun>> {
+        self.pool.with(|c| {
+            let rows = c.query(
+                "SELECT run_id, node FROM tend_runs
+                 WHERE state = 'running' AND lease_until < now() ORDER BY run_id",
+                &[],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| ExpiredRun {
+                    run_id: r.get(0),
+                    node: r.get(1),
+                })
+                .collect())
+        })
+    }
+
+    fn take_over(&self, run_id: &str) -> Result<bool> {
+        self.pool.with(|c| {
+            let n = c.execute(
+                "UPDATE tend_runs SET node = $2, lease_until = now() + make_interval(secs => $3)
+                 WHERE run_id = $1 AND state = 'running' AND lease_until < now()",
+                &[&run_id, &self.node, &self.lease_secs()],
+            )?;
+            Ok(n == 1)
+        })
+    }
+
+    fn schedule_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        self.pool.with(|c| {
+            let row = c.query_opt(
+                "SELECT state FROM tend_schedule_state WHERE name = $1",
+                &[&name],
+            )?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn put_schedule_state(&self, name: &str, state: &serde_json::Value) -> Result<()> {
+        self.pool.with(|c| {
+            c.execute(
+                "INSERT INTO tend_schedule_state (name, state) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state",
+                &[&name, state],
+            )?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! The cluster store: every store trait on one PostgreSQL database shared by several
+//! daemons (`[cluster]` in tend.toml). Each table is `tend_*`; the schema is tend's
+//! own, migrated at connect ([`migrate`]). Leases are compared with the database's
+//! clock (`now()`), never a node's, so nodes whose clocks differ still agree.
+//!
+//! One module per store: [`runs`], [`journal`] (appends fenced by the host lock's
+//! token), [`locks`], [`audit`] (one chain for all nodes), [`cluster`].
+
+mod audit;
+mod cluster;
+mod connect;
+mod journal;
+mod locks;
+pub mod migrate;
+mod runs;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::Client;
+
+use super::{ClusterSettings, Stores};
+use crate::error::{Error, Result};
+use crate::state::StateDir;
+
+/// Connections kept open for reuse; more are opened when threads need them at once.
+const IDLE: usize = 4;
+
+/// A connection to the cluster database, shared by every store of this process.
+pub struct PgStore {
+    pool: Arc<Pool>,
+    node: String,
+    lease: Duration,
+    /// The fencing token of each host lock this process holds, by (run, host): a
+    /// journal append carries it, and the database refuses it once it is not current.
+    tokens: Arc<Mutex<HashMap<(String, String), i64>>>,
+}
+
+impl PgStore {
+    /// Connect as `[cluster]` says and bring the schema up to date.
+    pub fn connect(settings: &ClusterSettings) -> Result<PgStore> {
+        let pool = connect::pool(settings)?;
+        let store = PgStore {
+            pool: Arc::new(pool),
+            node: settings.node_id(),
+            lease: settings.lease(),
+            tokens: Arc::default(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Apply the migrations this tend has and the database lacks: `(from, to)`
+    /// schema versions.
+    pub fn migrate(&self) -> Result<(i32, i32)> {
+        self.pool.with(migrate::apply)
+    }
+
+    /// `postgres HOST:PORT/DB`, for messages (never the password).
+    pub fn describe(&self) -> String {
+        format!("postgres {}", self.pool.place)
+    }
+
+    /// The lease as an SQL interval in seconds (`now() + make_interval(secs => $n)`).
+    fn lease_secs(&self) -> f64 {
+        self.lease.as_secs_f64()
+    }
+}
+
+impl Stores {
+    /// Every store in the cluster database; `state` still keeps this machine's trust
+    /// file and the backups of changes made on this machine.
+    pub fn cluster(state: &StateDir, store: Arc<PgStore>) -> Stores {
+        Stores {
+            runs: store.clone(),
+            journals: store.clone(),
+            audit: store.clone(),
+            locks: store.clone(),
+            cluster: Some(store),
+            state: state.clone(),
+        }
+    }
+}
+
+/// Why a database call failed: the database (unreachable, or it refused), or tend.
+enum Fail {
+    Db(postgres::Error),
+    Tend(Error),
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(e: postgres::Error) -> Fail {
+        Fail::Db(e)
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Tend(e)
+    }
+}
+
+/// A few open connections. A connection that broke is dropped; the next call opens
+/// a new one.
+struct Pool {
+    config: postgres::Config,
+    tls: postgres_native_tls::MakeTlsConnector,
+    idle: Mutex<Vec<Client>>,
+    /// `HOST:PORT/DB`.
+    place: String,
+}
+
+impl Pool {
+    fn with<T>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, Fail>) -> Result<T> {
+        let reused = self.idle.lock().expect("pool").pop();
+        let mut client = match reused {
+            Some(c) if !c.is_closed() => c,
+            _ => self.config.connect(self.tls.clone()).map_err(|e| {
+                Error::Other(format!("cannot connect to postgres {}: {e}", self.place))
+            })?,
+        };
+        let out = f(&mut client);
+        if !client.is_closed() {
+            let mut idle = self.idle.lock().expect("pool");
+            if idle.len() < IDLE {
+                idle.push(client);
+            }
+        }
+        out.map_err(|e| match e {
+            Fail::Db(e) => Error::Other(format!("postgres {}: {e}", self.place)),
+            Fail::Tend(e) => e,
+        })
+    }
+}
