@@ -200,7 +200,9 @@ impl Pg {
     /// `[cluster] password`: an `env:` reference to a variable this sets to the
     /// password (the same for every test, so tests in parallel agree).
     pub fn password_env(&self) -> String {
-        std::env::set_var("TEND_T_PG_PASSWORD", PG_PW);
+        // Once: setting the environment while other threads read it is a race.
+        static SET: std::sync::Once = std::sync::Once::new();
+        SET.call_once(|| std::env::set_var("TEND_T_PG_PASSWORD", PG_PW));
         "env:TEND_T_PG_PASSWORD".to_string()
     }
 
