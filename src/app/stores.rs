@@ -15,9 +15,8 @@ pub fn stores_for(state: &StateDir, config: &Config) -> Result<Stores> {
     match &config.cluster {
         None => Ok(Stores::embedded(state)),
         Some(settings) => {
-            // STUB-UNTIL-PG-MERGE
-            let _ = (settings, Arc::new(()));
-            Err(crate::error::Error::Usage("cluster store not built".into()))
+            let pg = crate::store::pg::PgStore::connect(settings)?;
+            Ok(Stores::cluster(state, Arc::new(pg)))
         }
     }
 }

@@ -10,29 +10,37 @@ use crate::error::Result;
 use crate::store::{Cluster, ExpiredRun, NodeInfo, NodeStatus};
 
 impl PgStore {
-    /// Renew the leases of this node's runs and host locks without registering a
-    /// node: for a process that holds them but is no daemon (a `tend run` or
-    /// `tend rollback` in cluster mode), every lease/3 while it works.
+    /// Renew the leases of the runs and host locks this process holds, without
+    /// registering a node (the lease thread of [`PgStore::connect`] does it).
     pub fn renew_leases(&self) -> Result<()> {
-        self.pool.with(|c| Ok(self.renew(c)?))
+        let (runs, held) = self.held();
+        self.pool
+            .with(|c| Ok(renew(c, &self.node, self.lease_secs(), &runs, &held)?))
     }
+}
 
-    /// Only leases still valid are renewed: one that ran out is gone for good (its
-    /// run may be taken over at any moment), whatever this node thinks.
-    fn renew(&self, c: &mut impl GenericClient) -> std::result::Result<(), postgres::Error> {
-        let lease = self.lease_secs();
-        c.execute(
-            "UPDATE tend_runs SET lease_until = now() + make_interval(secs => $2)
-             WHERE node = $1 AND state = 'running' AND lease_until >= now()",
-            &[&self.node, &lease],
-        )?;
-        c.execute(
-            "UPDATE tend_host_locks SET lease_until = now() + make_interval(secs => $2)
-             WHERE node = $1 AND lease_until >= now()",
-            &[&self.node, &lease],
-        )?;
-        Ok(())
-    }
+/// Only leases still valid are renewed: one that ran out is gone for good (its run
+/// may be taken over at any moment), whatever this node thinks. And only those of
+/// `runs` and `tokens`, which this process holds.
+pub(super) fn renew(
+    c: &mut impl GenericClient,
+    node: &str,
+    lease: f64,
+    runs: &[String],
+    tokens: &[i64],
+) -> std::result::Result<(), postgres::Error> {
+    c.execute(
+        "UPDATE tend_runs SET lease_until = now() + make_interval(secs => $2)
+         WHERE node = $1 AND state = 'running' AND lease_until >= now()
+               AND run_id = ANY($3)",
+        &[&node, &lease, &runs],
+    )?;
+    c.execute(
+        "UPDATE tend_host_locks SET lease_until = now() + make_interval(secs => $2)
+         WHERE node = $1 AND lease_until >= now() AND token = ANY($3)",
+        &[&node, &lease, &tokens],
+    )?;
+    Ok(())
 }
 
 impl Cluster for PgStore {
@@ -66,7 +74,8 @@ impl Cluster for PgStore {
                     &lease,
                 ],
             )?;
-            self.renew(&mut tx)?;
+            let (runs, held) = self.held();
+            renew(&mut tx, &self.node, lease, &runs, &held)?;
             tx.commit()?;
             Ok(row.get(0))
         })

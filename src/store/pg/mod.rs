@@ -35,20 +35,64 @@ pub struct PgStore {
     /// The fencing token of each host lock this process holds, by (run, host): a
     /// journal append carries it, and the database refuses it once it is not current.
     tokens: Arc<Mutex<HashMap<(String, String), i64>>>,
+    /// The runs this process is running: only their leases are renewed. A run this
+    /// node left behind (a crash, a restart within the lease, a final record that
+    /// could not be written) is not, so its lease runs out and it is rolled back.
+    live: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl PgStore {
     /// Connect as `[cluster]` says and bring the schema up to date.
     pub fn connect(settings: &ClusterSettings) -> Result<PgStore> {
+        let store = Self::open(settings)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Connect, and leave the schema as it is (`tend cluster migrate` says what it
+    /// applies).
+    pub fn open(settings: &ClusterSettings) -> Result<PgStore> {
         let pool = connect::pool(settings)?;
         let store = PgStore {
             pool: Arc::new(pool),
             node: settings.node_id(),
             lease: settings.lease(),
             tokens: Arc::default(),
+            live: Arc::default(),
         };
-        store.migrate()?;
+        store.keep_leases()?;
         Ok(store)
+    }
+
+    /// Renew, every lease/3 while this process lives, the leases of the runs and
+    /// host locks it holds: a `tend run` in cluster mode as much as a daemon (whose
+    /// heartbeat also does it, with the node's row).
+    fn keep_leases(&self) -> Result<()> {
+        let pool = Arc::downgrade(&self.pool);
+        let (node, lease) = (self.node.clone(), self.lease);
+        let (live, tokens) = (self.live.clone(), self.tokens.clone());
+        std::thread::Builder::new()
+            .name("tend-pg-leases".into())
+            .spawn(move || loop {
+                std::thread::sleep(lease / 3);
+                let Some(pool) = pool.upgrade() else { return };
+                let (runs, held) = held(&live, &tokens);
+                if runs.is_empty() && held.is_empty() {
+                    continue;
+                }
+                let renewed =
+                    pool.with(|c| Ok(cluster::renew(c, &node, lease.as_secs_f64(), &runs, &held)?));
+                if let Err(e) = renewed {
+                    tracing::warn!("cannot renew the leases of this process's runs: {e}");
+                }
+            })
+            .map_err(|e| Error::io("cannot start the lease renewal thread", e))?;
+        Ok(())
+    }
+
+    /// The run ids and lock tokens this process holds now.
+    fn held(&self) -> (Vec<String>, Vec<i64>) {
+        held(&self.live, &self.tokens)
     }
 
     /// Apply the migrations this tend has and the database lacks: `(from, to)`
@@ -81,6 +125,15 @@ impl Stores {
             state: state.clone(),
         }
     }
+}
+
+type Live = Mutex<std::collections::HashSet<String>>;
+type Tokens = Mutex<HashMap<(String, String), i64>>;
+
+fn held(live: &Live, tokens: &Tokens) -> (Vec<String>, Vec<i64>) {
+    let runs = live.lock().expect("live runs").iter().cloned().collect();
+    let held = tokens.lock().expect("tokens").values().copied().collect();
+    (runs, held)
 }
 
 /// Why a database call failed: the database (unreachable, or it refused), or tend.

@@ -78,12 +78,19 @@ impl RunStore for PgStore {
             )
             .map_err(Fail::from)
         })?;
+        let mut live = self.live.lock().expect("live runs");
         if n == 0 {
+            live.remove(&meta.run_id);
             return Err(Error::Other(format!(
                 "run {}: another node holds it now (its lease ran out and it was taken over); \
                  this node no longer writes its record",
                 meta.run_id
             )));
+        }
+        if meta.outcome == RunState::Running {
+            live.insert(meta.run_id.clone());
+        } else {
+            live.remove(&meta.run_id);
         }
         Ok(())
     }

@@ -1,0 +1,608 @@
+//! Cluster mode end to end (issue 15): real `tend daemon` processes sharing a real
+//! PostgreSQL that the test starts, on real time. Every fire runs once, a killed
+//! node's run is rolled back by another node, a node cut off from the database stops
+//! before another takes over, a database restart loses nothing beyond `catch_up`,
+//! differing schedule sets are reported, and one audit chain verifies.
+
+#[path = "support/postgres.rs"]
+mod postgres;
+#[path = "support/sshd.rs"]
+mod sshd;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postgres::{Pg, Proxy, PG_PW};
+use serde_json::Value;
+use sshd::Sshd;
+use support::{Run, World, TEND};
+
+const LEASE: &str = "3s";
+
+/// One cluster: a database, a folder with tend.toml files, nodes with their own
+/// state directories.
+struct Cluster {
+    w: World,
+    pg: Pg,
+}
+
+/// A `tend daemon --log-format json` node, killed if a test fails first.
+struct Node {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let pg = Pg::start();
+        pg.sql("postgres", "create database tend");
+        Cluster {
+            w: World::new(),
+            pg,
+        }
+    }
+
+    /// `[cluster]` for a node reaching the database on `port`.
+    fn cluster_toml(port: u16) -> String {
+        format!(
+            "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=postgres dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\nlease = \"{LEASE}\"\n\n"
+        )
+    }
+
+    /// `NAME.toml` beside the worlds's root: the cluster table (through `port`) and
+    /// `rest`.
+    fn config(&self, name: &str, port: u16, rest: &str) -> PathBuf {
+        self.w
+            .beside(name, &format!("{}{rest}", Self::cluster_toml(port)))
+    }
+
+    fn state(&self, node: &str) -> PathBuf {
+        self.w.dir.path().join(format!("state-{node}"))
+    }
+
+    fn command(&self, node: &str, config: &Path) -> Command {
+        let mut c = Command::new(TEND);
+        c.env("TEND_STATE_DIR", self.state(node))
+            .env("TEND_LOCK_DIR", self.w.locks())
+            .env("TEND_CONFIG", config)
+            .env("TEND_NODE", node)
+            .env("TEND_TEST_PG_PW", PG_PW)
+            .env("HOME", self.w.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("TEND_LOG")
+            .current_dir(self.w.dir.path());
+        c
+    }
+
+    fn tend(&self, config: &Path, args: &[&str]) -> Run {
+        Run::from(self.command("cli", config).args(args).output().unwrap())
+    }
+
+    /// Vet `recipe` in `node`'s state directory (each node trusts on its own).
+    fn vet(&self, node: &str, config: &Path, recipe: &Path) {
+        let out = self
+            .command(node, config)
+            .args(["vet", recipe.to_str().unwrap(), "--by", "test"])
+            .output()
+            .unwrap();
+        Run::from(out).assert_code(0);
+    }
+
+    fn start(&self, node: &str, config: &Path, extra: &[&str]) -> Node {
+        let log = self.w.dir.path().join(format!("node-{node}.log"));
+        let child = self
+            .command(node, config)
+            .args(["daemon", "--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let n = Node {
+            name: node.to_string(),
+            child,
+            log,
+        };
+        // Started: connected, the schema migrated, the first heartbeat done.
+        assert!(
+            wait_for(Duration::from_secs(20), || n
+                .log()
+                .contains("daemon started")),
+            "node {node} never listened:\n{}",
+            n.log()
+        );
+        n
+    }
+
+    /// The cluster's audit log, as `tend audit export` writes it.
+    fn audit(&self, config: &Path) -> Vec<Value> {
+        let r = self.tend(config, &["audit", "export"]);
+        r.assert_code(0);
+        r.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Node {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node {} did not stop:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9: no rollback, no last word.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+fn entry(name: &str, cron: &str, hosts: &str, extra: &str) -> String {
+    format!(
+        "[[schedule]]\nname = \"{name}\"\ncron = \"{cron}\"\nrecipe = \"job.rhai\"\nhosts = \"{hosts}\"\n{extra}\n"
+    )
+}
+
+fn of<'a>(events: &'a [Value], event: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == event).collect()
+}
+
+// ---------------------------------------------------------------- must-show 1 and 6
+
+/// Three nodes, one entry every 2 s for 30 s: 15 runs (±1 at the edges), no fire
+/// twice, and the one audit chain they all wrote verifies; an edited row fails it,
+/// named.
+#[test]
+fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
+    let c = Cluster::new();
+    c.w.write("x.conf", "port=80\n");
+    let recipe = c.w.recipe_in_root(
+        "job.rhai",
+        "//! A quick job.\nfs::file(\"ROOT/x.conf\", \"port=8080\\n\");\n",
+    );
+    let config = c.config(
+        "tend.toml",
+        c.pg.port,
+        &entry("every2", "*/2 * * * * *", "local", ""),
+    );
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            c.vet(n, &config, &recipe);
+            c.start(n, &config, &[])
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    for n in nodes {
+        let name = n.name.clone();
+        let log = n.log();
+        assert_eq!(n.stop(), 0, "node {name}:\n{log}");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let fires = c.pg.sql(
+        "tend",
+        "select schedule || ' ' || scheduled_at || ' ' || node || ' ' || coalesce(run_id, '-') \
+         from tend_fires where schedule = 'every2' order by scheduled_at",
+    );
+    let fires: Vec<&str> = fires.lines().collect();
+    let audit = c.audit(&config);
+    let starts = of(&audit, "run_start");
+    assert!(
+        (14..=17).contains(&starts.len()),
+        "{} runs in {elapsed:.1} s:\n{}",
+        starts.len(),
+        fires.join("\n")
+    );
+    // Each claimed fire started exactly one run, and each run was one fire's.
+    let run_ids: std::collections::BTreeSet<&str> = starts
+        .iter()
+        .map(|s| s["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(run_ids.len(), starts.len(), "a run id twice");
+    let claimed: Vec<&str> = fires
+        .iter()
+        .map(|f| f.rsplit(' ').next().unwrap())
+        .filter(|id| *id != "-")
+        .collect();
+    assert_eq!(claimed.len(), starts.len(), "{fires:?}");
+    for id in &claimed {
+        assert!(run_ids.contains(id), "fire's run {id} never started");
+    }
+    for s in &starts {
+        assert_eq!(s["trigger"], "schedule", "{s}");
+    }
+    // More than one node ran fires: the claim, not a single leader, decides.
+    let by: std::collections::BTreeSet<&str> =
+        fires.iter().map(|f| f.split(' ').nth(3).unwrap()).collect();
+    assert!(by.len() >= 2, "one node ran every fire: {fires:?}");
+
+    let verify = c.tend(&config, &["audit", "verify", "--json"]);
+    verify.assert_code(0);
+    let v = &verify.events()[0];
+    assert_eq!(v["intact"], true);
+    assert_eq!(v["lines"].as_u64().unwrap() as usize, audit.len());
+
+    // Edit one row in the database: verify names it.
+    let seq = starts[3]["seq"].as_u64().unwrap();
+    c.pg.sql(
+        "tend",
+        &format!(
+            "update tend_audit set line = replace(line, '\"trigger\":\"schedule\"', '\"trigger\":\"cli\"') where seq = {seq}"
+        ),
+    );
+    let broken = c.tend(&config, &["audit", "verify"]);
+    broken.assert_code(67);
+    assert!(
+        broken.stderr.contains(&format!("seq {seq}")),
+        "{}",
+        broken.stderr
+    );
+}
+
+// ---------------------------------------------------------------- must-show 5
+
+/// Two nodes whose tend.toml files schedule different things: each says so in its
+/// log, and `tend cluster status` marks them.
+#[test]
+fn differing_schedule_sets_are_reported() {
+    let c = Cluster::new();
+    c.w.write("x.conf", "port=80\n");
+    let recipe = c.w.recipe_in_root(
+        "job.rhai",
+        "//! A job.\nfs::file(\"ROOT/x.conf\", \"y\\n\");\n",
+    );
+    let one = c.config(
+        "one.toml",
+        c.pg.port,
+        &entry("nightly", "0 0 3 * * *", "local", ""),
+    );
+    let two = c.config(
+        "two.toml",
+        c.pg.port,
+        &entry("nightly", "0 30 3 * * *", "local", ""),
+    );
+    c.vet("a", &one, &recipe);
+    c.vet("b", &two, &recipe);
+    let a = c.start("a", &one, &[]);
+    let b = c.start("b", &two, &[]);
+    assert!(
+        wait_for(Duration::from_secs(10), || b.log().contains("differs")
+            && a.log().contains("differs")),
+        "no mismatch reported:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    let status = c.tend(&one, &["cluster", "status", "--json"]);
+    status.assert_code(0);
+    let nodes = status.events();
+    assert_eq!(nodes.len(), 2, "{}", status.stdout);
+    for n in &nodes {
+        assert_eq!(n["schedule_mismatch"], true, "{n}");
+        assert_eq!(n["alive"], true, "{n}");
+    }
+    assert_ne!(nodes[0]["schedule_hash"], nodes[1]["schedule_hash"]);
+    let table = c.tend(&one, &["cluster", "status"]);
+    table.assert_code(0);
+    assert!(table.stderr.contains("differ"), "{}", table.stderr);
+    // Drain: the node stays listed, marked.
+    c.tend(&one, &["cluster", "drain", "b"]).assert_code(0);
+    c.tend(&one, &["cluster", "drain", "nobody"])
+        .assert_code(64);
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
+    let after = c.tend(&one, &["cluster", "status", "--json"]).events();
+    let b_row = after.iter().find(|n| n["id"] == "b").unwrap();
+    assert_eq!(b_row["draining"], true, "{b_row}");
+}
+
+// ---------------------------------------------------------------- must-show 2
+
+/// The recipe for a host reached over SSH: while `go` exists the run changes
+/// `x.conf` and then takes long; later fires only leave a tick.
+const SLOW_ON_HOST: &str = r#"//! Slow on the host while `go` is there.
+let root = host().vars.root;
+if fs::exists(`${root}/go`) {
+    fs::file(`${root}/x.conf`, "changed\n");
+    fs::file(`${root}/new.txt`, "new\n");
+    sh("sleep 30", #{read_only: true});
+} else {
+    fs::file(`${root}/tick`, "tick\n");
+}
+"#;
+
+fn ssh_cluster(c: &Cluster, h: &Sshd, port_of: &dyn Fn(&str) -> u16) -> Vec<(String, PathBuf)> {
+    std::fs::write(h.root.join("x.conf"), "original\n").unwrap();
+    std::fs::write(h.root.join("go"), "").unwrap();
+    let state = h.root.with_file_name("host-state");
+    h.hand_over(&[&h.root, &state]);
+    std::fs::create_dir_all(c.w.dir.path().join(".ssh")).unwrap();
+    std::fs::write(
+        c.w.dir.path().join(".ssh/known_hosts"),
+        h.known_hosts_line(),
+    )
+    .unwrap();
+    let recipe = c.w.recipe_in_root("job.rhai", SLOW_ON_HOST);
+    let hosts = h.host_entry("h1", &h.root, &state);
+    ["a", "b"]
+        .iter()
+        .map(|n| {
+            let config = c.config(
+                &format!("{n}.toml"),
+                port_of(n),
+                &format!("{hosts}{}", entry("slow", "*/2 * * * * *", "h1", "")),
+            );
+            c.vet(n, &config, &recipe);
+            (n.to_string(), config)
+        })
+        .collect()
+}
+
+/// The node whose run holds the host: from the database.
+fn running_node(c: &Cluster) -> Option<(String, String)> {
+    let out = c.pg.sql(
+        "tend",
+        "select node || ' ' || run_id from tend_runs where state = 'running' and lease_until > now()",
+    );
+    let line = out.lines().next()?;
+    let (node, run) = line.split_once(' ')?;
+    Some((node.to_string(), run.to_string()))
+}
+
+/// kill -9 of the node running a job on a real sshd host: once its lease expires,
+/// another node takes the run over and rolls it back (files restored), and later
+/// fires go on.
+#[test]
+fn a_killed_nodes_run_is_rolled_back_by_another_node() {
+    let c = Cluster::new();
+    let h = Sshd::start();
+    let configs = ssh_cluster(&c, &h, &|_| c.pg.port);
+    let mut nodes: Vec<Node> = configs
+        .iter()
+        .map(|(n, cfg)| c.start(n, cfg, &[]))
+        .collect();
+    let mut holder = None;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            holder = running_node(&c);
+            holder.is_some() && h.root.join("new.txt").exists()
+        }),
+        "no run started:\n{}",
+        nodes.iter().map(|n| n.log()).collect::<Vec<_>>().join("\n")
+    );
+    let (node, run_id) = holder.unwrap();
+    // Later fires take the quick branch.
+    std::fs::remove_file(h.root.join("go")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(h.root.join("x.conf")).unwrap(),
+        "changed\n"
+    );
+    let i = nodes.iter().position(|n| n.name == node).unwrap();
+    let killed = nodes.remove(i);
+    killed.kill();
+    let survivor = &nodes[0];
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            c.pg.sql(
+                "tend",
+                &format!("select state from tend_runs where run_id = '{run_id}'"),
+            ) == "rolled_back"
+        }),
+        "run {run_id} was not rolled back:\n{}",
+        survivor.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.root.join("x.conf")).unwrap(),
+        "original\n"
+    );
+    assert!(!h.root.join("new.txt").exists());
+    // Later fires continue, on the survivor.
+    assert!(
+        wait_for(Duration::from_secs(15), || h.root.join("tick").exists()),
+        "no later fire:\n{}",
+        survivor.log()
+    );
+    let cfg = &configs[0].1;
+    let audit = c.audit(cfg);
+    let takeover = of(&audit, "cluster_takeover");
+    assert_eq!(takeover.len(), 1, "{takeover:?}");
+    assert_eq!(takeover[0]["run_id"], run_id.as_str());
+    assert_eq!(takeover[0]["from_node"], node.as_str());
+    c.tend(cfg, &["audit", "verify"]).assert_code(0);
+}
+
+// ---------------------------------------------------------------- must-show 3
+
+/// A node whose database connection is cut (through a proxy the test stops) stops
+/// writing to the host before the other node takes its run over, and the run is
+/// rolled back by the other node.
+#[test]
+fn a_node_cut_off_from_the_database_stops_before_the_takeover() {
+    let c = Cluster::new();
+    let h = Sshd::start();
+    let proxy = Proxy::start(c.pg.port);
+    let (pport, dport) = (proxy.port, c.pg.port);
+    // Only node a goes through the proxy.
+    let configs = ssh_cluster(&c, &h, &|n| if n == "a" { pport } else { dport });
+    // b starts once a holds the run, so that a is the one cut off.
+    let a = c.start("a", &configs[0].1, &[]);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            running_node(&c).is_some_and(|(n, _)| n == "a") && h.root.join("new.txt").exists()
+        }),
+        "a never ran:\n{}",
+        a.log()
+    );
+    let (_, run_id) = running_node(&c).unwrap();
+    std::fs::remove_file(h.root.join("go")).unwrap();
+    let b = c.start("b", &configs[1].1, &[]);
+    proxy.cut();
+    let cut = std::time::SystemTime::now();
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            c.pg.sql(
+                "tend",
+                &format!("select state from tend_runs where run_id = '{run_id}'"),
+            ) == "rolled_back"
+        }),
+        "not rolled back:\n--- a\n{}\n--- b\n{}",
+        a.log(),
+        b.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.root.join("x.conf")).unwrap(),
+        "original\n"
+    );
+    assert!(!h.root.join("new.txt").exists());
+    // a said it stopped, and did so before b took over.
+    let a_log = a.log();
+    assert!(
+        a_log.contains("lost the cluster database"),
+        "a never fenced itself:\n{a_log}"
+    );
+    let fenced_at = line_time(&a_log, "lost the cluster database");
+    let takeover_at = line_time(&b.log(), "taking it over");
+    assert!(
+        fenced_at < takeover_at,
+        "a fenced at {fenced_at}, b took over at {takeover_at}"
+    );
+    let _ = cut;
+    // Nothing a journaled after b's token: every row of the run's journal that
+    // follows the takeover is b's rollback.
+    drop(a);
+    assert_eq!(b.stop(), 0);
+}
+
+/// The time of the first JSON log line containing `text`.
+fn line_time(log: &str, text: &str) -> chrono::DateTime<chrono::Utc> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("no {text:?} in:\n{log}"));
+    let v: Value = serde_json::from_str(line).unwrap();
+    chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap())
+        .unwrap()
+        .to_utc()
+}
+
+// ---------------------------------------------------------------- must-show 4
+
+/// PostgreSQL restarted mid-test: no fire twice, and none lost beyond those due
+/// while it was down, which `catch_up` covers with one run; `tend_cluster_db_up`
+/// says 0 meanwhile.
+#[test]
+fn a_database_restart_loses_and_repeats_nothing() {
+    let c = Cluster::new();
+    c.w.write("x.conf", "port=80\n");
+    let recipe = c.w.recipe_in_root(
+        "job.rhai",
+        "//! A quick job.\nfs::file(\"ROOT/x.conf\", \"port=8080\\n\");\n",
+    );
+    let config = c.config(
+        "tend.toml",
+        c.pg.port,
+        &entry("every2", "*/2 * * * * *", "local", "catch_up = \"1m\""),
+    );
+    let metrics = free_port();
+    let a_addr = format!("127.0.0.1:{metrics}");
+    c.vet("a", &config, &recipe);
+    c.vet("b", &config, &recipe);
+    let a = c.start("a", &config, &["--metrics", &a_addr]);
+    let b = c.start("b", &config, &[]);
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(scrape(&a_addr).contains("tend_cluster_db_up 1"));
+    c.pg.stop();
+    assert!(
+        wait_for(Duration::from_secs(15), || scrape(&a_addr)
+            .contains("tend_cluster_db_up 0")),
+        "{}",
+        scrape(&a_addr)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    c.pg.start_again();
+    assert!(
+        wait_for(Duration::from_secs(20), || scrape(&a_addr)
+            .contains("tend_cluster_db_up 1")),
+        "{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
+    let audit = c.audit(&config);
+    let starts = of(&audit, "run_start");
+    let ids: std::collections::BTreeSet<&str> = starts
+        .iter()
+        .map(|s| s["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), starts.len());
+    let reasons = c.pg.sql(
+        "tend",
+        "select reason || ' ' || count(*) from tend_fires where schedule = 'every2' group by reason order by reason",
+    );
+    assert!(
+        reasons.contains("catch_up 1"),
+        "one catch-up run for the fires missed while the database was down:\n{reasons}"
+    );
+    c.tend(&config, &["audit", "verify"]).assert_code(0);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
