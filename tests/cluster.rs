@@ -258,6 +258,26 @@ fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
         fires.iter().map(|f| f.split(' ').nth(3).unwrap()).collect();
     assert!(by.len() >= 2, "one node ran every fire: {fires:?}");
 
+    // The CLI on the same tend.toml sees the cluster's runs.
+    let runs = c.tend(&config, &["runs", "--json", "--limit", "1000"]);
+    runs.assert_code(0);
+    let listed: std::collections::BTreeSet<String> = runs
+        .events()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &run_ids {
+        assert!(listed.contains(*id), "tend runs lacks {id}");
+    }
+    let migrate = c.tend(&config, &["cluster", "migrate"]);
+    migrate.assert_code(0);
+    assert!(
+        format!("{}{}", migrate.stdout, migrate.stderr).contains("up to date"),
+        "{} {}",
+        migrate.stdout,
+        migrate.stderr
+    );
+
     let verify = c.tend(&config, &["audit", "verify", "--json"]);
     verify.assert_code(0);
     let v = &verify.events()[0];
@@ -450,6 +470,66 @@ fn a_killed_nodes_run_is_rolled_back_by_another_node() {
     assert_eq!(takeover[0]["run_id"], run_id.as_str());
     assert_eq!(takeover[0]["from_node"], node.as_str());
     c.tend(cfg, &["audit", "verify"]).assert_code(0);
+}
+
+/// A run that changed the dead node's own machine (`local`) cannot be taken over
+/// from another node: it is reported, left as it is, and rolled back by that node
+/// when it comes back under the same id.
+#[test]
+fn a_dead_nodes_local_run_waits_for_that_node() {
+    let c = Cluster::new();
+    c.w.write("x.conf", "original\n");
+    c.w.write("go", "");
+    let recipe = c.w.recipe_in_root(
+        "job.rhai",
+        "//! Slow here while `go` is there.\nif fs::exists(\"ROOT/go\") {\n    fs::file(\"ROOT/x.conf\", \"changed\\n\");\n    sh(\"sleep 30\", #{read_only: true});\n} else {\n    fs::file(\"ROOT/tick\", \"tick\\n\");\n}\n",
+    );
+    let config = c.config(
+        "tend.toml",
+        c.pg.port,
+        &entry("slow", "*/2 * * * * *", "local", ""),
+    );
+    c.vet("a", &config, &recipe);
+    let a = c.start("a", &config, &[]);
+    let x = c.w.root().join("x.conf");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            running_node(&c).is_some() && std::fs::read_to_string(&x).unwrap() == "changed\n"
+        }),
+        "a never ran:\n{}",
+        a.log()
+    );
+    let (_, run_id) = running_node(&c).unwrap();
+    std::fs::remove_file(c.w.root().join("go")).unwrap();
+    let b = c.start("b", &config, &[]);
+    a.kill();
+    let refused = || {
+        c.audit(&config)
+            .iter()
+            .any(|e| e["event"] == "cluster_takeover_refused" && e["run_id"] == run_id.as_str())
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), refused),
+        "b did not report the run:\n{}",
+        b.log()
+    );
+    assert!(b.log().contains("cannot be taken over"), "{}", b.log());
+    assert_eq!(std::fs::read_to_string(&x).unwrap(), "changed\n");
+    // a comes back: it rolls its own run back.
+    let a = c.start("a", &config, &[]);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            c.pg.sql(
+                "tend",
+                &format!("select state from tend_runs where run_id = '{run_id}'"),
+            ) == "rolled_back"
+        }),
+        "a did not roll its run back:\n{}",
+        a.log()
+    );
+    assert_eq!(std::fs::read_to_string(&x).unwrap(), "original\n");
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
 }
 
 // ---------------------------------------------------------------- must-show 3
