@@ -15,6 +15,10 @@ mod postgres;
 #[path = "../tests/support/sshd.rs"]
 mod sshd;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{secs, stop};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,13 +29,6 @@ use postgres::{Pg, PG_PW};
 const TEND: &str = env!("CARGO_BIN_EXE_tend");
 const ENTRIES: usize = 1_000;
 const LEASE: &str = "3s";
-
-fn secs(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn cluster(port: u16) -> String {
     format!(
@@ -73,13 +70,6 @@ fn start(dir: &Path, node: &str, config: &Path) -> (Child, PathBuf) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (child, log)
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 fn vet(dir: &Path, config: &Path, recipe: &str) {

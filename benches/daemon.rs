@@ -13,6 +13,10 @@
 //! Targets (issue 16): start-up < 1 s, RSS < 100 MiB, idle CPU < 1 % of a core,
 //! p99 lateness < 100 ms.
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{secs, stop};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,13 +25,6 @@ use std::time::{Duration, Instant};
 const TEND: &str = env!("CARGO_BIN_EXE_tend");
 const ENTRIES: usize = 10_000;
 const BUSY: usize = 50;
-
-fn secs(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn config(busy: usize) -> String {
     let mut t = String::from("[daemon]\nmax_concurrent_runs = 64\n\n");
@@ -91,13 +88,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = stat.rsplit_once(')').unwrap().1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{assert_same, Run, World};
+use support::{assert_same, wait_for, Run, World};
 
 /// A `sleep` no other process on the machine runs: `sleep 30.NNNNNN` (GNU sleep takes
 /// fractions), found again with `pgrep -f`.
@@ -38,20 +38,6 @@ fn pgrep(pattern: &str) -> Vec<u32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
-}
-
-/// Wait up to `max` for `f`; whether it became true.
-fn wait_for(max: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + max;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -11,13 +11,13 @@ mod sshd;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use postgres::{Pg, Proxy, PG_PW};
 use serde_json::Value;
 use sshd::Sshd;
-use support::{Run, World, TEND};
+use support::{wait_for, Run, World, TEND};
 
 const LEASE: &str = "3s";
 
@@ -28,12 +28,8 @@ struct Cluster {
     pg: Pg,
 }
 
-/// A `tend daemon --log-format json` node, killed if a test fails first.
-struct Node {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
+/// A node: a `tend daemon` with its own state directory and `TEND_NODE`.
+type Node = support::Daemon;
 
 impl Cluster {
     fn new() -> Cluster {
@@ -93,28 +89,14 @@ impl Cluster {
 
     fn start(&self, node: &str, config: &Path, extra: &[&str]) -> Node {
         let log = self.w.dir.path().join(format!("node-{node}.log"));
-        let child = self
-            .command(node, config)
-            .args(["daemon", "--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let n = Node {
-            name: node.to_string(),
-            child,
-            log,
-        };
         // Started: connected, the schema migrated, the first heartbeat done.
-        assert!(
-            wait_for(Duration::from_secs(20), || n
-                .log()
-                .contains("daemon started")),
-            "node {node} never listened:\n{}",
-            n.log()
-        );
-        n
+        support::Daemon::spawn(
+            self.command(node, config),
+            extra,
+            log,
+            &format!("node {node}"),
+            |log| log.contains("daemon started"),
+        )
     }
 
     /// The cluster's audit log, as `tend audit export` writes it.
@@ -128,59 +110,27 @@ impl Cluster {
     }
 }
 
-impl Node {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(mut self) -> i32 {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "node {} did not stop:\n{}",
-                self.name,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// kill -9: no rollback, no last word.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
-}
-
 fn entry(name: &str, cron: &str, hosts: &str, extra: &str) -> String {
     format!(
         "[[schedule]]\nname = \"{name}\"\ncron = \"{cron}\"\nrecipe = \"job.rhai\"\nhosts = \"{hosts}\"\n{extra}\n"
     )
+}
+
+/// `x.conf` in the root and a vetted-to-be job that sets it: quick, idempotent.
+fn quick_job(c: &Cluster) -> PathBuf {
+    c.w.write("x.conf", "port=80\n");
+    c.w.recipe_in_root(
+        "job.rhai",
+        "//! A quick job.\nfs::file(\"ROOT/x.conf\", \"port=8080\\n\");\n",
+    )
+}
+
+/// Whether `run_id` has been rolled back, as the database records it.
+fn rolled_back(c: &Cluster, run_id: &str) -> bool {
+    c.pg.sql(
+        "tend",
+        &format!("select state from tend_runs where run_id = '{run_id}'"),
+    ) == "rolled_back"
 }
 
 fn of<'a>(events: &'a [Value], event: &str) -> Vec<&'a Value> {
@@ -195,11 +145,7 @@ fn of<'a>(events: &'a [Value], event: &str) -> Vec<&'a Value> {
 #[test]
 fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
     let c = Cluster::new();
-    c.w.write("x.conf", "port=80\n");
-    let recipe = c.w.recipe_in_root(
-        "job.rhai",
-        "//! A quick job.\nfs::file(\"ROOT/x.conf\", \"port=8080\\n\");\n",
-    );
+    let recipe = quick_job(&c);
     let config = c.config(
         "tend.toml",
         c.pg.port,
@@ -308,11 +254,7 @@ fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
 #[test]
 fn differing_schedule_sets_are_reported() {
     let c = Cluster::new();
-    c.w.write("x.conf", "port=80\n");
-    let recipe = c.w.recipe_in_root(
-        "job.rhai",
-        "//! A job.\nfs::file(\"ROOT/x.conf\", \"y\\n\");\n",
-    );
+    let recipe = quick_job(&c);
     let one = c.config(
         "one.toml",
         c.pg.port,
@@ -438,17 +380,15 @@ fn a_killed_nodes_run_is_rolled_back_by_another_node() {
         std::fs::read_to_string(h.root.join("x.conf")).unwrap(),
         "changed\n"
     );
-    let i = nodes.iter().position(|n| n.name == node).unwrap();
+    let i = nodes
+        .iter()
+        .position(|n| n.name == format!("node {node}"))
+        .unwrap();
     let killed = nodes.remove(i);
     killed.kill();
     let survivor = &nodes[0];
     assert!(
-        wait_for(Duration::from_secs(30), || {
-            c.pg.sql(
-                "tend",
-                &format!("select state from tend_runs where run_id = '{run_id}'"),
-            ) == "rolled_back"
-        }),
+        wait_for(Duration::from_secs(30), || rolled_back(&c, &run_id)),
         "run {run_id} was not rolled back:\n{}",
         survivor.log()
     );
@@ -518,12 +458,7 @@ fn a_dead_nodes_local_run_waits_for_that_node() {
     // a comes back: it rolls its own run back.
     let a = c.start("a", &config, &[]);
     assert!(
-        wait_for(Duration::from_secs(20), || {
-            c.pg.sql(
-                "tend",
-                &format!("select state from tend_runs where run_id = '{run_id}'"),
-            ) == "rolled_back"
-        }),
+        wait_for(Duration::from_secs(20), || rolled_back(&c, &run_id)),
         "a did not roll its run back:\n{}",
         a.log()
     );
@@ -560,12 +495,7 @@ fn a_node_cut_off_from_the_database_stops_before_the_takeover() {
     proxy.cut();
     let cut = std::time::SystemTime::now();
     assert!(
-        wait_for(Duration::from_secs(30), || {
-            c.pg.sql(
-                "tend",
-                &format!("select state from tend_runs where run_id = '{run_id}'"),
-            ) == "rolled_back"
-        }),
+        wait_for(Duration::from_secs(30), || rolled_back(&c, &run_id)),
         "not rolled back:\n--- a\n{}\n--- b\n{}",
         a.log(),
         b.log()
@@ -614,11 +544,7 @@ fn line_time(log: &str, text: &str) -> chrono::DateTime<chrono::Utc> {
 #[test]
 fn a_database_restart_loses_and_repeats_nothing() {
     let c = Cluster::new();
-    c.w.write("x.conf", "port=80\n");
-    let recipe = c.w.recipe_in_root(
-        "job.rhai",
-        "//! A quick job.\nfs::file(\"ROOT/x.conf\", \"port=8080\\n\");\n",
-    );
+    let recipe = quick_job(&c);
     let config = c.config(
         "tend.toml",
         c.pg.port,

@@ -6,84 +6,20 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::World;
+use support::{wait_for, Daemon, World};
 
-/// A `tend daemon --log-format json` of a world, killed if a test fails first.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
+/// `tend daemon` for a world, once it listens on its socket.
+fn start_daemon(w: &World) -> Daemon {
+    start_daemon_with(w, &[])
 }
 
-impl Daemon {
-    fn start(w: &World) -> Daemon {
-        Daemon::start_with(w, &[])
-    }
-
-    fn start_with(w: &World, extra: &[&str]) -> Daemon {
-        let log = w.dir.path().join(format!("daemon-{}.log", now_ms()));
-        let child = w
-            .command()
-            .args(["daemon", "--log-format", "json"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, log };
-        let sock = w.state().join("daemon.sock");
-        assert!(
-            wait_for(Duration::from_secs(10), || sock.exists()),
-            "the daemon never listened:\n{}",
-            d.log()
-        );
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
-    }
-
-    /// SIGTERM, and its exit code once it has ended.
-    fn stop(mut self) -> i32 {
-        self.signal("TERM");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the daemon did not stop:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_daemon_with(w: &World, extra: &[&str]) -> Daemon {
+    let log = w.dir.path().join(format!("daemon-{}.log", now_ms()));
+    let sock = w.state().join("daemon.sock");
+    Daemon::spawn(w.command(), extra, log, "the daemon", |_| sock.exists())
 }
 
 fn now_ms() -> u128 {
@@ -91,17 +27,6 @@ fn now_ms() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    cond()
 }
 
 fn audit(w: &World) -> Vec<Value> {
@@ -158,7 +83,7 @@ fn rfc(v: &Value) -> chrono::DateTime<chrono::Utc> {
 fn every_two_seconds_fires_five_audited_runs_in_ten_seconds() {
     let w = World::new();
     setup(&w, &entry("every2", "*/2 * * * * *", ""), QUICK);
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     let sock = std::fs::metadata(w.state().join("daemon.sock")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&sock.permissions()) & 0o777,
@@ -206,7 +131,7 @@ fn overlapping(overlap: &str) -> (World, Vec<Value>) {
         entry("slow", "*/2 * * * * *", &format!("overlap = \"{overlap}\""))
     );
     setup(&w, &toml, SLOW);
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(d.stop(), 0);
     let history = record(&w, "slow")["history"].as_array().unwrap().clone();
@@ -285,7 +210,7 @@ fn a_run_killed_with_the_daemon_is_rolled_back_at_restart() {
         &entry("slow", "0 0 1 1 *", ""),
         "fs::file(\"ROOT/x.conf\", \"changed\\n\");\nsh(\"sleep 20\", #{read_only: true});\n",
     );
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     let asked = w.tend(&["schedule", "run", "slow"]);
     asked.assert_code(0);
     assert!(asked.stdout.contains("started"), "{}", asked.stdout);
@@ -302,7 +227,7 @@ fn a_run_killed_with_the_daemon_is_rolled_back_at_restart() {
     d.kill();
     assert_eq!(content(&w), "changed\n");
 
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     assert!(
         wait_for(Duration::from_secs(10), || record(&w, "slow")
             ["last_outcome"]
@@ -345,7 +270,7 @@ fn after_an_hour_down(catch_up: &str) -> (World, Daemon) {
         .to_string(),
     )
     .unwrap();
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     (w, d)
 }
 
@@ -396,7 +321,7 @@ fn catch_up_runs_once_after_downtime_and_not_at_all_without_it() {
 fn sighup_keeps_the_old_schedule_on_a_broken_file_and_applies_a_fixed_one() {
     let w = World::new();
     setup(&w, &entry("a", "* * * * * *", ""), QUICK);
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     let runs = |name: &str| events(&w, "run_start", name).len();
     assert!(
         wait_for(Duration::from_secs(5), || runs("a") >= 1),
@@ -446,7 +371,7 @@ fn an_edited_recipe_is_refused_at_fire_time_and_pause_is_audited() {
         format!("{}// edited\n", std::fs::read_to_string(&r).unwrap()),
     )
     .unwrap();
-    let d = Daemon::start(&w);
+    let d = start_daemon(&w);
     assert!(
         wait_for(Duration::from_secs(5), || !events(
             &w,
@@ -542,7 +467,7 @@ fn refusals_and_staleness_reach_the_webhook_and_metrics_are_served() {
         format!("{}// edited\n", std::fs::read_to_string(&r).unwrap()),
     )
     .unwrap();
-    let d = Daemon::start_with(&w, &["--metrics", "127.0.0.1:0"]);
+    let d = start_daemon_with(&w, &["--metrics", "127.0.0.1:0"]);
     let reasons = |got: &std::sync::Mutex<Vec<Value>>| -> Vec<String> {
         got.lock()
             .unwrap()

@@ -500,3 +500,100 @@ pub fn dump_dom(url: &str) -> String {
     );
     dom
 }
+
+/// Wait up to `limit` for `cond`, looking every 50 ms; whether it became true.
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A `tend daemon --log-format json` process, its stderr in `log`; killed if a test
+/// fails first.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    /// For messages: "the daemon", "node a".
+    pub name: String,
+}
+
+impl Daemon {
+    /// Spawn `cmd` (a `tend` command with its environment) as `tend daemon
+    /// --log-format json EXTRA…`, its log in `log`; then wait up to 20 s for
+    /// `ready` (given the log so far).
+    pub fn spawn(
+        mut cmd: Command,
+        extra: &[&str],
+        log: PathBuf,
+        name: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> Daemon {
+        let child = cmd
+            .args(["daemon", "--log-format", "json"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            log,
+            name: name.to_string(),
+        };
+        assert!(
+            wait_for(std::time::Duration::from_secs(20), || ready(&d.log())),
+            "{name} never started:\n{}",
+            d.log()
+        );
+        d
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// SIGTERM, and its exit code once it has ended (at most 30 s).
+    pub fn stop(mut self) -> i32 {
+        self.signal("TERM");
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{} did not stop:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9: no rollback, no last word.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
