@@ -612,3 +612,53 @@ fn scrape(addr: &str) -> String {
     let _ = s.read_to_string(&mut text);
     text
 }
+
+// ---------------------------------------------------------------- bad input
+
+/// A misspelt key, a lease too short, a password in the URL, a database that does
+/// not answer: each a clear error, nothing started.
+#[test]
+fn bad_cluster_settings_are_clear_errors() {
+    let w = World::new();
+    let run = |toml: &str| {
+        let config = w.beside("tend.toml", toml);
+        let r = Run::from(
+            w.command()
+                .env("TEND_CONFIG", &config)
+                .env("TEND_TEST_PG_PW", "not-the-password")
+                .args(["cluster", "status"])
+                .output()
+                .unwrap(),
+        );
+        (r.code, r.stderr)
+    };
+    let (code, err) = run("[cluster]\npostgress = \"host=127.0.0.1\"\n");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("tend.toml:2") && err.contains("postgres"),
+        "{err}"
+    );
+    let (code, err) = run("[cluster]\npostgres = \"host=127.0.0.1\"\nlease = \"1s\"\n");
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("shorter than 3s"), "{err}");
+    let (code, err) = run("[cluster]\npostgres = \"postgres://u:hunter2@127.0.0.1/tend\"\n");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("password") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, err) = run(&format!(
+        "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=tend dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\n"
+    ));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && !err.contains("panicked"),
+        "{err}"
+    );
+}
