@@ -212,8 +212,9 @@ fn nodes_heartbeat_drain_and_keep_schedule_state() {
     assert!(nodes[0].draining && !nodes[1].draining);
     assert_eq!(nodes[1].info.schedule_hash, "hash-b");
 
-    // A heartbeat, and a process of the node that is no daemon, renew the node's
-    // run leases and host locks.
+    // A heartbeat, and the renewal a process that is no daemon runs, renew the run
+    // leases and host locks this process holds; another process of the same node
+    // (a restart) does not: what the dead one held must run out.
     let a = &stores[0];
     let run_id = a.runs.reserve_run_id().unwrap();
     a.runs.write(&run_meta(&run_id, "running")).unwrap();
@@ -233,8 +234,15 @@ fn nodes_heartbeat_drain_and_keep_schedule_state() {
     let second = leases();
     assert!(second > first, "{second} > {first}");
     std::thread::sleep(Duration::from_millis(1100));
-    let cli = PgStore::connect(&settings(&pg, "tend", "a")).unwrap();
-    cli.renew_leases().unwrap();
+    let restarted = PgStore::connect(&settings(&pg, "tend", "a")).unwrap();
+    restarted.renew_leases().unwrap();
+    assert_eq!(
+        leases(),
+        second,
+        "another process renewed what it does not hold"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    node(a).heartbeat(&info("a")).unwrap();
     let third = leases();
     assert!(third > second, "{third} > {second}");
 

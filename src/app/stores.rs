@@ -16,6 +16,7 @@ pub fn stores_for(state: &StateDir, config: &Config) -> Result<Stores> {
         None => Ok(Stores::embedded(state)),
         Some(settings) => {
             let pg = crate::store::pg::PgStore::connect(settings)?;
+            pg.keep_leases()?;
             Ok(Stores::cluster(state, Arc::new(pg)))
         }
     }

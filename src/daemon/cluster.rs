@@ -55,6 +55,8 @@ pub struct Node {
     fencing: AtomicBool,
     /// Runs already reported as not to be taken over (local to a dead node).
     reported: Mutex<HashSet<String>>,
+    /// The entries paused cluster-wide, read at each heartbeat.
+    paused: Mutex<HashSet<String>>,
     /// The other nodes whose schedule set differs, as last logged.
     mismatched: Mutex<Vec<String>>,
     /// Called with the database's state after each heartbeat (the metric).
@@ -87,6 +89,7 @@ impl Node {
             draining: AtomicBool::new(false),
             fencing: AtomicBool::new(false),
             reported: Mutex::default(),
+            paused: Mutex::default(),
             mismatched: Mutex::default(),
             on_db: Mutex::new(None),
         }
@@ -118,42 +121,44 @@ impl Node {
 
     /// Claim the fire of `name` due at `at` for this node.
     pub fn claim(&self, name: &str, at: DateTime<Utc>, reason: &str) -> Claim {
+        self.claim_many(&[(name.to_string(), at, reason.to_string())])[0]
+    }
+
+    /// Claim fires in one round trip: what became of each.
+    pub fn claim_many(&self, fires: &[(String, DateTime<Utc>, String)]) -> Vec<Claim> {
+        if fires.is_empty() {
+            return Vec::new();
+        }
         if self.draining.load(Ordering::SeqCst) {
             tracing::info!(
-                schedule = name,
-                "draining: the fire is left to another node"
+                fires = fires.len(),
+                "draining: fires are left to other nodes"
             );
-            return Claim::Lost;
+            return vec![Claim::Lost; fires.len()];
         }
         if self.fenced() {
             tracing::warn!(
-                schedule = name,
-                due = %at,
+                fires = fires.len(),
                 "the cluster database is unreachable: this node claims no fire"
             );
-            return Claim::Down;
+            return vec![Claim::Down; fires.len()];
         }
-        match self.cluster.claim_fire(name, at, reason) {
-            Ok(true) => Claim::Won,
-            Ok(false) => {
-                tracing::debug!(schedule = name, due = %at, "claimed by another node");
-                Claim::Lost
-            }
+        match self.cluster.claim_fires(fires) {
+            Ok(won) => won
+                .into_iter()
+                .map(|w| if w { Claim::Won } else { Claim::Lost })
+                .collect(),
             Err(e) => {
-                tracing::warn!(schedule = name, due = %at, "cannot claim the fire: {e}");
-                Claim::Down
+                tracing::warn!(fires = fires.len(), "cannot claim fires: {e}");
+                vec![Claim::Down; fires.len()]
             }
         }
     }
 
-    /// Whether `name` is paused cluster-wide (`tend schedule pause` on any node).
+    /// Whether `name` is paused cluster-wide (`tend schedule pause` on any node), as
+    /// the last heartbeat read it.
     pub fn paused(&self, name: &str) -> bool {
-        match self.cluster.schedule_state(name) {
-            Ok(Some(v)) => v.get("paused").and_then(|p| p.as_bool()) == Some(true),
-            Ok(None) => false,
-            // Unknown: the claim will fail too, so nothing runs either way.
-            Err(_) => false,
-        }
+        self.paused.lock().expect("paused").contains(name)
     }
 
     /// The latest fire of `name` claimed by any node (the base for `catch_up`).
@@ -207,6 +212,10 @@ impl Node {
                 }
                 return;
             }
+        }
+        match self.cluster.paused() {
+            Ok(p) => *self.paused.lock().expect("paused") = p.into_iter().collect(),
+            Err(e) => tracing::warn!("cannot read the paused entries: {e}"),
         }
         self.check_schedule_sets(&info);
         self.take_over_expired(ctx);

@@ -70,6 +70,31 @@ struct Slot {
     unclaimed: Option<Unclaimed>,
 }
 
+/// The fires of one entry that have passed, as [`Scheduler::plan_passed`] found them.
+#[derive(Clone)]
+struct Passed {
+    name: String,
+    first: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    count: u64,
+    /// Whether one of them runs, and why.
+    run: Option<Reason>,
+}
+
+impl Passed {
+    /// How many do not run.
+    fn missed(&self) -> u64 {
+        self.count - u64::from(self.run.is_some())
+    }
+}
+
+/// What became of the claims of one entry's passed fires.
+#[derive(Clone, Copy)]
+struct Claims {
+    run: Claim,
+    missed: Claim,
+}
+
 /// Fires nobody could claim: the first, the latest, how many.
 type Unclaimed = (DateTime<Utc>, DateTime<Utc>, u64);
 
@@ -253,8 +278,23 @@ impl Scheduler {
                 .iter()
                 .filter_map(|(n, s)| s.next.filter(|t| *t <= now).map(|t| (n.clone(), t)))
                 .collect();
-            for (name, at) in due {
-                self.passed(&mut inner, &name, at, now);
+            if self.ctx.node.is_none() {
+                for (name, at) in due {
+                    self.passed(&mut inner, &name, at, now);
+                }
+            } else if !due.is_empty() {
+                // The claims go to the database without holding the schedule: a run
+                // ending meanwhile, SIGTERM or SIGHUP must not wait on the network.
+                let plans: Vec<Passed> = due
+                    .into_iter()
+                    .filter_map(|(name, at)| self.plan_passed(&mut inner, &name, at, now))
+                    .collect();
+                drop(inner);
+                let claims = self.claim(&plans);
+                inner = self.lock();
+                for (p, c) in plans.into_iter().zip(claims) {
+                    self.settle(&mut inner, p, c);
+                }
             }
             let earliest = inner.slots.values().filter_map(|s| s.next).min();
             let sleep = earliest
@@ -368,9 +408,26 @@ impl Scheduler {
     /// passed: one fire runs if it is on time, or (late) if `catch_up` covers it;
     /// the others are counted as missed. Its next fire is set after `now`.
     fn passed(&self, inner: &mut Inner, name: &str, first: DateTime<Utc>, now: DateTime<Utc>) {
-        let Some(slot) = inner.slots.get_mut(name) else {
+        let Some(p) = self.plan_passed(inner, name, first, now) else {
             return;
         };
+        let claims = self.claim(std::slice::from_ref(&p));
+        if let Some(c) = claims.first() {
+            self.settle(inner, p, *c);
+        }
+    }
+
+    /// What passing the fires of `name` from `first` up to `now` means: how many,
+    /// the latest, and whether one runs (on time, or late under `catch_up`). Sets
+    /// the entry's next fire after `now`.
+    fn plan_passed(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        first: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<Passed> {
+        let slot = inner.slots.get_mut(name)?;
         let entry = slot.entry.clone();
         slot.next = next_of(&entry, now);
         let (mut count, mut latest) = (1u64, first);
@@ -393,31 +450,69 @@ impl Scheduler {
                 .filter(|w| late <= *w)
                 .map(|_| Reason::CatchUp)
         };
-        let missed = count - u64::from(run.is_some());
-        // In a cluster every node sees the same fires: one claim decides which node
-        // runs each, and which one reports its misses.
-        let run = match (&self.ctx.node, run) {
-            (Some(node), Some(reason)) => match node.claim(name, latest, reason.as_str()) {
-                Claim::Won => Some(reason),
-                Claim::Lost => None,
-                Claim::Down => {
-                    if let Some(slot) = inner.slots.get_mut(name) {
-                        slot.unclaimed = Some(match slot.unclaimed {
-                            Some((f, _, n)) => (f, latest, n + count),
-                            None => (first, latest, count),
-                        });
-                    }
-                    return;
-                }
-            },
-            (_, run) => run,
+        Some(Passed {
+            name: name.to_string(),
+            first,
+            latest,
+            count,
+            run,
+        })
+    }
+
+    /// In a cluster every node sees the same fires: one claim decides which node
+    /// runs each (`run`), and which one reports its misses (`missed`). All of them
+    /// in one round trip. Without a cluster, this node has them all.
+    fn claim(&self, passed: &[Passed]) -> Vec<Claims> {
+        let Some(node) = &self.ctx.node else {
+            return vec![
+                Claims {
+                    run: Claim::Won,
+                    missed: Claim::Won
+                };
+                passed.len()
+            ];
         };
-        let missed = match &self.ctx.node {
-            Some(node) if missed > 0 && node.claim(name, first, "missed") != Claim::Won => 0,
-            _ => missed,
-        };
-        if missed > 0 {
-            tracing::warn!(schedule = name, missed, last_missed = %latest, "fires missed");
+        let mut batch = Vec::new();
+        for p in passed {
+            if let Some(reason) = p.run {
+                batch.push((p.name.clone(), p.latest, reason.as_str().to_string()));
+            }
+            if p.missed() > 0 {
+                batch.push((p.name.clone(), p.first, "missed".to_string()));
+            }
+        }
+        let mut results = node.claim_many(&batch).into_iter();
+        passed
+            .iter()
+            .map(|p| Claims {
+                run: match p.run {
+                    Some(_) => results.next().unwrap_or(Claim::Down),
+                    None => Claim::Lost,
+                },
+                missed: match p.missed() {
+                    0 => Claim::Lost,
+                    _ => results.next().unwrap_or(Claim::Down),
+                },
+            })
+            .collect()
+    }
+
+    /// Act on passed fires as their claims say: record those nobody could claim
+    /// (the database is down), report misses, fire.
+    fn settle(&self, inner: &mut Inner, p: Passed, claims: Claims) {
+        let name = p.name.as_str();
+        if p.run.is_some() && claims.run == Claim::Down {
+            if let Some(slot) = inner.slots.get_mut(name) {
+                slot.unclaimed = Some(match slot.unclaimed {
+                    Some((f, _, n)) => (f, p.latest, n + p.count),
+                    None => (p.first, p.latest, p.count),
+                });
+            }
+            return;
+        }
+        let missed = p.missed();
+        if missed > 0 && claims.missed == Claim::Won {
+            tracing::warn!(schedule = name, missed, last_missed = %p.latest, "fires missed");
             self.ctx.records.update(name, |r| r.missed_fires += missed);
             audit(
                 &self.ctx,
@@ -426,8 +521,8 @@ impl Scheduler {
                 json!({"reason": "missed", "missed": missed}),
             );
         }
-        if let Some(reason) = run {
-            self.fire_locked(inner, name, reason, Some(latest));
+        if let (Some(reason), Claim::Won) = (p.run, claims.run) {
+            self.fire_locked(inner, name, reason, Some(p.latest));
         }
     }
 

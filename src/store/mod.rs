@@ -169,6 +169,20 @@ pub trait Cluster: Send + Sync {
         at: chrono::DateTime<chrono::Utc>,
         reason: &str,
     ) -> Result<bool>;
+    /// Claim many fires in one round trip: for each `(schedule, at, reason)`, whether
+    /// this node won it. A cluster of many entries due in the same second claims
+    /// them all at once.
+    fn claim_fires(
+        &self,
+        fires: &[(String, chrono::DateTime<chrono::Utc>, String)],
+    ) -> Result<Vec<bool>> {
+        fires
+            .iter()
+            .map(|(s, at, r)| self.claim_fire(s, *at, r))
+            .collect()
+    }
+    /// The entries paused cluster-wide (`tend schedule pause`).
+    fn paused(&self) -> Result<Vec<String>>;
     /// The run a claimed fire started, once known.
     fn fire_ran(
         &self,

@@ -92,6 +92,40 @@ impl Cluster for PgStore {
         })
     }
 
+    fn claim_fires(&self, fires: &[(String, DateTime<Utc>, String)]) -> Result<Vec<bool>> {
+        if fires.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = fires.iter().map(|f| f.0.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = fires.iter().map(|f| f.1).collect();
+        let reasons: Vec<&str> = fires.iter().map(|f| f.2.as_str()).collect();
+        let won: std::collections::HashSet<(String, DateTime<Utc>)> = self.pool.with(|c| {
+            let rows = c.query(
+                "INSERT INTO tend_fires (schedule, scheduled_at, node, reason)
+                 SELECT s, t, $4, r FROM unnest($1::text[], $2::timestamptz[], $3::text[])
+                     AS f(s, t, r)
+                 ON CONFLICT DO NOTHING
+                 RETURNING schedule, scheduled_at",
+                &[&names, &times, &reasons, &self.node],
+            )?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })?;
+        Ok(fires
+            .iter()
+            .map(|(s, at, _)| won.contains(&(s.clone(), *at)))
+            .collect())
+    }
+
+    fn paused(&self) -> Result<Vec<String>> {
+        self.pool.with(|c| {
+            let rows = c.query(
+                "SELECT name FROM tend_schedule_state WHERE (state->>'paused')::boolean",
+                &[],
+            )?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn fire_ran(&self, schedule: &str, at: DateTime<Utc>, run_id: &str) -> Result<()> {
         self.pool.with(|c| {
             c.execute(

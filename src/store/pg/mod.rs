@@ -60,14 +60,16 @@ impl PgStore {
             tokens: Arc::default(),
             live: Arc::default(),
         };
-        store.keep_leases()?;
         Ok(store)
     }
 
     /// Renew, every lease/3 while this process lives, the leases of the runs and
     /// host locks it holds: a `tend run` in cluster mode as much as a daemon (whose
     /// heartbeat also does it, with the node's row).
-    fn keep_leases(&self) -> Result<()> {
+    /// Started by the application for every process that works on the cluster; a
+    /// store without it holds its leases only through `Cluster::heartbeat` and
+    /// [`PgStore::renew_leases`] (as the store's own tests want, to let one expire).
+    pub fn keep_leases(&self) -> Result<()> {
         let pool = Arc::downgrade(&self.pool);
         let (node, lease) = (self.node.clone(), self.lease);
         let (live, tokens) = (self.live.clone(), self.tokens.clone());
