@@ -94,7 +94,20 @@ impl Ctx {
 
 /// An audit event of the scheduler itself (a skip, a refusal, a pause), with the
 /// fields every scheduled event carries. A log that cannot record it is logged.
-pub fn audit(ctx: &Ctx, event: &str, name: &str, mut fields: serde_json::Value) {
+pub fn audit(ctx: &Ctx, event: &str, name: &str, fields: serde_json::Value) {
+    if let Err(e) = ctx.stores.audit.append(event_of(ctx, event, name, fields)) {
+        tracing::error!(schedule = name, "audit log: {e}");
+    }
+}
+
+/// The audit record of a scheduler event: `fields` with the fields every scheduled
+/// event carries.
+pub fn event_of(
+    ctx: &Ctx,
+    event: &str,
+    name: &str,
+    mut fields: serde_json::Value,
+) -> serde_json::Value {
     if let Some(obj) = fields.as_object_mut() {
         obj.insert("event".into(), event.into());
         obj.insert("trigger".into(), "schedule".into());
@@ -102,9 +115,7 @@ pub fn audit(ctx: &Ctx, event: &str, name: &str, mut fields: serde_json::Value) 
         obj.entry("user")
             .or_insert_with(|| ctx.actor.user.clone().into());
     }
-    if let Err(e) = ctx.stores.audit.append(fields) {
-        tracing::error!(schedule = name, "audit log: {e}");
-    }
+    fields
 }
 
 /// Run `entry` now, as `reason` says, until it ends or `cancel` stops it; its

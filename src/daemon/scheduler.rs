@@ -40,6 +40,8 @@ pub struct Scheduler {
 struct Shared {
     inner: Mutex<Inner>,
     changed: Condvar,
+    /// Audit records of skipped fires not yet written (see [`Scheduler::flush`]).
+    skips: Mutex<Vec<serde_json::Value>>,
 }
 
 struct Inner {
@@ -134,6 +136,7 @@ impl Scheduler {
                     catch_up: false,
                 }),
                 changed: Condvar::new(),
+                skips: Mutex::default(),
             }),
         }
     }
@@ -162,6 +165,19 @@ impl Scheduler {
         self.shared.changed.notify_all();
     }
 
+    /// Write the audit records of the fires skipped since the last time, in one
+    /// append; not under the schedule's lock.
+    pub fn flush(&self) {
+        let events =
+            std::mem::take(&mut *self.shared.skips.lock().unwrap_or_else(|p| p.into_inner()));
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.stores.audit.append_many(events) {
+            tracing::error!("audit log: cannot record skipped fires: {e}");
+        }
+    }
+
     /// No more fires (SIGTERM): [`Scheduler::run`] returns.
     pub fn stop(&self) {
         self.lock().stopping = true;
@@ -178,7 +194,10 @@ impl Scheduler {
         if inner.stopping {
             return Err("the daemon is stopping".into());
         }
-        Ok(self.fire_locked(&mut inner, name, Reason::Manual, None))
+        let what = self.fire_locked(&mut inner, name, Reason::Manual, None);
+        drop(inner);
+        self.flush();
+        Ok(what)
     }
 
     /// Before the loop: `@reboot` entries fire, and entries whose fires were missed
@@ -296,6 +315,9 @@ impl Scheduler {
                     self.settle(&mut inner, p, c);
                 }
             }
+            drop(inner);
+            self.flush();
+            inner = self.lock();
             let earliest = inner.slots.values().filter_map(|s| s.next).min();
             let sleep = earliest
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -364,6 +386,8 @@ impl Scheduler {
                 .wait(inner)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        drop(inner);
+        self.flush();
     }
 
     /// The database is back: each entry with fires nobody could claim gets one run
@@ -587,12 +611,19 @@ impl Scheduler {
             skipped = why,
             "fire skipped"
         );
-        audit(
+        // Written once per turn of the loop, all together: a second in which a
+        // thousand entries skip is one append, not a thousand.
+        let event = fire::event_of(
             &self.ctx,
             "schedule_skip",
             name,
             json!({"reason": why, "fire": reason.as_str()}),
         );
+        self.shared
+            .skips
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
         format!("skipped ({why})")
     }
 
