@@ -39,6 +39,9 @@ pub struct RunMeta {
     pub hash: String,
     pub params: std::collections::BTreeMap<String, String>,
     pub user: String,
+    /// The `[[schedule]]` entry that fired it: absent for a person's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     pub started: String,
     #[serde(default)]
     pub ended: Option<String>,
@@ -108,6 +111,7 @@ impl RunMeta {
             hash: String::new(),
             params: Default::default(),
             user: String::new(),
+            schedule: None,
             started: String::new(),
             ended: None,
             duration_ms: 0,

@@ -215,6 +215,45 @@ fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
     for id in &run_ids {
         assert!(listed.contains(*id), "tend runs lacks {id}");
     }
+    // One record of the entry for the whole cluster: every node's runs count in it,
+    // `tend schedule list` shows the cluster's last run, and each node's copy (its
+    // status page) holds runs of the others.
+    let newest = run_ids.iter().max().unwrap();
+    let list = c.tend(&config, &["schedule", "list", "--json"]);
+    list.assert_code(0);
+    let listed = &list.events()[0];
+    assert_eq!(listed["last_run"]["run_id"], **newest, "{listed}");
+    assert_eq!(listed["last_run"]["outcome"], "ok", "{listed}");
+    assert_eq!(listed["consecutive_failures"], 0, "{listed}");
+    let history: Vec<String> =
+        c.pg.sql(
+            "tend",
+            "select h->>'run_id' from tend_schedule_state, \
+             jsonb_array_elements(state->'history') h where name = 'every2'",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let recorded: std::collections::BTreeSet<&str> = history.iter().map(String::as_str).collect();
+    assert_eq!(history.len(), starts.len(), "{history:?}");
+    assert_eq!(
+        recorded, run_ids,
+        "the record's history is not the cluster's runs"
+    );
+    for n in ["a", "b", "c"] {
+        let own = fires
+            .iter()
+            .filter(|f| f.split(' ').nth(3) == Some(n))
+            .count();
+        let copy = std::fs::read(c.state(n).join("schedules/every2.json")).unwrap();
+        let copy: Value = serde_json::from_slice(&copy).unwrap();
+        let seen = copy["history"].as_array().unwrap().len();
+        assert!(
+            seen > own,
+            "node {n} ran {own} and its copy shows {seen}: {copy}"
+        );
+    }
+
     let migrate = c.tend(&config, &["cluster", "migrate"]);
     migrate.assert_code(0);
     assert!(
@@ -410,6 +449,24 @@ fn a_killed_nodes_run_is_rolled_back_by_another_node() {
     assert_eq!(takeover[0]["run_id"], run_id.as_str());
     assert_eq!(takeover[0]["from_node"], node.as_str());
     c.tend(cfg, &["audit", "verify"]).assert_code(0);
+    // The entry's record, which said the run was going when its node died, says how
+    // it ended.
+    let ended = c.pg.sql(
+        "tend",
+        &format!(
+            "select h->>'outcome' from tend_schedule_state, \
+             jsonb_array_elements(state->'history') h where h->>'run_id' = '{run_id}'"
+        ),
+    );
+    assert_eq!(
+        ended,
+        "rolled_back",
+        "{}\n{}",
+        c.pg.sql("tend", "select state from tend_schedule_state"),
+        survivor.log()
+    );
+    let recovered = of(&audit, "schedule_recovered");
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
 }
 
 /// A run that changed the dead node's own machine (`local`) cannot be taken over

@@ -117,6 +117,36 @@ fn migrations_apply_once_under_concurrent_connects_and_a_newer_schema_is_refused
     );
 }
 
+/// A database made by the first release (schema 1) keeps what it holds: a paused
+/// entry is still paused, and its record reads as a first version.
+#[test]
+fn a_schema_one_database_migrates_and_keeps_its_records() {
+    let pg = Pg::start();
+    pg.create_db("tend");
+    pg.sql(
+        "tend",
+        "CREATE TABLE tend_schema (id smallint PRIMARY KEY CHECK (id = 1), version integer NOT NULL);
+         INSERT INTO tend_schema VALUES (1, 1);",
+    );
+    pg.sql("tend", include_str!("../src/store/pg/schema_1.sql"));
+    pg.sql(
+        "tend",
+        "INSERT INTO tend_schedule_state VALUES ('nightly', '{\"paused\": true}')",
+    );
+    let store = PgStore::connect(&settings(&pg, "tend", "a")).unwrap();
+    assert_eq!(
+        pg.sql("tend", "SELECT version FROM tend_schema"),
+        migrate::latest().to_string()
+    );
+    assert_eq!(store.paused().unwrap(), ["nightly"]);
+    let (states, _) = store.schedule_states(None).unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(
+        (states[0].version, &states[0].state),
+        (1, &json!({"paused": true}))
+    );
+}
+
 #[test]
 fn a_fresh_database_migrates_from_zero_and_connection_errors_name_the_place_not_the_password() {
     let pg = Pg::start();
@@ -248,13 +278,55 @@ fn nodes_heartbeat_drain_and_keep_schedule_state() {
 
     assert_eq!(node(&stores[0]).schedule_state("backup").unwrap(), None);
     let state = json!({"last_fire": "2026-12-03T06:00:00Z", "failures": 2});
-    node(&stores[0])
-        .put_schedule_state("backup", &state)
+    let version = node(&stores[0])
+        .update_schedule_state("backup", &mut |old| {
+            assert_eq!(old, None);
+            state.clone()
+        })
         .unwrap();
+    assert_eq!(version, 1);
     assert_eq!(
         node(&stores[1]).schedule_state("backup").unwrap(),
         Some(state)
     );
+}
+
+/// Schedule records are changed by every node at once: the changes add up (none is
+/// written over another's), and a node reads back only what changed since.
+#[test]
+fn schedule_records_changed_by_three_nodes_at_once_add_up() {
+    let (_pg, stores, _state) = cluster(&["a", "b", "c"]);
+    let (_, start) = node(&stores[0]).schedule_states(None).unwrap();
+    std::thread::scope(|s| {
+        for st in &stores {
+            s.spawn(move || {
+                for _ in 0..40 {
+                    node(st)
+                        .update_schedule_state("nightly", &mut |old| {
+                            let n = old.map_or(0, |v| v["failures"].as_u64().unwrap());
+                            json!({ "failures": n + 1 })
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let (all, _) = node(&stores[1]).schedule_states(None).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].state["failures"], 120, "{:?}", all[0]);
+    assert_eq!(all[0].version, 120);
+
+    std::thread::sleep(Duration::from_millis(50));
+    let (_, later) = node(&stores[2]).schedule_states(None).unwrap();
+    node(&stores[2])
+        .update_schedule_state("weekly", &mut |_| json!({"paused": true}))
+        .unwrap();
+    let (changed, _) = node(&stores[0]).schedule_states(Some(later)).unwrap();
+    let names: Vec<&str> = changed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["weekly"]);
+    assert_eq!(node(&stores[0]).paused().unwrap(), ["weekly"]);
+    let (since_start, _) = node(&stores[0]).schedule_states(Some(start)).unwrap();
+    assert_eq!(since_start.len(), 2);
 }
 
 #[test]

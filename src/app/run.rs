@@ -208,6 +208,7 @@ pub fn run(
         hash: recipe.hash.clone(),
         params: params.clone(),
         user: user.clone(),
+        schedule: actor.schedule.clone(),
         started: chrono::Utc::now().to_rfc3339(),
         ended: None,
         duration_ms: 0,

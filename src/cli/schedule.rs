@@ -1,6 +1,7 @@
 //! `tend schedule check|list|next`: the `[[schedule]]` entries of tend.toml as the
 //! daemon will see them. Nothing here starts a run.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -9,6 +10,7 @@ use clap::Subcommand;
 
 use crate::app;
 use crate::app::Config;
+use crate::daemon::record::Record;
 use crate::error::{did_you_mean, exit, Error, Result};
 use crate::inventory::Inventory;
 use crate::out::outln;
@@ -108,8 +110,14 @@ pub fn run(
     match cmd {
         ScheduleCommand::Check { json } => check(config, file, entries, state, human, *json),
         ScheduleCommand::List { json } => {
-            let records = crate::daemon::record::dir(&state()?);
-            list(entries, &records, Utc::now(), *json);
+            let records = records(&state()?, config)?;
+            let record = |name: &str| {
+                records.get(name).cloned().unwrap_or_else(|| Record {
+                    name: name.to_string(),
+                    ..Record::default()
+                })
+            };
+            list(entries, &record, Utc::now(), *json);
             Ok(exit::OK)
         }
         ScheduleCommand::Run { name, json } => {
@@ -142,11 +150,32 @@ fn next_fire_text(e: &Entry, now: DateTime<Utc>) -> Option<String> {
         .map(|t| zone::format_at(*t, e.timezone))
 }
 
+/// What the daemons recorded of each entry of `config`: the cluster's records with
+/// `[cluster]` (whichever node fired), else those of the state directory's daemon.
+fn records(state: &StateDir, config: &Config) -> Result<HashMap<String, Record>> {
+    if let Some(cluster) = app::stores_for(state, config)?.cluster {
+        let (states, _) = cluster.schedule_states(None)?;
+        return Ok(states
+            .into_iter()
+            .filter_map(|s| {
+                let r: Record = serde_json::from_value(s.state).ok()?;
+                Some((s.name, r))
+            })
+            .collect());
+    }
+    let dir = crate::daemon::record::dir(state);
+    Ok(config
+        .schedules
+        .iter()
+        .map(|e| (e.name.clone(), crate::daemon::record::read(&dir, &e.name)))
+        .collect())
+}
+
 /// Each entry with what its daemon record says (last run, failures, paused).
-fn list(entries: &[Entry], records: &Path, now: DateTime<Utc>, json: bool) {
+fn list(entries: &[Entry], record: &dyn Fn(&str) -> Record, now: DateTime<Utc>, json: bool) {
     if json {
         for e in entries {
-            let r = crate::daemon::record::read(records, &e.name);
+            let r = record(&e.name);
             outln!(
                 "{}",
                 serde_json::json!({
@@ -175,7 +204,7 @@ fn list(entries: &[Entry], records: &Path, now: DateTime<Utc>, json: bool) {
         "NAME", "CRON", "ZONE", "NEXT", "ENABLED", "LAST RUN", "FAILURES",
     ]);
     for e in entries {
-        let r = crate::daemon::record::read(records, &e.name);
+        let r = record(&e.name);
         let next = if e.cron.is_reboot() {
             "at daemon start".to_string()
         } else {

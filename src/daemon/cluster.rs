@@ -59,6 +59,8 @@ pub struct Node {
     paused: Mutex<HashSet<String>>,
     /// The other nodes whose schedule set differs, as last logged.
     mismatched: Mutex<Vec<String>>,
+    /// The database's clock when the schedule records were last read.
+    records_read: Mutex<Option<DateTime<Utc>>>,
     /// Called with the database's state after each heartbeat (the metric).
     on_db: Mutex<Option<DbHook>>,
 }
@@ -91,6 +93,7 @@ impl Node {
             reported: Mutex::default(),
             paused: Mutex::default(),
             mismatched: Mutex::default(),
+            records_read: Mutex::default(),
             on_db: Mutex::new(None),
         }
     }
@@ -217,8 +220,25 @@ impl Node {
             Ok(p) => *self.paused.lock().expect("paused") = p.into_iter().collect(),
             Err(e) => tracing::warn!("cannot read the paused entries: {e}"),
         }
+        self.refresh_records(ctx);
         self.check_schedule_sets(&info);
         self.take_over_expired(ctx);
+    }
+
+    /// This node's copy of the schedule records (its status page, metrics, alerts):
+    /// what other nodes changed since the last heartbeat.
+    fn refresh_records(&self, ctx: &Ctx) {
+        let mut read = self.records_read.lock().expect("records read");
+        // `updated_at` is when the change's transaction began, a little before it
+        // could be seen: read back a margin rather than miss one.
+        let since = read.map(|t| t - chrono::TimeDelta::seconds(5));
+        match self.cluster.schedule_states(since) {
+            Ok((states, now)) => {
+                ctx.records.refresh(states);
+                *read = Some(now);
+            }
+            Err(e) => tracing::warn!("cannot read the schedule records: {e}"),
+        }
     }
 
     fn tell_db(&self, up: bool) {
@@ -313,7 +333,7 @@ impl Node {
         );
         // Marked interrupted first: the lease this node now holds would otherwise show
         // the run as still running, and the rollback refuses a running run.
-        match ctx.stores.runs.read(run_id) {
+        let meta = match ctx.stores.runs.read(run_id) {
             Ok(mut meta) => {
                 meta.outcome = crate::outcome::RunState::Interrupted;
                 meta.ended.get_or_insert_with(|| Utc::now().to_rfc3339());
@@ -321,12 +341,13 @@ impl Node {
                     tracing::error!(run_id, "cannot mark the run interrupted: {e}");
                     return;
                 }
+                meta
             }
             Err(e) => {
                 tracing::error!(run_id, "cannot read the run: {e}");
                 return;
             }
-        }
+        };
         record(
             ctx,
             json!({"event": "cluster_takeover", "run_id": run_id, "from_node": from,
@@ -339,20 +360,26 @@ impl Node {
             ..RollbackRequest::default()
         };
         let sink: crate::event::Sink = Arc::new(|_| {});
-        match app::rollback(&ctx.stores, &ctx.actor, &req, sink) {
+        let outcome = match app::rollback(&ctx.stores, &ctx.actor, &req, sink) {
             Ok(r) if r.incomplete.is_empty() => {
                 tracing::info!(
                     run_id,
                     reverted = r.reverted,
                     from_node = from,
                     "taken over and rolled back"
-                )
+                );
+                "rolled_back"
             }
             Ok(r) => {
-                tracing::error!(run_id, incomplete = ?r.incomplete, "taken over: rollback incomplete")
+                tracing::error!(run_id, incomplete = ?r.incomplete, "taken over: rollback incomplete");
+                "rollback_incomplete"
             }
-            Err(e) => tracing::error!(run_id, "taken over: cannot roll back: {e}"),
-        }
+            Err(e) => {
+                tracing::error!(run_id, "taken over: cannot roll back: {e}");
+                return;
+            }
+        };
+        super::recover::settle_record(ctx, &meta, outcome);
     }
 
     /// The node's thread: a heartbeat every lease/3 until `stop`.

@@ -154,13 +154,8 @@ fn handle(sched: &Scheduler, ctx: &Ctx, req: &Request, uid: u32) -> (bool, Strin
 
 /// Pause or resume `name`: persisted in its record, logged, audited with who asked.
 pub fn set_paused(ctx: &Ctx, name: &str, paused: bool, user: &str, uid: Option<u32>) {
+    // In a cluster the record is the cluster's: every node reads it at its heartbeat.
     ctx.records.update(name, |r| r.paused = paused);
-    // Cluster-wide: every node checks it before it claims a fire.
-    if let Some(c) = &ctx.stores.cluster {
-        if let Err(e) = c.put_schedule_state(name, &json!({ "paused": paused })) {
-            tracing::error!(schedule = name, "cannot pause it in the cluster: {e}");
-        }
-    }
     let what = if paused {
         "schedule_pause"
     } else {

@@ -86,6 +86,7 @@ impl Ctx {
         stores: crate::store::Stores,
         node: Arc<super::cluster::Node>,
     ) -> Ctx {
+        self.records = Arc::new(Records::shared(&self.state, stores.cluster.clone()));
         self.stores = stores;
         self.node = Some(node);
         self

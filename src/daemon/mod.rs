@@ -193,6 +193,7 @@ pub fn set_paused_here(
     let user = actor.user.clone();
     let stores = crate::app::stores_for(&state, config)?;
     let mut ctx = Ctx::new(state, actor, None);
+    ctx.records = Arc::new(record::Records::shared(&ctx.state, stores.cluster.clone()));
     ctx.stores = stores;
     control::set_paused(&ctx, name, paused, &user, None);
     Ok(())

@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::state::{mkdirs, write_atomic, StateDir};
+use crate::store::{Cluster, ScheduleState};
 
 /// Runs kept in `history`, newest last.
 pub const HISTORY: usize = 50;
@@ -43,6 +44,16 @@ pub struct Record {
     /// Fires that never ran (the daemon was down, the machine asleep), catch-ups aside.
     pub missed_fires: u64,
     pub history: Vec<Past>,
+}
+
+/// A scheduled run that died before it could record its end.
+#[derive(Debug, Clone)]
+pub struct Died {
+    pub run_id: String,
+    /// The entry that fired it (None: a run of an older tend).
+    pub schedule: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+    pub ms: u64,
 }
 
 /// One finished fire.
@@ -85,17 +96,73 @@ impl Record {
         let extra = self.history.len().saturating_sub(HISTORY);
         self.history.drain(..extra);
     }
+
+    /// See [`Records::settle`]: whether this record changed.
+    fn settle(&mut self, died: &Died, outcome: &str) -> bool {
+        let run_id = died.run_id.as_str();
+        if self.last_run_id.as_deref() == Some(run_id)
+            && self.last_outcome.as_deref() == Some(RUNNING)
+        {
+            let fired = self.last_fire().or(died.started).unwrap_or_else(Utc::now);
+            self.ended(Some(run_id.to_string()), fired, outcome, died.ms);
+            return true;
+        }
+        if self
+            .history
+            .iter()
+            .any(|p| p.run_id.as_deref() == Some(run_id))
+        {
+            return false;
+        }
+        // A later fire is the last one now: the run takes its place in the history
+        // by when it started; the last run's fields and the failure count stay.
+        let Some(started) = died.started else {
+            return false;
+        };
+        let fired = rfc3339(started);
+        let at = self.history.partition_point(|p| p.fired <= fired);
+        if at == 0 && self.history.len() >= HISTORY {
+            return false;
+        }
+        self.history.insert(
+            at,
+            Past {
+                run_id: Some(run_id.to_string()),
+                fired,
+                outcome: outcome.to_string(),
+                duration_ms: died.ms,
+            },
+        );
+        let extra = self.history.len().saturating_sub(HISTORY);
+        self.history.drain(..extra);
+        true
+    }
 }
 
 /// The records of every entry, cached, each file rewritten when its record changes.
 /// The file is written outside the cache's lock, so the scheduler reading a record
 /// never waits for a run's fsync; a version per record keeps an older snapshot from
 /// being written over a newer one.
+///
+/// In a cluster the record is the cluster's: a change is made in the database with
+/// the row locked (so a failure counted by one node and a success by another add up),
+/// and the files are this node's copy, refreshed at each heartbeat for the status
+/// page and metrics. A change made while the database is unreachable stays in this
+/// node's copy, said in the log.
 pub struct Records {
     dir: PathBuf,
-    cache: Mutex<HashMap<String, (Record, u64)>>,
+    cache: Mutex<HashMap<String, Cached>>,
     /// The version of each record last written, under the lock that orders writes.
     written: Mutex<HashMap<String, u64>>,
+    shared: Option<Arc<dyn Cluster>>,
+}
+
+struct Cached {
+    record: Record,
+    /// Counts this process's changes, to order the file writes.
+    version: u64,
+    /// The database's version of the record this copy holds (0: none).
+    shared: i64,
 }
 
 impl Records {
@@ -104,37 +171,179 @@ impl Records {
             dir: dir(state),
             cache: Mutex::default(),
             written: Mutex::default(),
+            shared: None,
         }
     }
 
-    /// The record of `name` as it is now.
+    /// The records of the cluster behind `cluster`, with this node's copy in `state`.
+    pub fn shared(state: &StateDir, cluster: Option<Arc<dyn Cluster>>) -> Records {
+        Records {
+            shared: cluster,
+            ..Records::new(state)
+        }
+    }
+
+    fn cached<'a>(&self, cache: &'a mut HashMap<String, Cached>, name: &str) -> &'a mut Cached {
+        cache.entry(name.to_string()).or_insert_with(|| Cached {
+            record: read(&self.dir, name),
+            version: 0,
+            shared: 0,
+        })
+    }
+
+    /// The record of `name` as it is now (in a cluster: as this node last saw it).
     pub fn get(&self, name: &str) -> Record {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .entry(name.to_string())
-            .or_insert_with(|| (read(&self.dir, name), 0))
-            .0
-            .clone()
+        self.cached(&mut cache, name).record.clone()
+    }
+
+    /// The names of the records this node knows.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|f| {
+                let n = f.file_name().to_str()?.strip_suffix(".json")?.to_string();
+                Some(n)
+            })
+            .collect();
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        names.extend(cache.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// Change the record of `name` and write it; a failed write is logged (the
     /// scheduler keeps going on what it has in memory).
     pub fn update<T>(&self, name: &str, change: impl FnOnce(&mut Record) -> T) -> T {
+        if let Some(cluster) = &self.shared {
+            return self.update_shared(cluster.as_ref(), name, change);
+        }
         let (out, snapshot, version) = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            let (r, version) = cache
-                .entry(name.to_string())
-                .or_insert_with(|| (read(&self.dir, name), 0));
-            let out = change(r);
-            *version += 1;
-            (out, r.clone(), *version)
+            let c = self.cached(&mut cache, name);
+            let out = change(&mut c.record);
+            c.version += 1;
+            (out, c.record.clone(), c.version)
         };
+        self.write(name, &snapshot, version);
+        out
+    }
+
+    /// [`Records::update`] in the cluster's database; this node's copy on failure.
+    fn update_shared<T>(
+        &self,
+        cluster: &dyn Cluster,
+        name: &str,
+        change: impl FnOnce(&mut Record) -> T,
+    ) -> T {
+        let mut change = Some(change);
+        let mut done: Option<(T, Record)> = None;
+        let base = self.get(name);
+        let result = cluster.update_schedule_state(name, &mut |stored| {
+            // No record in the database yet: this node's copy (an embedded state dir
+            // switched to a cluster) is the start.
+            let mut r = stored
+                .and_then(|v| serde_json::from_value::<Record>(v).ok())
+                .unwrap_or_else(|| base.clone());
+            r.name = name.to_string();
+            if let Some(c) = change.take() {
+                let out = c(&mut r);
+                done = Some((out, r.clone()));
+            }
+            serde_json::to_value(&r).unwrap_or_default()
+        });
+        let (out, record, shared) = match (result, done) {
+            (Ok(v), Some((out, r))) => (out, r, v),
+            (result, done) => {
+                if let Err(e) = result {
+                    tracing::warn!(
+                        schedule = name,
+                        "cannot change the schedule's record in the cluster database; \
+                         kept on this node only: {e}"
+                    );
+                }
+                match (done, change.take()) {
+                    (Some((out, r)), _) => (out, r, 0),
+                    (None, Some(c)) => {
+                        let mut r = base;
+                        (c(&mut r), r, 0)
+                    }
+                    (None, None) => unreachable!("the change is taken only with its result"),
+                }
+            }
+        };
+        self.keep(name, record, shared);
+        out
+    }
+
+    /// Take `record` (the database's version `shared`, 0: this node's only) into the
+    /// cache and its file, unless the cache holds a newer one.
+    fn keep(&self, name: &str, record: Record, shared: i64) -> bool {
+        let (snapshot, version) = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let c = self.cached(&mut cache, name);
+            if shared != 0 && shared <= c.shared {
+                return false;
+            }
+            c.record = record;
+            c.shared = c.shared.max(shared);
+            c.version += 1;
+            (c.record.clone(), c.version)
+        };
+        self.write(name, &snapshot, version);
+        true
+    }
+
+    /// The records other nodes changed, as the database has them.
+    pub fn refresh(&self, states: Vec<ScheduleState>) {
+        for s in states {
+            // The name becomes a file name here: only what an entry can be called.
+            if !crate::schedule::valid_name(&s.name) {
+                tracing::warn!(schedule = %s.name, "a record in the cluster database has a name no entry can have: ignored");
+                continue;
+            }
+            match serde_json::from_value::<Record>(s.state) {
+                Ok(mut r) => {
+                    r.name = s.name.clone();
+                    self.keep(&s.name, r, s.version);
+                }
+                Err(e) => {
+                    tracing::warn!(schedule = %s.name, "unreadable record in the cluster database: {e}")
+                }
+            }
+        }
+    }
+
+    /// A run that died was rolled back since, with `outcome`: the record of the entry
+    /// that fired it says so (its `running` ends, or, when a later fire has taken
+    /// its place, its history gets the run). The names of the records changed.
+    /// Runs of older versions name no entry: the record still saying `running` for
+    /// it is found by its run id.
+    pub fn settle(&self, died: &Died, outcome: &str) -> Vec<String> {
+        let names = match &died.schedule {
+            Some(name) => vec![name.clone()],
+            None => self
+                .names()
+                .into_iter()
+                .filter(|n| self.get(n).last_run_id.as_deref() == Some(died.run_id.as_str()))
+                .collect(),
+        };
+        names
+            .into_iter()
+            .filter(|name| self.update(name, |r| r.settle(died, outcome)))
+            .collect()
+    }
+
+    fn write(&self, name: &str, snapshot: &Record, version: u64) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         if written.get(name).is_some_and(|w| *w >= version) {
-            return out;
+            return;
         }
         let result = mkdirs(&self.dir).map_err(|e| e.to_string()).and_then(|()| {
-            let text = serde_json::to_vec_pretty(&snapshot).map_err(|e| e.to_string())?;
+            let text = serde_json::to_vec_pretty(snapshot).map_err(|e| e.to_string())?;
             write_atomic(&self.dir.join(format!("{name}.json")), &text).map_err(|e| e.to_string())
         });
         match result {
@@ -143,7 +352,6 @@ impl Records {
             }
             Err(e) => tracing::error!(schedule = name, "cannot write the schedule's state: {e}"),
         }
-        out
     }
 }
 
@@ -176,6 +384,38 @@ pub fn read(dir: &std::path::Path, name: &str) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_run_ends_its_record_or_takes_its_place_in_the_history() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let died = |id: &str, started: &str| Died {
+            run_id: id.into(),
+            schedule: Some("nightly".into()),
+            started: Some(at(started)),
+            ms: 5,
+        };
+        let mut r = Record::default();
+        r.ended(Some("r1".into()), at("2026-12-01T00:00:00Z"), "ok", 1);
+        r.last_fire = Some("2026-12-02T00:00:00.000Z".into());
+        r.last_run_id = Some("r2".into());
+        r.last_outcome = Some(RUNNING.into());
+        // Still the last run: it ends.
+        assert!(r.settle(&died("r2", "2026-12-02T00:00:01Z"), "rolled_back"));
+        assert_eq!(r.last_outcome.as_deref(), Some("rolled_back"));
+        assert_eq!(r.consecutive_failures, 1);
+        assert!(!r.settle(&died("r2", "2026-12-02T00:00:01Z"), "rolled_back"));
+        // A later fire took its place: into the history by its start, nothing else.
+        r.ended(Some("r4".into()), at("2026-12-04T00:00:00Z"), "ok", 1);
+        assert!(r.settle(&died("r3", "2026-12-03T00:00:00Z"), "rolled_back"));
+        let order: Vec<&str> = r
+            .history
+            .iter()
+            .map(|p| p.run_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(order, ["r1", "r2", "r3", "r4"]);
+        assert_eq!(r.last_run_id.as_deref(), Some("r4"));
+        assert_eq!(r.consecutive_failures, 0);
+    }
 
     #[test]
     fn history_keeps_the_newest_and_failures_count_until_a_success() {

@@ -3,9 +3,9 @@
 //! a schedule never starts on a host still half-changed by its previous run.
 
 use super::fire::{audit, Ctx};
-use super::record::{self, RUNNING};
+use super::record::Died;
 use crate::app::{self, RollbackRequest};
-use crate::state::StateDir;
+use crate::state::RunMeta;
 
 /// Roll back each interrupted run; records still saying `running` for one of them
 /// get its final outcome. Failures are logged; the daemon starts anyway (the run's
@@ -45,44 +45,36 @@ pub fn interrupted_runs(ctx: &Ctx) {
                 continue;
             }
         };
-        // How long it ran, as far as its last heartbeat shows.
-        let ms = meta.lease.as_ref().map_or(0, |l| {
-            let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-            match (at(&l.since), at(&l.heartbeat)) {
-                (Some(a), Some(b)) => (b - a).num_milliseconds().max(0) as u64,
-                _ => 0,
-            }
-        });
-        settle_record(ctx, &ctx.state, &id, &outcome, ms);
+        settle_record(ctx, &meta, &outcome);
     }
 }
 
-/// The schedule whose record says `run_id` is running gets `outcome` for it.
-fn settle_record(ctx: &Ctx, state: &StateDir, run_id: &str, outcome: &str, ms: u64) {
-    let Ok(files) = std::fs::read_dir(record::dir(state)) else {
-        return;
+/// The record of the entry that fired a run that died says how it ended.
+pub fn settle_record(ctx: &Ctx, meta: &RunMeta, outcome: &str) {
+    // How long it ran, as far as its last heartbeat shows (or, in a cluster, until
+    // the node that took it over marked it ended).
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.to_utc())
     };
-    for f in files.flatten() {
-        let path = f.path();
-        let Some(name) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".json"))
-        else {
-            continue;
-        };
-        let r = ctx.records.get(name);
-        if r.last_run_id.as_deref() == Some(run_id) && r.last_outcome.as_deref() == Some(RUNNING) {
-            let fired = r.last_fire().unwrap_or_else(chrono::Utc::now);
-            ctx.records.update(name, |r| {
-                r.ended(Some(run_id.to_string()), fired, outcome, ms)
-            });
-            audit(
-                ctx,
-                "schedule_recovered",
-                name,
-                serde_json::json!({"run_id": run_id, "outcome": outcome}),
-            );
-        }
+    let span = match &meta.lease {
+        Some(l) => at(&l.since).zip(at(&l.heartbeat)),
+        None => at(&meta.started).zip(meta.ended.as_deref().and_then(at)),
+    };
+    let ms = span.map_or(0, |(a, b)| (b - a).num_milliseconds().max(0) as u64);
+    let died = Died {
+        run_id: meta.run_id.clone(),
+        schedule: meta.schedule.clone(),
+        started: at(&meta.started),
+        ms,
+    };
+    for name in ctx.records.settle(&died, outcome) {
+        audit(
+            ctx,
+            "schedule_recovered",
+            &name,
+            serde_json::json!({"run_id": meta.run_id, "outcome": outcome}),
+        );
     }
 }

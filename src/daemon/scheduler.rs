@@ -559,8 +559,11 @@ impl Scheduler {
         reason: Reason,
         due: Option<DateTime<Utc>>,
     ) -> String {
-        let paused_here = self.ctx.records.get(name).paused;
-        let paused = paused_here || self.ctx.node.as_ref().is_some_and(|n| n.paused(name));
+        let paused = match &self.ctx.node {
+            // The cluster's record, as the last heartbeat read it.
+            Some(node) => node.paused(name),
+            None => self.ctx.records.get(name).paused,
+        };
         if reason != Reason::Manual && paused {
             return self.skip(name, reason, "paused");
         }

@@ -410,7 +410,8 @@ fn read_entry(cx: &mut Cx, t: &toml::Table, base: &Path) -> Option<Entry> {
     })
 }
 
-fn valid_name(n: &str) -> bool {
+/// An entry's name: lowercase letters, digits and `-` (it names files and URLs).
+pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

@@ -38,7 +38,7 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 pub use cron::Cron;
-pub use entry::{entries_from, entries_from_source};
+pub use entry::{entries_from, entries_from_source, valid_name};
 
 /// One `[[schedule]]` entry, checked.
 #[derive(Debug, Clone)]

@@ -202,5 +202,28 @@ pub trait Cluster: Send + Sync {
     fn take_over(&self, run_id: &str) -> Result<bool>;
     /// The scheduler's record of an entry (JSON of `daemon::record::Record`).
     fn schedule_state(&self, name: &str) -> Result<Option<serde_json::Value>>;
-    fn put_schedule_state(&self, name: &str, state: &serde_json::Value) -> Result<()>;
+    /// Change the record of `name` with its row locked, so that changes made by
+    /// several nodes at once add up instead of overwriting each other. `change` gets
+    /// the stored record (None before the first) and returns the new one; it is
+    /// called once. Returns the record's new version.
+    fn update_schedule_state(
+        &self,
+        name: &str,
+        change: &mut dyn FnMut(Option<serde_json::Value>) -> serde_json::Value,
+    ) -> Result<i64>;
+    /// The records changed since `since` (every record with None), and the
+    /// database's clock at the read, for the next call.
+    fn schedule_states(
+        &self,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(Vec<ScheduleState>, chrono::DateTime<chrono::Utc>)>;
+}
+
+/// One entry's shared record, as [`Cluster::schedule_states`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleState {
+    pub name: String,
+    /// Grows with every change: a copy with a higher version is newer.
+    pub version: i64,
+    pub state: serde_json::Value,
 }

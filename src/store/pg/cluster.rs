@@ -7,7 +7,7 @@ use postgres::GenericClient;
 
 use super::PgStore;
 use crate::error::Result;
-use crate::store::{Cluster, ExpiredRun, NodeInfo, NodeStatus};
+use crate::store::{Cluster, ExpiredRun, NodeInfo, NodeStatus, ScheduleState};
 
 impl PgStore {
     /// Renew the leases of the runs and host locks this process holds, without
@@ -223,14 +223,55 @@ impl Cluster for PgStore {
         })
     }
 
-    fn put_schedule_state(&self, name: &str, state: &serde_json::Value) -> Result<()> {
+    fn update_schedule_state(
+        &self,
+        name: &str,
+        change: &mut dyn FnMut(Option<serde_json::Value>) -> serde_json::Value,
+    ) -> Result<i64> {
         self.pool.with(|c| {
-            c.execute(
-                "INSERT INTO tend_schedule_state (name, state) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state",
-                &[&name, state],
+            let mut tx = c.transaction()?;
+            // Creates the row when there is none, so that there is a row to lock.
+            let row = tx.query_one(
+                "INSERT INTO tend_schedule_state (name, state) VALUES ($1, '{}')
+                 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+                 RETURNING state, version",
+                &[&name],
             )?;
-            Ok(())
+            let version: i64 = row.get(1);
+            let stored = (version > 0).then(|| row.get(0));
+            let state = change(stored);
+            let row = tx.query_one(
+                "UPDATE tend_schedule_state SET state = $2, version = version + 1,
+                     updated_at = now()
+                 WHERE name = $1 RETURNING version",
+                &[&name, &state],
+            )?;
+            tx.commit()?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn schedule_states(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(Vec<ScheduleState>, DateTime<Utc>)> {
+        self.pool.with(|c| {
+            let now: DateTime<Utc> = c.query_one("SELECT now()", &[])?.get(0);
+            let rows = c.query(
+                "SELECT name, version, state FROM tend_schedule_state
+                 WHERE version > 0 AND ($1::timestamptz IS NULL OR updated_at >= $1)
+                 ORDER BY name",
+                &[&since],
+            )?;
+            let states = rows
+                .iter()
+                .map(|r| ScheduleState {
+                    name: r.get(0),
+                    version: r.get(1),
+                    state: r.get(2),
+                })
+                .collect();
+            Ok((states, now))
         })
     }
 }

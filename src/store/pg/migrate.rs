@@ -11,7 +11,10 @@ use crate::error::Error;
 const LOCK_KEY: i64 = 0x7465_6e64_5f6d_6967; // "tend_mig"
 
 /// `(version, SQL)`, in order. Never edit one that was released: add the next.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema_1.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("schema_1.sql")),
+    (2, include_str!("schema_2.sql")),
+];
 
 /// The schema version this tend knows up to.
 pub fn latest() -> i32 {

@@ -1,0 +1,7 @@
+-- Schedule records are changed by every node (read, changed, written back under the
+-- row's lock): `version` orders the copies nodes keep, and `updated_at` lets a node
+-- read only what changed since its last heartbeat.
+ALTER TABLE tend_schedule_state ADD COLUMN version bigint NOT NULL DEFAULT 0;
+ALTER TABLE tend_schedule_state ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX tend_schedule_state_updated ON tend_schedule_state (updated_at);
+UPDATE tend_schedule_state SET version = 1;
