@@ -286,6 +286,61 @@ fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
     );
 }
 
+// ---------------------------------------------------------------- overlap
+
+/// An entry whose run outlasts its interval: `overlap = "skip"` holds for the
+/// cluster, not per node. While the run goes on one node, the other nodes leave the
+/// entry's fires to that node, which skips them: no two runs of the entry overlap.
+#[test]
+fn overlap_holds_across_nodes() {
+    let c = Cluster::new();
+    let recipe = c.w.recipe_in_root(
+        "job.rhai",
+        "//! Longer than the interval.\nsh(\"sleep 5\", #{read_only: true});\n",
+    );
+    let config = c.config(
+        "tend.toml",
+        c.pg.port,
+        &entry("long", "*/2 * * * * *", "local", ""),
+    );
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            c.vet(n, &config, &recipe);
+            c.start(n, &config, &[])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(16));
+    for n in nodes {
+        let name = n.name.clone();
+        let log = n.log();
+        assert_eq!(n.stop(), 0, "node {name}:\n{log}");
+    }
+    let runs = c.pg.sql(
+        "tend",
+        "select node || ' ' || (meta->>'started') || ' ' || coalesce(meta->>'ended', '-') \
+         from tend_runs where meta->>'schedule' = 'long' order by meta->>'started'",
+    );
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap();
+    let spans: Vec<(&str, _, _)> = runs
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f[0], at(f[1]), at(f[2]))
+        })
+        .collect();
+    assert!(spans.len() >= 2, "{runs}");
+    for w in spans.windows(2) {
+        assert!(w[1].1 >= w[0].2, "two runs of the entry at once:\n{runs}");
+    }
+    let audit = c.audit(&config);
+    let skips: Vec<_> = of(&audit, "schedule_skip")
+        .into_iter()
+        .filter(|e| e["reason"] == "overlap")
+        .collect();
+    assert!(!skips.is_empty(), "no fire skipped:\n{runs}");
+}
+
 // ---------------------------------------------------------------- must-show 5
 
 /// Two nodes whose tend.toml files schedule different things: each says so in its

@@ -218,6 +218,52 @@ fn every_fire_is_claimed_by_exactly_one_of_three_racing_nodes() {
         .unwrap();
 }
 
+/// While a run of an entry goes on one node, only that node claims the entry's fires
+/// (its `overlap` rule then holds for the cluster); a draining node's run, a run
+/// that ended, a report of missed fires and other entries bind nobody.
+#[test]
+fn an_entrys_fires_stay_with_the_node_running_it() {
+    let (_pg, stores, _state) = cluster(&["a", "b"]);
+    let (a, b) = (&stores[0], &stores[1]);
+    let info = |id: &str| tend::store::NodeInfo {
+        id: id.into(),
+        address: String::new(),
+        version: String::new(),
+        schedule_hash: String::new(),
+    };
+    node(a).heartbeat(&info("a")).unwrap();
+    node(b).heartbeat(&info("b")).unwrap();
+    let base = Utc.with_ymd_and_hms(2026, 12, 3, 6, 0, 0).unwrap();
+    let at = |s: i64| base + chrono::Duration::seconds(s);
+    let run_id = a.runs.reserve_run_id().unwrap();
+    let mut meta = run_meta(&run_id, "running");
+    meta.schedule = Some("backup".into());
+    a.runs.write(&meta).unwrap();
+
+    assert!(!node(b).claim_fire("backup", at(1), "cron").unwrap());
+    assert!(node(b).claim_fire("backup", at(2), "missed").unwrap());
+    assert!(node(b).claim_fire("other", at(1), "cron").unwrap());
+    assert_eq!(
+        node(b)
+            .claim_fires(&[
+                ("backup".into(), at(3), "catch_up".into()),
+                ("other".into(), at(3), "cron".into()),
+            ])
+            .unwrap(),
+        [false, true]
+    );
+    assert!(node(a).claim_fire("backup", at(4), "cron").unwrap());
+
+    node(b).set_draining("a", true).unwrap();
+    assert!(node(b).claim_fire("backup", at(5), "cron").unwrap());
+    node(b).set_draining("a", false).unwrap();
+    assert!(!node(b).claim_fire("backup", at(6), "cron").unwrap());
+
+    meta.outcome = tend::outcome::RunState::Ended(tend::outcome::Outcome::Ok);
+    a.runs.write(&meta).unwrap();
+    assert!(node(b).claim_fire("backup", at(7), "cron").unwrap());
+}
+
 #[test]
 fn nodes_heartbeat_drain_and_keep_schedule_state() {
     let (pg, stores, _state) = cluster(&["a", "b"]);

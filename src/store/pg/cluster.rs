@@ -43,6 +43,22 @@ pub(super) fn renew(
     Ok(())
 }
 
+/// Claims of `(schedule, scheduled time, reason)` for node `$4`: each fire is won by
+/// one insert. While a run of the entry goes on another node (its lease alive, the
+/// node not draining), only that node may claim the entry's fires, and its own
+/// `overlap` rule decides (skip, queue, replace): the rule holds for the cluster.
+/// Reports of missed fires are claimed freely.
+const CLAIM: &str = "
+    INSERT INTO tend_fires (schedule, scheduled_at, node, reason)
+    SELECT s, t, $4, r FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS f(s, t, r)
+    WHERE r = 'missed' OR NOT EXISTS (
+        SELECT 1 FROM tend_runs x
+        WHERE x.state = 'running' AND x.meta->>'schedule' = f.s AND x.node <> $4
+          AND x.lease_until > now()
+          AND NOT EXISTS (SELECT 1 FROM tend_nodes n WHERE n.id = x.node AND n.draining))
+    ON CONFLICT DO NOTHING
+    RETURNING schedule, scheduled_at";
+
 impl Cluster for PgStore {
     fn node_id(&self) -> &str {
         &self.node
@@ -82,14 +98,8 @@ impl Cluster for PgStore {
     }
 
     fn claim_fire(&self, schedule: &str, at: DateTime<Utc>, reason: &str) -> Result<bool> {
-        self.pool.with(|c| {
-            let n = c.execute(
-                "INSERT INTO tend_fires (schedule, scheduled_at, node, reason)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&schedule, &at, &self.node, &reason],
-            )?;
-            Ok(n == 1)
-        })
+        let won = self.claim_fires(&[(schedule.to_string(), at, reason.to_string())])?;
+        Ok(won.first().copied().unwrap_or(false))
     }
 
     fn claim_fires(&self, fires: &[(String, DateTime<Utc>, String)]) -> Result<Vec<bool>> {
@@ -100,14 +110,7 @@ impl Cluster for PgStore {
         let times: Vec<DateTime<Utc>> = fires.iter().map(|f| f.1).collect();
         let reasons: Vec<&str> = fires.iter().map(|f| f.2.as_str()).collect();
         let won: std::collections::HashSet<(String, DateTime<Utc>)> = self.pool.with(|c| {
-            let rows = c.query(
-                "INSERT INTO tend_fires (schedule, scheduled_at, node, reason)
-                 SELECT s, t, $4, r FROM unnest($1::text[], $2::timestamptz[], $3::text[])
-                     AS f(s, t, r)
-                 ON CONFLICT DO NOTHING
-                 RETURNING schedule, scheduled_at",
-                &[&names, &times, &reasons, &self.node],
-            )?;
+            let rows = c.query(CLAIM, &[&names, &times, &reasons, &self.node])?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })?;
         Ok(fires

@@ -5,3 +5,6 @@ ALTER TABLE tend_schedule_state ADD COLUMN version bigint NOT NULL DEFAULT 0;
 ALTER TABLE tend_schedule_state ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
 CREATE INDEX tend_schedule_state_updated ON tend_schedule_state (updated_at);
 UPDATE tend_schedule_state SET version = 1;
+-- Claims look for a running run of the same entry (so `overlap` holds cluster-wide).
+CREATE INDEX tend_runs_running_schedule ON tend_runs ((meta->>'schedule'))
+    WHERE state = 'running';
