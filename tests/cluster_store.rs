@@ -376,7 +376,7 @@ fn schedule_records_changed_by_three_nodes_at_once_add_up() {
 }
 
 #[test]
-fn a_run_whose_lease_ran_out_reads_interrupted_and_one_node_takes_it_over() {
+fn a_run_whose_lease_ran_out_is_taken_over_by_one_node_and_again_if_that_node_dies() {
     let (_pg, stores, _state) = cluster(&["a", "b", "c"]);
     let (a, b, c) = (&stores[0], &stores[1], &stores[2]);
     let unused = a.runs.reserve_run_id().unwrap();
@@ -442,7 +442,33 @@ fn a_run_whose_lease_ran_out_reads_interrupted_and_one_node_takes_it_over() {
         let late = a.runs.write(&run_meta(&run_id, outcome));
         assert!(late.is_err(), "{outcome} of the node that lost the run");
     }
-    let winner = if won[0] { b } else { c };
+    let (winner, other) = if won[0] { (b, c) } else { (c, b) };
+    // The winner holds the run while it rolls it back: its renewals keep the lease.
+    let held_until = || {
+        _pg.sql(
+            "tend",
+            &format!("select lease_until from tend_runs where run_id = '{run_id}'"),
+        )
+    };
+    let first = held_until();
+    std::thread::sleep(Duration::from_millis(1100));
+    let me = tend::store::NodeInfo {
+        id: node(winner).node_id().to_string(),
+        address: String::new(),
+        version: String::new(),
+        schedule_hash: String::new(),
+    };
+    node(winner).heartbeat(&me).unwrap();
+    assert!(held_until() > first, "the taker's lease was not renewed");
+    // The winner dies in the middle: the run's lease runs out again, and the other
+    // node takes it over to finish the rollback.
+    wait_until("the taker's lease to run out", || {
+        !node(other).expired_runs().unwrap().is_empty()
+    });
+    assert!(node(other).take_over(&run_id).unwrap());
+    let (winner, other) = (other, winner);
+    let late = other.runs.write(&run_meta(&run_id, "rolled_back"));
+    assert!(late.is_err(), "the dead taker's late record was taken");
     winner
         .runs
         .write(&run_meta(&run_id, "rolled_back"))

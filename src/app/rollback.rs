@@ -329,6 +329,9 @@ pub struct RollbackRequest {
     pub force: bool,
     /// Queue this long behind another run holding a host.
     pub wait: Option<Duration>,
+    /// This process took the run over (a cluster node whose lease ran out): it reads
+    /// `running`, under the lease that is now this process's.
+    pub taken_over: bool,
     /// For an encrypted SSH key (run.json never holds it).
     pub passphrase: Option<crate::secret::Secret>,
 }
@@ -349,6 +352,7 @@ pub fn rollback(
         force,
         wait,
         passphrase,
+        taken_over,
     } = req;
     let (run_id, only_host, dry_run, force, wait) = (
         run_id.as_str(),
@@ -363,7 +367,7 @@ pub fn rollback(
             "run {run_id} was a dry-run: it changed nothing, so there is nothing to roll back"
         )));
     }
-    if meta.effective_outcome() == crate::outcome::RunState::Running {
+    if meta.effective_outcome() == crate::outcome::RunState::Running && !taken_over {
         return Err(Error::Other(format!(
             "run {run_id} is still running ({}); roll it back when it ends",
             meta.holder()

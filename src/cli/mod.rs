@@ -318,6 +318,7 @@ pub(crate) fn dispatch(cli: &Cli, human: &Human) -> Result<i32> {
                 force: *force,
                 wait: *wait,
                 passphrase: ssh_passphrase(),
+                taken_over: false,
             };
             history::rollback(cli, human, actor, &req, *json)
         }

@@ -331,18 +331,10 @@ impl Node {
             node = from,
             "run's lease expired: taking it over to roll it back"
         );
-        // Marked interrupted first: the lease this node now holds would otherwise show
-        // the run as still running, and the rollback refuses a running run.
-        let meta = match ctx.stores.runs.read(run_id) {
-            Ok(mut meta) => {
-                meta.outcome = crate::outcome::RunState::Interrupted;
-                meta.ended.get_or_insert_with(|| Utc::now().to_rfc3339());
-                if let Err(e) = ctx.stores.runs.write(&meta) {
-                    tracing::error!(run_id, "cannot mark the run interrupted: {e}");
-                    return;
-                }
-                meta
-            }
+        // Still `running`, under this process's lease, while it is rolled back: if this
+        // node dies too, the lease runs out again and another node goes on.
+        let mut meta = match ctx.stores.runs.read(run_id) {
+            Ok(meta) => meta,
             Err(e) => {
                 tracing::error!(run_id, "cannot read the run: {e}");
                 return;
@@ -357,6 +349,7 @@ impl Node {
             run_id: run_id.to_string(),
             passphrase: ctx.passphrase.clone(),
             wait: Some(self.cluster.lease() * 2),
+            taken_over: true,
             ..RollbackRequest::default()
         };
         let sink: crate::event::Sink = Arc::new(|_| {});
@@ -375,10 +368,18 @@ impl Node {
                 "rollback_incomplete"
             }
             Err(e) => {
+                // Left for `tend rollback`, as a run that died on its own machine is;
+                // the record ends this process's lease.
                 tracing::error!(run_id, "taken over: cannot roll back: {e}");
+                meta.outcome = crate::outcome::RunState::Interrupted;
+                meta.ended.get_or_insert_with(|| Utc::now().to_rfc3339());
+                if let Err(e) = ctx.stores.runs.write(&meta) {
+                    tracing::error!(run_id, "cannot mark the run interrupted: {e}");
+                }
                 return;
             }
         };
+        meta.ended.get_or_insert_with(|| Utc::now().to_rfc3339());
         super::recover::settle_record(ctx, &meta, outcome);
     }
 

@@ -198,7 +198,8 @@ pub trait Cluster: Send + Sync {
     /// Runs still recorded as running whose lease has expired.
     fn expired_runs(&self) -> Result<Vec<ExpiredRun>>;
     /// Take the run over: it becomes this node's (lease renewed) only if its lease is
-    /// still expired; true when this node won it.
+    /// still expired; true when this node won it. The lease is then this process's,
+    /// renewed with its others until the run's record says it ended.
     fn take_over(&self, run_id: &str) -> Result<bool>;
     /// The scheduler's record of an entry (JSON of `daemon::record::Record`).
     fn schedule_state(&self, name: &str) -> Result<Option<serde_json::Value>>;

@@ -212,6 +212,14 @@ impl Cluster for PgStore {
                  WHERE run_id = $1 AND state = 'running' AND lease_until < now()",
                 &[&run_id, &self.node, &self.lease_secs()],
             )?;
+            // Held by this process until its rollback ends: should it die meanwhile,
+            // the lease runs out again and another node takes the run over.
+            if n == 1 {
+                self.live
+                    .lock()
+                    .expect("live runs")
+                    .insert(run_id.to_string());
+            }
             Ok(n == 1)
         })
     }
