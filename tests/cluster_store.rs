@@ -730,6 +730,55 @@ fn a_node_cut_off_by_the_proxy_gets_errors_and_the_others_go_on() {
     assert!(Cluster::claim_fire(&other, "e", at + chrono::Duration::seconds(1), "due").unwrap());
 }
 
+/// While the database cannot be reached, connection attempts back off (0.5 s, then
+/// doubling up to a quarter of the lease): the calls in between fail at once, saying
+/// when the next attempt is, instead of each trying again.
+#[test]
+fn an_unreachable_database_is_retried_with_backoff() {
+    let pg = Pg::start();
+    // A server that hangs up at once: each connection attempt is one accept.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let attempts = attempts.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+    }
+    let count = || attempts.load(std::sync::atomic::Ordering::SeqCst);
+    let mut s = settings(&pg, "tend", "a");
+    s.postgres = pg.url_via(port, "tend");
+    let store = PgStore::open(&s).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 6, 0, 0).unwrap();
+    let claim = || {
+        Cluster::claim_fire(&store, "e", at, "cron")
+            .unwrap_err()
+            .to_string()
+    };
+    let first = claim();
+    assert_eq!(count(), 1, "{first}");
+    let second = claim();
+    assert_eq!(count(), 1, "a second attempt during the backoff");
+    assert!(second.contains("next attempt in"), "{second}");
+    assert!(
+        second.contains(&format!("127.0.0.1:{port}/tend")),
+        "{second}"
+    );
+    assert!(!second.contains(PG_PW), "{second}");
+    std::thread::sleep(Duration::from_millis(600));
+    claim();
+    assert_eq!(count(), 2);
+    claim();
+    assert_eq!(count(), 2, "the backoff doubled");
+    std::thread::sleep(Duration::from_millis(800));
+    claim();
+    assert_eq!(count(), 3, "at most a quarter of the lease (0.75 s) apart");
+}
+
 /// sslmode as libpq means it, against a server that only speaks TLS, with a
 /// certificate for 127.0.0.1 (so `localhost` is the wrong name).
 #[test]

@@ -45,6 +45,7 @@ pub(super) fn pool(settings: &ClusterSettings) -> Result<Pool> {
         tls,
         idle: Default::default(),
         place,
+        backoff: std::sync::Mutex::new(super::Backoff::new(Duration::from_secs(10))),
     })
 }
 

@@ -53,6 +53,7 @@ impl PgStore {
     /// applies).
     pub fn open(settings: &ClusterSettings) -> Result<PgStore> {
         let pool = connect::pool(settings)?;
+        pool.set_backoff(settings.lease() / 4);
         let store = PgStore {
             pool: Arc::new(pool),
             node: settings.node_id(),
@@ -164,16 +165,74 @@ struct Pool {
     idle: Mutex<Vec<Client>>,
     /// `HOST:PORT/DB`.
     place: String,
+    backoff: Mutex<Backoff>,
+}
+
+/// After a connection attempt fails, the next waits: 0.5 s, doubling up to `max`.
+/// Every thread of a node calls the database (claims, records, audit, journals); while
+/// it is down they fail at once instead of each waiting out a connect timeout, and
+/// the server coming back is not met by a storm of attempts.
+struct Backoff {
+    /// No attempt before this; the error of the last attempt.
+    until: Option<(std::time::Instant, String)>,
+    next: Duration,
+    max: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        Backoff {
+            until: None,
+            next: FIRST_BACKOFF.min(max),
+            max,
+        }
+    }
 }
 
 impl Pool {
+    /// At most `max` between attempts once the database is unreachable: a node's
+    /// heartbeat (every lease/3) must still get through soon after it is back.
+    fn set_backoff(&self, max: Duration) {
+        *self.backoff.lock().expect("backoff") = Backoff::new(max);
+    }
+
+    fn connect(&self) -> Result<Client> {
+        let mut b = self.backoff.lock().expect("backoff");
+        if let Some((until, why)) = &b.until {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if !left.is_zero() {
+                return Err(Error::Other(format!(
+                    "cannot connect to postgres {}: {why} (next attempt in {:.1} s)",
+                    self.place,
+                    left.as_secs_f64()
+                )));
+            }
+        }
+        // Attempts are serialized: one thread finds out, the others wait for it.
+        match self.config.connect(self.tls.clone()) {
+            Ok(c) => {
+                *b = Backoff::new(b.max);
+                Ok(c)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                b.until = Some((std::time::Instant::now() + b.next, why.clone()));
+                b.next = (b.next * 2).min(b.max);
+                Err(Error::Other(format!(
+                    "cannot connect to postgres {}: {why}",
+                    self.place
+                )))
+            }
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, Fail>) -> Result<T> {
         let reused = self.idle.lock().expect("pool").pop();
         let mut client = match reused {
             Some(c) if !c.is_closed() => c,
-            _ => self.config.connect(self.tls.clone()).map_err(|e| {
-                Error::Other(format!("cannot connect to postgres {}: {e}", self.place))
-            })?,
+            _ => self.connect()?,
         };
         let out = f(&mut client);
         if !client.is_closed() {
