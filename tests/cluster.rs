@@ -99,6 +99,24 @@ impl Cluster {
         )
     }
 
+    /// `nodes`, each having vetted `recipe`, running on `config` for `time`; each
+    /// must stop cleanly.
+    fn run_nodes(&self, nodes: &[&str], config: &Path, recipe: &Path, time: Duration) {
+        let nodes: Vec<Node> = nodes
+            .iter()
+            .map(|n| {
+                self.vet(n, config, recipe);
+                self.start(n, config, &[])
+            })
+            .collect();
+        std::thread::sleep(time);
+        for n in nodes {
+            let name = n.name.clone();
+            let log = n.log();
+            assert_eq!(n.stop(), 0, "node {name}:\n{log}");
+        }
+    }
+
     /// The cluster's audit log, as `tend audit export` writes it.
     fn audit(&self, config: &Path) -> Vec<Value> {
         let r = self.tend(config, &["audit", "export"]);
@@ -151,20 +169,8 @@ fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
         c.pg.port,
         &entry("every2", "*/2 * * * * *", "local", ""),
     );
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            c.vet(n, &config, &recipe);
-            c.start(n, &config, &[])
-        })
-        .collect();
     let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(30));
-    for n in nodes {
-        let name = n.name.clone();
-        let log = n.log();
-        assert_eq!(n.stop(), 0, "node {name}:\n{log}");
-    }
+    c.run_nodes(&["a", "b", "c"], &config, &recipe, Duration::from_secs(30));
     let elapsed = started.elapsed().as_secs_f64();
 
     let fires = c.pg.sql(
@@ -303,19 +309,7 @@ fn overlap_holds_across_nodes() {
         c.pg.port,
         &entry("long", "*/2 * * * * *", "local", ""),
     );
-    let nodes: Vec<Node> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            c.vet(n, &config, &recipe);
-            c.start(n, &config, &[])
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(16));
-    for n in nodes {
-        let name = n.name.clone();
-        let log = n.log();
-        assert_eq!(n.stop(), 0, "node {name}:\n{log}");
-    }
+    c.run_nodes(&["a", "b", "c"], &config, &recipe, Duration::from_secs(16));
     let runs = c.pg.sql(
         "tend",
         "select node || ' ' || (meta->>'started') || ' ' || coalesce(meta->>'ended', '-') \
@@ -408,7 +402,13 @@ if fs::exists(`${root}/go`) {
 }
 "#;
 
-fn ssh_cluster(c: &Cluster, h: &Sshd, port_of: &dyn Fn(&str) -> u16) -> Vec<(String, PathBuf)> {
+/// Nodes `a` and `b` with an entry running `recipe` on the sshd host `h1` every 2 s.
+fn ssh_cluster(
+    c: &Cluster,
+    h: &Sshd,
+    recipe: &str,
+    port_of: &dyn Fn(&str) -> u16,
+) -> Vec<(String, PathBuf)> {
     std::fs::write(h.root.join("x.conf"), "original\n").unwrap();
     std::fs::write(h.root.join("go"), "").unwrap();
     let state = h.root.with_file_name("host-state");
@@ -419,7 +419,7 @@ fn ssh_cluster(c: &Cluster, h: &Sshd, port_of: &dyn Fn(&str) -> u16) -> Vec<(Str
         h.known_hosts_line(),
     )
     .unwrap();
-    let recipe = c.w.recipe_in_root("job.rhai", SLOW_ON_HOST);
+    let recipe = c.w.recipe_in_root("job.rhai", recipe);
     let hosts = h.host_entry("h1", &h.root, &state);
     ["a", "b"]
         .iter()
@@ -453,7 +453,7 @@ fn running_node(c: &Cluster) -> Option<(String, String)> {
 fn a_killed_nodes_run_is_rolled_back_by_another_node() {
     let c = Cluster::new();
     let h = Sshd::start();
-    let configs = ssh_cluster(&c, &h, &|_| c.pg.port);
+    let configs = ssh_cluster(&c, &h, SLOW_ON_HOST, &|_| c.pg.port);
     let mut nodes: Vec<Node> = configs
         .iter()
         .map(|(n, cfg)| c.start(n, cfg, &[]))
@@ -524,6 +524,111 @@ fn a_killed_nodes_run_is_rolled_back_by_another_node() {
     assert_eq!(recovered.len(), 1, "{recovered:?}");
 }
 
+/// A node frozen mid-run (SIGSTOP: a paused VM, a process swapped out) cannot
+/// fence itself. Its run is taken over and rolled back; when the node wakes, its run
+/// goes on to its next step, which the fencing token refuses: the file it would have
+/// written is never written, and a change made since the rollback stays.
+const FROZEN_ON_HOST: &str = r#"//! Changes, waits, changes again while `go` is there.
+let root = host().vars.root;
+if fs::exists(`${root}/go`) {
+    fs::file(`${root}/x.conf`, "changed\n");
+    sh("sleep 6", #{read_only: true});
+    fs::file(`${root}/late.txt`, "late\n");
+} else {
+    fs::file(`${root}/tick`, "tick\n");
+}
+"#;
+
+#[test]
+fn a_frozen_node_that_wakes_after_the_takeover_changes_nothing() {
+    let c = Cluster::new();
+    let h = Sshd::start();
+    let configs = ssh_cluster(&c, &h, FROZEN_ON_HOST, &|_| c.pg.port);
+    let nodes: Vec<Node> = configs
+        .iter()
+        .map(|(n, cfg)| c.start(n, cfg, &[]))
+        .collect();
+    let x = h.root.join("x.conf");
+    let mut holder = None;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            holder = running_node(&c);
+            holder.is_some() && std::fs::read_to_string(&x).unwrap() == "changed\n"
+        }),
+        "no run started:\n{}",
+        nodes.iter().map(|n| n.log()).collect::<Vec<_>>().join("\n")
+    );
+    let (node, run_id) = holder.unwrap();
+    std::fs::remove_file(h.root.join("go")).unwrap();
+    let i = nodes
+        .iter()
+        .position(|n| n.name == format!("node {node}"))
+        .unwrap();
+    let (frozen, other) = (&nodes[i], &nodes[1 - i]);
+    frozen.signal("STOP");
+    assert!(
+        wait_for(Duration::from_secs(30), || rolled_back(&c, &run_id)),
+        "run {run_id} was not rolled back:\n{}",
+        other.log()
+    );
+    assert_eq!(std::fs::read_to_string(&x).unwrap(), "original\n");
+    std::fs::write(&x, "edited after the takeover\n").unwrap();
+
+    frozen.signal("CONT");
+    let ended = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("\"run ended\"") && l.contains(&run_id))
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || ended(&frozen.log())),
+        "the frozen node's run did not end:\n{}",
+        frozen.log()
+    );
+    assert!(
+        !h.root.join("late.txt").exists(),
+        "the frozen node wrote after the takeover:\n{}",
+        frozen.log()
+    );
+    // Refused by the token, not by luck.
+    assert!(
+        frozen
+            .log()
+            .contains("fenced: the lock of host h1 is no longer this run's"),
+        "{}",
+        frozen.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&x).unwrap(),
+        "edited after the takeover\n",
+        "{}",
+        frozen.log()
+    );
+    assert_eq!(
+        c.pg.sql(
+            "tend",
+            &format!("select state from tend_runs where run_id = '{run_id}'")
+        ),
+        "rolled_back"
+    );
+    // Both nodes ended the run in the entry's record: it counts once.
+    let ended = c.pg.sql(
+        "tend",
+        &format!(
+            "select count(*) from tend_schedule_state, \
+             jsonb_array_elements(state->'history') h where h->>'run_id' = '{run_id}'"
+        ),
+    );
+    assert_eq!(ended, "1");
+    // a.toml and b.toml schedule the same: only their names differ.
+    for n in &nodes {
+        assert!(
+            !n.log().contains("differs from that of other live nodes"),
+            "{}",
+            n.log()
+        );
+    }
+}
+
 /// A run that changed the dead node's own machine (`local`) cannot be taken over
 /// from another node: it is reported, left as it is, and rolled back by that node
 /// when it comes back under the same id.
@@ -591,7 +696,13 @@ fn a_node_cut_off_from_the_database_stops_before_the_takeover() {
     let proxy = Proxy::start(c.pg.port);
     let (pport, dport) = (proxy.port, c.pg.port);
     // Only node a goes through the proxy.
-    let configs = ssh_cluster(&c, &h, &|n| if n == "a" { pport } else { dport });
+    let configs = ssh_cluster(&c, &h, SLOW_ON_HOST, &|n| {
+        if n == "a" {
+            pport
+        } else {
+            dport
+        }
+    });
     // b starts once a holds the run, so that a is the one cut off.
     let a = c.start("a", &configs[0].1, &[]);
     assert!(

@@ -67,9 +67,16 @@ pub struct Node {
 
 /// The hash a node publishes for its `[[schedule]]` set: entries as parsed (names,
 /// cron lines, recipes, hosts, parameters, rules), so two files that differ only in
-/// comments or layout agree.
+/// comments, layout, order or where the file is agree.
 pub fn schedule_hash(entries: &[Entry]) -> String {
-    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    let mut sorted: Vec<Entry> = entries
+        .iter()
+        .map(|e| Entry {
+            // `file:line` of the entry, for messages: not what it schedules.
+            source: String::new(),
+            ..e.clone()
+        })
+        .collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     hex::encode(Sha256::digest(format!("{sorted:?}").as_bytes()))
 }
@@ -410,5 +417,26 @@ impl Node {
 fn record(ctx: &Ctx, event: serde_json::Value) {
     if let Err(e) = ctx.stores.audit.append(event) {
         tracing::error!("audit log: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule_hash;
+    use std::path::Path;
+
+    fn entries(file: &str, text: &str) -> Vec<crate::schedule::Entry> {
+        let doc: toml::Table = text.parse().unwrap();
+        crate::schedule::entries_from_source(&doc, Path::new(file), Some(text)).unwrap()
+    }
+
+    #[test]
+    fn the_same_entries_hash_alike_wherever_and_however_they_are_written() {
+        let one = "[[schedule]]\nname = \"a\"\ncron = \"0 0 3 * * *\"\nrecipe = \"/r.rhai\"\nhosts = \"local\"\n\n[[schedule]]\nname = \"b\"\ncron = \"@daily\"\nrecipe = \"/r.rhai\"\nhosts = \"local\"\n";
+        let two = "# the same, the other way round\n[[schedule]]\nname = \"b\"\ncron = \"@daily\"\nrecipe = \"/r.rhai\"\nhosts = \"local\"\n[[schedule]]\nname = \"a\"\ncron = \"0 0 3 * * *\"\nrecipe = \"/r.rhai\"\nhosts = \"local\"\n";
+        let a = schedule_hash(&entries("/etc/tend/tend.toml", one));
+        assert_eq!(a, schedule_hash(&entries("/srv/other.toml", two)));
+        let changed = one.replace("0 0 3", "0 30 3");
+        assert_ne!(a, schedule_hash(&entries("/etc/tend/tend.toml", &changed)));
     }
 }

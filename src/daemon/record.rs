@@ -76,8 +76,12 @@ impl Record {
         DateTime::parse_from_rfc3339(t).ok().map(|t| t.to_utc())
     }
 
-    /// A fire's run ended (or was refused) with `outcome`.
+    /// A fire's run ended (or was refused) with `outcome`. A run the record has
+    /// already ended (a node that took it over said so first) is not counted twice.
     pub fn ended(&mut self, run_id: Option<String>, fired: DateTime<Utc>, outcome: &str, ms: u64) {
+        if run_id.is_some() && self.history.iter().any(|p| p.run_id == run_id) {
+            return;
+        }
         self.last_run_id = run_id.clone();
         self.last_outcome = Some(outcome.to_string());
         self.last_duration_ms = Some(ms);
