@@ -28,6 +28,9 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 66;
     /// The audit log failed verification.
     pub const TAMPERED: i32 = 67;
+    /// A service tend needs cannot be reached (the cluster database), as sysexits'
+    /// EX_UNAVAILABLE: try again later.
+    pub const UNAVAILABLE: i32 = 69;
     /// A file the user named cannot be created (`tend new`), as sysexits' EX_CANTCREAT.
     pub const CANT_CREATE: i32 = 73;
     /// Another run holds the lock of a host.
@@ -93,6 +96,10 @@ pub enum Error {
     #[error("cannot create {}: {why}", path.display())]
     CantCreate { path: PathBuf, why: String },
 
+    /// The cluster database cannot be reached (down, cut off, refusing connections).
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("{0}")]
     Other(String),
 }
@@ -119,6 +126,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::Unvetted(_) => "unvetted",
             Error::CantCreate { .. } => "cant_create",
+            Error::Unavailable(_) => "unavailable",
             Error::Other(_) => "internal",
         }
     }
@@ -141,6 +149,7 @@ impl Error {
             Error::Tampered { .. } => exit::TAMPERED,
             Error::Target(_) => exit::FAILED,
             Error::CantCreate { .. } => exit::CANT_CREATE,
+            Error::Unavailable(_) => exit::UNAVAILABLE,
             Error::Audit { .. } | Error::Io { .. } | Error::Other(_) => exit::INTERNAL,
         }
     }

@@ -879,7 +879,7 @@ fn bad_cluster_settings_are_clear_errors() {
     let (code, err) = run(&format!(
         "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=tend dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\n"
     ));
-    assert_ne!(code, 0);
+    assert_eq!(code, 69, "{err}");
     assert!(
         err.contains(&format!("127.0.0.1:{port}")) && !err.contains("panicked"),
         "{err}"

@@ -12,6 +12,7 @@ Exit codes:
   4   the run failed and rollback could not undo everything (see the report)
   64  bad command line or parameter      65  invalid recipe
   66  recipe, run or file not found      67  audit log failed verification
+  69  the cluster database cannot be reached (try again later)
   70  internal error                     73  tend new / recipes copy: the file exists, or cannot be made
   75  the host is locked by another run
   77  the recipe is not vetted and the policy refuses it, or a vetting signature is refused

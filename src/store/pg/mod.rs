@@ -130,6 +130,12 @@ impl Stores {
     }
 }
 
+/// Whether `e` is the connection failing (closed, or an I/O error), not the server
+/// refusing a statement.
+fn lost(e: &postgres::Error) -> bool {
+    e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 type Live = Mutex<std::collections::HashSet<String>>;
 type Tokens = Mutex<HashMap<(String, String), i64>>;
 
@@ -203,7 +209,7 @@ impl Pool {
         if let Some((until, why)) = &b.until {
             let left = until.saturating_duration_since(std::time::Instant::now());
             if !left.is_zero() {
-                return Err(Error::Other(format!(
+                return Err(Error::Unavailable(format!(
                     "cannot connect to postgres {}: {why} (next attempt in {:.1} s)",
                     self.place,
                     left.as_secs_f64()
@@ -220,7 +226,7 @@ impl Pool {
                 let why = e.to_string();
                 b.until = Some((std::time::Instant::now() + b.next, why.clone()));
                 b.next = (b.next * 2).min(b.max);
-                Err(Error::Other(format!(
+                Err(Error::Unavailable(format!(
                     "cannot connect to postgres {}: {why}",
                     self.place
                 )))
@@ -242,6 +248,8 @@ impl Pool {
             }
         }
         out.map_err(|e| match e {
+            // The connection broke under the call: the database went away.
+            Fail::Db(e) if lost(&e) => Error::Unavailable(format!("postgres {}: {e}", self.place)),
             Fail::Db(e) => Error::Other(format!("postgres {}: {e}", self.place)),
             Fail::Tend(e) => e,
         })
