@@ -817,6 +817,76 @@ fn a_database_restart_loses_and_repeats_nothing() {
     c.tend(&config, &["audit", "verify"]).assert_code(0);
 }
 
+/// A node started while the database is down does start: it claims nothing, says
+/// so on `/metrics`, and once the database is back it migrates the schema and runs
+/// the fires. A refused login is no outage: that daemon stops at once, saying why.
+#[test]
+fn a_node_started_while_the_database_is_down_waits_for_it() {
+    let c = Cluster::new();
+    let recipe = quick_job(&c);
+    let config = c.config(
+        "tend.toml",
+        c.pg.port,
+        &entry("every2", "*/2 * * * * *", "local", ""),
+    );
+    c.vet("a", &config, &recipe);
+    c.pg.stop();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = c.start("a", &config, &["--metrics", &addr]);
+    assert!(a.log().contains("starting without it"), "{}", a.log());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        scrape(&addr).contains("tend_cluster_db_up 0"),
+        "{}",
+        a.log()
+    );
+    c.pg.start_again();
+    assert!(
+        wait_for(Duration::from_secs(20), || scrape(&addr)
+            .contains("tend_cluster_db_up 1")),
+        "{}",
+        a.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || c.pg.sql(
+            "tend",
+            "select count(*) from tend_fires where run_id is not null"
+        ) != "0"),
+        "no fire ran once the database was back:\n{}",
+        a.log()
+    );
+    let log = a.log();
+    assert_eq!(a.stop(), 0);
+    assert!(log.contains("schema up to date"), "{log}");
+    assert!(!of(&c.audit(&config), "run_end").is_empty());
+
+    let mut wrong = c
+        .command("b", &config)
+        .env("TEND_TEST_PG_PW", "not-the-password")
+        .arg("daemon")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_for(Duration::from_secs(20), || {
+        wrong.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        wrong.kill().unwrap();
+    }
+    let out = wrong.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        ended,
+        "a daemon with a refused password kept running:\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(
+        err.contains("password authentication failed") && !err.contains("not-the-password"),
+        "{err}"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -35,6 +35,6 @@ pub use prune::*;
 pub use retention::Retention;
 pub use rollback::*;
 pub use run::*;
-pub use stores::stores_for;
+pub use stores::{stores_for, stores_for_daemon};
 pub use unlock::*;
 pub use vetting::*;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::state::StateDir;
 use crate::store::Stores;
 
@@ -20,4 +20,25 @@ pub fn stores_for(state: &StateDir, config: &Config) -> Result<Stores> {
             Ok(Stores::cluster(state, Arc::new(pg)))
         }
     }
+}
+
+/// For a daemon: as [`stores_for`], except that a cluster database that cannot be
+/// reached yet does not stop it from starting. Its node claims nothing until the
+/// database answers, and brings the schema up to date then. True when that is still
+/// to do. Any other failure (a newer schema, a refused password) stops it here.
+pub fn stores_for_daemon(state: &StateDir, config: &Config) -> Result<(Stores, bool)> {
+    let Some(settings) = &config.cluster else {
+        return Ok((Stores::embedded(state), false));
+    };
+    let pg = crate::store::pg::PgStore::open(settings)?;
+    let pending = match pg.migrate() {
+        Ok(_) => false,
+        Err(Error::Unavailable(e)) => {
+            tracing::warn!("{e}: starting without it; this node claims no fire until it answers");
+            true
+        }
+        Err(e) => return Err(e),
+    };
+    pg.keep_leases()?;
+    Ok((Stores::cluster(state, Arc::new(pg)), pending))
 }

@@ -59,6 +59,9 @@ pub struct Node {
     paused: Mutex<HashSet<String>>,
     /// The other nodes whose schedule set differs, as last logged.
     mismatched: Mutex<Vec<String>>,
+    /// The schema is still to be brought up to date (the database could not be
+    /// reached at start): nothing else is done with the database before.
+    unprepared: AtomicBool,
     /// The database's clock when the schedule records were last read.
     records_read: Mutex<Option<DateTime<Utc>>>,
     /// Called with the database's state after each heartbeat (the metric).
@@ -101,8 +104,16 @@ impl Node {
             paused: Mutex::default(),
             mismatched: Mutex::default(),
             records_read: Mutex::default(),
+            unprepared: AtomicBool::new(false),
             on_db: Mutex::new(None),
         }
+    }
+
+    /// A node whose database could not be reached at start: its first heartbeat
+    /// that gets through migrates the schema first.
+    pub fn unprepared(self, yes: bool) -> Node {
+        self.unprepared.store(yes, Ordering::SeqCst);
+        self
     }
 
     pub fn id(&self) -> String {
@@ -190,7 +201,15 @@ impl Node {
     /// `cancel_all` cancels this node's running runs (self-fencing).
     pub fn tick(&self, ctx: &Ctx, cancel_all: &dyn Fn(&str)) {
         let info = self.info.lock().expect("node info").clone();
-        match self.cluster.heartbeat(&info) {
+        let prepared = if self.unprepared.load(Ordering::SeqCst) {
+            self.cluster.prepare().map(|()| {
+                self.unprepared.store(false, Ordering::SeqCst);
+                tracing::info!(node = %info.id, "cluster database reachable: schema up to date");
+            })
+        } else {
+            Ok(())
+        };
+        match prepared.and_then(|()| self.cluster.heartbeat(&info)) {
             Ok(draining) => {
                 *self.last_ok.lock().expect("node clock") = Instant::now();
                 self.fencing.store(false, Ordering::SeqCst);
@@ -204,6 +223,11 @@ impl Node {
             }
             Err(e) => {
                 let was = self.db_up.swap(false, Ordering::SeqCst);
+                if !matches!(e, crate::error::Error::Unavailable(_)) {
+                    // Not an outage that passes (a newer schema, a refused login):
+                    // said at every heartbeat until someone acts.
+                    tracing::error!(node = %info.id, "cannot use the cluster database: {e}");
+                }
                 if was {
                     tracing::error!(node = %info.id, "cluster database unreachable: {e}");
                     self.tell_db(false);

@@ -63,12 +63,13 @@ pub fn run(
     };
     let sock = control::socket_path(&state);
     let listener = control::bind(&sock)?;
-    // Cluster mode: connected (and the schema migrated) before anything runs.
-    let stores = crate::app::stores_for(&state, &config)?;
+    // Cluster mode: connected and the schema migrated before anything runs, unless
+    // the database cannot be reached yet (then the node waits for it).
+    let (stores, unprepared) = crate::app::stores_for_daemon(&state, &config)?;
     let mut ctx = Ctx::new(state, actor, passphrase);
     let node = stores.cluster.clone().map(|c| {
         let address = metrics.map_or_else(crate::lease::host_name, |(a, _)| a.to_string());
-        Arc::new(cluster::Node::new(c, address, &config.schedules))
+        Arc::new(cluster::Node::new(c, address, &config.schedules).unprepared(unprepared))
     });
     if let Some(node) = &node {
         ctx = ctx.in_cluster(stores, node.clone());

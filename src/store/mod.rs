@@ -156,6 +156,9 @@ pub struct ExpiredRun {
 pub trait Cluster: Send + Sync {
     /// This node's id.
     fn node_id(&self) -> &str;
+    /// Bring the database's schema up to date (a node that started while the
+    /// database was unreachable does it once it answers).
+    fn prepare(&self) -> Result<()>;
     /// How long a heartbeat holds this node's runs and host locks.
     fn lease(&self) -> std::time::Duration;
     /// Register or refresh this node, and renew until now + lease the runs and host

@@ -64,6 +64,10 @@ impl Cluster for PgStore {
         &self.node
     }
 
+    fn prepare(&self) -> Result<()> {
+        self.migrate().map(|_| ())
+    }
+
     fn lease(&self) -> std::time::Duration {
         self.lease
     }

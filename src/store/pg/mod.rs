@@ -130,6 +130,15 @@ impl Stores {
     }
 }
 
+/// `e` for people: what the server said (`FATAL: password authentication failed
+/// for user "tend"`), not just "db error".
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Whether `e` is the connection failing (closed, or an I/O error), not the server
 /// refusing a statement.
 fn lost(e: &postgres::Error) -> bool {
@@ -223,13 +232,17 @@ impl Pool {
                 Ok(c)
             }
             Err(e) => {
-                let why = e.to_string();
+                let why = describe(&e);
                 b.until = Some((std::time::Instant::now() + b.next, why.clone()));
                 b.next = (b.next * 2).min(b.max);
-                Err(Error::Unavailable(format!(
-                    "cannot connect to postgres {}: {why}",
-                    self.place
-                )))
+                let message = format!("cannot connect to postgres {}: {why}", self.place);
+                // Unreachable, or refused by the server (a password, a database
+                // name, TLS): only the first passes by waiting.
+                Err(if lost(&e) {
+                    Error::Unavailable(message)
+                } else {
+                    Error::Other(message)
+                })
             }
         }
     }
@@ -249,8 +262,10 @@ impl Pool {
         }
         out.map_err(|e| match e {
             // The connection broke under the call: the database went away.
-            Fail::Db(e) if lost(&e) => Error::Unavailable(format!("postgres {}: {e}", self.place)),
-            Fail::Db(e) => Error::Other(format!("postgres {}: {e}", self.place)),
+            Fail::Db(e) if lost(&e) => {
+                Error::Unavailable(format!("postgres {}: {}", self.place, describe(&e)))
+            }
+            Fail::Db(e) => Error::Other(format!("postgres {}: {}", self.place, describe(&e))),
             Fail::Tend(e) => e,
         })
     }
