@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use postgres::{Pg, PG_PW};
+use postgres::{Pg, CLUSTER_KEY, PG_PW};
 
 const TEND: &str = env!("CARGO_BIN_EXE_tend");
 const ENTRIES: usize = 1_000;
@@ -32,7 +32,7 @@ const LEASE: &str = "3s";
 
 fn cluster(port: u16) -> String {
     format!(
-        "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=postgres dbname=tend\"\npassword = \"env:TEND_BENCH_PG_PW\"\nlease = \"{LEASE}\"\n\n"
+        "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=postgres dbname=tend\"\npassword = \"env:TEND_BENCH_PG_PW\"\nkey = \"env:TEND_BENCH_CLUSTER_KEY\"\nlease = \"{LEASE}\"\n\n"
     )
 }
 
@@ -44,6 +44,7 @@ fn tend(dir: &Path, node: &str, config: &Path) -> Command {
         .env("TEND_CONFIG", config)
         .env("TEND_NODE", node)
         .env("TEND_BENCH_PG_PW", PG_PW)
+        .env("TEND_BENCH_CLUSTER_KEY", CLUSTER_KEY)
         .env("HOME", dir)
         .env_remove("TEND_LOG");
     c

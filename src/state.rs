@@ -102,7 +102,7 @@ impl RunMeta {
     /// disk): the run is still listed, and its journals can still be replayed. Only
     /// this machine can be reached again; how other hosts were reached was in the
     /// file that is lost.
-    fn damaged(run_id: &str, hosts: Vec<String>) -> RunMeta {
+    pub(crate) fn damaged(run_id: &str, hosts: Vec<String>) -> RunMeta {
         let local = crate::reach::HostSpec::local();
         RunMeta {
             run_id: run_id.to_string(),

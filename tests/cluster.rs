@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use postgres::{Pg, Proxy, PG_PW};
+use postgres::{Pg, Proxy, CLUSTER_KEY, PG_PW};
 use serde_json::Value;
 use sshd::Sshd;
 use support::{wait_for, Run, World, TEND};
@@ -44,7 +44,7 @@ impl Cluster {
     /// `[cluster]` for a node reaching the database on `port`.
     fn cluster_toml(port: u16) -> String {
         format!(
-            "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=postgres dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\nlease = \"{LEASE}\"\n\n"
+            "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=postgres dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\nkey = \"env:TEND_TEST_CLUSTER_KEY\"\nlease = \"{LEASE}\"\n\n"
         )
     }
 
@@ -66,6 +66,7 @@ impl Cluster {
             .env("TEND_CONFIG", config)
             .env("TEND_NODE", node)
             .env("TEND_TEST_PG_PW", PG_PW)
+            .env("TEND_TEST_CLUSTER_KEY", CLUSTER_KEY)
             .env("HOME", self.w.dir.path())
             .env("NO_COLOR", "1")
             .env_remove("TEND_LOG")
@@ -919,6 +920,7 @@ fn bad_cluster_settings_are_clear_errors() {
             w.command()
                 .env("TEND_CONFIG", &config)
                 .env("TEND_TEST_PG_PW", "not-the-password")
+                .env("TEND_TEST_CLUSTER_KEY", CLUSTER_KEY)
                 .args(["cluster", "status"])
                 .output()
                 .unwrap(),
@@ -940,6 +942,17 @@ fn bad_cluster_settings_are_clear_errors() {
         err.contains("password") && !err.contains("hunter2"),
         "{err}"
     );
+    // No key: the journals in the database could not be signed.
+    let (code, err) = run("[cluster]\npostgres = \"host=127.0.0.1\"\n");
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("[cluster] key") && err.contains("openssl rand"),
+        "{err}"
+    );
+    let (code, err) =
+        run("[cluster]\npostgres = \"host=127.0.0.1\"\nkey = \"env:TEND_NO_SUCH_VAR\"\n");
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("TEND_NO_SUCH_VAR"), "{err}");
     // Nothing listens on this port.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -947,7 +960,7 @@ fn bad_cluster_settings_are_clear_errors() {
         .unwrap()
         .port();
     let (code, err) = run(&format!(
-        "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=tend dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\n"
+        "[cluster]\npostgres = \"host=127.0.0.1 port={port} user=tend dbname=tend connect_timeout=2\"\npassword = \"env:TEND_TEST_PG_PW\"\nkey = \"env:TEND_TEST_CLUSTER_KEY\"\n"
     ));
     assert_eq!(code, 69, "{err}");
     assert!(

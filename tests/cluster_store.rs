@@ -24,7 +24,7 @@ use tend::outcome::RunState;
 use tend::state::RunMeta;
 use tend::state::StateDir;
 use tend::store::pg::{migrate, PgStore};
-use tend::store::{Cluster, ClusterSettings, Stores};
+use tend::store::{Cluster, ClusterSettings, JournalStore, Stores};
 
 const LEASE: Duration = Duration::from_secs(3);
 
@@ -32,6 +32,7 @@ fn settings(pg: &Pg, db: &str, node: &str) -> ClusterSettings {
     ClusterSettings {
         postgres: pg.url(db),
         password: Some(pg.password_env()),
+        key: Some(pg.key_env()),
         sslmode: Some("disable".into()),
         sslrootcert: None,
         node: Some(node.into()),
@@ -580,6 +581,62 @@ fn a_lock_taken_over_gets_a_newer_token_and_the_old_owners_journal_is_fenced() {
 }
 
 /// The same calls on a file journal and on the cluster's read back the same.
+/// What a rollback would act on cannot be planted through the database: a journal
+/// line or a run record written or changed without the cluster's key is refused,
+/// named; a node with another key cannot read them either.
+#[test]
+fn journals_and_run_records_changed_in_the_database_are_refused() {
+    let (pg, stores, _state) = cluster(&["a"]);
+    let store = &stores[0];
+    let run_id = store.runs.reserve_run_id().unwrap();
+    store.runs.write(&run_meta(&run_id, "failed")).unwrap();
+    let _guard = store
+        .locks
+        .lock("web1", &holder(&run_id, "web1"), &Take::default())
+        .unwrap();
+    let j = store.journals.open(&run_id, "web1").unwrap();
+    j.append(1, "fs::file", &remove("/etc/a"), false, &[])
+        .unwrap();
+    assert_eq!(store.journals.read(&run_id, "web1").unwrap().entries.len(), 1);
+    assert_eq!(store.runs.read(&run_id).unwrap().hosts, ["web1"]);
+
+    // Another key: nothing it reads is this cluster's.
+    let mut other = settings(&pg, "tend", "x");
+    std::env::set_var("TEND_T_OTHER_KEY", "another-key-another-key-another-key");
+    other.key = Some("env:TEND_T_OTHER_KEY".into());
+    let stranger = PgStore::connect(&other).unwrap();
+    let e = JournalStore::read(&stranger, &run_id, "web1").unwrap_err();
+    assert!(e.to_string().contains("fails its signature"), "{e}");
+
+    // A planted undo record: the path changed in the row.
+    pg.sql(
+        "tend",
+        &format!(
+            "update tend_journal set line = replace(line, '/etc/a', '/etc/shadow') \
+             where run_id = '{run_id}' and line like '%/etc/a%'"
+        ),
+    );
+    let e = store.journals.read(&run_id, "web1").unwrap_err().to_string();
+    assert!(
+        e.contains("fails its signature") && e.contains("tend_journal row n ="),
+        "{e}"
+    );
+    // A run record pointed at another host.
+    pg.sql(
+        "tend",
+        &format!(
+            "update tend_runs set meta = jsonb_set(meta, '{{hosts}}', '[\"evil\"]') \
+             where run_id = '{run_id}'"
+        ),
+    );
+    let e = store.runs.read(&run_id).unwrap_err().to_string();
+    assert!(e.contains(&format!("run record {run_id}")) && e.contains("signature"), "{e}");
+    let listed = store.runs.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].outcome, RunState::Damaged);
+    assert!(listed[0].hosts.is_empty(), "the planted host was listed");
+}
+
 #[test]
 fn a_journal_reads_back_as_the_file_journal_does() {
     let (pg, stores, _state) = cluster(&["a"]);

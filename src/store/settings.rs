@@ -5,6 +5,7 @@
 //! [cluster]
 //! postgres = "postgres://tend@db.example/tend"   # URL or libpq key=value string
 //! password = "env:TEND_PG_PASSWORD"              # or "file:/etc/tend/pg.pw"
+//! key = "file:/etc/tend/cluster.key"             # the same on every node; signs journals
 //! sslmode = "verify-full"                        # disable | prefer | require | verify-ca | verify-full
 //! sslrootcert = "/etc/tend/db-ca.pem"
 //! node = "sched-a"                               # default: this machine's host name
@@ -24,6 +25,10 @@ pub struct ClusterSettings {
     /// `env:NAME` or `file:PATH`: where the password is read from at start.
     #[serde(default)]
     pub password: Option<String>,
+    /// `env:NAME` or `file:PATH`: the key every node signs journals and run records
+    /// with (required; see `store::pg::sign`).
+    #[serde(default)]
+    pub key: Option<String>,
     /// libpq's names and meanings; default `prefer`.
     #[serde(default)]
     pub sslmode: Option<String>,
@@ -41,13 +46,14 @@ impl ClusterSettings {
     pub const KEYS: &[&str] = &[
         "postgres",
         "password",
+        "key",
         "sslmode",
         "sslrootcert",
         "node",
         "lease",
     ];
     pub const HELP: &str = "[cluster] takes postgres = \"postgres://USER@HOST/DB\", \
-         password = \"env:NAME\"|\"file:PATH\", sslmode, sslrootcert, node, lease = \"30s\"";
+         password = \"env:NAME\"|\"file:PATH\", key = \"file:PATH\"|\"env:NAME\", sslmode, sslrootcert, node, lease = \"30s\"";
 
     /// The default lease: long enough for a busy database, short enough that a dead
     /// node's runs are rolled back within a minute.

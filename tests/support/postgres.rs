@@ -29,6 +29,8 @@ pub fn pg_bin() -> String {
     )
 }
 pub const PG_PW: &str = "pg-secret-for-tend";
+/// `[cluster] key` of the test clusters (every node the same).
+pub const CLUSTER_KEY: &str = "0123456789abcdef0123456789abcdef-test-cluster-key";
 
 /// Run a server program as `postgres` in `dir`.
 fn as_pg(dir: &Path, args: &[&str]) {
@@ -204,6 +206,14 @@ impl Pg {
         static SET: std::sync::Once = std::sync::Once::new();
         SET.call_once(|| std::env::set_var("TEND_T_PG_PASSWORD", PG_PW));
         "env:TEND_T_PG_PASSWORD".to_string()
+    }
+
+    /// `[cluster] key`: an `env:` reference to a variable this sets to
+    /// [`CLUSTER_KEY`], as [`Pg::password_env`] does.
+    pub fn key_env(&self) -> String {
+        static SET: std::sync::Once = std::sync::Once::new();
+        SET.call_once(|| std::env::set_var("TEND_T_CLUSTER_KEY", CLUSTER_KEY));
+        "env:TEND_T_CLUSTER_KEY".to_string()
     }
 
     /// psql as postgres on `db`.

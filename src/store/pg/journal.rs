@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::sign::Signer;
 use super::{Fail, PgStore, Pool};
 use crate::error::{Error, Result};
 use crate::journal::{Contents, Journal, JournalWrite, LineSink};
@@ -13,6 +14,7 @@ use crate::store::JournalStore;
 /// The lines of one host's journal in one run, appended under the host lock.
 struct Fenced {
     pool: Arc<Pool>,
+    signer: Arc<Signer>,
     run_id: String,
     host: String,
     token: i64,
@@ -25,10 +27,16 @@ impl LineSink for Fenced {
             .pool
             .with(|c| {
                 c.execute(
-                    "INSERT INTO tend_journal (run_id, host, line) SELECT $1, $2, $3
+                    "INSERT INTO tend_journal (run_id, host, line, mac) SELECT $1, $2, $3, $5
                      WHERE EXISTS (SELECT 1 FROM tend_host_locks
                                    WHERE host = $2 AND token = $4 AND lease_until > now())",
-                    &[&self.run_id, &self.host, &line, &self.token],
+                    &[
+                        &self.run_id,
+                        &self.host,
+                        &line,
+                        &self.token,
+                        &self.signer.sign(&[&self.run_id, &self.host, line]),
+                    ],
                 )
                 .map_err(Fail::from)
             })
@@ -44,17 +52,31 @@ impl LineSink for Fenced {
     }
 }
 
-fn text_of(pool: &Pool, run_id: &str, host: &str) -> Result<String> {
-    pool.with(|c| {
-        let rows = c.query(
-            "SELECT line FROM tend_journal WHERE run_id = $1 AND host = $2 ORDER BY n",
+/// The journal's text, every line checked against its signature: one written or
+/// edited by something without the cluster's key is refused, named, and nothing is
+/// replayed from the journal.
+fn text_of(pool: &Pool, signer: &Signer, run_id: &str, host: &str) -> Result<String> {
+    let rows = pool.with(|c| {
+        Ok(c.query(
+            "SELECT n, line, mac FROM tend_journal WHERE run_id = $1 AND host = $2 ORDER BY n",
             &[&run_id, &host],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| format!("{}\n", r.get::<_, &str>(0)))
-            .collect())
-    })
+        )?)
+    })?;
+    let mut text = String::new();
+    for row in rows {
+        let line: &str = row.get(1);
+        if !signer.check(&[run_id, host, line], row.get(2)) {
+            let n: i64 = row.get(0);
+            return Err(Error::Other(format!(
+                "the journal of run {run_id} on {host} (tend_journal row n = {n}) fails its \
+                 signature: it was written or changed in the database without the cluster \
+                 key; nothing is replayed from it"
+            )));
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 impl JournalStore for PgStore {
@@ -66,9 +88,10 @@ impl JournalStore for PgStore {
                  that run, and a journal is only written under the host lock"
             )));
         };
-        let existing = Journal::parse(&text_of(&self.pool, run_id, host)?);
+        let existing = Journal::parse(&text_of(&self.pool, &self.signer, run_id, host)?);
         let lines = Fenced {
             pool: self.pool.clone(),
+            signer: self.signer.clone(),
             run_id: key.0,
             host: key.1,
             token,
@@ -77,7 +100,12 @@ impl JournalStore for PgStore {
     }
 
     fn read(&self, run_id: &str, host: &str) -> Result<Contents> {
-        Ok(Journal::parse(&text_of(&self.pool, run_id, host)?))
+        Ok(Journal::parse(&text_of(
+            &self.pool,
+            &self.signer,
+            run_id,
+            host,
+        )?))
     }
 
     fn exists(&self, run_id: &str, host: &str) -> bool {

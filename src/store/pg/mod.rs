@@ -13,6 +13,7 @@ mod journal;
 mod locks;
 pub mod migrate;
 mod runs;
+mod sign;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,8 @@ pub struct PgStore {
     /// node left behind (a crash, a restart within the lease, a final record that
     /// could not be written) is not, so its lease runs out and it is rolled back.
     live: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Signs journal lines and run records; a row that fails its check is refused.
+    signer: Arc<sign::Signer>,
 }
 
 impl PgStore {
@@ -53,6 +56,7 @@ impl PgStore {
     /// applies).
     pub fn open(settings: &ClusterSettings) -> Result<PgStore> {
         let pool = connect::pool(settings)?;
+        let signer = sign::Signer::from_reference(settings.key.as_deref())?;
         pool.set_backoff(settings.lease() / 4);
         let store = PgStore {
             pool: Arc::new(pool),
@@ -60,6 +64,7 @@ impl PgStore {
             lease: settings.lease(),
             tokens: Arc::default(),
             live: Arc::default(),
+            signer: Arc::new(signer),
         };
         Ok(store)
     }

@@ -5,15 +5,26 @@
 
 use postgres::Row;
 
+use super::sign::{canonical, Signer};
 use super::{Fail, PgStore};
 use crate::error::{Error, Result};
 use crate::outcome::RunState;
 use crate::state::RunMeta;
 use crate::store::{JournalStore, RunStore};
 
-/// The record of a row: `running` with an expired lease is `interrupted`.
-fn meta_of(row: &Row) -> std::result::Result<RunMeta, Fail> {
+/// The record of a row, checked against its signature: one written or changed in
+/// the database without the cluster's key (a host pointed elsewhere) is refused.
+/// `running` with an expired lease is `interrupted`.
+fn meta_of(signer: &Signer, row: &Row) -> std::result::Result<RunMeta, Fail> {
     let value: serde_json::Value = row.get("meta");
+    let run_id: String = row.get("run_id");
+    if !signer.check(&[&run_id, &canonical(&value)], row.get("mac")) {
+        return Err(Error::Other(format!(
+            "run record {run_id} (tend_runs) fails its signature: it was written or changed \
+             in the database without the cluster key; it is not used"
+        ))
+        .into());
+    }
     let mut meta: RunMeta = serde_json::from_value(value).map_err(|e| {
         Error::Other(format!(
             "run record {} unreadable: {e}",
@@ -26,7 +37,8 @@ fn meta_of(row: &Row) -> std::result::Result<RunMeta, Fail> {
     Ok(meta)
 }
 
-const SELECT: &str = "SELECT run_id, meta, state = 'running' AND lease_until < now() AS expired
+const SELECT: &str =
+    "SELECT run_id, meta, mac, state = 'running' AND lease_until < now() AS expired
                       FROM tend_runs";
 
 impl RunStore for PgStore {
@@ -63,18 +75,27 @@ impl RunStore for PgStore {
     /// is refused.
     fn write(&self, meta: &RunMeta) -> Result<()> {
         let value = serde_json::to_value(meta).map_err(|e| Error::Other(e.to_string()))?;
+        let mac = self.signer.sign(&[&meta.run_id, &canonical(&value)]);
         let state = meta.outcome.as_str();
         let n = self.pool.with(|c| {
             c.execute(
-                "INSERT INTO tend_runs (run_id, meta, node, state, lease_until)
+                "INSERT INTO tend_runs (run_id, meta, node, state, lease_until, mac)
                  VALUES ($1, $2, $3, $4,
-                         CASE WHEN $4 = 'running' THEN now() + make_interval(secs => $5) END)
+                         CASE WHEN $4 = 'running' THEN now() + make_interval(secs => $5) END, $6)
                  ON CONFLICT (run_id) DO UPDATE SET meta = EXCLUDED.meta, node = EXCLUDED.node,
-                     state = EXCLUDED.state, lease_until = EXCLUDED.lease_until
+                     state = EXCLUDED.state, lease_until = EXCLUDED.lease_until,
+                     mac = EXCLUDED.mac
                  WHERE tend_runs.node = EXCLUDED.node OR tend_runs.state = 'reserved'
                     OR (EXCLUDED.state IN ('rolled_back', 'rollback_incomplete')
                         AND NOT (tend_runs.state = 'running' AND tend_runs.lease_until > now()))",
-                &[&meta.run_id, &value, &self.node, &state, &self.lease_secs()],
+                &[
+                    &meta.run_id,
+                    &value,
+                    &self.node,
+                    &state,
+                    &self.lease_secs(),
+                    &mac,
+                ],
             )
             .map_err(Fail::from)
         })?;
@@ -100,7 +121,7 @@ impl RunStore for PgStore {
         self.pool.with(|c| {
             let sql = format!("{SELECT} WHERE run_id = $1 AND meta IS NOT NULL");
             match c.query_opt(&sql, &[&run_id])? {
-                Some(row) => meta_of(&row),
+                Some(row) => meta_of(&self.signer, &row),
                 None => Err(Error::UnknownRun(run_id.to_string()).into()),
             }
         })
@@ -111,7 +132,18 @@ impl RunStore for PgStore {
     fn list(&self) -> Result<Vec<RunMeta>> {
         let mut runs: Vec<RunMeta> = self.pool.with(|c| {
             let sql = format!("{SELECT} WHERE meta IS NOT NULL ORDER BY run_id");
-            c.query(&sql, &[])?.iter().map(meta_of).collect()
+            // One bad record is listed as damaged, not a reason to list nothing.
+            Ok(c.query(&sql, &[])?
+                .iter()
+                .map(|row| {
+                    meta_of(&self.signer, row).unwrap_or_else(|e| {
+                        if let Fail::Tend(e) = e {
+                            tracing::warn!("{e}");
+                        }
+                        RunMeta::damaged(row.get("run_id"), Vec::new())
+                    })
+                })
+                .collect())
         })?;
         for meta in &mut runs {
             if !meta.dry_run && meta.ended.is_none() || meta.outcome == RunState::Interrupted {

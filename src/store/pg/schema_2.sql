@@ -8,3 +8,7 @@ UPDATE tend_schedule_state SET version = 1;
 -- Claims look for a running run of the same entry (so `overlap` holds cluster-wide).
 CREATE INDEX tend_runs_running_schedule ON tend_runs ((meta->>'schedule'))
     WHERE state = 'running';
+-- Signatures under the cluster's key (see store::pg::sign): rows from before have
+-- none, and are refused as unsigned.
+ALTER TABLE tend_journal ADD COLUMN mac text;
+ALTER TABLE tend_runs ADD COLUMN mac text;
