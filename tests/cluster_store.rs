@@ -597,7 +597,10 @@ fn journals_and_run_records_changed_in_the_database_are_refused() {
     let j = store.journals.open(&run_id, "web1").unwrap();
     j.append(1, "fs::file", &remove("/etc/a"), false, &[])
         .unwrap();
-    assert_eq!(store.journals.read(&run_id, "web1").unwrap().entries.len(), 1);
+    assert_eq!(
+        store.journals.read(&run_id, "web1").unwrap().entries.len(),
+        1
+    );
     assert_eq!(store.runs.read(&run_id).unwrap().hosts, ["web1"]);
 
     // Another key: nothing it reads is this cluster's.
@@ -616,7 +619,11 @@ fn journals_and_run_records_changed_in_the_database_are_refused() {
              where run_id = '{run_id}' and line like '%/etc/a%'"
         ),
     );
-    let e = store.journals.read(&run_id, "web1").unwrap_err().to_string();
+    let e = store
+        .journals
+        .read(&run_id, "web1")
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("fails its signature") && e.contains("tend_journal row n ="),
         "{e}"
@@ -630,7 +637,10 @@ fn journals_and_run_records_changed_in_the_database_are_refused() {
         ),
     );
     let e = store.runs.read(&run_id).unwrap_err().to_string();
-    assert!(e.contains(&format!("run record {run_id}")) && e.contains("signature"), "{e}");
+    assert!(
+        e.contains(&format!("run record {run_id}")) && e.contains("signature"),
+        "{e}"
+    );
     let listed = store.runs.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].outcome, RunState::Damaged);

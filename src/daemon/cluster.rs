@@ -140,11 +140,6 @@ impl Node {
         since >= self.cluster.lease() * 2 / 3 || !self.db_up.load(Ordering::SeqCst)
     }
 
-    /// Claim the fire of `name` due at `at` for this node.
-    pub fn claim(&self, name: &str, at: DateTime<Utc>, reason: &str) -> Claim {
-        self.claim_many(&[(name.to_string(), at, reason.to_string())])[0]
-    }
-
     /// Claim fires in one round trip: what became of each.
     pub fn claim_many(&self, fires: &[(String, DateTime<Utc>, String)]) -> Vec<Claim> {
         if fires.is_empty() {

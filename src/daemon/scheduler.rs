@@ -402,6 +402,10 @@ impl Scheduler {
             .iter_mut()
             .filter_map(|(n, s)| s.unclaimed.take().map(|u| (n.clone(), u)))
             .collect();
+        // Per entry: a run of the latest fire if `catch_up` covers it, a report of the
+        // others; all claimed in one round trip.
+        let mut asks = Vec::new();
+        let mut plans = Vec::new();
         for (name, (first, latest, count)) in pending {
             let Some(entry) = inner.slots.get(&name).map(|s| s.entry.clone()) else {
                 continue;
@@ -410,9 +414,21 @@ impl Scheduler {
                 .catch_up
                 .and_then(|w| chrono::TimeDelta::from_std(w).ok())
                 .is_some_and(|w| now - latest <= w);
-            let ran = covered && node.claim(&name, latest, Reason::CatchUp.as_str()) == Claim::Won;
             let missed = count - u64::from(covered);
-            if missed > 0 && node.claim(&name, first, "missed") == Claim::Won {
+            let run = covered.then(|| {
+                asks.push((name.clone(), latest, Reason::CatchUp.as_str().to_string()));
+                asks.len() - 1
+            });
+            let report = (missed > 0).then(|| {
+                asks.push((name.clone(), first, "missed".to_string()));
+                asks.len() - 1
+            });
+            plans.push((name, latest, missed, run, report));
+        }
+        let won = node.claim_many(&asks);
+        let won = |i: Option<usize>| i.is_some_and(|i| won.get(i) == Some(&Claim::Won));
+        for (name, latest, missed, run, report) in plans {
+            if won(report) {
                 tracing::warn!(schedule = %name, missed, "fires missed while the cluster database was down");
                 self.ctx.records.update(&name, |r| r.missed_fires += missed);
                 audit(
@@ -422,7 +438,7 @@ impl Scheduler {
                     json!({"reason": "missed", "missed": missed}),
                 );
             }
-            if ran {
+            if won(run) {
                 self.fire_locked(inner, &name, Reason::CatchUp, Some(latest));
             }
         }
