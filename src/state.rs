@@ -184,10 +184,19 @@ pub(crate) fn mkdirs(path: &Path) -> Result<()> {
 }
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace_file(path, data, true)
+}
+
+/// Replace `path` with `data` whole (readers see the old file or the new one), and
+/// when `durable`, on disk before this returns. A copy kept only to be read here
+/// (a cluster node's copy of what the database holds) need not wait for the disk.
+pub fn replace_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

@@ -133,11 +133,9 @@ pub fn fire(
     let name = entry.name.as_str();
     let fired = Utc::now();
     let started = Instant::now();
-    ctx.records
-        .update(name, |r| r.last_fire = Some(super::record::rfc3339(fired)));
     let late_ms = due.map(|d| (fired - d).num_milliseconds());
     tracing::info!(schedule = name, reason = reason.as_str(), late_ms, recipe = %entry.recipe.display(), "fire");
-    let (run_id, outcome, told) = match start(ctx, config, entry, cancel, due) {
+    let (run_id, outcome, told) = match start(ctx, config, entry, cancel, due, fired) {
         Ok(r) => {
             let outcome = r.outcome.as_str();
             let error = r.error().unwrap_or_default();
@@ -195,8 +193,13 @@ pub fn fire(
         tell(ctx, entry, &event);
     }
     let ms = started.elapsed().as_millis() as u64;
-    ctx.records
-        .update(name, |r| r.ended(run_id, fired, &outcome, ms));
+    ctx.records.update(name, |r| {
+        // A run that started said when it fired then (see `start`).
+        if run_id.is_none() {
+            r.last_fire = Some(super::record::rfc3339(fired));
+        }
+        r.ended(run_id, fired, &outcome, ms)
+    });
     check_stale(ctx, entry);
     outcome
 }
@@ -259,6 +262,7 @@ fn start(
     entry: &Entry,
     cancel: CancelToken,
     due: Option<DateTime<Utc>>,
+    fired: DateTime<Utc>,
 ) -> crate::error::Result<app::RunResult> {
     // Loaded at each fire: an edit since the last one is seen (and un-vets it).
     let recipe = Recipe::load(&entry.recipe)?;
@@ -293,11 +297,13 @@ fn start(
     let name = entry.name.clone();
     let records = ctx.records.clone();
     let claimed = ctx.node.clone().zip(due);
-    // The run id is known once the run starts: recorded then, so a daemon that dies
-    // mid-run leaves a record saying which run was going.
+    // The run id is known once the run starts: recorded then, with when it fired (one
+    // change of the record, not two: in a cluster each is a transaction), so a daemon
+    // that dies mid-run leaves a record saying which run was going.
     let sink: Sink = Arc::new(move |e: &Event| {
         if let Event::RunStart { run_id, .. } = e {
             records.update(&name, |r| {
+                r.last_fire = Some(super::record::rfc3339(fired));
                 r.last_run_id = Some(run_id.clone());
                 r.last_outcome = Some(RUNNING.into());
             });

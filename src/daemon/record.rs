@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::{mkdirs, write_atomic, StateDir};
+use crate::state::{mkdirs, replace_file, StateDir};
 use crate::store::{Cluster, ScheduleState};
 
 /// Runs kept in `history`, newest last.
@@ -348,7 +348,10 @@ impl Records {
         }
         let result = mkdirs(&self.dir).map_err(|e| e.to_string()).and_then(|()| {
             let text = serde_json::to_vec_pretty(snapshot).map_err(|e| e.to_string())?;
-            write_atomic(&self.dir.join(format!("{name}.json")), &text).map_err(|e| e.to_string())
+            // In a cluster the file is a copy of the database's record: no fsync.
+            let durable = self.shared.is_none();
+            replace_file(&self.dir.join(format!("{name}.json")), &text, durable)
+                .map_err(|e| e.to_string())
         });
         match result {
             Ok(()) => {
