@@ -55,6 +55,16 @@ impl Cluster {
             .beside(name, &format!("{}{rest}", Self::cluster_toml(port)))
     }
 
+    /// tend.toml with one entry `name` firing every 2 s on `local` (`extra`: more
+    /// keys of the entry).
+    fn every_two_seconds(&self, name: &str, extra: &str) -> PathBuf {
+        self.config(
+            "tend.toml",
+            self.pg.port,
+            &entry(name, "*/2 * * * * *", "local", extra),
+        )
+    }
+
     fn state(&self, node: &str) -> PathBuf {
         self.w.dir.path().join(format!("state-{node}"))
     }
@@ -165,11 +175,7 @@ fn of<'a>(events: &'a [Value], event: &str) -> Vec<&'a Value> {
 fn three_nodes_run_each_fire_once_and_share_one_audit_chain() {
     let c = Cluster::new();
     let recipe = quick_job(&c);
-    let config = c.config(
-        "tend.toml",
-        c.pg.port,
-        &entry("every2", "*/2 * * * * *", "local", ""),
-    );
+    let config = c.every_two_seconds("every2", "");
     let started = Instant::now();
     c.run_nodes(&["a", "b", "c"], &config, &recipe, Duration::from_secs(30));
     let elapsed = started.elapsed().as_secs_f64();
@@ -305,11 +311,7 @@ fn overlap_holds_across_nodes() {
         "job.rhai",
         "//! Longer than the interval.\nsh(\"sleep 5\", #{read_only: true});\n",
     );
-    let config = c.config(
-        "tend.toml",
-        c.pg.port,
-        &entry("long", "*/2 * * * * *", "local", ""),
-    );
+    let config = c.every_two_seconds("long", "");
     c.run_nodes(&["a", "b", "c"], &config, &recipe, Duration::from_secs(16));
     let runs = c.pg.sql(
         "tend",
@@ -642,11 +644,7 @@ fn a_dead_nodes_local_run_waits_for_that_node() {
         "job.rhai",
         "//! Slow here while `go` is there.\nif fs::exists(\"ROOT/go\") {\n    fs::file(\"ROOT/x.conf\", \"changed\\n\");\n    sh(\"sleep 30\", #{read_only: true});\n} else {\n    fs::file(\"ROOT/tick\", \"tick\\n\");\n}\n",
     );
-    let config = c.config(
-        "tend.toml",
-        c.pg.port,
-        &entry("slow", "*/2 * * * * *", "local", ""),
-    );
+    let config = c.every_two_seconds("slow", "");
     c.vet("a", &config, &recipe);
     let a = c.start("a", &config, &[]);
     let x = c.w.root().join("x.conf");
@@ -769,11 +767,7 @@ fn line_time(log: &str, text: &str) -> chrono::DateTime<chrono::Utc> {
 fn a_database_restart_loses_and_repeats_nothing() {
     let c = Cluster::new();
     let recipe = quick_job(&c);
-    let config = c.config(
-        "tend.toml",
-        c.pg.port,
-        &entry("every2", "*/2 * * * * *", "local", "catch_up = \"1m\""),
-    );
+    let config = c.every_two_seconds("every2", "catch_up = \"1m\"");
     let metrics = free_port();
     let a_addr = format!("127.0.0.1:{metrics}");
     c.vet("a", &config, &recipe);
@@ -825,11 +819,7 @@ fn a_database_restart_loses_and_repeats_nothing() {
 fn a_node_started_while_the_database_is_down_waits_for_it() {
     let c = Cluster::new();
     let recipe = quick_job(&c);
-    let config = c.config(
-        "tend.toml",
-        c.pg.port,
-        &entry("every2", "*/2 * * * * *", "local", ""),
-    );
+    let config = c.every_two_seconds("every2", "");
     c.vet("a", &config, &recipe);
     c.pg.stop();
     let addr = format!("127.0.0.1:{}", free_port());
