@@ -343,7 +343,7 @@ fn overlap_holds_across_nodes() {
 /// Two nodes whose tend.toml files schedule different things: each says so in its
 /// log, and `tend cluster status` marks them.
 #[test]
-fn differing_schedule_sets_are_reported() {
+fn differing_schedule_sets_and_keys_are_reported() {
     let c = Cluster::new();
     let recipe = quick_job(&c);
     let one = c.config(
@@ -379,6 +379,46 @@ fn differing_schedule_sets_are_reported() {
     let table = c.tend(&one, &["cluster", "status"]);
     table.assert_code(0);
     assert!(table.stderr.contains("differ"), "{}", table.stderr);
+    assert_eq!(nodes[0]["key_id"], nodes[1]["key_id"]);
+    assert_eq!(nodes[0]["key_mismatch"], false);
+
+    // A node given another key: it could not read the others' journals, nor they
+    // its own. Each side says so, and the status marks it.
+    c.vet("k", &one, &recipe);
+    let mut other_key = c.command("k", &one);
+    other_key.env(
+        "TEND_TEST_CLUSTER_KEY",
+        "a-different-key-a-different-key-0000",
+    );
+    let k = support::Daemon::spawn(
+        other_key,
+        &[],
+        c.w.dir.path().join("node-k.log"),
+        "node k",
+        |log| log.contains("daemon started"),
+    );
+    let said = "sign with another [cluster] key";
+    assert!(
+        wait_for(Duration::from_secs(10), || k.log().contains(said)
+            && a.log().contains(said)),
+        "no key mismatch reported:\n{}\n{}",
+        a.log(),
+        k.log()
+    );
+    let nodes = c.tend(&one, &["cluster", "status", "--json"]).events();
+    assert_eq!(nodes.len(), 3);
+    let key_of = |id: &str| nodes.iter().find(|n| n["id"] == id).unwrap()["key_id"].clone();
+    assert_eq!(key_of("a"), key_of("b"));
+    assert_ne!(key_of("a"), key_of("k"));
+    assert!(!key_of("k").as_str().unwrap().contains("different"));
+    for n in &nodes {
+        assert_eq!(n["key_mismatch"], true, "{n}");
+    }
+    assert!(c
+        .tend(&one, &["cluster", "status"])
+        .stderr
+        .contains("different [cluster] keys"));
+    assert_eq!(k.stop(), 0);
     // Drain: the node stays listed, marked.
     c.tend(&one, &["cluster", "drain", "b"]).assert_code(0);
     c.tend(&one, &["cluster", "drain", "nobody"])

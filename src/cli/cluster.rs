@@ -39,11 +39,18 @@ pub(crate) fn cluster(cli: &Cli, human: &Human, cmd: &ClusterCommand) -> Result<
                 .map(|n| n.info.schedule_hash.as_str())
                 .collect();
             let mismatch = hashes.len() > 1;
+            let keys: std::collections::BTreeSet<&str> = nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| n.key_id.as_str())
+                .collect();
+            let key_mismatch = keys.len() > 1;
             if *json {
                 for n in &nodes {
                     let mut v = serde_json::to_value(n).map_err(|e| Error::Other(e.to_string()))?;
                     v["kind"] = "cluster_node".into();
                     v["schedule_mismatch"] = (mismatch && n.alive).into();
+                    v["key_mismatch"] = (key_mismatch && n.alive).into();
                     outln!("{v}");
                 }
                 return Ok(exit::OK);
@@ -57,6 +64,7 @@ pub(crate) fn cluster(cli: &Cli, human: &Human, cmd: &ClusterCommand) -> Result<
                 "STATE",
                 "RUNS",
                 "SCHEDULES",
+                "KEY",
             ]);
             for row in nodes.iter().map(|n| {
                 let age = (now - n.heartbeat).num_seconds().max(0);
@@ -72,6 +80,7 @@ pub(crate) fn cluster(cli: &Cli, human: &Human, cmd: &ClusterCommand) -> Result<
                     state,
                     n.runs_held.to_string(),
                     n.info.schedule_hash.chars().take(12).collect::<String>(),
+                    n.key_id.clone(),
                 ]
             }) {
                 t.add_row(row);
@@ -81,6 +90,13 @@ pub(crate) fn cluster(cli: &Cli, human: &Human, cmd: &ClusterCommand) -> Result<
                 human.warn(
                     "the live nodes' [[schedule]] sets differ (SCHEDULES column): each node \
                      claims the fires of its own set; make their tend.toml files agree",
+                );
+            }
+            if key_mismatch {
+                human.warn(
+                    "the live nodes sign with different [cluster] keys (KEY column): none can \
+                     read the others' journals or take their runs over; copy the same key \
+                     file to every node",
                 );
             }
         }

@@ -62,6 +62,8 @@ pub struct Node {
     /// The schema is still to be brought up to date (the database could not be
     /// reached at start): nothing else is done with the database before.
     unprepared: AtomicBool,
+    /// The other live nodes whose key differs, as last logged.
+    other_keys: Mutex<Vec<String>>,
     /// The database's clock when the schedule records were last read.
     records_read: Mutex<Option<DateTime<Utc>>>,
     /// Called with the database's state after each heartbeat (the metric).
@@ -104,6 +106,7 @@ impl Node {
             paused: Mutex::default(),
             mismatched: Mutex::default(),
             records_read: Mutex::default(),
+            other_keys: Mutex::default(),
             unprepared: AtomicBool::new(false),
             on_db: Mutex::new(None),
         }
@@ -277,6 +280,7 @@ impl Node {
         let Ok(nodes) = self.cluster.nodes() else {
             return;
         };
+        self.check_keys(me, &nodes);
         let mut differ: Vec<String> = nodes
             .iter()
             .filter(|n| n.alive && n.info.id != me.id && n.info.schedule_hash != me.schedule_hash)
@@ -296,6 +300,29 @@ impl Node {
             }
             *last = differ;
         }
+    }
+
+    /// Nodes signing with another key cannot read this node's journals, nor it
+    /// theirs: neither could take the other's runs over. Said once per change.
+    fn check_keys(&self, me: &NodeInfo, nodes: &[crate::store::NodeStatus]) {
+        let mine = self.cluster.key_id();
+        let mut differ: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.alive && n.info.id != me.id && n.key_id != mine)
+            .map(|n| n.info.id.clone())
+            .collect();
+        differ.sort();
+        let mut last = self.other_keys.lock().expect("other keys");
+        if *last != differ && !differ.is_empty() {
+            tracing::error!(
+                node = %me.id,
+                others = %differ.join(", "),
+                "these live nodes sign with another [cluster] key: none can read the \
+                 others' journals, so none can take the others' runs over; copy the same \
+                 key file to every node (`tend cluster status` shows each key's id)"
+            );
+        }
+        *last = differ;
     }
 
     /// Roll back every run whose lease expired (its node died or lost the database),

@@ -140,6 +140,8 @@ pub struct NodeStatus {
     pub draining: bool,
     /// Runs it holds now (state running, its lease).
     pub runs_held: u64,
+    /// A fingerprint of its `[cluster] key` (see [`Cluster::key_id`]).
+    pub key_id: String,
 }
 
 /// A run whose lease ran out while it was still recorded as running.
@@ -156,6 +158,9 @@ pub struct ExpiredRun {
 pub trait Cluster: Send + Sync {
     /// This node's id.
     fn node_id(&self) -> &str;
+    /// A fingerprint of this node's `[cluster] key`, which gives nothing of the key
+    /// away; the heartbeat publishes it.
+    fn key_id(&self) -> String;
     /// Bring the database's schema up to date (a node that started while the
     /// database was unreachable does it once it answers).
     fn prepare(&self) -> Result<()>;

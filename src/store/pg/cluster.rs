@@ -64,6 +64,10 @@ impl Cluster for PgStore {
         &self.node
     }
 
+    fn key_id(&self) -> String {
+        self.signer.key_id()
+    }
+
     fn prepare(&self) -> Result<()> {
         self.migrate().map(|_| ())
     }
@@ -78,10 +82,11 @@ impl Cluster for PgStore {
             let mut tx = c.transaction()?;
             let lease = self.lease_secs();
             let row = tx.query_one(
-                "INSERT INTO tend_nodes (id, address, version, schedule_hash)
-                 VALUES ($1, $2, $3, $4)
+                "INSERT INTO tend_nodes (id, address, version, schedule_hash, key_id)
+                 VALUES ($1, $2, $3, $4, $6)
                  ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address,
                      version = EXCLUDED.version, schedule_hash = EXCLUDED.schedule_hash,
+                     key_id = EXCLUDED.key_id,
                      started = CASE WHEN tend_nodes.heartbeat < now() - make_interval(secs => $5)
                                     THEN now() ELSE tend_nodes.started END,
                      heartbeat = now()
@@ -92,6 +97,7 @@ impl Cluster for PgStore {
                     &me.version,
                     &me.schedule_hash,
                     &lease,
+                    &self.signer.key_id(),
                 ],
             )?;
             let (runs, held) = self.held();
@@ -156,7 +162,7 @@ impl Cluster for PgStore {
     fn nodes(&self) -> Result<Vec<NodeStatus>> {
         self.pool.with(|c| {
             let rows = c.query(
-                "SELECT id, address, version, schedule_hash, started, heartbeat, draining,
+                "SELECT id, address, version, schedule_hash, key_id, started, heartbeat, draining,
                         heartbeat > now() - make_interval(secs => $1) AS alive,
                         (SELECT count(*) FROM tend_runs r WHERE r.node = n.id
                            AND r.state = 'running' AND r.lease_until > now()) AS runs_held
@@ -177,6 +183,7 @@ impl Cluster for PgStore {
                     alive: r.get("alive"),
                     draining: r.get("draining"),
                     runs_held: r.get::<_, i64>("runs_held") as u64,
+                    key_id: r.get("key_id"),
                 })
                 .collect())
         })

@@ -12,3 +12,6 @@ CREATE INDEX tend_runs_running_schedule ON tend_runs ((meta->>'schedule'))
 -- none, and are refused as unsigned.
 ALTER TABLE tend_journal ADD COLUMN mac text;
 ALTER TABLE tend_runs ADD COLUMN mac text;
+-- Each node's key fingerprint: nodes whose keys differ cannot read each other's
+-- journals (so cannot take each other's runs over), and are reported.
+ALTER TABLE tend_nodes ADD COLUMN key_id text NOT NULL DEFAULT '';
