@@ -18,10 +18,10 @@ mod sshd;
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{secs, stop};
+use common::{secs, start_daemon, stop};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use postgres::{Pg, CLUSTER_KEY, PG_PW};
@@ -52,24 +52,7 @@ fn tend(dir: &Path, node: &str, config: &Path) -> Command {
 
 fn start(dir: &Path, node: &str, config: &Path) -> (Child, PathBuf) {
     let log = dir.join(format!("node-{node}.log"));
-    let began = Instant::now();
-    let child = tend(dir, node, config)
-        .args(["daemon", "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("daemon started")
-    {
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "node {node} did not start:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, _) = start_daemon(tend(dir, node, config), &log);
     (child, log)
 }
 

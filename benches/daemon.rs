@@ -16,11 +16,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{secs, stop};
+use common::{secs, start_daemon, stop};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 const TEND: &str = env!("CARGO_BIN_EXE_tend");
 const ENTRIES: usize = 10_000;
@@ -55,21 +55,8 @@ fn tend(dir: &Path) -> Command {
 fn start(dir: &Path, busy: usize) -> (Child, Duration, std::path::PathBuf) {
     std::fs::write(dir.join("tend.toml"), config(busy)).unwrap();
     let log = dir.join(format!("daemon-{busy}.log"));
-    let began = Instant::now();
-    let child = tend(dir)
-        .args(["daemon", "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("daemon started")
-    {
-        assert!(began.elapsed() < Duration::from_secs(60), "no start");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    (child, began.elapsed(), log)
+    let (child, took) = start_daemon(tend(dir), &log);
+    (child, took, log)
 }
 
 fn rss_kib(pid: u32) -> u64 {
